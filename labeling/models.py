@@ -1,0 +1,290 @@
+"""The InstructGPT labeling scheme: projects, prompts, candidate responses, comparison tasks,
+leased assignments, immutable judgments and the pairwise preferences derived from them.
+
+Models hold data and constraints only; every write goes through labeling.services.
+"""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from .flags import INSTRUCTGPT_FLAGS
+
+USER = settings.AUTH_USER_MODEL
+
+
+class Project(models.Model):
+    class Mode(models.TextChoices):
+        PAIRWISE = "pairwise", "Pairwise (A/B, tie, both bad)"
+        RANK = "rank", "K-way ranking with ties"
+        DEMONSTRATE = "demonstrate", "Write the ideal response"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    instructions = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.RANK)
+    responses_per_task = models.PositiveSmallIntegerField(default=4, help_text="K, from 2 to 9.")
+    overlap = models.PositiveSmallIntegerField(default=1, help_text="Distinct annotators per task.")
+    likert_enabled = models.BooleanField(default=True)
+    flags_enabled = models.BooleanField(default=True)
+    custom_flags = models.JSONField(default=list, blank=True, help_text='Extra flags: [["key", "Label"], ...].')
+    lease_seconds = models.PositiveIntegerField(default=900)
+    gold_rate = models.FloatField(default=0.0, help_text="Share of served tasks that are gold, 0..1.")
+    system_prompt = models.TextField(blank=True, help_text="System message for candidate generation.")
+    gen_temperature = models.FloatField(default=1.0)
+    gen_top_p = models.FloatField(default=0.95)
+    gen_max_new_tokens = models.PositiveIntegerField(default=128)
+    retrain_min_judgments = models.PositiveIntegerField(
+        default=100, help_text="Scheduled retraining starts once this many new judgments exist."
+    )
+    created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Soft delete; admins can restore.")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(responses_per_task__gte=2, responses_per_task__lte=9), name="project_k_2_to_9"
+            ),
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_positive"),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0, gold_rate__lte=1), name="project_gold_rate_0_1"),
+            models.CheckConstraint(condition=Q(lease_seconds__gte=10), name="project_lease_min_10s"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def flag_choices(self) -> list[tuple[str, str]]:
+        return list(INSTRUCTGPT_FLAGS) + [tuple(flag) for flag in self.custom_flags]
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        ANNOTATOR = "annotator", "Annotator"
+        VIEWER = "viewer", "Viewer"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(USER, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} ({self.role})"
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    external_id = models.CharField(max_length=255, help_text="Unique per project; a content hash when not given.")
+    text = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True, help_text='Chat form: [{"role": ..., "content": ...}].')
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "external_id"], name="prompt_external_id_unique")]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    text = models.TextField()
+    source = models.CharField(max_length=255, help_text="A model version name or an external model name.")
+    model_version = models.ForeignKey(
+        "training.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="responses"
+    )
+    generation = models.JSONField(default=dict, blank=True, help_text="Generation parameters.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["source"], name="response_source_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.text[:40]}"
+
+
+class ComparisonTask(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        COMPLETE = "complete", "Complete"
+        ARCHIVED = "archived", "Archived"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
+    responses = models.ManyToManyField(Response, through="TaskResponse", related_name="tasks")
+    is_gold = models.BooleanField(default=False)
+    gold_ranking = models.JSONField(null=True, blank=True, help_text="Expected ranking as tie groups of response ids.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    judgments_count = models.PositiveIntegerField(default=0)
+    active_assignments = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(is_gold=True) | Q(gold_ranking__isnull=False), name="task_gold_has_answer"
+            ),
+        ]
+        indexes = [
+            # The queue: open tasks of a project, started ones first, then oldest.
+            models.Index(
+                "project",
+                "is_gold",
+                models.F("judgments_count").desc(),
+                "id",
+                condition=Q(status="open"),
+                name="task_queue_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} ({self.project_id})"
+
+
+class TaskResponse(models.Model):
+    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="slots")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="slots")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "position"], name="taskresponse_position_unique"),
+            models.UniqueConstraint(fields=["task", "response"], name="taskresponse_response_unique"),
+        ]
+
+
+class Assignment(models.Model):
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
+    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(USER, on_delete=models.CASCADE, related_name="assignments")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    shown_order = models.JSONField(default=list, help_text="Response ids in the order this annotator saw them.")
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "annotator"], name="assignment_task_annotator_unique")]
+        indexes = [
+            models.Index(fields=["annotator", "project", "state"], name="assignment_annotator_idx"),
+            models.Index(fields=["expires_at"], condition=Q(state="active"), name="assignment_active_expiry_idx"),
+        ]
+
+
+class Judgment(models.Model):
+    """One annotator's verdict on one task. Immutable: a correction is a new row that supersedes it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="judgments")
+    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="judgments")
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgment"
+    )
+    annotator = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgments")
+    source = models.CharField(max_length=255, default="human", help_text='"human", or an imported dataset name.')
+    ranking = models.JSONField(help_text="Tie groups of response ids, best first: [[3], [1, 4], [2]].")
+    both_bad = models.BooleanField(default=False)
+    likert = models.JSONField(default=dict, blank=True, help_text="{response_id: 1..7}")
+    flags = models.JSONField(default=dict, blank=True, help_text="{response_id: [flag keys]}")
+    rationale = models.TextField(blank=True)
+    shown_order = models.JSONField(default=list, blank=True)
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["project", "created_at"], name="judgment_project_time_idx"),
+            models.Index(fields=["annotator", "project"], name="judgment_annotator_idx"),
+        ]
+
+
+class PreferencePair(models.Model):
+    """chosen > rejected, expanded from a judgment in the same transaction. Ties give no pair."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pairs")
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="pairs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="pairs")
+    chosen = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    rejected = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=~Q(chosen=models.F("rejected")), name="pair_distinct_responses"),
+            models.UniqueConstraint(fields=["judgment", "chosen", "rejected"], name="pair_unique_per_judgment"),
+        ]
+        indexes = [models.Index(fields=["project", "id"], name="pair_project_idx")]
+
+
+class Demonstration(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="demonstrations")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="demonstrations")
+    author = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="demonstrations")
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="demonstration"
+    )
+    text = models.TextField()
+    idempotency_key = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class DatasetSnapshot(models.Model):
+    """A frozen export: the file plus its manifest. Training runs record the snapshot they used."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
+    format = models.CharField(max_length=32)
+    filters = models.JSONField(default=dict, blank=True)
+    path = models.CharField(max_length=1024)
+    rows = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class ExportJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="export_jobs")
+    format = models.CharField(max_length=32)
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    rows = models.PositiveBigIntegerField(default=0)
+    path = models.CharField(max_length=1024, blank=True)
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+
+class ImportBatch(models.Model):
+    """A record of one import: what came in and how many rows were created or skipped."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    filename = models.CharField(max_length=255)
+    kind = models.CharField(max_length=32)
+    created = models.JSONField(default=dict)
+    skipped_duplicates = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)

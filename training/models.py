@@ -1,0 +1,108 @@
+"""The model registry and the runs that produce it.
+
+A TrainingRun is the unit the Celery tasks move through QUEUED -> RUNNING -> a final status under
+a row lock. A ModelVersion is only created once its artifact folder is complete and in place.
+"""
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    class Kind(models.TextChoices):
+        REWARD = "reward", "Reward model"
+        POLICY = "policy", "Policy"
+
+    class Status(models.TextChoices):
+        READY = "ready", "Ready"
+        ARCHIVED = "archived", "Archived"
+
+    project = models.ForeignKey(
+        "labeling.Project", null=True, blank=True, on_delete=models.CASCADE, related_name="model_versions",
+        help_text="Empty for base models shared by every project.",
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    base = models.CharField(max_length=1024, help_text="The base model folder or name.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    artifact_path = models.CharField(max_length=1024)
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    snapshot = models.ForeignKey(
+        "labeling.DatasetSnapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    promoted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "kind"], condition=Q(promoted=True), name="one_promoted_version_per_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+class TrainingRun(models.Model):
+    class Kind(models.TextChoices):
+        REWARD = "reward", "Reward model"
+        SFT = "sft", "SFT"
+        DPO = "dpo", "DPO"
+        PPO = "ppo", "PPO"
+        EVALUATE = "evaluate", "Evaluation"
+        CANDIDATES = "candidates", "Candidate generation"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="training_runs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(default=dict, blank=True)
+    base_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs_as_base"
+    )
+    result_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_by"
+    )
+    snapshot = models.ForeignKey(
+        "labeling.DatasetSnapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    pipeline_id = models.UUIDField(null=True, blank=True, help_text="Runs chained by one scheduled round.")
+    progress = models.FloatField(default=0.0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    log_tail = models.TextField(blank=True)
+    metrics_history = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Single flight: one live run of each kind per project, enforced by the database.
+            models.UniqueConstraint(
+                fields=["project", "kind"], condition=Q(status__in=["queued", "running"]),
+                name="single_flight_run_per_kind",
+            ),
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="run_progress_0_1"),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
