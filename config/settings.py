@@ -175,3 +175,5 @@ if not DEBUG:
     CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+REST_FRAMEWORK["EXCEPTION_HANDLER"] = "labeling.apis.base.exception_handler"

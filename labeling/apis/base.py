@@ -1,0 +1,43 @@
+"""Shared API plumbing: project lookup by slug with role checks, and service errors as HTTP 400."""
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, views
+from rest_framework.request import Request
+
+from labeling.models import Membership, Project
+from labeling.selectors.projects import project_role_get
+
+READ_ROLES = frozenset(Membership.Role.values)
+WORK_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.ANNOTATOR})
+ADMIN_ROLES = frozenset({Membership.Role.ADMIN})
+
+
+def exception_handler(exc, context):
+    """Services raise Django's ValidationError; the API answers it as a DRF 400 with field errors."""
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        exc = exceptions.ValidationError(detail)
+    return views.exception_handler(exc, context)
+
+
+class ProjectScopedMixin:
+    """Resolves `slug` to a live project and checks the caller's role for the HTTP method.
+
+    Non-members get 404 rather than 403, so project names do not leak between tenants.
+    """
+
+    read_roles: frozenset[str] = READ_ROLES
+    write_roles: frozenset[str] = ADMIN_ROLES
+
+    def initial(self, request: Request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        project = Project.objects.filter(slug=kwargs.get("slug"), deleted_at__isnull=True).first()
+        role = project_role_get(project=project, user=request.user) if project else None
+        if role is None:
+            raise Http404("No such project.")
+        allowed = self.read_roles if request.method in ("GET", "HEAD", "OPTIONS") else self.write_roles
+        if role not in allowed:
+            raise exceptions.PermissionDenied(f"Your role '{role}' cannot do this in project '{project.slug}'.")
+        self.project, self.role = project, role

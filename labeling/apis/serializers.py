@@ -1,0 +1,118 @@
+"""Input validation and output shapes only; no business logic."""
+from rest_framework import serializers
+
+from labeling.models import (
+    ComparisonTask, Demonstration, ImportBatch, Judgment, Membership, PreferencePair, Project, Prompt, Response,
+)
+
+
+class ProjectOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = [
+            "id", "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
+            "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
+            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ProjectInputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = [
+            "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
+            "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
+            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments",
+        ]
+
+    def validate_custom_flags(self, value):
+        if not isinstance(value, list) or not all(
+            isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) and x for x in f) for f in value
+        ):
+            raise serializers.ValidationError('must be a list of ["key", "Label"] pairs')
+        return value
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Membership
+        fields = ["username", "role", "created_at"]
+        read_only_fields = ["created_at"]
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Prompt
+        fields = ["id", "external_id", "text", "messages", "metadata", "created_at"]
+
+
+class ResponseSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Response
+        fields = ["id", "prompt", "text", "source", "model_version", "generation", "created_at"]
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    response_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ComparisonTask
+        fields = ["id", "prompt", "response_ids", "is_gold", "status", "judgments_count", "created_at"]
+
+    def get_response_ids(self, task) -> list[int]:
+        return [slot.response_id for slot in task.slots.all()]
+
+
+class PairSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PreferencePair
+        fields = ["chosen", "rejected"]
+
+
+class JudgmentSerializer(serializers.ModelSerializer):
+    pairs = PairSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Judgment
+        fields = [
+            "id", "task", "annotator", "source", "ranking", "both_bad", "likert", "flags", "rationale",
+            "shown_order", "time_spent_ms", "supersedes", "created_at", "pairs",
+        ]
+
+
+class DemonstrationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Demonstration
+        fields = ["id", "prompt", "author", "text", "created_at"]
+        read_only_fields = ["id", "author", "created_at"]
+
+
+class DemonstrationInputSerializer(serializers.Serializer):
+    prompt = serializers.IntegerField()
+    text = serializers.CharField(max_length=1_000_000)
+    idempotency_key = serializers.CharField(max_length=128, required=False)
+
+
+class ImportInputSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    source = serializers.CharField(max_length=255, required=False, default="")
+
+
+class ImportBatchSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ImportBatch
+        fields = ["id", "filename", "kind", "created", "skipped_duplicates", "created_at"]
+
+
+class ImportResultSerializer(serializers.Serializer):
+    prompts = serializers.IntegerField()
+    responses = serializers.IntegerField()
+    tasks = serializers.IntegerField()
+    judgments = serializers.IntegerField()
+    pairs = serializers.IntegerField()
+    demonstrations = serializers.IntegerField()
+    skipped_duplicates = serializers.IntegerField()
+    batch_id = serializers.IntegerField()

@@ -1,0 +1,15 @@
+from django.urls import path
+
+from labeling.apis import data, imports, projects
+
+urlpatterns = [
+    path("projects/", projects.ProjectListApi.as_view(), name="api-projects"),
+    path("projects/<slug:slug>/", projects.ProjectDetailApi.as_view(), name="api-project"),
+    path("projects/<slug:slug>/members/", projects.MembershipListApi.as_view(), name="api-members"),
+    path("projects/<slug:slug>/prompts/", data.PromptListApi.as_view(), name="api-prompts"),
+    path("projects/<slug:slug>/responses/", data.ResponseListApi.as_view(), name="api-responses"),
+    path("projects/<slug:slug>/tasks/", data.TaskListApi.as_view(), name="api-tasks"),
+    path("projects/<slug:slug>/judgments/", data.JudgmentListApi.as_view(), name="api-judgments"),
+    path("projects/<slug:slug>/demonstrations/", data.DemonstrationListApi.as_view(), name="api-demonstrations"),
+    path("projects/<slug:slug>/imports/", imports.ImportListCreateApi.as_view(), name="api-imports"),
+]

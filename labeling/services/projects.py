@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from labeling.models import Membership, Project
+
+EDITABLE_FIELDS = {
+    "name", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled", "flags_enabled",
+    "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature", "gen_top_p",
+    "gen_max_new_tokens", "retrain_min_judgments",
+}
+
+
+def _validated(project: Project) -> Project:
+    if project.mode == Project.Mode.PAIRWISE:
+        project.responses_per_task = 2
+    project.full_clean()
+    return project
+
+
+@transaction.atomic
+def project_create(*, name: str, slug: str, created_by: AbstractUser | None = None, **fields: Any) -> Project:
+    unknown = set(fields) - EDITABLE_FIELDS
+    if unknown:
+        raise ValidationError({key: "unknown field" for key in unknown})
+    project = _validated(Project(name=name, slug=slug, created_by=created_by, **fields))
+    project.save()
+    if created_by is not None:
+        Membership.objects.create(project=project, user=created_by, role=Membership.Role.ADMIN)
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, **fields: Any) -> Project:
+    unknown = set(fields) - EDITABLE_FIELDS
+    if unknown:
+        raise ValidationError({key: "unknown field" for key in unknown})
+    for key, value in fields.items():
+        setattr(project, key, value)
+    _validated(project).save()
+    return project
+
+
+def project_soft_delete(*, project: Project) -> Project:
+    project.deleted_at = timezone.now()
+    project.save(update_fields=["deleted_at"])
+    return project
+
+
+def project_restore(*, project: Project) -> Project:
+    project.deleted_at = None
+    project.save(update_fields=["deleted_at"])
+    return project
+
+
+def membership_set(*, project: Project, user: AbstractUser, role: str) -> Membership:
+    if role not in Membership.Role.values:
+        raise ValidationError({"role": f"must be one of {Membership.Role.values}"})
+    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return membership
+
+
+def membership_remove(*, project: Project, user: AbstractUser) -> None:
+    Membership.objects.filter(project=project, user=user).delete()
