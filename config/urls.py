@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("labeling.apis.urls")),
     path("api/training/", include("training.apis.urls")),
+    path("dashboard/", include("labeling.dashboard_urls")),
     path("", include("labeling.urls")),
     path("training/", include("training.urls")),
 ]

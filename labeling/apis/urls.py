@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from labeling.apis import data, imports, projects
 
@@ -12,4 +12,7 @@ urlpatterns = [
     path("projects/<slug:slug>/judgments/", data.JudgmentListApi.as_view(), name="api-judgments"),
     path("projects/<slug:slug>/demonstrations/", data.DemonstrationListApi.as_view(), name="api-demonstrations"),
     path("projects/<slug:slug>/imports/", imports.ImportListCreateApi.as_view(), name="api-imports"),
+    # Annotator workflow (next task, submit, skip) and quality/export endpoints live in their own modules.
+    path("", include("labeling.apis.annotate_urls")),
+    path("", include("labeling.apis.quality_urls")),
 ]
