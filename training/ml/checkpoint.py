@@ -1,0 +1,47 @@
+"""Saving a trained policy: weights (safetensors), tokenizer, and the run's config and metrics,
+written into a temporary folder and renamed into place so readers never see half a checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+
+from .common import atomic_output_dir, config_to_dict, save_json
+
+CONFIG_FILE = "pairwise_config.json"
+METRICS_FILE = "pairwise_metrics.json"
+
+
+def describe_config(config: Any) -> dict[str, Any]:
+    """The config's values with each field's help text, so a checkpoint explains itself."""
+    return {
+        "kind": type(config).__name__,
+        "values": config_to_dict(config),
+        "help": {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config)},
+    }
+
+
+def save_policy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, config: Any,
+    metrics: dict[str, Any],
+) -> Path:
+    with atomic_output_dir(out_dir) as tmp:
+        tmp.chmod(0o755)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        save_json(tmp / CONFIG_FILE, describe_config(config))
+        save_json(tmp / METRICS_FILE, metrics)
+    return Path(out_dir)
+
+
+def make_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_ratio: float,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over trainable parameters with a cosine schedule (InstructGPT's SFT and RM use cosine decay)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warmup = int(total_steps * warmup_ratio)
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))

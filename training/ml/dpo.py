@@ -1,0 +1,145 @@
+"""Direct Preference Optimization (Rafailov et al. 2023) on {prompt, chosen, rejected} pairs.
+
+The reference is the parent model, frozen. Its log-probabilities never change, so they are
+computed once up front and the reference model is freed before training starts: one forward per
+pair instead of one per pair per epoch, and only one model in memory while training.
+Chosen and rejected go through the policy in one forward pass (2B rows) per micro-batch.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import make_optimizer, save_policy
+from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
+from .text import DEFAULT_SYSTEM_PROMPT, batches, collate, encode_example, load_policy, sequence_token_logprobs, to_device
+
+
+@dataclass
+class DPOConfig:
+    beta: float = field(default=0.1, metadata={"help": "Strength of the implicit KL constraint to the reference; larger stays closer to the parent."})
+    epochs: int = field(default=1, metadata={"help": "Passes over the preference pairs."})
+    lr: float = field(default=5e-6, metadata={"help": "Peak AdamW learning rate (DPO wants small ones: 1e-6 to 1e-5)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps spent warming the learning rate up before cosine decay."})
+    batch_size: int = field(default=16, metadata={"help": "Pairs per optimizer step."})
+    micro_batch_size: int = field(default=2, metadata={"help": "Pairs per forward pass (each is 2 sequences); lower it to save memory."})
+    max_length: int = field(default=256, metadata={"help": "Prompt + response tokens per sequence; older prompt tokens are cut first."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    precision: str = field(default="auto", metadata={"help": "'auto' (bf16 autocast where native), 'bf16' or 'fp32'."})
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
+    seed: int = field(default=0, metadata={"help": "Seed for shuffling."})
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message put before every prompt."})
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigmoid DPO loss.
+
+        r_w = beta * (log pi(y_w|x) - log pi_ref(y_w|x))        implicit reward of the chosen
+        r_l = beta * (log pi(y_l|x) - log pi_ref(y_l|x))        implicit reward of the rejected
+        loss = -mean(log sigmoid(r_w - r_l))
+
+    Shape: four [B] tensors of summed response log-probabilities -> (loss [], chosen_rewards [B],
+    rejected_rewards [B]); the rewards are detached, for logging.
+    """
+    chosen = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected = beta * (policy_rejected_logps - ref_rejected_logps)
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    return loss, chosen.detach(), rejected.detach()
+
+
+def encode_pairs(tokenizer, pairs: Sequence[dict[str, Any]], config: DPOConfig) -> list[tuple[tuple[list[int], int], tuple[list[int], int]]]:
+    return [
+        (
+            encode_example(tokenizer, p["prompt"], p["chosen"], config.max_length, config.system_prompt),
+            encode_example(tokenizer, p["prompt"], p["rejected"], config.max_length, config.system_prompt),
+        )
+        for p in pairs
+    ]
+
+
+def pair_logps(model: torch.nn.Module, micro: Sequence[tuple], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response logps of chosen [B] and rejected [B], from one forward over 2B rows."""
+    batch = to_device(collate([c for c, _ in micro] + [r for _, r in micro], pad_id), device)
+    logps, mask = sequence_token_logprobs(model, batch)
+    sums = (logps * mask).sum(-1)
+    return sums[: len(micro)], sums[len(micro) :]
+
+
+@torch.no_grad()
+def reference_logps(parent_dir: str | Path, encoded: Sequence[tuple], config: DPOConfig, device: torch.device, precision: str) -> torch.Tensor:
+    """Shape: -> [N, 2] (chosen, rejected) summed logps under the frozen parent."""
+    ref, tokenizer = load_policy(parent_dir, device)
+    ref.eval()
+    out = []
+    for micro in batches(encoded, max(config.micro_batch_size * 2, 1)):
+        with autocast(device, precision):
+            chosen, rejected = pair_logps(ref, micro, tokenizer.pad_token_id, device)
+        out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
+    del ref
+    return torch.cat(out)
+
+
+def train_dpo(
+    parent_dir: str | Path, pairs: Sequence[dict[str, Any]], out_dir: str | Path | None,
+    config: DPOConfig = DPOConfig(), progress: ProgressFn = no_progress,
+) -> dict[str, Any]:
+    """Train the parent at parent_dir on pairs [{"prompt", "chosen", "rejected"}] and save to out_dir
+    (None skips saving, for benchmarks). Returns metrics with per-step history."""
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    model, tokenizer = load_policy(parent_dir, device)
+    encoded = encode_pairs(tokenizer, pairs, config)
+    ref = reference_logps(parent_dir, encoded, config, device, precision)
+
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup_ratio)
+    model.train()
+    rng = random.Random(config.seed)
+    history: list[dict[str, float]] = []
+    started = time.time()
+    for epoch in range(config.epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for step_ids in batches(order, config.batch_size):
+            stats = {"loss": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0, "accuracy": 0.0}
+            for micro_ids in batches(step_ids, config.micro_batch_size):
+                with autocast(device, precision):
+                    chosen, rejected = pair_logps(model, [encoded[i] for i in micro_ids], tokenizer.pad_token_id, device)
+                r = ref[micro_ids].to(device)
+                loss, cr, rr = dpo_loss(chosen, rejected, r[:, 0], r[:, 1], config.beta)
+                # Weight by the micro-batch's share so accumulated gradients equal one big batch's.
+                share = len(micro_ids) / len(step_ids)
+                (loss * share).backward()
+                stats["loss"] += loss.item() * share
+                stats["chosen_reward"] += cr.mean().item() * share
+                stats["rejected_reward"] += rr.mean().item() * share
+                stats["accuracy"] += (cr > rr).float().mean().item() * share
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            history.append({"step": len(history) + 1, "epoch": epoch, "grad_norm": grad_norm, **stats})
+            progress(len(history) / total_steps, history[-1])
+
+    elapsed = time.time() - started
+    metrics = {
+        "final_loss": history[-1]["loss"] if history else None, "steps": len(history), "pairs": len(encoded),
+        "train_seconds": elapsed, "pairs_per_s": len(encoded) * config.epochs / max(elapsed, 1e-9),
+        "precision": precision, "history": history,
+    }
+    if out_dir is not None:
+        save_policy(model, tokenizer, out_dir, config, metrics)
+    return metrics

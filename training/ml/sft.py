@@ -1,0 +1,111 @@
+"""Supervised fine-tuning on labeler demonstrations (InstructGPT step 1).
+
+The loss is next-token cross-entropy on the response tokens only: the prompt is context, not
+something the policy should learn to write. Each optimizer step sees `batch_size` examples, run as
+micro-batches whose summed token losses are divided by the step's total response tokens, so the
+gradient equals that of one big batch whatever the micro-batch size.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import make_optimizer, save_policy
+from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
+from .text import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, Prompt, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
+
+
+@dataclass
+class SFTConfig:
+    epochs: int = field(default=2, metadata={"help": "Passes over the demonstrations (the paper used 16 with early selection by RM score)."})
+    lr: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate (1e-4 is a good start with LoRA)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps spent warming the learning rate up before cosine decay."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
+    micro_batch_size: int = field(default=4, metadata={"help": "Examples per forward pass; lower it to save memory (gradients accumulate)."})
+    max_length: int = field(default=512, metadata={"help": "Prompt + response tokens kept per example; older prompt tokens are cut first."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    precision: str = field(default="auto", metadata={"help": "'auto' (bf16 autocast where native), 'bf16' or 'fp32'."})
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
+    seed: int = field(default=0, metadata={"help": "Seed for shuffling and initialisation."})
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message put before every prompt."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains all weights. LoRA adapters are merged before saving."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+
+
+def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"))
+
+
+def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def response_nll_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed cross-entropy over response tokens. Shape: batch tensors [B, T] -> scalar."""
+    logits = forward_logits(model, batch["input_ids"], batch["attention_mask"])
+    labels = lm_labels(batch)[:, 1:]
+    return F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def train_sft(
+    parent_dir: str | Path, examples: Sequence[dict[str, Any]], out_dir: str | Path,
+    config: SFTConfig = SFTConfig(), progress: ProgressFn = no_progress,
+) -> dict[str, Any]:
+    """Fine-tune the model at parent_dir on examples [{"prompt": str | messages, "response": str}]
+    and save it to out_dir. Returns metrics: final loss, steps, tokens/s and per-step history."""
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    model, tokenizer = load_policy(parent_dir, device)
+    if config.lora_r > 0:
+        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
+    encoded = [encode_example(tokenizer, ex["prompt"], ex["response"], config.max_length, config.system_prompt) for ex in examples]
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup_ratio)
+
+    model.train()
+    rng = random.Random(config.seed)
+    history: list[dict[str, float]] = []
+    step, tokens, started = 0, 0, time.time()
+    for epoch in range(config.epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for step_ids in batches(order, config.batch_size):
+            step_examples = [encoded[i] for i in step_ids]
+            n_tokens = sum(len(ids) - n_prompt for ids, n_prompt in step_examples)
+            loss_sum = 0.0
+            for micro in batches(step_examples, config.micro_batch_size):
+                batch = to_device(collate(micro, tokenizer.pad_token_id), device)
+                with autocast(device, precision):
+                    loss = response_nll_sum(model, batch) / n_tokens
+                loss.backward()
+                loss_sum += loss.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += n_tokens
+            history.append({"step": step, "epoch": epoch, "loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]})
+            progress(step / total_steps, history[-1])
+
+    elapsed = time.time() - started
+    metrics = {
+        "final_loss": history[-1]["loss"] if history else None, "steps": step, "examples": len(encoded),
+        "response_tokens_per_s": tokens / max(elapsed, 1e-9), "seconds": elapsed, "precision": precision,
+        "history": history,
+    }
+    save_policy(merge_lora(model), tokenizer, out_dir, config, metrics)
+    return metrics
