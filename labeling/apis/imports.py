@@ -4,7 +4,7 @@ from rest_framework import generics, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response as HttpResponse
 
-from labeling.apis.base import ProjectScopedMixin
+from labeling.apis.base import ADMIN_ROLES, ProjectScopedMixin
 from labeling.apis.serializers import ImportBatchSerializer, ImportInputSerializer, ImportResultSerializer
 from labeling.services.imports import DataImportError, project_data_import
 
@@ -13,6 +13,7 @@ class ImportListCreateApi(ProjectScopedMixin, generics.ListAPIView):
     """List past imports, or upload a JSONL/JSONL.gz/CSV file (project admins)."""
 
     serializer_class = ImportBatchSerializer
+    read_roles = ADMIN_ROLES
     parser_classes = [MultiPartParser]
 
     def get_queryset(self):

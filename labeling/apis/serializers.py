@@ -25,6 +25,16 @@ class ProjectInputSerializer(serializers.ModelSerializer):
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
             "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments",
         ]
+        # The database enforces these too; repeating them here turns a violation into a field error.
+        extra_kwargs = {
+            "responses_per_task": {"min_value": 2, "max_value": 9},
+            "overlap": {"min_value": 1, "max_value": 100},
+            "gold_rate": {"min_value": 0.0, "max_value": 1.0},
+            "lease_seconds": {"min_value": 10, "max_value": 7 * 24 * 3600},
+            "gen_temperature": {"min_value": 0.0, "max_value": 5.0},
+            "gen_top_p": {"min_value": 0.0, "max_value": 1.0},
+            "gen_max_new_tokens": {"min_value": 1, "max_value": 4096},
+        }
 
     def validate_custom_flags(self, value):
         if not isinstance(value, list) or not all(

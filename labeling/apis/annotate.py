@@ -1,0 +1,89 @@
+"""The annotator's hot path: next task (with the one after it), submit, skip.
+
+Kept thin on purpose: one query resolves the project and the caller's role, the services do the
+rest, and the output is built from plain dicts instead of serializers.
+"""
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response as HttpResponse
+from rest_framework.views import APIView
+
+from labeling.models import Assignment
+from labeling.selectors.queue import assignment_payloads, project_for_worker
+from labeling.services.assignment import (
+    AssignmentConflict, assignment_skip, demonstration_submit, judgment_submit, task_assign_next,
+)
+
+
+def _conflict(exc: AssignmentConflict) -> HttpResponse:
+    return HttpResponse({"detail": exc.message, "code": exc.code}, status=status.HTTP_409_CONFLICT)
+
+
+class SubmitInputSerializer(serializers.Serializer):
+    """Documentation of the body; the service validates it (one place, one set of messages)."""
+    idempotency_key = serializers.CharField(max_length=128)
+    ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()), required=False)
+    both_bad = serializers.BooleanField(required=False, default=False)
+    likert = serializers.DictField(child=serializers.IntegerField(), required=False)
+    flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    rationale = serializers.CharField(required=False, allow_blank=True)
+    time_spent_ms = serializers.IntegerField(required=False, min_value=0)
+    text = serializers.CharField(required=False, help_text="Demonstrate mode: the ideal response.")
+
+
+class ProjectNextApi(APIView):
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="current and next assignment")})
+    def post(self, request: Request, slug: str):
+        project = project_for_worker(slug=slug, user=request.user)
+        if project is None:
+            raise NotFound("No such project.")
+        result = task_assign_next(annotator=request.user, project=project)
+        held = [a for a in (result.assignment, result.prefetched) if a is not None]
+        payloads = assignment_payloads(assignments=held)
+        return HttpResponse({
+            # Gold picks are reported as plain assignments: the page must not be able to tell.
+            "reason": {"gold": "assigned", "started": "assigned", "oldest": "assigned"}.get(result.reason, result.reason),
+            "mode": project.mode,
+            "current": payloads[0] if payloads else None,
+            "next": payloads[1] if len(payloads) > 1 else None,
+        })
+
+
+class AssignmentSubmitApi(APIView):
+    @extend_schema(request=SubmitInputSerializer, responses={
+        201: OpenApiResponse(description="stored (or the first result of a retry)"),
+        409: OpenApiResponse(description="expired, skipped or foreign assignment"),
+    })
+    def post(self, request: Request, assignment_id: int):
+        data = request.data if isinstance(request.data, dict) else {}
+        stub = Assignment(pk=assignment_id)
+        try:
+            if "text" in data and "ranking" not in data:
+                demonstration = demonstration_submit(
+                    assignment=stub, annotator=request.user, text=data.get("text"),
+                    idempotency_key=str(data.get("idempotency_key") or ""), time_spent_ms=data.get("time_spent_ms") or 0,
+                )
+                return HttpResponse({"demonstration": demonstration.pk}, status=status.HTTP_201_CREATED)
+            judgment = judgment_submit(
+                assignment=stub, annotator=request.user, ranking=data.get("ranking"), likert=data.get("likert"),
+                flags=data.get("flags"), rationale=data.get("rationale") or "",
+                time_spent_ms=data.get("time_spent_ms") or 0, idempotency_key=data.get("idempotency_key"),
+                both_bad=bool(data.get("both_bad", False)),
+            )
+        except AssignmentConflict as exc:
+            return _conflict(exc)
+        return HttpResponse({"judgment": judgment.pk, "assignment": assignment_id}, status=status.HTTP_201_CREATED)
+
+
+class AssignmentSkipApi(APIView):
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="skipped")})
+    def post(self, request: Request, assignment_id: int):
+        try:
+            assignment = assignment_skip(assignment=Assignment(pk=assignment_id), annotator=request.user)
+        except AssignmentConflict as exc:
+            return _conflict(exc)
+        return HttpResponse({"assignment": assignment.pk, "state": assignment.state})
