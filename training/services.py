@@ -1,0 +1,561 @@
+"""Writes for the training registry and runs. Every state change of a TrainingRun or ModelVersion,
+and every task enqueue, happens here.
+
+A run's life: run_queue (QUEUED, task sent after commit) -> run_start (RUNNING, under a row lock;
+a duplicate delivery finds it RUNNING and returns) -> heartbeats while it trains -> one of
+run_succeed (the ModelVersion is registered in the same transaction), run_fail, run_cancel, or
+runs_reap_stale (the worker died and nothing else will notice). Single flight is the database's
+partial unique constraint on (project, kind) over QUEUED/RUNNING runs, not a check in Python.
+
+Heavy imports (torch, transformers, training.ml.*) are done inside functions, so web and beat
+processes never load them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.utils import timezone
+
+from labeling.models import Demonstration, Project, TaskResponse
+from training.models import ModelVersion, TrainingRun
+from training.selectors import (
+    judgments_for_training,
+    model_version_promoted_get,
+    reward_new_judgments_count,
+    run_active_get,
+    runs_stale_list,
+)
+
+logger = logging.getLogger(__name__)
+
+LOG_TAIL_CHARS = 8000
+MAX_HISTORY_POINTS = 2000
+REPORT_EVERY_S = 2.0
+
+
+class RunAlreadyActive(ValidationError):
+    """Single flight: a QUEUED or RUNNING run of this kind already exists for the project."""
+
+    def __init__(self, run: TrainingRun):
+        self.run = run
+        super().__init__(f"A {run.kind} run is already {run.status} for this project (run {run.pk}).", code="run_active")
+
+
+class RunAborted(Exception):
+    """The run stopped being RUNNING under the worker's feet (cancelled, or reaped as stale)."""
+
+
+# ---------------------------------------------------------------------------------------- runs
+
+
+def run_create(
+    *, project: Project, kind: str, params: dict[str, Any] | None = None, base_version: ModelVersion | None = None,
+    requested_by: AbstractUser | None = None, pipeline_id: Any = None,
+) -> TrainingRun:
+    """A QUEUED run, or RunAlreadyActive when the database's single-flight constraint refuses it."""
+    if kind not in TrainingRun.Kind.values:
+        raise ValidationError({"kind": f"Unknown run kind {kind!r}."})
+    if project.deleted_at is not None:
+        raise ValidationError("The project is deleted.")
+    try:
+        with transaction.atomic():
+            return TrainingRun.objects.create(
+                project=project, kind=kind, params=params or {}, base_version=base_version,
+                requested_by=requested_by, pipeline_id=pipeline_id,
+            )
+    except IntegrityError:
+        active = run_active_get(project=project, kind=kind)
+        if active is None:
+            raise
+        raise RunAlreadyActive(active) from None
+
+
+def _task_for(kind: str):
+    from training import tasks
+
+    return {
+        TrainingRun.Kind.REWARD: tasks.reward_model_train,
+    }[kind]
+
+
+def run_queue(
+    *, project: Project, kind: str, params: dict[str, Any] | None = None, base_version: ModelVersion | None = None,
+    requested_by: AbstractUser | None = None, pipeline_id: Any = None,
+) -> TrainingRun:
+    """Create a QUEUED run and send its task once the transaction commits (a rolled-back run sends nothing)."""
+    with transaction.atomic():
+        run = run_create(
+            project=project, kind=kind, params=params, base_version=base_version, requested_by=requested_by,
+            pipeline_id=pipeline_id,
+        )
+        _task_for(kind).delay_on_commit(run_id=run.pk)
+    return run
+
+
+def run_start(*, run_id: int, worker: str = "") -> TrainingRun | None:
+    """QUEUED -> RUNNING under a row lock; None when the run is gone or not QUEUED (a redelivery)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status != TrainingRun.Status.QUEUED:
+            return None
+        now = timezone.now()
+        run.status, run.started_at, run.heartbeat_at = TrainingRun.Status.RUNNING, now, now
+        run.worker = (worker or f"pid={os.getpid()}")[:255]
+        run.save(update_fields=["status", "started_at", "heartbeat_at", "worker"])
+    return run
+
+
+def run_heartbeat(
+    *, run_id: int, progress: float | None = None, metrics: list[dict[str, Any]] | None = None,
+    log_lines: list[str] | None = None,
+) -> bool:
+    """Record a sign of life (plus progress, metric points and log lines). False if the run is no longer RUNNING."""
+    now = timezone.now()
+    if progress is None and not metrics and not log_lines:
+        return TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(heartbeat_at=now) == 1
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status != TrainingRun.Status.RUNNING:
+            return False
+        fields = ["heartbeat_at"]
+        run.heartbeat_at = now
+        if progress is not None:
+            run.progress = min(1.0, max(0.0, float(progress)))
+            fields.append("progress")
+        if metrics:
+            history = list(run.metrics_history or []) + [_jsonable(m) for m in metrics]
+            while len(history) > MAX_HISTORY_POINTS:
+                history = history[::2]
+            run.metrics_history = history
+            fields.append("metrics_history")
+        if log_lines:
+            run.log_tail = (run.log_tail + "".join(line.rstrip("\n") + "\n" for line in log_lines))[-LOG_TAIL_CHARS:]
+            fields.append("log_tail")
+        run.save(update_fields=fields)
+    return True
+
+
+def run_params_update(*, run_id: int, **params: Any) -> None:
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        run.params = {**(run.params or {}), **_jsonable(params)}
+        run.save(update_fields=["params"])
+
+
+def run_succeed(*, run_id: int, version_fields: dict[str, Any] | None = None) -> tuple[TrainingRun, ModelVersion | None] | None:
+    """RUNNING -> SUCCEEDED, registering the produced version in the same transaction.
+
+    None when the run is no longer RUNNING (reaped or cancelled meanwhile): then nothing is registered
+    and the caller removes the artifact it made.
+    """
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status != TrainingRun.Status.RUNNING:
+            return None
+        version = model_version_register(**version_fields) if version_fields else None
+        run.status, run.progress, run.finished_at = TrainingRun.Status.SUCCEEDED, 1.0, timezone.now()
+        run.heartbeat_at = run.finished_at
+        run.result_version = version
+        run.save(update_fields=["status", "progress", "finished_at", "heartbeat_at", "result_version"])
+    return run, version
+
+
+def run_fail(*, run_id: int, error: str) -> bool:
+    """QUEUED/RUNNING -> FAILED. False if the run had already ended."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.status not in TrainingRun.ACTIVE_STATUSES:
+            return False
+        run.status, run.finished_at, run.error = TrainingRun.Status.FAILED, timezone.now(), error[-10000:]
+        run.save(update_fields=["status", "finished_at", "error"])
+    return True
+
+
+def run_cancel(*, run: TrainingRun) -> bool:
+    """QUEUED/RUNNING -> CANCELLED. A running worker sees it at its next report and stops without a version."""
+    with transaction.atomic():
+        locked = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status not in TrainingRun.ACTIVE_STATUSES:
+            return False
+        locked.status, locked.finished_at = TrainingRun.Status.CANCELLED, timezone.now()
+        locked.save(update_fields=["status", "finished_at"])
+    run.refresh_from_db()
+    return True
+
+
+def runs_reap_stale() -> list[int]:
+    """Fail RUNNING runs whose heartbeat went stale and remove their half-written artifact folders.
+
+    With acks_late and reject_on_worker_lost off, Celery acknowledges a task whose worker process was
+    SIGKILLed (OOM killer, node loss), so without this the run would stay RUNNING and block its
+    project's single flight forever.
+    """
+    reaped = []
+    for run_id in list(runs_stale_list().values_list("pk", flat=True)):
+        with transaction.atomic():
+            run = runs_stale_list().select_for_update().filter(pk=run_id).first()
+            if run is None:
+                continue
+            last = run.heartbeat_at or run.started_at
+            run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()
+            run.error = (
+                f"Reaped: no heartbeat since {last.isoformat() if last else 'start'} "
+                f"(limit {settings.PAIRWISE_HEARTBEAT_STALE}); the worker {run.worker or ''} was killed or lost."
+            )
+            run.save(update_fields=["status", "finished_at", "error"])
+        _partial_artifacts_remove(run)
+        reaped.append(run_id)
+        logger.warning("reaped stale run %s", run_id)
+    return reaped
+
+
+def _partial_artifacts_remove(run: TrainingRun) -> None:
+    """Remove the `.tmp-*` folders atomic_output_dir left beside the run's output folder."""
+    output = (run.params or {}).get("output_dir")
+    if not output:
+        return
+    output = Path(output)
+    if output.parent.is_dir():
+        for tmp in output.parent.glob(f".tmp-{output.name}-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------- progress reporting
+
+
+class RunReporter:
+    """The trainers' progress callback `progress(fraction, metrics)`.
+
+    Keeps every metric point, and writes progress, the points and log lines to the run at most every
+    `every_s` seconds (and always at the end). Raises RunAborted when the run was cancelled or reaped,
+    which unwinds the trainer through atomic_output_dir, so no artifact is left behind.
+    """
+
+    def __init__(self, *, run_id: int, span: tuple[float, float] = (0.0, 1.0), every_s: float = REPORT_EVERY_S,
+                 echo: Callable[[float, dict[str, Any]], None] | None = None):
+        self.run_id, self.span, self.every_s, self.echo = run_id, span, every_s, echo
+        self._points: list[dict[str, Any]] = []
+        self._lines: list[str] = []
+        self._last = 0.0
+        self.fraction = 0.0
+
+    def __call__(self, fraction: float, metrics: dict[str, Any]) -> None:
+        lo, hi = self.span
+        self.fraction = lo + (hi - lo) * min(1.0, max(0.0, float(fraction)))
+        point = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
+        if point:
+            self._points.append(point)
+            if "step" in point:
+                shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+                self._lines.append(shown)
+        if self.echo:
+            self.echo(self.fraction, point)
+        if fraction >= 1.0 or time.monotonic() - self._last >= self.every_s:
+            self.flush()
+
+    def log(self, line: str) -> None:
+        self._lines.append(line)
+
+    def flush(self) -> None:
+        points, lines = self._points, self._lines
+        self._points, self._lines = [], []
+        self._last = time.monotonic()
+        if not run_heartbeat(run_id=self.run_id, progress=self.fraction, metrics=points, log_lines=lines):
+            raise RunAborted(f"run {self.run_id} is no longer running")
+
+
+class _HeartbeatThread(threading.Thread):
+    """Beats while the trainer is busy in a long step, model load or evaluation. It dies with the
+    process, so a SIGKILLed worker goes silent and the reaper finds it."""
+
+    def __init__(self, run_id: int, interval: float):
+        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
+        self.run_id, self.interval, self.stopped = run_id, interval, threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                try:
+                    run_heartbeat(run_id=self.run_id)
+                except Exception:  # a DB blip must not kill the beat; the reaper is the backstop
+                    logger.exception("heartbeat failed for run %s", self.run_id)
+        finally:
+            connection.close()
+
+
+class run_heartbeats:
+    """Context manager: a heartbeat thread for the block's duration."""
+
+    def __init__(self, *, run_id: int):
+        stale = settings.PAIRWISE_HEARTBEAT_STALE.total_seconds()
+        self.thread = _HeartbeatThread(run_id, interval=min(30.0, max(0.5, stale / 4)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self.thread
+
+    def __exit__(self, *exc):
+        self.thread.stopped.set()
+        self.thread.join(timeout=10)
+        return False
+
+
+# -------------------------------------------------------------------------------------- registry
+
+
+def model_version_register(
+    *, project: Project | None, kind: str, name: str, base: str, artifact_path: str | os.PathLike,
+    config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None, parent: ModelVersion | None = None,
+    snapshot: Any = None, promoted: bool = False,
+) -> ModelVersion:
+    """Register a complete artifact folder. The folder must already be in place (atomic move done)."""
+    path = Path(artifact_path)
+    if not path.is_dir() or path.name.startswith(".tmp-"):
+        raise ValidationError({"artifact_path": f"{path} is not a finished artifact folder."})
+    if kind not in ModelVersion.Kind.values:
+        raise ValidationError({"kind": f"Unknown kind {kind!r}."})
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            project=project, kind=kind, name=name[:200], base=str(base)[:1024], artifact_path=str(path.resolve()),
+            config=_jsonable(config or {}), metrics=_jsonable(metrics or {}), parent=parent, snapshot=snapshot,
+        )
+        if promoted:
+            version = model_version_promote(version=version)
+    return version
+
+
+def model_version_promote(*, version: ModelVersion) -> ModelVersion:
+    """Make this the promoted version of its kind in its project; the previous one is demoted."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status != ModelVersion.Status.READY:
+            raise ValidationError("Only a ready version can be promoted.")
+        if version.promoted:
+            return version
+        current = ModelVersion.objects.select_for_update().filter(
+            project=version.project, kind=version.kind, promoted=True
+        ).exclude(pk=version.pk)
+        current.update(promoted=False)
+        version.promoted = True
+        version.save(update_fields=["promoted"])
+    return version
+
+
+def model_version_demote(*, version: ModelVersion) -> ModelVersion:
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.promoted:
+            version.promoted = False
+            version.save(update_fields=["promoted"])
+    return version
+
+
+# ------------------------------------------------------------------------------- reward model data
+
+
+@dataclass
+class RewardData:
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    reference_texts: list[tuple[str, str]] | None = None
+    judgments: int = 0
+    skipped: int = 0
+    until_judgment_id: int = 0
+    sha256: str = ""
+
+
+def _prompt_string(prompt) -> str:
+    from training.ml.text import prompt_as_transcript
+
+    return prompt_as_transcript(prompt.messages if prompt.messages else prompt.text)
+
+
+def reward_data_collect(*, project: Project, until_judgment_id: int | None = None) -> RewardData:
+    """One group per live judgment (InstructGPT: a judgment is one batch element), responses in slot order,
+    ranking as tie groups of indices best first. Reference texts for normalisation: the demonstrations."""
+    judgments = judgments_for_training(project=project)
+    if until_judgment_id is not None:
+        judgments = judgments.filter(pk__lte=until_judgment_id)
+    judgments = list(judgments)
+    task_ids = {j.task_id for j in judgments}
+    slots: dict[int, list[tuple[int, str]]] = {}
+    for start in range(0, len(task_ids), 5000):
+        chunk = list(task_ids)[start:start + 5000]
+        rows = TaskResponse.objects.filter(task_id__in=chunk).order_by("task_id", "position")
+        for task_id, response_id, text in rows.values_list("task_id", "response_id", "response__text"):
+            slots.setdefault(task_id, []).append((response_id, text))
+    data = RewardData()
+    prompts: dict[int, str] = {}
+    digest = hashlib.sha256()
+    for judgment in judgments:
+        task_slots = slots.get(judgment.task_id, [])
+        index = {rid: i for i, (rid, _) in enumerate(task_slots)}
+        ranking = [[index[r] for r in tie] for tie in (judgment.ranking or []) if all(r in index for r in tie)]
+        if sum(len(t) for t in ranking) != len(task_slots) or len(ranking) < 2:
+            data.skipped += 1  # fully tied, or a ranking that no longer matches the task: no comparisons
+            continue
+        if judgment.task.prompt_id not in prompts:
+            prompts[judgment.task.prompt_id] = _prompt_string(judgment.task.prompt)
+        group = {"prompt": prompts[judgment.task.prompt_id], "responses": [t for _, t in task_slots], "ranking": ranking}
+        data.groups.append(group)
+        digest.update(json.dumps(group, sort_keys=True).encode())
+        data.until_judgment_id = max(data.until_judgment_id, judgment.pk)
+    data.judgments = len(judgments)
+    data.sha256 = digest.hexdigest()
+    demos = Demonstration.objects.filter(project=project).select_related("prompt").order_by("id")
+    reference = [(_prompt_string(d.prompt), d.text) for d in demos[:4096]]
+    data.reference_texts = reference or None
+    return data
+
+
+def _reward_base(run: TrainingRun) -> tuple[str, ModelVersion | None]:
+    """The backbone: --base / params["base"], else the run's base version, else a registered reward base, else MiniLM."""
+    params = run.params or {}
+    if params.get("base"):
+        return str(params["base"]), None
+    if run.base_version is not None:
+        return run.base_version.artifact_path, run.base_version
+    base = ModelVersion.objects.filter(
+        project__isnull=True, kind=ModelVersion.Kind.REWARD, config__role="base", status=ModelVersion.Status.READY
+    ).order_by("-created_at").first()
+    if base is not None:
+        return base.artifact_path, base
+    from training.ml.reward import default_reward_base
+
+    return str(default_reward_base()), None
+
+
+def run_output_dir(*, run: TrainingRun) -> Path:
+    return Path(settings.PAIRWISE_MODELS_DIR) / run.project.slug / f"{run.kind}-run{run.pk}"
+
+
+def reward_model_train(
+    *, run_id: int, worker: str = "", echo: Callable[[float, dict[str, Any]], None] | None = None,
+) -> ModelVersion | None:
+    """The body of the `reward_model_train` task: start the run, collect groups from the judgments,
+    train, then register the version and finish the run in one transaction.
+
+    Returns the new version, or None when the run was not QUEUED (duplicate delivery), failed, or was
+    cancelled/reaped meanwhile. Errors are recorded on the run, never raised (nothing to retry).
+    """
+    run = run_start(run_id=run_id, worker=worker)
+    if run is None:
+        logger.info("run %s is not queued; nothing to do", run_id)
+        return None
+    output_dir = run_output_dir(run=run)
+    try:
+        with run_heartbeats(run_id=run.pk):
+            return _reward_model_train(run, output_dir, echo)
+    except RunAborted as exc:
+        logger.warning("%s", exc)
+        return None
+    except BaseException as exc:
+        run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        logger.exception("reward run %s failed", run.pk)
+        if not isinstance(exc, Exception):
+            raise
+        return None
+    finally:
+        close_old_connections()
+
+
+def _reward_model_train(run: TrainingRun, output_dir: Path, echo) -> ModelVersion | None:
+    import dataclasses
+
+    import torch
+
+    from training.ml.reward import RewardConfig, train_reward_model
+
+    reporter = RunReporter(run_id=run.pk, echo=echo)
+    params = run.params or {}
+    if params.get("threads"):
+        torch.set_num_threads(int(params["threads"]))
+    data = reward_data_collect(project=run.project)
+    if not data.groups:
+        raise ValueError(f"no judgments with comparisons in project {run.project.slug} ({data.skipped} skipped)")
+    base, base_version = _reward_base(run)
+    known = {f.name for f in dataclasses.fields(RewardConfig)}
+    overrides = {k: v for k, v in (params.get("config") or {}).items() if k in known and k != "base_model"}
+    config = RewardConfig(base_model=base, **overrides)
+    run_params_update(
+        run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=data.until_judgment_id,
+        groups=len(data.groups), judgments=data.judgments, skipped_judgments=data.skipped, data_sha256=data.sha256,
+        reference="demonstrations" if data.reference_texts else "chosen responses",
+    )
+    reporter.log(f"{len(data.groups)} groups from {data.judgments} judgments ({data.skipped} without comparisons); base {base}")
+    metrics = train_reward_model(
+        data.groups, config, output_dir, progress=reporter, reference_texts=data.reference_texts,
+    )
+    reporter.flush()
+    parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)
+    result = run_succeed(run_id=run.pk, version_fields={
+        "project": run.project, "kind": ModelVersion.Kind.REWARD, "name": f"{run.project.slug}-reward-run{run.pk}",
+        "base": base, "artifact_path": output_dir, "metrics": metrics,
+        "config": {**dataclasses.asdict(config), "data_sha256": data.sha256, "data_until_judgment_id": data.until_judgment_id},
+        "parent": parent if parent is not None and parent.project_id == run.project_id else base_version,
+    })
+    if result is None:
+        shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder
+        return None
+    _, version = result
+    promote = params.get("promote", "always")
+    if promote == "always" or (promote == "if_none" and parent is None):
+        version = model_version_promote(version=version)
+    return version
+
+
+# ------------------------------------------------------------------------------ scheduled retrain
+
+
+def reward_retrain_check(*, project_id: int) -> TrainingRun | None:
+    """Queue a reward run when >= project.retrain_min_judgments new judgments exist since the last
+    succeeded run. After a failure it waits PAIRWISE_RETRY_AFTER before trying again."""
+    project = Project.objects.filter(pk=project_id, deleted_at__isnull=True).first()
+    if project is None or run_active_get(project=project, kind=TrainingRun.Kind.REWARD) is not None:
+        return None
+    if reward_new_judgments_count(project=project) < max(1, project.retrain_min_judgments):
+        return None
+    last = TrainingRun.objects.filter(project=project, kind=TrainingRun.Kind.REWARD).order_by("-created_at", "-id").first()
+    retry_after = getattr(settings, "PAIRWISE_RETRY_AFTER", None) or settings.PAIRWISE_HEARTBEAT_STALE * 15
+    if last is not None and last.status == TrainingRun.Status.FAILED and last.finished_at and \
+            timezone.now() - last.finished_at < retry_after:
+        return None
+    try:
+        return run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "schedule"})
+    except RunAlreadyActive:
+        return None
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def reward_model_evaluate(*, version: ModelVersion, records: list[dict[str, Any]], max_length: int | None = None) -> dict[str, Any]:
+    """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy, mean_margin, log_loss}."""
+    if version.kind != ModelVersion.Kind.REWARD or (version.config or {}).get("role") == "base":
+        raise ValidationError("Only a trained reward model can be evaluated.")
+    from training.ml.reward import evaluate_pairs, load_reward_model
+
+    for i, record in enumerate(records):
+        missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(record.get(k), str)]
+        if missing:
+            raise ValidationError(f"record {i + 1}: missing or non-string {', '.join(missing)}")
+    model, tokenizer, config = load_reward_model(version.artifact_path)
+    result = evaluate_pairs(model, tokenizer, records, max_length=max_length or config.max_length)
+    return {k: result[k] for k in ("pairs", "accuracy", "mean_margin", "log_loss")}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

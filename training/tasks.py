@@ -1,0 +1,43 @@
+"""Thin Celery tasks: ids in, one service call, nothing else. Each shares its service's name.
+
+Training tasks route to the `training` queue (settings.CELERY_TASK_ROUTES), so GPU workers can take
+them. The light housekeeping tasks pin `queue="celery"`, so the reaper is never stuck behind a
+long training run on a one-slot training worker.
+"""
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from training import services
+
+TRAIN_SOFT_LIMIT_S = int(getattr(settings, "PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S", 6 * 3600))
+TRAIN_HARD_LIMIT_S = TRAIN_SOFT_LIMIT_S + 300
+
+
+def _worker(task) -> str:
+    import os
+
+    return f"{task.request.hostname or 'local'} pid={os.getpid()}"
+
+
+@shared_task(
+    bind=True, name="training.tasks.reward_model_train", acks_late=True, ignore_result=True,
+    soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
+)
+def reward_model_train(self, *, run_id: int) -> int | None:
+    version = services.reward_model_train(run_id=run_id, worker=_worker(self))
+    return version.pk if version else None
+
+
+@shared_task(name="training.tasks.runs_reap_stale", queue="celery", acks_late=True, ignore_result=True,
+             soft_time_limit=60, time_limit=90)
+def runs_reap_stale() -> list[int]:
+    return services.runs_reap_stale()
+
+
+@shared_task(name="training.tasks.reward_retrain_check", queue="celery", acks_late=True, ignore_result=True,
+             soft_time_limit=60, time_limit=90)
+def reward_retrain_check(*, project_id: int) -> int | None:
+    run = services.reward_retrain_check(project_id=project_id)
+    return run.pk if run else None
