@@ -27,7 +27,7 @@ from typing import Any, Callable
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from labeling.models import Demonstration, Project, TaskResponse
@@ -245,9 +245,10 @@ class RunReporter:
     which unwinds the trainer through atomic_output_dir, so no artifact is left behind.
     """
 
-    def __init__(self, *, run_id: int, span: tuple[float, float] = (0.0, 1.0), every_s: float = REPORT_EVERY_S,
+    def __init__(self, *, run_id: int, span: tuple[float, float] = (0.0, 1.0), every_s: float | None = None,
                  echo: Callable[[float, dict[str, Any]], None] | None = None):
-        self.run_id, self.span, self.every_s, self.echo = run_id, span, every_s, echo
+        self.run_id, self.span, self.echo = run_id, span, echo
+        self.every_s = REPORT_EVERY_S if every_s is None else every_s
         self._points: list[dict[str, Any]] = []
         self._lines: list[str] = []
         self._last = 0.0
@@ -468,8 +469,6 @@ def reward_model_train(
         if not isinstance(exc, Exception):
             raise
         return None
-    finally:
-        close_old_connections()
 
 
 def _reward_model_train(run: TrainingRun, output_dir: Path, echo) -> ModelVersion | None:
@@ -537,6 +536,45 @@ def reward_retrain_check(*, project_id: int) -> TrainingRun | None:
         return run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "schedule"})
     except RunAlreadyActive:
         return None
+
+
+# ---------------------------------------------------------------------------------- schedules
+
+REAPER_SCHEDULE_NAME = "pairwise: reap stale training runs"
+RETRAIN_SCHEDULE_PREFIX = "pairwise: reward retrain check: "
+
+
+def schedules_setup(*, check_minutes: int | None = None) -> dict[str, int]:
+    """Create the django-celery-beat schedules. Idempotent, and it never overwrites a schedule that
+    exists (so edits made in the admin survive); schedules of deleted projects are disabled.
+
+    - the reaper, every minute;
+    - per project, the reward retrain check every `check_minutes` (PAIRWISE_RETRAIN_CHECK_MINUTES, 5).
+    Both go to the `celery` queue, so they are never stuck behind a training run.
+    """
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+
+    minutes = check_minutes or int(getattr(settings, "PAIRWISE_RETRAIN_CHECK_MINUTES", 5))
+    counts = {"created": 0, "existing": 0, "disabled": 0}
+    with transaction.atomic():
+        every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
+        check_every, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
+        wanted = {REAPER_SCHEDULE_NAME: ("training.tasks.runs_reap_stale", every_minute, {})}
+        for project in Project.objects.filter(deleted_at__isnull=True).order_by("id"):
+            wanted[f"{RETRAIN_SCHEDULE_PREFIX}{project.slug}"] = (
+                "training.tasks.reward_retrain_check", check_every, {"project_id": project.pk},
+            )
+        for name, (task, interval, kwargs) in wanted.items():
+            _, created = PeriodicTask.objects.get_or_create(name=name, defaults={
+                "task": task, "interval": interval, "kwargs": json.dumps(kwargs), "queue": "celery",
+                "description": "Created by manage.py setup_schedules; edit freely.",
+            })
+            counts["created" if created else "existing"] += 1
+        stale = PeriodicTask.objects.filter(name__startswith=RETRAIN_SCHEDULE_PREFIX, enabled=True).exclude(name__in=wanted)
+        counts["disabled"] = stale.update(enabled=False)
+        if counts["disabled"]:
+            PeriodicTasks.update_changed()  # a bulk update sends no signal; tell beat to reload
+    return counts
 
 
 # ---------------------------------------------------------------------------------- evaluation

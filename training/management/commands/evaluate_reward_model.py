@@ -1,0 +1,38 @@
+"""Evaluate a reward-model version on a ../shared/datasets-shaped file (gzip or plain JSONL of
+{id, prompt, chosen, rejected}) and print {"pairs", "accuracy", "mean_margin", "log_loss"} as JSON."""
+from __future__ import annotations
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from training import services
+from training.selectors import model_version_get
+
+
+class Command(BaseCommand):
+    help = "Print a reward model's pairwise accuracy, mean margin and log loss on a preference file, as JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--version", dest="version_id", type=int, required=True, help="ModelVersion id.")
+        parser.add_argument("--data", required=True, help="gzip/plain JSONL of {id, prompt, chosen, rejected}.")
+        parser.add_argument("--limit", type=int, default=0, help="Only the first N records (0 = all).")
+
+    def handle(self, *args, version_id: int, data: str, limit: int, **options):
+        from training.ml.reward import read_preference_file
+
+        version = model_version_get(version_id=version_id)
+        if version is None:
+            raise CommandError(f"no model version {version_id}")
+        try:
+            records = read_preference_file(data)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read {data}: {exc}") from None
+        if limit:
+            records = records[:limit]
+        try:
+            result = services.reward_model_evaluate(version=version, records=records)
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
+        self.stdout.write(json.dumps(result))

@@ -1,0 +1,76 @@
+"""Train a reward model for a project from its judgments: queue a run, or run it here with --sync.
+
+With --sync the last line of output is the new version id (scripts read it with `tail -n1`).
+"""
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling.models import Project
+from training import services
+from training.models import TrainingRun
+
+
+class Command(BaseCommand):
+    help = "Queue a reward-model run for a project, or run it in the foreground with --sync."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument("--base", default="", help="HF model folder of the backbone (default: the registered base, else MiniLM).")
+        parser.add_argument("--sync", action="store_true", help="Train here, with a progress bar, instead of queueing.")
+        parser.add_argument("--config", default="", help='RewardConfig overrides as JSON, e.g. \'{"epochs": 2, "lr": 1e-5}\'.')
+        parser.add_argument("--no-promote", action="store_true", help="Register the version without promoting it.")
+
+    def handle(self, *args, project: str, base: str, sync: bool, config: str, no_promote: bool, **options):
+        found = Project.objects.filter(slug=project, deleted_at__isnull=True).first()
+        if found is None:
+            raise CommandError(f"no project with slug {project!r}")
+        try:
+            overrides = json.loads(config) if config else {}
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--config is not JSON: {exc}") from None
+        params = {"trigger": "command", "config": overrides, "promote": "never" if no_promote else "always"}
+        if base:
+            params["base"] = base
+        try:
+            if not sync:
+                run = services.run_queue(project=found, kind=TrainingRun.Kind.REWARD, params=params)
+                self.stdout.write(f"queued reward run {run.pk}")
+                return
+            run = services.run_create(project=found, kind=TrainingRun.Kind.REWARD, params=params)
+        except services.RunAlreadyActive as exc:
+            raise CommandError(exc.messages[0]) from None
+        bar = ProgressBar(self.stderr)
+        version = services.reward_model_train(run_id=run.pk, worker="manage.py train_reward_model", echo=bar)
+        bar.close()
+        run.refresh_from_db()
+        if version is None:
+            raise CommandError(f"reward run {run.pk} {run.status}: {run.error.splitlines()[0] if run.error else ''}")
+        metrics = version.metrics
+        self.stdout.write(
+            f"run {run.pk} succeeded: val_accuracy={metrics.get('val_accuracy')} val_log_loss={metrics.get('val_log_loss')} "
+            f"groups={metrics.get('groups')} seconds={metrics.get('seconds', 0):.1f} artifact={version.artifact_path}"
+        )
+        self.stdout.write(str(version.pk))
+
+
+class ProgressBar:
+    """A one-line text bar on stderr (a Django OutputWrapper), so stdout stays parseable."""
+
+    def __init__(self, out, width: int = 30):
+        self.out, self.width, self.last = out, width, ""
+
+    def __call__(self, fraction: float, metrics: dict) -> None:
+        filled = int(self.width * fraction)
+        extra = " ".join(f"{k}={metrics[k]:.4f}" for k in ("loss", "accuracy") if isinstance(metrics.get(k), float))
+        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction * 100:5.1f}% {extra}"
+        if line != self.last:
+            self.out.write(line.ljust(len(self.last)), ending="")
+            self.out.flush()
+            self.last = line
+
+    def close(self) -> None:
+        if self.last:
+            self.out.write("", ending="\n")
