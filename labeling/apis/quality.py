@@ -1,0 +1,76 @@
+"""Quality endpoints for project admins and viewers: agreement, alpha, kappa, gold, position bias,
+safety, consensus and Bradley-Terry leaderboards. The work is in labeling.selectors.quality."""
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response as HttpResponse
+from rest_framework.views import APIView
+
+from labeling.apis.base import ProjectScopedMixin
+from labeling.models import Membership
+from labeling.selectors import quality
+
+QUALITY_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
+
+
+class QualityParamsSerializer(serializers.Serializer):
+    period = serializers.ChoiceField(choices=quality.PERIODS, default="week")
+    min_overlap = serializers.IntegerField(min_value=1, default=20)
+    rounds = serializers.IntegerField(min_value=0, max_value=1000, default=200)
+
+
+class ConsensusParamsSerializer(serializers.Serializer):
+    min_agreement = serializers.FloatField(min_value=0, max_value=1, default=0.0)
+    min_votes = serializers.IntegerField(min_value=1, default=2)
+
+
+def _params(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class QualityReportApi(ProjectScopedMixin, APIView):
+    """Agreement (project, per annotator, over time), alpha, kappa, gold and time per annotator,
+    position bias, flag rates per source and the source leaderboard, in one report."""
+
+    read_roles = QUALITY_ROLES
+
+    @extend_schema(parameters=[QualityParamsSerializer], responses=dict)
+    def get(self, request, slug):
+        return HttpResponse(quality.quality_report(project=self.project, **_params(QualityParamsSerializer, request)))
+
+
+class PairConsensusListApi(ProjectScopedMixin, APIView):
+    """Majority vote per response pair, filtered by minimum agreement and votes."""
+
+    read_roles = QUALITY_ROLES
+
+    @extend_schema(parameters=[ConsensusParamsSerializer], responses=dict)
+    def get(self, request, slug):
+        return HttpResponse(quality.pair_consensus_list(project=self.project, **_params(ConsensusParamsSerializer, request)))
+
+
+class SourceLeaderboardApi(ProjectScopedMixin, APIView):
+    """Bradley-Terry ratings of response sources with bootstrap 95% intervals, as Chatbot Arena does."""
+
+    read_roles = QUALITY_ROLES
+
+    @extend_schema(parameters=[OpenApiParameter("rounds", int)], responses=dict)
+    def get(self, request, slug):
+        rounds = _params(QualityParamsSerializer, request)["rounds"]
+        return HttpResponse(quality.source_leaderboard(project=self.project, rounds=rounds))
+
+
+class PromptBradleyTerryApi(ProjectScopedMixin, APIView):
+    """Bradley-Terry ratings of one prompt's responses, best first."""
+
+    read_roles = QUALITY_ROLES
+
+    @extend_schema(responses=dict)
+    def get(self, request, slug, prompt_id):
+        if not self.project.prompts.filter(pk=prompt_id).exists():
+            raise Http404("No such prompt.")
+        return HttpResponse(quality.prompt_bradley_terry(project=self.project, prompt_id=prompt_id))
