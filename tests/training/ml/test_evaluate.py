@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from tests.tiny_models import tiny_llama
+from training.ml.evaluate import bleu, evaluate_policy, perplexity, rouge_l, win_rate
+from training.ml.reward import RewardConfig, RewardModel, save_reward_model
+from training.ml.sft import SFTConfig, train_sft
+from training.ml.text import load_policy
+
+torch.set_num_threads(1)
+DEMOS = [{"prompt": f"say hi {i}", "response": "hi"} for i in range(4)]
+
+
+def test_text_metrics() -> None:
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert bleu(["zzz qqq"], ["the cat sat on the mat"]) < 1.0
+    assert rouge_l(["the cat sat"], ["the cat sat"]) == pytest.approx(1.0)
+    # LCS "the cat" = 2 of 3 hypothesis and 2 of 4 reference tokens: F1 = 2*(2/3)*(1/2)/(2/3+1/2)
+    assert rouge_l(["the cat ran"], ["the cat sat down"]) == pytest.approx(4 / 7)
+
+
+def test_win_rate_counts_ties_as_half() -> None:
+    assert win_rate([1.0, 0.0, 2.0, 5.0], [0.0, 1.0, 2.0, 4.0]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+
+
+def test_perplexity_is_vocab_sized_for_a_random_model_and_falls_after_sft(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    parent = tiny_llama(tmp_path / "parent")
+    model, tok = load_policy(parent)
+    before = perplexity(model, tok, DEMOS)
+    assert 0.3 * len(tok) < before < 3 * len(tok)  # near-uniform over the vocabulary
+    train_sft(parent, DEMOS, tmp_path / "sft", SFTConfig(epochs=8, lr=1e-2, batch_size=4, micro_batch_size=4, warmup_ratio=0.0, precision="fp32"))
+    model, tok = load_policy(tmp_path / "sft")
+    assert perplexity(model, tok, DEMOS) < before / 4
+
+
+def test_evaluate_policy_reports_every_metric(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    parent = tiny_llama(tmp_path / "parent")
+    rm_model = RewardModel.from_backbone_path(parent, pooling="last")
+    (tmp_path / "rm").mkdir()
+    save_reward_model(tmp_path / "rm", rm_model, AutoTokenizer.from_pretrained(parent), RewardConfig(base_model=str(parent), pooling="last"))
+    same = evaluate_policy(parent, parent, tmp_path / "rm", ["a", "b", "c"], DEMOS[:2], max_new_tokens=5, batch_size=2)
+    assert same["kl_per_token"] == pytest.approx(0.0, abs=1e-6)  # identical weights
+    train_sft(parent, DEMOS, tmp_path / "sft", SFTConfig(epochs=8, lr=1e-2, batch_size=4, micro_batch_size=4, warmup_ratio=0.0, precision="fp32"))
+    result = evaluate_policy(tmp_path / "sft", parent, tmp_path / "rm", ["a", "b", "c"], DEMOS[:2], max_new_tokens=5, batch_size=2)
+    assert result["kl_per_token"] > 0.01
+    assert 0.0 <= result["win_rate_vs_parent"] <= 1.0
+    assert math.isfinite(result["reward_mean"]) and math.isfinite(result["parent_reward_mean"])
+    assert result["perplexity"] < same["perplexity"]
+    assert result["rouge_l"] > same["rouge_l"], result["samples"]  # greedy now answers "hi"
+    assert 0.0 <= result["bleu"] <= 100.0
