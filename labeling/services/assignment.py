@@ -14,7 +14,11 @@ one full lease of time left, with no extra UPDATE on the hot path.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -56,7 +60,7 @@ def task_assign_next(*, annotator: AbstractUser, project: Project) -> NextResult
     reason says where the current one came from: "active" (already leased, e.g. after a
     reload or a prefetch), "gold", "started", "oldest", or "empty" when nothing is left.
     """
-    assignments_expire_sweep(limit=RECLAIM_BATCH)
+    _reclaim_lazily()
     held = _held_active(annotator=annotator, project=project)
     reasons = ["active"] * len(held)
     while len(held) < HELD_ASSIGNMENTS:
@@ -71,6 +75,19 @@ def task_assign_next(*, annotator: AbstractUser, project: Project) -> NextResult
     if not held:
         return NextResult(None, "empty")
     return NextResult(held[0], reasons[0], held[1] if len(held) > 1 else None)
+
+
+_next_reclaim_at = 0.0
+RECLAIM_EVERY_S = 1.0
+
+
+def _reclaim_lazily() -> None:
+    # At most once a second per process: expiry is measured in minutes, and this keeps a round
+    # trip off most calls while still returning expired seats to the pool without a scheduler.
+    global _next_reclaim_at
+    if time.monotonic() >= _next_reclaim_at:
+        _next_reclaim_at = time.monotonic() + RECLAIM_EVERY_S
+        assignments_expire_sweep(limit=RECLAIM_BATCH)
 
 
 def _held_active(*, annotator: AbstractUser, project: Project) -> list[Assignment]:
@@ -100,7 +117,7 @@ def _try_queue(*, annotator, project: Project, lease_factor: int) -> tuple[Assig
 # unique (task, annotator) index for each candidate in queue-index order. Without it the planner
 # turns it into an anti-join over all of the annotator's assignments (3x slower with history).
 _PICK_SQL = """
-SELECT t.id, t.prompt_id, t.judgments_count FROM labeling_comparisontask t
+SELECT t.id, t.judgments_count FROM labeling_comparisontask t
 WHERE t.project_id = %(project)s AND t.status = 'open' AND t.is_gold = %(gold)s
   AND (%(gold)s OR t.judgments_count + t.active_assignments < %(overlap)s)
   AND NOT EXISTS (
@@ -110,6 +127,24 @@ ORDER BY t.judgments_count DESC, t.id
 LIMIT 1
 FOR UPDATE OF t SKIP LOCKED
 """
+
+# Pick, take the seat and create the assignment in one statement: one round trip and no
+# explicit transaction on the hottest path. The shown order is computed in SQL with the same
+# seeded hash as shown_order_for().
+_LEASE_SQL = """
+WITH picked AS ({pick}),
+seat AS (
+  UPDATE labeling_comparisontask t SET active_assignments = t.active_assignments + 1
+  FROM picked WHERE t.id = picked.id RETURNING t.id, picked.judgments_count
+)
+INSERT INTO labeling_assignment (project_id, task_id, annotator_id, state, shown_order, leased_at, expires_at)
+SELECT %(project)s, seat.id, %(annotator)s, 'active',
+  coalesce((SELECT jsonb_agg(s.response_id ORDER BY md5(seat.id || ':' || %(annotator)s || ':' || s.response_id) COLLATE "C")
+            FROM labeling_taskresponse s WHERE s.task_id = seat.id), '[]'::jsonb),
+  %(now)s, %(expires)s
+FROM seat
+RETURNING id, task_id, shown_order, (SELECT judgments_count FROM seat)
+""".format(pick=_PICK_SQL.strip())
 
 
 def _lease(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:
@@ -121,38 +156,35 @@ def _lease(*, annotator, project: Project, gold: bool, lease_factor: int) -> Ass
 
 
 def _lease_once(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_PICK_SQL, {
-                "project": project.pk, "gold": gold, "overlap": project.overlap, "annotator": annotator.pk,
-            })
-            row = cursor.fetchone()
-            if row is None:
-                return None
-            task_id, _prompt_id, judgments_count = row
-            cursor.execute(
-                "SELECT response_id FROM labeling_taskresponse WHERE task_id = %s ORDER BY position", [task_id]
-            )
-            response_ids = [r[0] for r in cursor.fetchall()]
-            cursor.execute(
-                "UPDATE labeling_comparisontask SET active_assignments = active_assignments + 1 WHERE id = %s",
-                [task_id],
-            )
-        now = timezone.now()
-        assignment = Assignment.objects.create(
-            project=project, task_id=task_id, annotator=annotator, state=Assignment.State.ACTIVE,
-            shown_order=shown_order_for(task_id=task_id, annotator_id=annotator.pk, response_ids=response_ids),
-            leased_at=now, expires_at=now + timedelta(seconds=project.lease_seconds * lease_factor),
-        )
+    now = timezone.now()
+    expires = now + timedelta(seconds=project.lease_seconds * lease_factor)
+    # One statement commits atomically on its own; a savepoint is only needed inside an outer
+    # transaction, so that the IntegrityError retry can continue.
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with guard, connection.cursor() as cursor:
+        cursor.execute(_LEASE_SQL, {
+            "project": project.pk, "gold": gold, "overlap": project.overlap, "annotator": annotator.pk,
+            "now": now, "expires": expires,
+        })
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    assignment_id, task_id, shown_order, judgments_count = row
+    if isinstance(shown_order, str):
+        shown_order = json.loads(shown_order)
+    assignment = Assignment(
+        pk=assignment_id, project=project, task_id=task_id, annotator=annotator, state=Assignment.State.ACTIVE,
+        shown_order=shown_order, leased_at=now, expires_at=expires,
+    )
+    assignment._state.adding, assignment._state.db = False, "default"
     assignment.started = judgments_count > 0
     return assignment
 
 
 def shown_order_for(*, task_id: int, annotator_id: int, response_ids: list[int]) -> list[int]:
-    """Each assignment's own order, seeded by its (task, annotator) identity, so it is reproducible."""
-    order = list(response_ids)
-    random.Random(f"{task_id}:{annotator_id}").shuffle(order)
-    return order
+    """Each assignment's own order, seeded by its (task, annotator) identity, so it is reproducible
+    (the lease computes the same order in SQL)."""
+    return sorted(response_ids, key=lambda rid: hashlib.md5(f"{task_id}:{annotator_id}:{rid}".encode()).hexdigest())
 
 
 # --- skip and expiry -----------------------------------------------------------------------------
@@ -286,8 +318,7 @@ def judgment_submit(
                     rationale=rationale, time_spent_ms=time_spent_ms, idempotency_key=idempotency_key,
                     both_bad=both_bad,
                 )
-                _finish(locked, state=Assignment.State.SUBMITTED)
-                _task_count_submission(task=locked.task, project=locked.project)
+                _submission_record(assignment=locked)
                 return judgment
     except IntegrityError:
         # The key was already used for another submission: a retry that lost a race.
@@ -401,14 +432,19 @@ def _flags_clean(flags, response_ids, project: Project, errors: dict) -> dict:
     return clean
 
 
-def _task_count_submission(*, task: ComparisonTask, project: Project) -> None:
+def _submission_record(*, assignment: Assignment) -> None:
+    """Close the assignment and count the submission on its task, in one statement."""
+    assignment.state, assignment.finished_at = Assignment.State.SUBMITTED, timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
-            """UPDATE labeling_comparisontask SET judgments_count = judgments_count + 1,
+            """WITH closed AS (
+                 UPDATE labeling_assignment SET state = 'submitted', finished_at = %s WHERE id = %s
+               )
+               UPDATE labeling_comparisontask SET judgments_count = judgments_count + 1,
                  active_assignments = GREATEST(active_assignments - 1, 0),
                  status = CASE WHEN NOT is_gold AND judgments_count + 1 >= %s THEN 'complete' ELSE status END
                WHERE id = %s""",
-            [project.overlap, task.pk],
+            [assignment.finished_at, assignment.pk, assignment.project.overlap, assignment.task_id],
         )
 
 
@@ -460,7 +496,6 @@ def demonstration_submit(
                 project=locked.project, prompt_id=locked.task.prompt_id, author=annotator, assignment=locked,
                 text=text, idempotency_key=idempotency_key or None,
             )
-            _finish(locked, state=Assignment.State.SUBMITTED)
-            _task_count_submission(task=locked.task, project=locked.project)
+            _submission_record(assignment=locked)
             return demonstration
     raise expired

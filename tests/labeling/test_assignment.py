@@ -80,14 +80,17 @@ def test_skipped_task_is_never_served_again_but_goes_to_others(project_factory, 
     assert task_assign_next(annotator=b, project=project).assignment.task_id == task.pk
 
 
-def test_lease_expiry_returns_task_to_pool(project_factory, member):
+def test_lease_expiry_returns_task_to_pool(project_factory, member, monkeypatch):
+    from labeling.services import assignment as engine
+
     project = project_factory(mode="pairwise")
     (task,) = make_tasks(project, 1)
     a, b = member(project, "annotator"), member(project, "annotator")
     got = task_assign_next(annotator=a, project=project)
     assert task_assign_next(annotator=b, project=project).reason == "empty"
     Assignment.objects.filter(pk=got.assignment.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    # The hot path reclaims lazily: b gets the task without any sweep being run.
+    # The hot path reclaims lazily (at most once a second): b gets the task without a sweep job.
+    monkeypatch.setattr(engine, "_next_reclaim_at", 0.0)
     again = task_assign_next(annotator=b, project=project)
     assert again.assignment.task_id == task.pk
     assert Assignment.objects.get(pk=got.assignment.pk).state == "expired"
