@@ -14,6 +14,10 @@ from training.selectors import model_version_get
 class Command(BaseCommand):
     help = "Print a reward model's pairwise accuracy, mean margin and log loss on a preference file, as JSON."
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # Our --version is the model version id, not Django's "print the version".
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("--version", dest="version_id", type=int, required=True, help="ModelVersion id.")
         parser.add_argument("--data", required=True, help="gzip/plain JSONL of {id, prompt, chosen, rejected}.")

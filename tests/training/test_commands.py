@@ -1,0 +1,104 @@
+"""manage.py train_reward_model / evaluate_reward_model / setup_schedules / reap_runs."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from tests.training.conftest import FAST_CONFIG, import_preferences, separable_records, write_pairs_gz
+from training import services
+from training.models import ModelVersion, TrainingRun
+
+
+def _call(*args) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_sync_prints_the_version_id_last_and_evaluate_prints_json(project_factory, tiny_reward_base, models_dir, tmp_path):
+    project = project_factory()
+    import_preferences(project, separable_records(24))
+    out, err = _call("train_reward_model", "--project", project.slug, "--base", str(tiny_reward_base), "--sync",
+                     "--config", json.dumps({**FAST_CONFIG, "epochs": 8}))
+    version = ModelVersion.objects.get(project=project)
+    assert out.strip().splitlines()[-1] == str(version.pk)
+    assert "100.0%" in err and "[" in err  # the progress bar went to stderr
+    assert TrainingRun.objects.get(project=project).status == TrainingRun.Status.SUCCEEDED
+
+    data = write_pairs_gz(tmp_path / "pairs.jsonl.gz", separable_records(10))
+    out, _ = _call("evaluate_reward_model", "--version", str(version.pk), "--data", str(data))
+    result = json.loads(out)
+    assert set(result) == {"pairs", "accuracy", "mean_margin", "log_loss"}
+    assert result["pairs"] == 10 and result["accuracy"] >= 0.9
+
+    with pytest.raises(CommandError):
+        _call("evaluate_reward_model", "--version", "999999", "--data", str(data))
+
+
+@pytest.mark.django_db
+def test_train_queues_by_default_and_refuses_a_second_live_run(project_factory, django_capture_on_commit_callbacks, monkeypatch):
+    sent = []
+    from training import tasks
+
+    monkeypatch.setattr(tasks.reward_model_train, "delay", lambda **kw: sent.append(kw))
+    project = project_factory()
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = _call("train_reward_model", "--project", project.slug)
+    run = TrainingRun.objects.get(project=project)
+    assert out.strip() == f"queued reward run {run.pk}" and sent == [{"run_id": run.pk}]
+    with pytest.raises(CommandError, match="already queued"):
+        _call("train_reward_model", "--project", project.slug)
+    with pytest.raises(CommandError, match="no project"):
+        _call("train_reward_model", "--project", "nope")
+
+
+@pytest.mark.django_db
+def test_sync_run_that_fails_exits_with_an_error(project_factory, tiny_reward_base):
+    project = project_factory()  # no judgments
+    with pytest.raises(CommandError, match="failed"):
+        _call("train_reward_model", "--project", project.slug, "--base", str(tiny_reward_base), "--sync")
+
+
+@pytest.mark.django_db
+def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
+    a, b = project_factory(), project_factory()
+    out, _ = _call("setup_schedules")
+    assert "3 created" in out
+    names = set(PeriodicTask.objects.values_list("name", flat=True))
+    assert {services.REAPER_SCHEDULE_NAME, services.RETRAIN_SCHEDULE_PREFIX + a.slug, services.RETRAIN_SCHEDULE_PREFIX + b.slug} <= names
+    reaper = PeriodicTask.objects.get(name=services.REAPER_SCHEDULE_NAME)
+    assert reaper.task == "training.tasks.runs_reap_stale" and reaper.interval.every == 1 and reaper.queue == "celery"
+    check = PeriodicTask.objects.get(name=services.RETRAIN_SCHEDULE_PREFIX + a.slug)
+    assert check.task == "training.tasks.reward_retrain_check" and json.loads(check.kwargs) == {"project_id": a.pk}
+    assert check.interval.every == 5
+    check.enabled = False  # an admin edit
+    check.save()
+
+    out, _ = _call("setup_schedules")
+    assert "0 created, 3 already there" in out
+    assert PeriodicTask.objects.count() == 3 and not PeriodicTask.objects.get(pk=check.pk).enabled
+    b.deleted_at = timezone.now()
+    b.save()
+    c = project_factory()
+    out, _ = _call("setup_schedules", "--check-minutes", "2")
+    assert "1 created" in out and "1 disabled" in out
+    assert PeriodicTask.objects.get(name=services.RETRAIN_SCHEDULE_PREFIX + c.slug).interval.every == 2
+    assert not PeriodicTask.objects.get(name=services.RETRAIN_SCHEDULE_PREFIX + b.slug).enabled
+
+
+@pytest.mark.django_db
+def test_reap_runs_command(project_factory, settings):
+    settings.PAIRWISE_HEARTBEAT_STALE = timedelta(seconds=30)
+    run = services.run_create(project=project_factory(), kind=TrainingRun.Kind.REWARD)
+    services.run_start(run_id=run.pk)
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    out, _ = _call("reap_runs")
+    assert out.strip() == f"reaped 1 run(s): {run.pk}"
+    assert TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.FAILED
