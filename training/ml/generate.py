@@ -41,12 +41,15 @@ def sample(
     tokenizer.padding_side = "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     stops = stop_token_ids(tokenizer)
+    sampling = temperature > 0
     out = model.generate(
-        **enc, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-        top_p=top_p if temperature > 0 else None, top_k=0 if temperature > 0 else None,
-        max_new_tokens=max_new_tokens, num_return_sequences=k,
+        **enc, do_sample=sampling, temperature=temperature if sampling else None,
+        top_p=top_p if sampling else None, top_k=0 if sampling else None,
+        max_new_tokens=max_new_tokens, num_return_sequences=k if sampling else 1,
         eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
     )
+    if not sampling:  # greedy gives k identical rows: decode once, copy
+        out = out.repeat_interleave(k, dim=0)
     width = enc["input_ids"].shape[1]
     generated = out[:, width:]
     # Everything after the first stop token is padding that generate wrote for finished rows.
