@@ -1,1 +1,16 @@
-urlpatterns: list = []
+from django.urls import path
+
+from training.apis import runs
+
+urlpatterns = [
+    path("projects/<slug:slug>/runs/", runs.RunListApi.as_view(), name="api-training-runs"),
+    path("projects/<slug:slug>/runs/<int:run_id>/", runs.RunDetailApi.as_view(), name="api-training-run"),
+    path("projects/<slug:slug>/runs/<int:run_id>/cancel/", runs.RunCancelApi.as_view(), name="api-training-run-cancel"),
+    path("projects/<slug:slug>/versions/", runs.VersionListApi.as_view(), name="api-training-versions"),
+    path("projects/<slug:slug>/versions/<int:version_id>/promote/", runs.VersionPromoteApi.as_view(),
+         name="api-training-version-promote"),
+    path("projects/<slug:slug>/versions/<int:version_id>/demote/", runs.VersionDemoteApi.as_view(),
+         name="api-training-version-demote"),
+    path("projects/<slug:slug>/versions/<int:version_id>/evaluate/", runs.VersionEvaluateApi.as_view(),
+         name="api-training-version-evaluate"),
+]

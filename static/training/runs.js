@@ -1,0 +1,50 @@
+// Live progress for the training runs page: poll the JSON view, update bars and statuses in place,
+// and reload once a run ends so the curves and the versions table are redrawn on the server.
+(function () {
+  "use strict";
+  var root = document.getElementById("training");
+  if (!root) { return; }
+  var url = root.getAttribute("data-poll-url");
+  var ACTIVE = { queued: true, running: true };
+
+  function anyActive() {
+    return !!root.querySelector('tr[data-status="queued"], tr[data-status="running"]');
+  }
+
+  function update(run) {
+    var row = root.querySelector('tr[data-run-id="' + run.id + '"]');
+    if (!row) { return ACTIVE[run.status] ? "new" : null; }
+    var before = row.getAttribute("data-status");
+    row.setAttribute("data-status", run.status);
+    row.querySelector(".status").textContent = run.status;
+    var bar = row.querySelector("progress");
+    if (bar) { bar.value = run.progress; }
+    var pct = row.querySelector(".pct");
+    if (pct) { pct.textContent = Math.round(run.progress * 100) + "%"; }
+    if (run.heartbeat_at) {
+      row.querySelector(".heartbeat").textContent = new Date(run.heartbeat_at).toLocaleTimeString();
+    }
+    if (run.error) { row.querySelector(".error").textContent = run.error.slice(0, 120); }
+    return ACTIVE[before] && !ACTIVE[run.status] ? "ended" : null;
+  }
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (data) {
+        var changes = data.runs.map(update);
+        if (changes.indexOf("ended") >= 0 || changes.indexOf("new") >= 0) {
+          window.location.reload();
+          return;
+        }
+        schedule();
+      })
+      .catch(function () { schedule(10000); });
+  }
+
+  function schedule(delay) {
+    window.setTimeout(poll, delay || (anyActive() ? 2000 : 15000));
+  }
+
+  schedule(1000);
+})();

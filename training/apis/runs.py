@@ -1,0 +1,160 @@
+"""REST API for training runs and the model registry, under /api/training/.
+
+Reads need any role in the project; starting, cancelling, promoting and demoting need the admin role.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response as HttpResponse
+from rest_framework.views import APIView
+
+from labeling.apis.base import ADMIN_ROLES, READ_ROLES, ProjectScopedMixin
+from training import services
+from training.models import ModelVersion, TrainingRun
+from training.selectors import model_version_list, run_list
+
+MAX_EVAL_RECORDS = 20000
+
+
+class RunOutputSerializer(serializers.ModelSerializer):
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id", "project", "kind", "status", "progress", "params", "base_version", "result_version", "pipeline_id",
+            "heartbeat_at", "started_at", "finished_at", "created_at", "worker", "error", "log_tail", "metrics_history",
+        ]
+
+
+class RunInputSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[TrainingRun.Kind.REWARD], default=TrainingRun.Kind.REWARD)
+    base = serializers.CharField(required=False, allow_blank=True, help_text="HF model folder of the backbone.")
+    config = serializers.DictField(required=False, help_text="RewardConfig overrides, e.g. {\"epochs\": 2}.")
+    promote = serializers.ChoiceField(choices=["always", "if_none", "never"], default="always")
+
+
+class VersionOutputSerializer(serializers.ModelSerializer):
+    project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    metrics = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "project", "kind", "name", "base", "parent", "artifact_path", "config", "metrics", "snapshot",
+                  "status", "promoted", "created_at"]
+
+    def get_metrics(self, version) -> dict:
+        return {k: v for k, v in (version.metrics or {}).items() if k != "history"}
+
+
+EVAL_RESULT = inline_serializer("RewardEvaluation", fields={
+    "pairs": serializers.IntegerField(), "accuracy": serializers.FloatField(allow_null=True),
+    "mean_margin": serializers.FloatField(allow_null=True), "log_loss": serializers.FloatField(allow_null=True),
+})
+
+
+class RunListApi(ProjectScopedMixin, generics.ListAPIView):
+    serializer_class = RunOutputSerializer
+
+    def get_queryset(self):
+        return run_list(project=self.project, kind=self.request.query_params.get("kind"),
+                        status=self.request.query_params.get("status"))
+
+    @extend_schema(request=RunInputSerializer, responses={201: RunOutputSerializer, 409: RunOutputSerializer})
+    def post(self, request, slug):
+        """Train now. 409 with the live run when one of that kind is already queued or running."""
+        data = RunInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = {"trigger": "api", "config": data.validated_data.get("config") or {},
+                  "promote": data.validated_data["promote"]}
+        if data.validated_data.get("base"):
+            params["base"] = data.validated_data["base"]
+        try:
+            run = services.run_queue(project=self.project, kind=data.validated_data["kind"], params=params,
+                                     requested_by=request.user)
+        except services.RunAlreadyActive as exc:
+            return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)
+        return HttpResponse(RunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailApi(ProjectScopedMixin, APIView):
+    @extend_schema(responses=RunOutputSerializer)
+    def get(self, request, slug, run_id):
+        return HttpResponse(RunOutputSerializer(get_object_or_404(run_list(project=self.project), pk=run_id)).data)
+
+
+class RunCancelApi(ProjectScopedMixin, APIView):
+    @extend_schema(request=None, responses=RunOutputSerializer)
+    def post(self, request, slug, run_id):
+        run = get_object_or_404(run_list(project=self.project), pk=run_id)
+        services.run_cancel(run=run)
+        return HttpResponse(RunOutputSerializer(run).data)
+
+
+class VersionListApi(ProjectScopedMixin, generics.ListAPIView):
+    """The project's versions plus the shared base models."""
+
+    serializer_class = VersionOutputSerializer
+
+    def get_queryset(self):
+        return model_version_list(project=self.project, kind=self.request.query_params.get("kind"))
+
+
+class _VersionActionApi(ProjectScopedMixin, APIView):
+    def version(self, version_id: int) -> ModelVersion:
+        return get_object_or_404(model_version_list(project=self.project, include_base=False), pk=version_id)
+
+
+class VersionPromoteApi(_VersionActionApi):
+    @extend_schema(request=None, responses=VersionOutputSerializer)
+    def post(self, request, slug, version_id):
+        return HttpResponse(VersionOutputSerializer(services.model_version_promote(version=self.version(version_id))).data)
+
+
+class VersionDemoteApi(_VersionActionApi):
+    @extend_schema(request=None, responses=VersionOutputSerializer)
+    def post(self, request, slug, version_id):
+        return HttpResponse(VersionOutputSerializer(services.model_version_demote(version=self.version(version_id))).data)
+
+
+class VersionEvaluateApi(_VersionActionApi):
+    """Same evaluation as `manage.py evaluate_reward_model`: upload a file (`file`, gzip or plain JSONL of
+    {id, prompt, chosen, rejected}) or post {"records": [...]}."""
+
+    write_roles = READ_ROLES  # it changes nothing
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(
+        request=inline_serializer("RewardEvaluationInput", fields={
+            "records": serializers.ListField(child=serializers.DictField(), required=False),
+            "file": serializers.FileField(required=False),
+        }),
+        responses=EVAL_RESULT,
+    )
+    def post(self, request, slug, version_id):
+        version = self.version(version_id)
+        if "file" in request.FILES:
+            raw = request.FILES["file"].read()
+            if raw[:2] == b"\x1f\x8b":
+                try:
+                    raw = gzip.decompress(raw)
+                except OSError as exc:
+                    raise ApiValidationError({"file": f"bad gzip: {exc}"}) from None
+            try:
+                records = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ApiValidationError({"file": f"not JSONL: {exc}"}) from None
+        else:
+            records = request.data.get("records")
+        if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+            raise ApiValidationError({"records": "Give a non-empty list of {prompt, chosen, rejected} records or a file."})
+        if len(records) > MAX_EVAL_RECORDS:
+            raise ApiValidationError({"records": f"At most {MAX_EVAL_RECORDS} records; use the command for more."})
+        return HttpResponse(services.reward_model_evaluate(version=version, records=records))

@@ -1,0 +1,132 @@
+"""The training dashboard: runs with live progress bars (static/training/runs.js polls the JSON view),
+loss and accuracy curves drawn as SVG on the server, the versions table, and promote / demote /
+train-now / cancel buttons (POST forms with CSRF, admin role only)."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_GET, require_POST
+
+from labeling.models import Membership, Project
+from labeling.selectors.projects import project_role_get
+from training import services
+from training.models import TrainingRun
+from training.selectors import model_version_list, run_as_dict, run_list
+
+RUNS_SHOWN = 30
+
+
+def _project(request: HttpRequest, slug: str, *, admin: bool = False) -> tuple[Project, str]:
+    project = Project.objects.filter(slug=slug, deleted_at__isnull=True).first()
+    role = project_role_get(project=project, user=request.user) if project else None
+    if role is None:
+        raise Http404("No such project.")
+    if admin and role != Membership.Role.ADMIN:
+        raise PermissionDenied("Only project admins can do this.")
+    return project, role
+
+
+def curve_svg(points: list[dict], key: str, title: str, width: int = 360, height: int = 140) -> SafeString:
+    """A polyline of metric `key` over `step`. Numbers only go into the markup; the title is escaped."""
+    series = [(p["step"], float(p[key])) for p in points if isinstance(p.get(key), (int, float)) and "step" in p]
+    pad = 28
+    head = (f'<svg class="curve" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+            f'aria-label="{escape(title)}"><title>{escape(title)}</title>')
+    if len(series) < 2:
+        return mark_safe(head + f'<text x="{pad}" y="{height // 2}">{escape(title)}: not enough points</text></svg>')
+    xs, ys = [s for s, _ in series], [v for _, v in series]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    if y1 == y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    sx = lambda x: pad + (x - x0) / max(x1 - x0, 1e-12) * (width - 2 * pad)  # noqa: E731
+    sy = lambda y: height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)  # noqa: E731
+    coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in series)
+    return mark_safe(
+        head
+        + f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" class="frame"/>'
+        + f'<polyline points="{coords}" class="line"/>'
+        + f'<text x="{pad}" y="{pad - 8}">{escape(title)}</text>'
+        + f'<text x="2" y="{pad + 4}" class="tick">{y1:.3g}</text>'
+        + f'<text x="2" y="{height - pad}" class="tick">{y0:.3g}</text>'
+        + f'<text x="{width - pad}" y="{height - 8}" class="tick" text-anchor="end">step {x1}</text>'
+        + "</svg>"
+    )
+
+
+@login_required
+@require_GET
+def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project(request, slug)
+    runs = list(run_list(project=project)[:RUNS_SHOWN])
+    charted = next((r for r in runs if r.metrics_history), None)
+    charts = []
+    if charted is not None:
+        charts = [curve_svg(charted.metrics_history, "loss", f"run {charted.pk} loss"),
+                  curve_svg(charted.metrics_history, "accuracy", f"run {charted.pk} accuracy")]
+    return render(request, "training/runs.html", {
+        "project": project,
+        "is_admin": role == Membership.Role.ADMIN,
+        "runs": runs,
+        "active_statuses": list(TrainingRun.ACTIVE_STATUSES),
+        "charted": charted,
+        "charts": charts,
+        "versions": list(model_version_list(project=project)),
+    })
+
+
+@login_required
+@require_GET
+def runs_json(request: HttpRequest, slug: str) -> JsonResponse:
+    project, _ = _project(request, slug)
+    return JsonResponse({"runs": [run_as_dict(r) for r in run_list(project=project)[:RUNS_SHOWN]]})
+
+
+@login_required
+@require_POST
+def train_now(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    try:
+        run = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "dashboard"},
+                                 requested_by=request.user)
+        messages.success(request, f"Queued reward run {run.pk}.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("training-runs", slug=project.slug)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    run = get_object_or_404(run_list(project=project), pk=run_id)
+    if services.run_cancel(run=run):
+        messages.success(request, f"Cancelled run {run.pk}.")
+    return redirect("training-runs", slug=project.slug)
+
+
+@login_required
+@require_POST
+def version_promote(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
+    try:
+        services.model_version_promote(version=version)
+        messages.success(request, f"Promoted {version.name}.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("training-runs", slug=project.slug)
+
+
+@login_required
+@require_POST
+def version_demote(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
+    services.model_version_demote(version=version)
+    messages.success(request, f"Demoted {version.name}.")
+    return redirect("training-runs", slug=project.slug)
