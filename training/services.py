@@ -89,6 +89,7 @@ def _task_for(kind: str):
 
     return {
         TrainingRun.Kind.REWARD: tasks.reward_model_train,
+        TrainingRun.Kind.CANDIDATES: tasks.candidates_generate,
     }[kind]
 
 
@@ -156,7 +157,10 @@ def run_params_update(*, run_id: int, **params: Any) -> None:
         run.save(update_fields=["params"])
 
 
-def run_succeed(*, run_id: int, version_fields: dict[str, Any] | None = None) -> tuple[TrainingRun, ModelVersion | None] | None:
+def run_succeed(
+    *, run_id: int, version_fields: dict[str, Any] | None = None,
+    inside: Callable[[TrainingRun], None] | None = None,
+) -> tuple[TrainingRun, ModelVersion | None] | None:
     """RUNNING -> SUCCEEDED, registering the produced version in the same transaction.
 
     None when the run is no longer RUNNING (reaped or cancelled meanwhile): then nothing is registered
@@ -167,6 +171,8 @@ def run_succeed(*, run_id: int, version_fields: dict[str, Any] | None = None) ->
         if run is None or run.status != TrainingRun.Status.RUNNING:
             return None
         version = model_version_register(**version_fields) if version_fields else None
+        if inside is not None:
+            inside(run)  # the run's other results, committed with its status or not at all
         run.status, run.progress, run.finished_at = TrainingRun.Status.SUCCEEDED, 1.0, timezone.now()
         run.heartbeat_at = run.finished_at
         run.result_version = version
@@ -536,6 +542,135 @@ def reward_retrain_check(*, project_id: int) -> TrainingRun | None:
         return run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "schedule"})
     except RunAlreadyActive:
         return None
+
+
+# ----------------------------------------------------------------------------------- candidates
+
+
+def candidate_prompts_select(*, project: Project, limit: int) -> list:
+    """Prompts with no open task, those with the fewest tasks so far first."""
+    from django.db.models import Count, Q
+
+    from labeling.models import ComparisonTask, Prompt
+
+    open_prompts = ComparisonTask.objects.filter(project=project, status=ComparisonTask.Status.OPEN).values("prompt_id")
+    return list(
+        Prompt.objects.filter(project=project).exclude(pk__in=open_prompts)
+        .annotate(n_tasks=Count("tasks", filter=Q(tasks__is_gold=False))).order_by("n_tasks", "id")[:limit]
+    )
+
+
+def candidate_tasks_create(
+    *, project: Project, prompts: list, samples: list[list[str]], version: ModelVersion, generation: dict[str, Any],
+) -> dict[str, int]:
+    """One comparison task per prompt with >= 2 distinct samples: Response rows (source = the version's
+    name, with the generation parameters), the task, and its slots. Identical samples were dropped already."""
+    from labeling.models import ComparisonTask, Response
+
+    created = {"tasks": 0, "responses": 0, "prompts_skipped": 0}
+    with transaction.atomic():
+        for prompt, texts in zip(prompts, samples):
+            texts = list(dict.fromkeys(t for t in texts if t.strip()))[: project.responses_per_task]
+            if len(texts) < 2:
+                created["prompts_skipped"] += 1
+                continue
+            rows = Response.objects.bulk_create([
+                Response(prompt=prompt, text=t, source=version.name[:255], model_version=version, generation=generation)
+                for t in texts
+            ])
+            task = ComparisonTask.objects.create(project=project, prompt=prompt)
+            TaskResponse.objects.bulk_create([TaskResponse(task=task, response=r, position=i) for i, r in enumerate(rows)])
+            created["tasks"] += 1
+            created["responses"] += len(rows)
+    return created
+
+
+def candidates_generate(*, run_id: int, worker: str = "", echo: Callable | None = None) -> dict[str, int] | None:
+    """The body of the `candidates_generate` task: sample K responses per prompt from the promoted
+    policy (the run's base version if set), batched, and create the comparison tasks together with
+    the run's success, so a failed or reaped run creates no tasks."""
+    run = run_start(run_id=run_id, worker=worker)
+    if run is None:
+        return None
+    try:
+        with run_heartbeats(run_id=run.pk):
+            return _candidates_generate(run, echo)
+    except RunAborted as exc:
+        logger.warning("%s", exc)
+        return None
+    except BaseException as exc:
+        run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        logger.exception("candidates run %s failed", run.pk)
+        if not isinstance(exc, Exception):
+            raise
+        return None
+
+
+def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:
+    from training.ml.generate import generate_candidates
+    from training.ml.text import DEFAULT_SYSTEM_PROMPT
+
+    project, params = run.project, run.params or {}
+    policy = run.base_version or model_version_promoted_get(project=project, kind=ModelVersion.Kind.POLICY)
+    if policy is None or policy.kind != ModelVersion.Kind.POLICY:
+        raise ValueError("no promoted policy version (run manage.py install_base_models)")
+    prompts = candidate_prompts_select(project=project, limit=int(params.get("max_prompts", 16)))
+    if not prompts:
+        raise ValueError("no prompt without an open task")
+    generation = {
+        "temperature": project.gen_temperature, "top_p": project.gen_top_p,
+        "max_new_tokens": project.gen_max_new_tokens, "k": project.responses_per_task,
+        "system_prompt": project.system_prompt or DEFAULT_SYSTEM_PROMPT, "seed": run.pk, "model_version": policy.pk,
+    }
+    run_params_update(run_id=run.pk, policy_version=policy.pk, prompts=len(prompts), generation=generation)
+    reporter = RunReporter(run_id=run.pk, span=(0.0, 0.98), echo=echo)
+    samples = generate_candidates(
+        policy.artifact_path, [p.messages if p.messages else p.text for p in prompts], k=project.responses_per_task,
+        temperature=project.gen_temperature, top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens,
+        system_prompt=generation["system_prompt"], batch_size=int(params.get("batch_size", 16)), seed=run.pk,
+        progress=reporter, device=params.get("device", "auto"),
+    )
+    reporter.flush()
+    created: dict[str, int] = {}
+
+    def write(locked: TrainingRun) -> None:
+        created.update(candidate_tasks_create(project=project, prompts=prompts, samples=samples, version=policy,
+                                              generation=generation))
+        locked.params = {**(locked.params or {}), "created": dict(created)}
+        locked.save(update_fields=["params"])
+
+    if run_succeed(run_id=run.pk, version_fields=None, inside=write) is None:
+        return None
+    return created
+
+
+# --------------------------------------------------------------------------------- base models
+
+
+def base_models_install(*, policy_dir: str | os.PathLike | None = None, reward_base_dir: str | os.PathLike | None = None) -> dict[str, ModelVersion]:
+    """Idempotent: the first promoted policy (SmolLM2-135M-Instruct converted from the GGUF into
+    PAIRWISE_MODELS_DIR, or any local HF causal-LM folder) and the reward base (MiniLM), as shared
+    (project-less) versions. Re-running registers nothing twice and keeps a promotion made since."""
+    from training.ml.reward import default_reward_base
+
+    if policy_dir is None:
+        from training.ml.convert import ensure_smollm2
+
+        policy_dir = ensure_smollm2(Path(settings.PAIRWISE_MODELS_DIR) / "smollm2-135m-instruct")
+    policy_dir = Path(policy_dir).resolve()
+    reward_dir = Path(reward_base_dir or default_reward_base()).resolve()
+    installed = {}
+    with transaction.atomic():
+        for kind, path, role in ((ModelVersion.Kind.POLICY, policy_dir, "policy-base"), (ModelVersion.Kind.REWARD, reward_dir, "base")):
+            version = ModelVersion.objects.filter(project__isnull=True, kind=kind, artifact_path=str(path)).first()
+            if version is None:
+                version = model_version_register(project=None, kind=kind, name=path.name, base=str(path), artifact_path=path,
+                                                 config={"role": role})
+            installed[kind] = version
+        policy = installed[ModelVersion.Kind.POLICY]
+        if not ModelVersion.objects.filter(project__isnull=True, kind=ModelVersion.Kind.POLICY, promoted=True).exists():
+            installed[ModelVersion.Kind.POLICY] = model_version_promote(version=policy)
+    return installed
 
 
 # ---------------------------------------------------------------------------------- schedules

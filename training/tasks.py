@@ -30,6 +30,14 @@ def reward_model_train(self, *, run_id: int) -> int | None:
     return version.pk if version else None
 
 
+@shared_task(
+    bind=True, name="training.tasks.candidates_generate", acks_late=True, ignore_result=True,
+    soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
+)
+def candidates_generate(self, *, run_id: int) -> dict | None:
+    return services.candidates_generate(run_id=run_id, worker=_worker(self))
+
+
 @shared_task(name="training.tasks.runs_reap_stale", queue="celery", acks_late=True, ignore_result=True,
              soft_time_limit=60, time_limit=90)
 def runs_reap_stale() -> list[int]:
