@@ -1,0 +1,56 @@
+"""Server-rendered pages for annotators: the project list and the labeling page.
+
+The labeling page embeds its first task (and the prefetched next one) as JSON, so it is
+interactive without a further request; everything after that goes through the annotate API.
+"""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import render
+from django.urls import reverse
+
+from labeling.selectors.queue import (
+    annotator_progress, assignment_payloads, markdown_render, project_for_worker, projects_for_worker,
+)
+from labeling.services.assignment import task_assign_next
+
+
+@login_required
+def project_list(request: HttpRequest) -> HttpResponse:
+    rows = [
+        {"project": project, **annotator_progress(annotator=request.user, project=project)}
+        for project in projects_for_worker(user=request.user)
+    ]
+    for row in rows:
+        row["percent"] = round(100 * row["tasks_complete"] / row["tasks_total"]) if row["tasks_total"] else 0
+    return render(request, "labeling/project_list.html", {"rows": rows})
+
+
+@login_required
+def label(request: HttpRequest, slug: str) -> HttpResponse:
+    project = project_for_worker(slug=slug, user=request.user)
+    if project is None:
+        raise Http404("No such project.")
+    result = task_assign_next(annotator=request.user, project=project)
+    payloads = assignment_payloads(assignments=[a for a in (result.assignment, result.prefetched) if a])
+    config = {
+        "slug": project.slug,
+        "mode": project.mode,
+        "likert": project.likert_enabled and project.mode != project.Mode.DEMONSTRATE,
+        "flags": [list(f) for f in project.flag_choices] if project.flags_enabled else [],
+        "csrf": get_token(request),
+        "urls": {
+            "next": reverse("api-next", args=[project.slug]),
+            "submit": reverse("api-submit", args=[0]),
+            "skip": reverse("api-skip", args=[0]),
+        },
+        "progress": annotator_progress(annotator=request.user, project=project),
+        "overlap": project.overlap,
+        "current": payloads[0] if payloads else None,
+        "next": payloads[1] if len(payloads) > 1 else None,
+    }
+    return render(request, "labeling/label.html", {
+        "project": project, "config": config, "instructions_html": markdown_render(project.instructions or ""),
+    })

@@ -1,0 +1,361 @@
+// The labeling page: InstructGPT flow (rate each response, then rank), keyboard first.
+// Response HTML arrives sanitized by the server (markdown-it without HTML, then nh3).
+(function () {
+  "use strict";
+  const cfg = JSON.parse(document.getElementById("pairwise-config").textContent);
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, attrs, text) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+  const LETTERS = "ABCDEFGHI";
+  let state = null; // the task on screen
+  let prefetched = cfg.next;
+  let done = cfg.progress.done;
+  let busy = false;
+
+  function randomKey() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  function post(url, body) {
+    return fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf },
+      body: JSON.stringify(body || {}),
+    }).then((res) => res.json().catch(() => ({})).then((data) => ({ status: res.status, data })));
+  }
+  const assignmentUrl = (template, id) => template.replace("/0/", "/" + id + "/");
+
+  function setStatus(text, kind) {
+    const s = $("status");
+    s.textContent = text || "";
+    s.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function showProgress() {
+    const p = cfg.progress;
+    const complete = Math.min(p.tasks_total, p.tasks_complete);
+    $("progress").value = p.tasks_total ? Math.round((100 * complete) / p.tasks_total) : 0;
+    $("progress-text").textContent = "You: " + done + " done · project " + complete + "/" + p.tasks_total;
+  }
+
+  // --- rendering --------------------------------------------------------------------------------
+  function show(payload) {
+    $("empty").hidden = !!payload;
+    $("task").hidden = !payload;
+    state = null;
+    if (!payload) return;
+    state = {
+      payload, key: randomKey(), started: performance.now(), cursor: 0, picked: null, verdict: null,
+      likert: {}, flags: {},
+      phase: cfg.mode === "demonstrate" ? "write" : (cfg.likert || cfg.flags.length ? "rate" : "rank"),
+      order: payload.responses.map((r) => ({ id: r.id, tied: false })),
+    };
+    renderPrompt(payload.prompt);
+    renderResponses();
+    renderRanking();
+    $("rationale").value = "";
+    $("submit").disabled = false;
+    renderPhase();
+    window.scrollTo(0, 0);
+  }
+
+  function renderPrompt(prompt) {
+    const box = $("prompt");
+    box.replaceChildren();
+    if (prompt.messages) {
+      for (const m of prompt.messages) {
+        const bubble = el("div", { class: "msg role-" + (m.role === "user" ? "user" : "other") });
+        bubble.append(el("div", { class: "role" }, m.role));
+        const body = el("div", { class: "md" });
+        body.innerHTML = m.html; // sanitized server-side
+        bubble.append(body);
+        box.append(bubble);
+      }
+    } else {
+      const body = el("div", { class: "md" });
+      body.innerHTML = prompt.html; // sanitized server-side
+      box.append(body);
+    }
+  }
+
+  function label(index) {
+    return cfg.mode === "pairwise" ? LETTERS[index] : String(index + 1);
+  }
+
+  function renderResponses() {
+    const box = $("responses");
+    box.replaceChildren();
+    if (cfg.mode === "demonstrate") {
+      const area = el("textarea", { id: "demonstration", rows: "14", "aria-label": "Ideal response" });
+      box.append(el("label", { class: "demo" }, "Write the ideal response (Ctrl+Enter submits)"), area);
+      return;
+    }
+    state.payload.responses.forEach((r, i) => {
+      const card = el("article", { class: "response card", id: "resp-" + r.id, "data-index": String(i) });
+      const head = el("header");
+      head.append(el("span", { class: "badge" }, label(i)));
+      if (cfg.likert) {
+        const scale = el("div", { class: "likert", role: "radiogroup", "aria-label": "Rating of " + label(i) });
+        for (let v = 1; v <= 7; v++) {
+          const b = el("button", { type: "button", "data-value": String(v), "aria-pressed": "false" }, String(v));
+          b.addEventListener("click", () => { state.cursor = i; rate(v); });
+          scale.append(b);
+        }
+        head.append(scale);
+      }
+      card.append(head);
+      const body = el("div", { class: "md body" });
+      body.innerHTML = r.html; // sanitized server-side
+      card.append(body);
+      if (cfg.flags.length) {
+        const fs = el("details", { class: "flags" });
+        fs.append(el("summary", {}, "Flags"));
+        for (const [key, text] of cfg.flags) {
+          const lab = el("label");
+          const box2 = el("input", { type: "checkbox", "data-flag": key });
+          box2.addEventListener("change", () => toggleFlag(r.id, key, box2.checked));
+          lab.append(box2, " " + text);
+          fs.append(lab);
+        }
+        card.append(fs);
+      }
+      card.addEventListener("click", () => { state.cursor = i; renderPhase(); });
+      box.append(card);
+    });
+  }
+
+  function renderRanking() {
+    const panel = $("ranking-panel");
+    panel.replaceChildren();
+    if (cfg.mode === "demonstrate") { panel.hidden = true; return; }
+    panel.hidden = false;
+    const ids = state.payload.responses.map((r) => r.id);
+    if (cfg.mode === "pairwise") {
+      panel.append(el("h2", {}, "Which is better?"));
+      const row = el("div", { class: "verdicts" });
+      for (const [key, text] of [["A", "A is better"], ["B", "B is better"], ["=", "Tie"], ["X", "Both bad"]]) {
+        const b = el("button", { type: "button", "data-verdict": key, "aria-pressed": String(state.verdict === key) }, key + " · " + text);
+        b.addEventListener("click", () => setVerdict(key));
+        row.append(b);
+      }
+      panel.append(row);
+      return;
+    }
+    panel.append(el("h2", {}, "Ranking, best first"));
+    const list = el("ol", { class: "ranking", id: "ranking" });
+    state.order.forEach((item, pos) => {
+      const idx = ids.indexOf(item.id);
+      const li = el("li", {
+        draggable: "true", "data-id": String(item.id), class: (item.tied ? "tied " : "") + (state.picked === item.id ? "picked" : ""),
+      });
+      li.append(el("span", { class: "badge" }, label(idx)), el("span", { class: "tie-mark" }, item.tied ? "= tied with above" : ""));
+      li.addEventListener("click", () => { state.picked = item.id; state.phase = "rank"; renderRanking(); renderPhase(); });
+      li.addEventListener("dragstart", (e) => { e.dataTransfer.setData("text/plain", String(item.id)); });
+      li.addEventListener("dragover", (e) => e.preventDefault());
+      li.addEventListener("drop", (e) => {
+        e.preventDefault();
+        const id = Number(e.dataTransfer.getData("text/plain"));
+        moveTo(id, pos);
+      });
+      list.append(li);
+    });
+    panel.append(list);
+  }
+
+  function renderPhase() {
+    if (!state) return;
+    const names = { rate: "Step 1: rate each response (1–7) and flag problems", rank: "Step 2: rank the responses", write: "Write the ideal response" };
+    $("phase").textContent = names[state.phase] + " · press ? for shortcuts";
+    document.querySelectorAll(".response").forEach((card, i) => {
+      card.classList.toggle("current", state.phase === "rate" && i === state.cursor);
+      const r = state.payload.responses[i];
+      card.querySelectorAll(".likert button").forEach((b) => b.setAttribute("aria-pressed", String(state.likert[r.id] === Number(b.dataset.value))));
+    });
+    const current = document.querySelector(".response.current");
+    if (current) current.scrollIntoView({ block: "nearest" });
+  }
+
+  // --- actions ----------------------------------------------------------------------------------
+  function rate(value) {
+    const r = state.payload.responses[state.cursor];
+    state.likert[r.id] = value;
+    if (state.cursor < state.payload.responses.length - 1) state.cursor += 1;
+    renderPhase();
+  }
+
+  function toggleFlag(id, key, on) {
+    const set = new Set(state.flags[id] || []);
+    if (on) set.add(key); else set.delete(key);
+    state.flags[id] = Array.from(set);
+  }
+
+  function setVerdict(key) {
+    state.verdict = key;
+    state.phase = "rank";
+    renderRanking();
+    renderPhase();
+  }
+
+  function moveTo(id, pos) {
+    const from = state.order.findIndex((x) => x.id === id);
+    if (from < 0) return;
+    const [item] = state.order.splice(from, 1);
+    item.tied = false;
+    state.order.splice(Math.max(0, Math.min(pos, state.order.length)), 0, item);
+    if (state.order[0]) state.order[0].tied = false;
+    state.picked = id;
+    renderRanking();
+  }
+
+  function move(delta) {
+    if (state.picked === null) return;
+    const at = state.order.findIndex((x) => x.id === state.picked);
+    moveTo(state.picked, at + delta);
+  }
+
+  function toggleTie() {
+    const at = state.order.findIndex((x) => x.id === state.picked);
+    if (at <= 0) return;
+    state.order[at].tied = !state.order[at].tied;
+    renderRanking();
+  }
+
+  function ranking() {
+    const ids = state.payload.responses.map((r) => r.id);
+    if (cfg.mode === "pairwise") {
+      const [a, b] = ids;
+      return { A: [[a], [b]], B: [[b], [a]], "=": [[a, b]], X: [[a, b]] }[state.verdict];
+    }
+    const groups = [];
+    for (const item of state.order) {
+      if (item.tied && groups.length) groups[groups.length - 1].push(item.id);
+      else groups.push([item.id]);
+    }
+    return groups;
+  }
+
+  function submit() {
+    if (!state || busy) return;
+    const s = state;
+    let body;
+    if (cfg.mode === "demonstrate") {
+      const text = $("demonstration").value;
+      if (!text.trim()) { setStatus("Write the ideal response first.", "error"); return; }
+      body = { text };
+    } else {
+      if (cfg.mode === "pairwise" && !s.verdict) { setStatus("Choose A, B, = (tie) or X (both bad) first.", "error"); return; }
+      body = { ranking: ranking(), both_bad: s.verdict === "X", likert: s.likert, flags: s.flags, rationale: $("rationale").value };
+    }
+    body.idempotency_key = s.key;
+    body.time_spent_ms = Math.round(performance.now() - s.started);
+    busy = true;
+    $("submit").disabled = true;
+    post(assignmentUrl(cfg.urls.submit, s.payload.assignment), body).then(({ status, data }) => {
+      busy = false;
+      if (status === 201) {
+        done += 1;
+        cfg.progress.tasks_complete += 1 / cfg.overlap;
+        setStatus("Saved.", "ok");
+        advance();
+      } else if (status === 409) {
+        setStatus(data.detail || "This task is no longer yours.", "error");
+        advance();
+      } else {
+        $("submit").disabled = false;
+        setStatus(Object.entries(data).map(([k, v]) => k + ": " + [].concat(v).join(" ")).join(" · ") || "Could not save.", "error");
+      }
+      showProgress();
+    }, () => { busy = false; $("submit").disabled = false; setStatus("Network error; press Enter to retry.", "error"); });
+  }
+
+  function skip() {
+    if (!state || busy) return;
+    busy = true;
+    post(assignmentUrl(cfg.urls.skip, state.payload.assignment)).then(({ status, data }) => {
+      busy = false;
+      setStatus(status === 200 ? "Skipped." : (data.detail || "Could not skip."), status === 200 ? "ok" : "error");
+      advance();
+    }, () => { busy = false; setStatus("Network error.", "error"); });
+  }
+
+  // The prefetched task is shown at once; the refill of the next one runs in the background.
+  function advance() {
+    const upcoming = prefetched;
+    prefetched = null;
+    if (upcoming) show(upcoming);
+    else { $("task").hidden = true; setStatus("Loading…"); }
+    post(cfg.urls.next).then(({ status, data }) => {
+      if (status !== 200) { setStatus(data.detail || "Could not load the next task.", "error"); return; }
+      if (!upcoming || !data.current || data.current.assignment !== upcoming.assignment) show(data.current);
+      prefetched = data.next;
+      if (!upcoming && data.current) setStatus("");
+    });
+  }
+
+  // --- keyboard ---------------------------------------------------------------------------------
+  function onKey(e) {
+    if ($("help").open) return;
+    const typing = e.target instanceof HTMLTextAreaElement || (e.target instanceof HTMLInputElement && e.target.type !== "checkbox");
+    if (typing) {
+      if (e.key === "Escape") e.target.blur();
+      else if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }
+      return;
+    }
+    if (e.ctrlKey || e.metaKey || e.altKey || !state) {
+      if (e.key === "?") $("help").showModal();
+      return;
+    }
+    if (e.target instanceof HTMLInputElement && e.key === "Escape") { e.target.blur(); return; }
+    const key = e.key;
+    let handled = true;
+    if (key === "?") $("help").showModal();
+    else if (key === "Enter") {
+      if (state.phase === "rate" && cfg.mode !== "pairwise") { state.phase = "rank"; state.picked = state.order[0].id; renderRanking(); renderPhase(); }
+      else submit();
+    } else if (key === "s" || key === "S") skip();
+    else if (key === "r" || key === "R") $("rationale").focus();
+    else if (cfg.mode === "demonstrate") handled = false;
+    else if (cfg.mode === "pairwise" && ["a", "b", "A", "B", "=", "x", "X"].includes(key)) setVerdict(key.toUpperCase());
+    else if (state.phase === "rate") handled = rateKey(key);
+    else handled = rankKey(key);
+    if (handled) e.preventDefault();
+  }
+
+  function rateKey(key) {
+    const n = state.payload.responses.length;
+    if (key === "ArrowDown" || key === "j" || key === "ArrowRight") state.cursor = Math.min(n - 1, state.cursor + 1);
+    else if (key === "ArrowUp" || key === "k" || key === "ArrowLeft") state.cursor = Math.max(0, state.cursor - 1);
+    else if (/^[1-7]$/.test(key) && cfg.likert) { rate(Number(key)); return true; }
+    else if (key === "f" || key === "F") {
+      const first = document.querySelectorAll(".response")[state.cursor].querySelector(".flags");
+      if (first) { first.open = true; first.querySelector("input").focus(); }
+    } else return false;
+    renderPhase();
+    return true;
+  }
+
+  function rankKey(key) {
+    const ids = state.payload.responses.map((r) => r.id);
+    if (/^[1-9]$/.test(key) && Number(key) <= ids.length) { state.picked = ids[Number(key) - 1]; renderRanking(); }
+    else if (key === "ArrowUp") move(-1);
+    else if (key === "ArrowDown") move(1);
+    else if (key === "t" || key === "T") toggleTie();
+    else return false;
+    return true;
+  }
+
+  document.addEventListener("keydown", onKey);
+  $("submit").addEventListener("click", submit);
+  $("skip").addEventListener("click", skip);
+  $("help-button").addEventListener("click", () => $("help").showModal());
+  showProgress();
+  show(cfg.current);
+  if (!cfg.current) setStatus("");
+  document.body.dataset.ready = String(Math.round(performance.now()));
+})();
