@@ -291,10 +291,10 @@ def pair_record(fmt: str, row: dict[str, Any]) -> dict[str, Any]:
 
 # Postgres builds the same records itself (see pair_record); the subquery t is the ORM's own SQL.
 _PG_PROMPT = (
-    "CASE WHEN t.prompt_text <> '' OR t.prompt_messages IS NULL THEN t.prompt_text ELSE ("
+    "CASE WHEN t.prompt_text <> '' OR t.prompt_messages IS NULL THEN t.prompt_text ELSE coalesce(("
     "SELECT string_agg(E'\\n\\n' || CASE m->>'role' WHEN 'assistant' THEN 'Assistant' WHEN 'system' THEN 'System' "
     "ELSE 'Human' END || ': ' || coalesce(m->>'content', ''), '' ORDER BY n) || E'\\n\\nAssistant:' "
-    "FROM jsonb_array_elements(t.prompt_messages) WITH ORDINALITY AS x(m, n)) END"
+    "FROM jsonb_array_elements(t.prompt_messages) WITH ORDINALITY AS x(m, n)), '') END"
 )
 
 
@@ -304,15 +304,23 @@ def _pg_hh(answer: str) -> str:
     return f"{head} || CASE WHEN left({answer}, 1) = ' ' THEN {answer} ELSE ' ' || {answer} END"
 
 
+def _pg_json(*fields: tuple[str, str]) -> str:
+    """A JSON object by concatenation: to_json on each text is measurably cheaper than json_build_object."""
+    parts = [f"'{{\"{key}\": ' || {expr}" if i == 0 else f"', \"{key}\": ' || {expr}" for i, (key, expr) in enumerate(fields)]
+    return " || ".join(parts) + " || '}'"
+
+
 _PG_RECORDS = {
-    "trl": "json_build_object('id', p.id, 'prompt', p.prompt, 'chosen', p.chosen, 'rejected', p.rejected)",
+    "trl": _pg_json(("id", "p.id"), ("prompt", "to_json(p.prompt)"), ("chosen", "to_json(p.chosen)"),
+                    ("rejected", "to_json(p.rejected)")),
     "trl-chat": (
         "json_build_object('id', p.id, 'prompt', coalesce(p.prompt_messages::json, json_build_array("
         "json_build_object('role', 'user', 'content', p.prompt_text))), 'chosen', json_build_array("
         "json_build_object('role', 'assistant', 'content', p.chosen)), 'rejected', json_build_array("
-        "json_build_object('role', 'assistant', 'content', p.rejected)))"
+        "json_build_object('role', 'assistant', 'content', p.rejected)))::text"
     ),
-    "hh": f"json_build_object('id', p.id, 'chosen', {_pg_hh('p.chosen')}, 'rejected', {_pg_hh('p.rejected')})",
+    "hh": _pg_json(("id", "p.id"), ("chosen", f"to_json({_pg_hh('p.chosen')})"),
+                   ("rejected", f"to_json({_pg_hh('p.rejected')})")),
 }
 
 
@@ -322,7 +330,7 @@ def _pg_json_sql(fmt: str, pairs: QuerySet) -> str:
     sql, params = inner.query.sql_with_params()
     with connection.cursor() as cursor:
         inner_sql = cursor.mogrify(sql, params).decode()
-    return (f"SELECT {_PG_RECORDS[fmt]}::text FROM (SELECT t.pair_id AS id, t.prompt_text, t.prompt_messages, "
+    return (f"SELECT {_PG_RECORDS[fmt]} FROM (SELECT t.pair_id AS id, t.prompt_text, t.prompt_messages, "
             f"t.chosen_text AS chosen, t.rejected_text AS rejected, {_PG_PROMPT} AS prompt FROM ({inner_sql}) AS t) AS p")
 
 
@@ -386,6 +394,7 @@ def _pair_jsonl(fmt: str, project: Project, filters: ExportFilters) -> Iterator[
     if _on_postgres():
         sql = _pg_json_sql(fmt, pair_queryset(project=project, filters=filters))
         with transaction.atomic(), connection.chunked_cursor() as cursor:
+            _prefer_ordered_plans()
             cursor.execute(sql)
             while rows := cursor.fetchmany(CHUNK):
                 yield "".join(line + "\n" for (line,) in rows).encode(), len(rows)
@@ -490,11 +499,19 @@ def _parquet(project: Project, filters: ExportFilters, out: IO[bytes]) -> int:
     return rows
 
 
+def _prefer_ordered_plans() -> None:
+    """Rows go out in id order. Left to itself the planner sorts the wide joined rows, which spills
+    to disk at scale (100 MB per 100k rows); reading pairs in index order and joining by key does not."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_sort = off")
+
+
 def _copy_pairs(fmt: str, project: Project, filters: ExportFilters, out: IO[bytes]) -> int:
     """COPY of JSON lines Postgres builds. CSV mode with quote and delimiter bytes JSON always escapes
     (\\x01, \\x02) passes each line through untouched; text mode would double every backslash."""
     sql = _pg_json_sql(fmt, pair_queryset(project=project, filters=filters))
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        _prefer_ordered_plans()
         cursor.cursor.copy_expert(
             f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')", out, size=1 << 16)
         return cursor.cursor.rowcount
