@@ -132,14 +132,17 @@ class ComparisonTask(models.Model):
             ),
         ]
         indexes = [
-            # The queue: open tasks of a project, started ones first, then oldest.
+            # The queue: open tasks of a project, started ones first, then oldest. Tasks whose
+            # seats are leased right now sort after free ones, so the pick does not wade through
+            # every annotator's held (and prefetched) tasks before it finds a free seat.
             models.Index(
                 "project",
                 "is_gold",
                 models.F("judgments_count").desc(),
+                "active_assignments",
                 "id",
                 condition=Q(status="open"),
-                name="task_queue_idx",
+                name="task_queue_free_first_idx",
             ),
         ]
 

@@ -123,7 +123,7 @@ WHERE t.project_id = %(project)s AND t.status = 'open' AND t.is_gold = %(gold)s
   AND NOT EXISTS (
     SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.annotator_id = %(annotator)s OFFSET 0
   )
-ORDER BY t.judgments_count DESC, t.id
+ORDER BY t.judgments_count DESC, t.active_assignments, t.id
 LIMIT 1
 FOR UPDATE OF t SKIP LOCKED
 """
