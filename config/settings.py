@@ -158,11 +158,21 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ROUTES = {"training.tasks.*": {"queue": "training"}}
+# Heavy jobs go to the "training" queue (GPU workers in production); housekeeping such as the
+# reaper stays on "celery", so it is never stuck behind a long training run.
+CELERY_TASK_ROUTES = {
+    name: {"queue": "training"}
+    for name in (
+        "training.tasks.reward_model_train", "training.tasks.policy_train", "training.tasks.policy_evaluate",
+        "training.tasks.candidates_generate",
+    )
+}
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 PAIRWISE_HEARTBEAT_STALE = timedelta(seconds=int(os.environ.get("PAIRWISE_HEARTBEAT_STALE_S", "120")))
+PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S = int(os.environ.get("PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S", str(6 * 3600)))
+PAIRWISE_RETRAIN_CHECK_MINUTES = int(os.environ.get("PAIRWISE_RETRAIN_CHECK_MINUTES", "5"))
 
 LOGGING = {
     "version": 1,
