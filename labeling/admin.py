@@ -26,7 +26,7 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
-    actions = ["soft_delete", "restore"]
+    actions = ["soft_delete", "restore", "export_preferences_trl"]
     change_form_template = "admin/labeling/project/change_form.html"
 
     def get_urls(self):
@@ -63,6 +63,15 @@ class ProjectAdmin(admin.ModelAdmin):
     def restore(self, request, queryset):
         for project in queryset:
             project_restore(project=project)
+
+    @admin.action(description="Export preferences (trl)")
+    def export_preferences_trl(self, request, queryset):
+        from labeling.services.exports import ExportFilters, export_job_create
+
+        for project in queryset:
+            job = export_job_create(project=project, fmt="trl", filters=ExportFilters(), user=request.user, snapshot=True)
+            url = reverse("api-export-job", kwargs={"slug": project.slug, "job_id": job.pk})
+            messages.info(request, f"{project.slug}: export job {job.pk} queued; progress and download at {url}")
 
 
 @admin.register(models.Membership)

@@ -1,1 +1,7 @@
-urlpatterns: list = []
+from django.urls import path
+
+from labeling import views_dashboard
+
+urlpatterns = [
+    path("<slug:slug>/", views_dashboard.project_dashboard, name="dashboard-project"),
+]

@@ -358,7 +358,7 @@ def _rows(queryset: QuerySet, columns: dict[str, str]) -> Iterator[list[dict[str
     values = queryset.values_list(*columns.values())
 
     def batches() -> Iterator[list[dict[str, Any]]]:
-        for batch in _batched(values.iterator(chunk_size=CHUNK)):
+        for batch in _batched(values.iterator(chunk_size=CHUNK), CHUNK):
             yield [dict(zip(names, row)) for row in batch]
 
     if _on_postgres():
