@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from labeling.models import Membership, Project
+from labeling.models import ComparisonTask, Membership, Project
 
 EDITABLE_FIELDS = {
     "name", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled", "flags_enabled",
@@ -40,10 +40,23 @@ def project_update(*, project: Project, **fields: Any) -> Project:
     unknown = set(fields) - EDITABLE_FIELDS
     if unknown:
         raise ValidationError({key: "unknown field" for key in unknown})
+    old_overlap = project.overlap
     for key, value in fields.items():
         setattr(project, key, value)
     _validated(project).save()
+    if project.overlap != old_overlap:
+        _task_statuses_refresh(project=project)
     return project
+
+
+def _task_statuses_refresh(*, project: Project) -> None:
+    """After an overlap change, tasks short of the new overlap reopen and tasks at it close.
+    Gold tasks stay open: every annotator is checked against them."""
+    tasks = ComparisonTask.objects.filter(project=project, is_gold=False)
+    tasks.filter(status=ComparisonTask.Status.COMPLETE, judgments_count__lt=project.overlap).update(
+        status=ComparisonTask.Status.OPEN)
+    tasks.filter(status=ComparisonTask.Status.OPEN, judgments_count__gte=project.overlap).update(
+        status=ComparisonTask.Status.COMPLETE)
 
 
 def project_soft_delete(*, project: Project) -> Project:
