@@ -132,3 +132,147 @@ def version_as_dict(version: ModelVersion) -> dict[str, Any]:
         "config": version.config,
         "created_at": version.created_at.isoformat() if version.created_at else None,
     }
+
+
+# ------------------------------------------------------------------------ policy evaluation reads
+
+
+def version_flag_rates(*, version_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per model version, over live human judgments of tasks showing its responses (in any project,
+    A/B evaluations included): responses judged, the share flagged at all, and each flag's share."""
+    from labeling.models import TaskResponse
+
+    ids = sorted({int(v) for v in version_ids if v is not None})
+    if not ids:
+        return {}
+    by_task: dict[int, list[tuple[int, int]]] = {}
+    for task_id, response_id, version_id in TaskResponse.objects.filter(
+        response__model_version_id__in=ids
+    ).values_list("task_id", "response_id", "response__model_version_id").iterator(2000):
+        by_task.setdefault(task_id, []).append((response_id, version_id))
+    seen: dict[int, int] = {v: 0 for v in ids}
+    flagged: dict[int, int] = {v: 0 for v in ids}
+    per_flag: dict[int, dict[str, int]] = {v: {} for v in ids}
+    tasks = list(by_task)
+    for start in range(0, len(tasks), 2000):
+        judgments = Judgment.objects.filter(
+            task_id__in=tasks[start:start + 2000], superseded_by__isnull=True, source="human",
+        ).values_list("task_id", "flags")
+        for task_id, flags in judgments.iterator(2000):
+            for response_id, version_id in by_task[task_id]:
+                keys = set((flags or {}).get(str(response_id)) or [])
+                seen[version_id] += 1
+                flagged[version_id] += bool(keys)
+                for key in keys:
+                    per_flag[version_id][key] = per_flag[version_id].get(key, 0) + 1
+    return {
+        v: {"responses_judged": seen[v], "any_flag_rate": flagged[v] / seen[v] if seen[v] else None,
+            "flag_rates": {k: c / seen[v] for k, c in sorted(per_flag[v].items())}}
+        for v in ids
+    }
+
+
+def pipeline_list(*, project: Project, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest rounds (runs sharing a pipeline_id), each with its planned steps, every step's run,
+    status and progress, and the round's progress (done steps + the live step's fraction) / steps."""
+    from training.services_policy import run_pipeline_spec
+
+    ids = list(
+        TrainingRun.objects.filter(project=project, pipeline_id__isnull=False).values("pipeline_id")
+        .annotate(started=Max("created_at")).order_by("-started").values_list("pipeline_id", flat=True)[:limit]
+    )
+    runs = list(TrainingRun.objects.filter(pipeline_id__in=ids).select_related("result_version", "base_version").order_by("created_at", "id"))
+    out = []
+    for pipeline_id in ids:
+        chain = [r for r in runs if r.pipeline_id == pipeline_id]
+        spec = run_pipeline_spec(run=chain[0])
+        steps, done, status, stopped = [], 0.0, "running", ""
+        by_kind = {r.kind: r for r in chain}
+        for kind in spec["steps"]:
+            run = by_kind.get(kind)
+            steps.append({
+                "kind": kind, "run_id": run.pk if run else None, "status": run.status if run else "pending",
+                "progress": round(float(run.progress), 4) if run else 0.0,
+                "result_version": run.result_version_id if run else None,
+                "promotion": (run.params or {}).get("promotion") if run else None,
+            })
+            if run is not None:
+                done += 1.0 if run.status == TrainingRun.Status.SUCCEEDED else float(run.progress)
+                stopped = stopped or (run.params or {}).get("pipeline_stopped", "")
+        last = chain[-1]
+        if any(r.status in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED) for r in chain):
+            status = "failed"
+        elif any(r.status in TrainingRun.ACTIVE_STATUSES for r in chain):
+            status = "running"
+        elif last.kind == spec["steps"][-1]:
+            status = "succeeded"
+        elif stopped:
+            status = "stopped"
+        out.append({
+            "pipeline_id": str(pipeline_id), "status": status, "stopped": stopped,
+            "progress": round(done / len(spec["steps"]), 4) if status != "succeeded" else 1.0,
+            "started_at": chain[0].created_at.isoformat(), "steps": steps,
+            "policy_kind": spec["steps"][1], "auto_promote_margin": spec.get("auto_promote_margin"),
+        })
+    return out
+
+
+def ab_evaluation_list(*, project: Project) -> list[dict[str, Any]]:
+    """The blind A/B evaluations created from this project: the pairwise project, versions, run and
+    how many of its tasks were judged."""
+    runs = TrainingRun.objects.filter(kind=TrainingRun.Kind.CANDIDATES, params__ab__source_project_id=project.pk) \
+        .select_related("project").order_by("-created_at", "-id")
+    out = []
+    for run in runs:
+        ab = run.params["ab"]
+        out.append({
+            "project": run.project.slug, "project_name": run.project.name, "versions": ab["versions"], "run_id": run.pk,
+            "status": run.status, "progress": round(float(run.progress), 4),
+            "tasks": run.project.tasks.count(), "judgments": Judgment.objects.filter(project=run.project, superseded_by__isnull=True).count(),
+        })
+    return out
+
+
+def ab_leaderboard(*, project: Project, rounds: int = 200, seed: int = 0) -> list[dict[str, Any]]:
+    """Bradley-Terry ratings of model versions (Elo scale) with percentile-bootstrap 95% intervals,
+    from live human judgments in every blind A/B project made from this project. The fit is
+    labeling.stats.bradley_terry_bootstrap (the quality dashboard's, Chatbot Arena's method)."""
+    from labeling import stats
+    from labeling.models import Response
+    from labeling.selectors.quality import judgment_rows
+
+    ab_projects = Project.objects.filter(pk__in=TrainingRun.objects.filter(
+        kind=TrainingRun.Kind.CANDIDATES, params__ab__source_project_id=project.pk).values("project_id"))
+    rows = [row for ab in ab_projects for row in judgment_rows(project=ab, human_only=True)]
+    response_ids = sorted({rid for row in rows for rid in row.response_ids})
+    version_of: dict[int, int | None] = {}
+    for start in range(0, len(response_ids), 2000):
+        version_of.update(Response.objects.filter(pk__in=response_ids[start:start + 2000]).values_list("pk", "model_version_id"))
+    players: dict[int, int] = {}
+    battles: list[tuple[int, int, float]] = []
+    wins: dict[int, float] = {}
+    for row in rows:
+        for (a, b), outcome in row.outcomes.items():
+            va, vb = version_of.get(a), version_of.get(b)
+            if va is None or vb is None or va == vb:
+                continue
+            ia, ib = players.setdefault(va, len(players)), players.setdefault(vb, len(players))
+            battles.append((ia, ib, (outcome + 1) / 2))
+            wins[ia] = wins.get(ia, 0.0) + (outcome + 1) / 2
+            wins[ib] = wins.get(ib, 0.0) + (1 - outcome) / 2
+    if not players:
+        return []
+    ratings, lower, upper = stats.bradley_terry_bootstrap(battles, len(players), rounds=rounds, seed=seed)
+    names = dict(ModelVersion.objects.filter(pk__in=list(players)).values_list("pk", "name"))
+    counts: dict[int, int] = {}
+    for a, b, _ in battles:
+        counts[a] = counts.get(a, 0) + 1
+        counts[b] = counts.get(b, 0) + 1
+    version_ids = list(players)
+    order = sorted(range(len(version_ids)), key=lambda i: -ratings[i])
+    return [
+        {"rank": n + 1, "version_id": version_ids[i], "name": names.get(version_ids[i], "?"),
+         "rating": float(ratings[i]), "ci_low": float(lower[i]), "ci_high": float(upper[i]),
+         "battles": counts.get(i, 0), "win_share": wins.get(i, 0.0) / max(counts.get(i, 0), 1)}
+        for n, i in enumerate(order)
+    ]

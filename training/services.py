@@ -89,6 +89,10 @@ def _task_for(kind: str):
 
     return {
         TrainingRun.Kind.REWARD: tasks.reward_model_train,
+        TrainingRun.Kind.SFT: tasks.policy_train,
+        TrainingRun.Kind.DPO: tasks.policy_train,
+        TrainingRun.Kind.PPO: tasks.policy_train,
+        TrainingRun.Kind.EVALUATE: tasks.policy_evaluate,
         TrainingRun.Kind.CANDIDATES: tasks.candidates_generate,
     }[kind]
 
@@ -159,24 +163,32 @@ def run_params_update(*, run_id: int, **params: Any) -> None:
 
 def run_succeed(
     *, run_id: int, version_fields: dict[str, Any] | None = None,
-    inside: Callable[[TrainingRun], None] | None = None,
+    inside: Callable[[TrainingRun], None] | None = None, promote: bool = False,
 ) -> tuple[TrainingRun, ModelVersion | None] | None:
-    """RUNNING -> SUCCEEDED, registering the produced version in the same transaction.
+    """RUNNING -> SUCCEEDED, registering (and with promote, promoting) the produced version in the
+    same transaction. A run of a round (pipeline_id) queues the round's next step in it too
+    (training.services_policy.pipeline_advance; the task is sent on commit).
 
     None when the run is no longer RUNNING (reaped or cancelled meanwhile): then nothing is registered
     and the caller removes the artifact it made.
     """
+    from training.services_policy import pipeline_advance
+
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None or run.status != TrainingRun.Status.RUNNING:
             return None
         version = model_version_register(**version_fields) if version_fields else None
+        if version is not None and promote:
+            version = model_version_promote(version=version)
         if inside is not None:
             inside(run)  # the run's other results, committed with its status or not at all
         run.status, run.progress, run.finished_at = TrainingRun.Status.SUCCEEDED, 1.0, timezone.now()
         run.heartbeat_at = run.finished_at
         run.result_version = version
         run.save(update_fields=["status", "progress", "finished_at", "heartbeat_at", "result_version"])
+        if run.pipeline_id is not None:
+            pipeline_advance(run=run, version=version)
     return run, version
 
 
@@ -506,7 +518,8 @@ def _reward_model_train(run: TrainingRun, output_dir: Path, echo) -> ModelVersio
     )
     reporter.flush()
     parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)
-    result = run_succeed(run_id=run.pk, version_fields={
+    promote = params.get("promote", "always")
+    result = run_succeed(run_id=run.pk, promote=promote == "always" or (promote == "if_none" and parent is None), version_fields={
         "project": run.project, "kind": ModelVersion.Kind.REWARD, "name": f"{run.project.slug}-reward-run{run.pk}",
         "base": base, "artifact_path": output_dir, "metrics": metrics,
         "config": {**dataclasses.asdict(config), "data_sha256": data.sha256, "data_until_judgment_id": data.until_judgment_id},
@@ -515,21 +528,28 @@ def _reward_model_train(run: TrainingRun, output_dir: Path, echo) -> ModelVersio
     if result is None:
         shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder
         return None
-    _, version = result
-    promote = params.get("promote", "always")
-    if promote == "always" or (promote == "if_none" and parent is None):
-        version = model_version_promote(version=version)
-    return version
+    return result[1]
 
 
 # ------------------------------------------------------------------------------ scheduled retrain
 
 
-def reward_retrain_check(*, project_id: int) -> TrainingRun | None:
-    """Queue a reward run when >= project.retrain_min_judgments new judgments exist since the last
-    succeeded run. After a failure it waits PAIRWISE_RETRY_AFTER before trying again."""
+def reward_retrain_check(
+    *, project_id: int, policy_kind: str = "", auto_promote_margin: float | None = None, promote_metric: str = "",
+    step_params: dict[str, Any] | None = None,
+) -> TrainingRun | None:
+    """The per-project beat schedule: start a training round when >= project.retrain_min_judgments new
+    judgments exist since the last succeeded reward run. The round is reward retrain -> policy retrain
+    (policy_kind) -> evaluation (auto-promotion by auto_promote_margin when set) -> candidates, one
+    run per step under one pipeline_id (training.services_policy). The keyword arguments come from
+    the schedule's kwargs; none given means the defaults. After a failed reward run it waits
+    PAIRWISE_RETRY_AFTER before trying again; it never starts a round while a round's step is live."""
+    from training.services_policy import DEFAULT_PROMOTE_METRIC, pipeline_spec, pipeline_start
+
     project = Project.objects.filter(pk=project_id, deleted_at__isnull=True).first()
     if project is None or run_active_get(project=project, kind=TrainingRun.Kind.REWARD) is not None:
+        return None
+    if TrainingRun.objects.filter(project=project, pipeline_id__isnull=False, status__in=TrainingRun.ACTIVE_STATUSES).exists():
         return None
     if reward_new_judgments_count(project=project) < max(1, project.retrain_min_judgments):
         return None
@@ -538,8 +558,11 @@ def reward_retrain_check(*, project_id: int) -> TrainingRun | None:
     if last is not None and last.status == TrainingRun.Status.FAILED and last.finished_at and \
             timezone.now() - last.finished_at < retry_after:
         return None
+    custom = bool(policy_kind or auto_promote_margin is not None or promote_metric or step_params)
+    spec = pipeline_spec(policy_kind=policy_kind, auto_promote_margin=auto_promote_margin,
+                         promote_metric=promote_metric or DEFAULT_PROMOTE_METRIC, step_params=step_params)
     try:
-        return run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "schedule"})
+        return pipeline_start(project=project, spec=spec, trigger="schedule", plain_params=not custom)
     except RunAlreadyActive:
         return None
 
@@ -611,6 +634,10 @@ def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:
     from training.ml.text import DEFAULT_SYSTEM_PROMPT
 
     project, params = run.project, run.params or {}
+    if params.get("ab"):
+        from training.services_policy import ab_candidates_generate
+
+        return ab_candidates_generate(run=run, echo=echo)
     policy = run.base_version or model_version_promoted_get(project=project, kind=ModelVersion.Kind.POLICY)
     if policy is None or policy.kind != ModelVersion.Kind.POLICY:
         raise ValueError("no promoted policy version (run manage.py install_base_models)")
@@ -679,14 +706,21 @@ REAPER_SCHEDULE_NAME = "pairwise: reap stale training runs"
 RETRAIN_SCHEDULE_PREFIX = "pairwise: reward retrain check: "
 
 
-def schedules_setup(*, check_minutes: int | None = None) -> dict[str, int]:
+def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[str, Any] | None = None) -> dict[str, int]:
     """Create the django-celery-beat schedules. Idempotent, and it never overwrites a schedule that
     exists (so edits made in the admin survive); schedules of deleted projects are disabled.
 
     - the reaper, every minute;
-    - per project, the reward retrain check every `check_minutes` (PAIRWISE_RETRAIN_CHECK_MINUTES, 5).
+    - per project, the training round check every `check_minutes` (PAIRWISE_RETRAIN_CHECK_MINUTES, 5):
+      reward retrain -> policy retrain -> evaluation -> optional auto-promotion -> candidates
+      (reward_retrain_check). pipeline_options (policy_kind, auto_promote_margin, promote_metric,
+      step_params) go into the new schedules' kwargs, where an admin can edit them later.
     Both go to the `celery` queue, so they are never stuck behind a training run.
     """
+    if pipeline_options:
+        from training.services_policy import pipeline_spec
+
+        pipeline_spec(**pipeline_options)  # refuse bad options before writing anything
     from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
     minutes = check_minutes or int(getattr(settings, "PAIRWISE_RETRAIN_CHECK_MINUTES", 5))
@@ -697,12 +731,13 @@ def schedules_setup(*, check_minutes: int | None = None) -> dict[str, int]:
         wanted = {REAPER_SCHEDULE_NAME: ("training.tasks.runs_reap_stale", every_minute, {})}
         for project in Project.objects.filter(deleted_at__isnull=True).order_by("id"):
             wanted[f"{RETRAIN_SCHEDULE_PREFIX}{project.slug}"] = (
-                "training.tasks.reward_retrain_check", check_every, {"project_id": project.pk},
+                "training.tasks.reward_retrain_check", check_every, {"project_id": project.pk, **(pipeline_options or {})},
             )
         for name, (task, interval, kwargs) in wanted.items():
             _, created = PeriodicTask.objects.get_or_create(name=name, defaults={
                 "task": task, "interval": interval, "kwargs": json.dumps(kwargs), "queue": "celery",
-                "description": "Created by manage.py setup_schedules; edit freely.",
+                "description": "Created by manage.py setup_schedules; edit freely (per-project kwargs: policy_kind, "
+                               "auto_promote_margin, promote_metric, step_params).",
             })
             counts["created" if created else "existing"] += 1
         stale = PeriodicTask.objects.filter(name__startswith=RETRAIN_SCHEDULE_PREFIX, enabled=True).exclude(name__in=wanted)

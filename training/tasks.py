@@ -38,6 +38,28 @@ def candidates_generate(self, *, run_id: int) -> dict | None:
     return services.candidates_generate(run_id=run_id, worker=_worker(self))
 
 
+@shared_task(
+    bind=True, name="training.tasks.policy_train", acks_late=True, ignore_result=True,
+    soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
+)
+def policy_train(self, *, run_id: int) -> int | None:
+    from training import services_policy
+
+    version = services_policy.policy_train(run_id=run_id, worker=_worker(self))
+    return version.pk if version else None
+
+
+@shared_task(
+    bind=True, name="training.tasks.policy_evaluate", acks_late=True, ignore_result=True,
+    soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
+)
+def policy_evaluate(self, *, run_id: int) -> dict | None:
+    from training import services_policy
+
+    result = services_policy.policy_evaluate(run_id=run_id, worker=_worker(self))
+    return {k: v for k, v in result.items() if k != "samples"} if result else None
+
+
 @shared_task(name="training.tasks.runs_reap_stale", queue="celery", acks_late=True, ignore_result=True,
              soft_time_limit=60, time_limit=90)
 def runs_reap_stale() -> list[int]:
@@ -46,6 +68,7 @@ def runs_reap_stale() -> list[int]:
 
 @shared_task(name="training.tasks.reward_retrain_check", queue="celery", acks_late=True, ignore_result=True,
              soft_time_limit=60, time_limit=90)
-def reward_retrain_check(*, project_id: int) -> int | None:
-    run = services.reward_retrain_check(project_id=project_id)
+def reward_retrain_check(*, project_id: int, **pipeline_options) -> int | None:
+    """The per-project training round check; its schedule's kwargs may carry pipeline options."""
+    run = services.reward_retrain_check(project_id=project_id, **pipeline_options)
     return run.pk if run else None

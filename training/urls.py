@@ -9,4 +9,8 @@ urlpatterns = [
     path("<slug:slug>/runs/<int:run_id>/cancel/", views.run_cancel, name="training-run-cancel"),
     path("<slug:slug>/versions/<int:version_id>/promote/", views.version_promote, name="training-version-promote"),
     path("<slug:slug>/versions/<int:version_id>/demote/", views.version_demote, name="training-version-demote"),
+    path("<slug:slug>/pipelines/start/", views.pipeline_start, name="training-pipeline-start"),
+    path("<slug:slug>/policy/train/", views.policy_train, name="training-policy-train"),
+    path("<slug:slug>/versions/<int:version_id>/evaluate/", views.version_evaluate, name="training-version-evaluate"),
+    path("<slug:slug>/ab/", views.ab_create, name="training-ab-create"),
 ]

@@ -1,6 +1,8 @@
-"""The training dashboard: runs with live progress bars (static/training/runs.js polls the JSON view),
-loss and accuracy curves drawn as SVG on the server, the versions table, and promote / demote /
-train-now / cancel buttons (POST forms with CSRF, admin role only)."""
+"""The training dashboard: training rounds (pipelines) and runs with live progress bars
+(static/training/runs.js polls the JSON view), loss and accuracy curves drawn as SVG on the server,
+the versions table with evaluation metrics and human flag rates, the blind A/B leaderboard, and
+promote / demote / train-now / train-policy / evaluate / run-round / A/B / cancel buttons (POST forms
+with CSRF, admin role only)."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -14,9 +16,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Membership, Project
 from labeling.selectors.projects import project_role_get
-from training import services
-from training.models import TrainingRun
-from training.selectors import model_version_list, run_as_dict, run_list
+from training import services, services_policy
+from training.models import ModelVersion, TrainingRun
+from training.selectors import (
+    ab_evaluation_list, ab_leaderboard, model_version_list, pipeline_list, run_as_dict, run_list, version_flag_rates,
+)
 
 RUNS_SHOWN = 30
 
@@ -66,8 +70,16 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
     charted = next((r for r in runs if r.metrics_history), None)
     charts = []
     if charted is not None:
-        charts = [curve_svg(charted.metrics_history, "loss", f"run {charted.pk} loss"),
-                  curve_svg(charted.metrics_history, "accuracy", f"run {charted.pk} accuracy")]
+        keys = [k for k in ("loss", "accuracy", "score", "kl") if any(k in p for p in charted.metrics_history)]
+        x = "iteration" if charted.kind == TrainingRun.Kind.PPO else "step"
+        points = [{**p, "step": p.get(x)} for p in charted.metrics_history if x in p]
+        charts = [curve_svg(points, key, f"run {charted.pk} {key}") for key in keys[:3]]
+    versions = list(model_version_list(project=project))
+    policies = [v for v in versions if v.kind == ModelVersion.Kind.POLICY]
+    flags = version_flag_rates(version_ids=[v.pk for v in policies])
+    for version in versions:
+        version.evaluation = (version.metrics or {}).get("evaluation") or {}
+        version.flags = flags.get(version.pk) or {}
     return render(request, "training/runs.html", {
         "project": project,
         "is_admin": role == Membership.Role.ADMIN,
@@ -75,7 +87,12 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
         "active_statuses": list(TrainingRun.ACTIVE_STATUSES),
         "charted": charted,
         "charts": charts,
-        "versions": list(model_version_list(project=project)),
+        "versions": versions,
+        "policies": policies,
+        "pipelines": pipeline_list(project=project, limit=5),
+        "policy_kinds": list(services_policy.POLICY_KINDS),
+        "ab_evaluations": ab_evaluation_list(project=project),
+        "leaderboard": ab_leaderboard(project=project, rounds=100),
     })
 
 
@@ -83,7 +100,8 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def runs_json(request: HttpRequest, slug: str) -> JsonResponse:
     project, _ = _project(request, slug)
-    return JsonResponse({"runs": [run_as_dict(r) for r in run_list(project=project)[:RUNS_SHOWN]]})
+    return JsonResponse({"runs": [run_as_dict(r) for r in run_list(project=project)[:RUNS_SHOWN]],
+                         "pipelines": pipeline_list(project=project, limit=5)})
 
 
 @login_required
@@ -129,4 +147,81 @@ def version_demote(request: HttpRequest, slug: str, version_id: int) -> HttpResp
     version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
     services.model_version_demote(version=version)
     messages.success(request, f"Demoted {version.name}.")
+    return redirect("training-runs", slug=project.slug)
+
+
+def _margin(value: str | None) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValidationError("The margin must be a number.") from None
+
+
+@login_required
+@require_POST
+def pipeline_start(request: HttpRequest, slug: str) -> HttpResponse:
+    """Run a training round now: reward -> policy -> evaluation -> optional auto-promotion -> candidates."""
+    project, _ = _project(request, slug, admin=True)
+    try:
+        spec = services_policy.pipeline_spec(policy_kind=request.POST.get("policy_kind", ""),
+                                             auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
+        run = services_policy.pipeline_start(project=project, spec=spec, trigger="dashboard", requested_by=request.user)
+        messages.success(request, f"Started a training round (reward run {run.pk}).")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("training-runs", slug=project.slug)
+
+
+@login_required
+@require_POST
+def policy_train(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    kind = request.POST.get("kind", "")
+    try:
+        if kind not in services_policy.POLICY_KINDS:
+            raise ValidationError(f"Unknown policy run kind {kind!r}.")
+        params = {"trigger": "dashboard", "promote": "never", "include_chosen": request.POST.get("include_chosen") == "on"}
+        run = services.run_queue(project=project, kind=kind, params=params, requested_by=request.user)
+        messages.success(request, f"Queued {kind} run {run.pk}.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("training-runs", slug=project.slug)
+
+
+@login_required
+@require_POST
+def version_evaluate(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    version = get_object_or_404(model_version_list(project=project, kind=ModelVersion.Kind.POLICY), pk=version_id)
+    try:
+        params = {"trigger": "dashboard"}
+        margin = _margin(request.POST.get("auto_promote_margin"))
+        if margin is not None:
+            params["auto_promote_margin"] = margin
+        run = services.run_queue(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version, params=params,
+                                 requested_by=request.user)
+        messages.success(request, f"Queued evaluation run {run.pk} of {version.name}.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("training-runs", slug=project.slug)
+
+
+@login_required
+@require_POST
+def ab_create(request: HttpRequest, slug: str) -> HttpResponse:
+    """One click: a blind pairwise A/B project between two versions, and its generation run."""
+    project, _ = _project(request, slug, admin=True)
+    policies = model_version_list(project=project, kind=ModelVersion.Kind.POLICY)
+    try:
+        a = policies.filter(pk=int(request.POST.get("version_a") or 0)).first()
+        b = policies.filter(pk=int(request.POST.get("version_b") or 0)).first()
+        if a is None or b is None:
+            raise ValidationError("Pick two policy versions.")
+        run = services_policy.ab_evaluation_create(project=project, version_a=a, version_b=b,
+                                                   prompts=int(request.POST.get("prompts") or 20), created_by=request.user)
+        messages.success(request, f"Created the blind A/B project {run.project.slug}; generating its tasks (run {run.pk}).")
+    except (ValueError, ValidationError) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
     return redirect("training-runs", slug=project.slug)

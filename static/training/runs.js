@@ -1,5 +1,6 @@
-// Live progress for the training runs page: poll the JSON view, update bars and statuses in place,
-// and reload once a run ends so the curves and the versions table are redrawn on the server.
+// Live progress for the training runs page: poll the JSON view, update run and round (pipeline)
+// bars and statuses in place, and reload once a run ends or a round moves to its next step, so the
+// curves and the versions table are redrawn on the server.
 (function () {
   "use strict";
   var root = document.getElementById("training");
@@ -9,6 +10,26 @@
 
   function anyActive() {
     return !!root.querySelector('tr[data-status="queued"], tr[data-status="running"]');
+  }
+
+  function updatePipeline(pipeline) {
+    var row = root.querySelector('tr[data-pipeline-id="' + pipeline.pipeline_id + '"]');
+    if (!row) { return pipeline.status === "running" ? "new" : null; }
+    var before = row.getAttribute("data-status");
+    row.setAttribute("data-status", pipeline.status);
+    var bar = row.querySelector("progress.round");
+    if (bar) { bar.value = pipeline.progress; }
+    var pct = row.querySelector(".pct");
+    if (pct) { pct.textContent = Math.round(pipeline.progress * 100) + "%"; }
+    var changed = before !== pipeline.status;
+    pipeline.steps.forEach(function (step) {
+      var cell = row.querySelector('.step[data-kind="' + step.kind + '"]');
+      if (!cell) { return; }
+      if (!cell.classList.contains(step.status)) { changed = true; }
+      var stepBar = cell.querySelector("progress");
+      if (stepBar) { stepBar.value = step.progress; }
+    });
+    return changed ? "ended" : null;
   }
 
   function update(run) {
@@ -32,7 +53,7 @@
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(function (data) {
-        var changes = data.runs.map(update);
+        var changes = data.runs.map(update).concat((data.pipelines || []).map(updatePipeline));
         if (changes.indexOf("ended") >= 0 || changes.indexOf("new") >= 0) {
           window.location.reload();
           return;

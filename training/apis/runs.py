@@ -35,10 +35,20 @@ class RunOutputSerializer(serializers.ModelSerializer):
 
 
 class RunInputSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=[TrainingRun.Kind.REWARD], default=TrainingRun.Kind.REWARD)
-    base = serializers.CharField(required=False, allow_blank=True, help_text="HF model folder of the backbone.")
-    config = serializers.DictField(required=False, help_text="RewardConfig overrides, e.g. {\"epochs\": 2}.")
-    promote = serializers.ChoiceField(choices=["always", "if_none", "never"], default="always")
+    kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices, default=TrainingRun.Kind.REWARD)
+    base = serializers.CharField(required=False, allow_blank=True, help_text="Reward runs: HF model folder of the backbone.")
+    config = serializers.DictField(required=False, help_text="Trainer config overrides (RewardConfig, SFTConfig, DPOConfig, "
+                                                             "PPOConfig), e.g. {\"epochs\": 2}.")
+    promote = serializers.ChoiceField(choices=["always", "if_none", "never"], required=False,
+                                      help_text="Promote the new version: reward runs default to always, policy runs to never.")
+    version = serializers.IntegerField(required=False, help_text="Policy runs: the parent version (default: the promoted "
+                                                                  "policy). Evaluation runs: the version to evaluate (required).")
+    include_chosen = serializers.BooleanField(default=False, help_text="SFT: also train on each judgment's best response.")
+    auto_promote_margin = serializers.FloatField(required=False, allow_null=True, min_value=-1, max_value=1,
+                                                 help_text="Evaluation: promote when the version beats its parent by this.")
+    promote_metric = serializers.ChoiceField(choices=["win_rate", "reward"], default="win_rate")
+    max_prompts = serializers.IntegerField(required=False, min_value=1, max_value=100000,
+                                           help_text="Candidates and evaluation: how many prompts.")
 
 
 class VersionOutputSerializer(serializers.ModelSerializer):
@@ -72,12 +82,28 @@ class RunListApi(ProjectScopedMixin, generics.ListAPIView):
         """Train now. 409 with the live run when one of that kind is already queued or running."""
         data = RunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        params = {"trigger": "api", "config": data.validated_data.get("config") or {},
-                  "promote": data.validated_data["promote"]}
-        if data.validated_data.get("base"):
-            params["base"] = data.validated_data["base"]
+        valid, kind = data.validated_data, data.validated_data["kind"]
+        params = {"trigger": "api", "config": valid.get("config") or {}}
+        if kind in (TrainingRun.Kind.REWARD, TrainingRun.Kind.SFT, TrainingRun.Kind.DPO, TrainingRun.Kind.PPO):
+            params["promote"] = valid.get("promote") or ("always" if kind == TrainingRun.Kind.REWARD else "never")
+        if valid.get("base") and kind == TrainingRun.Kind.REWARD:
+            params["base"] = valid["base"]
+        if kind == TrainingRun.Kind.SFT:
+            params["include_chosen"] = valid["include_chosen"]
+        if kind == TrainingRun.Kind.EVALUATE:
+            if valid.get("auto_promote_margin") is not None:
+                params.update(auto_promote_margin=valid["auto_promote_margin"], promote_metric=valid["promote_metric"])
+        if valid.get("max_prompts"):
+            params["max_prompts"] = valid["max_prompts"]
+        base_version = None
+        if valid.get("version") is not None:
+            base_version = model_version_list(project=self.project, kind=ModelVersion.Kind.POLICY).filter(pk=valid["version"]).first()
+            if base_version is None:
+                raise ApiValidationError({"version": "No such policy version in this project."})
+        elif kind == TrainingRun.Kind.EVALUATE:
+            raise ApiValidationError({"version": "An evaluation needs the version to evaluate."})
         try:
-            run = services.run_queue(project=self.project, kind=data.validated_data["kind"], params=params,
+            run = services.run_queue(project=self.project, kind=kind, params=params, base_version=base_version,
                                      requested_by=request.user)
         except services.RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)

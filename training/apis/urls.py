@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training.apis import runs
+from training.apis import policy, runs
 
 urlpatterns = [
     path("projects/<slug:slug>/runs/", runs.RunListApi.as_view(), name="api-training-runs"),
@@ -13,4 +13,7 @@ urlpatterns = [
          name="api-training-version-demote"),
     path("projects/<slug:slug>/versions/<int:version_id>/evaluate/", runs.VersionEvaluateApi.as_view(),
          name="api-training-version-evaluate"),
+    path("projects/<slug:slug>/pipelines/", policy.PipelineListApi.as_view(), name="api-training-pipelines"),
+    path("projects/<slug:slug>/ab-evaluations/", policy.AbEvaluationListApi.as_view(), name="api-training-ab-evaluations"),
+    path("projects/<slug:slug>/leaderboard/", policy.LeaderboardApi.as_view(), name="api-training-leaderboard"),
 ]

@@ -1,0 +1,94 @@
+"""REST API for training rounds (pipelines), blind A/B evaluations and the version leaderboard,
+under /api/training/. Reads need any role in the project; starting things needs the admin role."""
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.response import Response as HttpResponse
+from rest_framework.views import APIView
+
+from labeling.apis.base import ProjectScopedMixin
+from training import services, services_policy
+from training.apis.runs import RunOutputSerializer
+from training.models import ModelVersion
+from training.selectors import ab_evaluation_list, ab_leaderboard, model_version_list, pipeline_list, version_flag_rates
+
+
+class PipelineInputSerializer(serializers.Serializer):
+    policy_kind = serializers.ChoiceField(choices=list(services_policy.POLICY_KINDS), default="dpo")
+    auto_promote_margin = serializers.FloatField(required=False, allow_null=True, min_value=-1, max_value=1,
+                                                 help_text="Promote the new policy when it beats its parent by this; "
+                                                           "null keeps promotion manual.")
+    promote_metric = serializers.ChoiceField(choices=list(services_policy.PROMOTE_METRICS), default="win_rate")
+    step_params = serializers.DictField(required=False, help_text='Per-step run params, e.g. {"dpo": {"config": {"epochs": 2}}}.')
+
+
+class PipelineListApi(ProjectScopedMixin, APIView):
+    """The latest training rounds with their steps and progress; POST starts a round now."""
+
+    @extend_schema(responses=inline_serializer("PipelineList", fields={"pipelines": serializers.ListField(child=serializers.DictField())}))
+    def get(self, request, slug):
+        return HttpResponse({"pipelines": pipeline_list(project=self.project)})
+
+    @extend_schema(request=PipelineInputSerializer, responses={201: RunOutputSerializer, 409: RunOutputSerializer})
+    def post(self, request, slug):
+        data = PipelineInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            spec = services_policy.pipeline_spec(**data.validated_data)
+            run = services_policy.pipeline_start(project=self.project, spec=spec, trigger="api", requested_by=request.user)
+        except services.RunAlreadyActive as exc:
+            return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)
+        except ValidationError as exc:
+            raise ApiValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from None
+        return HttpResponse(RunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class AbEvaluationInputSerializer(serializers.Serializer):
+    version_a = serializers.IntegerField()
+    version_b = serializers.IntegerField()
+    prompts = serializers.IntegerField(default=20, min_value=1, max_value=1000)
+
+
+class AbEvaluationListApi(ProjectScopedMixin, APIView):
+    """Blind human A/B evaluations made from this project; POST creates one (a pairwise project whose
+    tasks show the two versions' responses, sides randomised) and queues its generation run."""
+
+    @extend_schema(responses=inline_serializer("AbEvaluationList", fields={"evaluations": serializers.ListField(child=serializers.DictField())}))
+    def get(self, request, slug):
+        return HttpResponse({"evaluations": ab_evaluation_list(project=self.project)})
+
+    @extend_schema(request=AbEvaluationInputSerializer, responses={201: inline_serializer("AbEvaluationCreated", fields={
+        "project": serializers.CharField(), "run": RunOutputSerializer()})})
+    def post(self, request, slug):
+        data = AbEvaluationInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        versions = model_version_list(project=self.project, kind=ModelVersion.Kind.POLICY)
+        a = versions.filter(pk=data.validated_data["version_a"]).first()
+        b = versions.filter(pk=data.validated_data["version_b"]).first()
+        if a is None or b is None:
+            raise ApiValidationError({"version": "Both must be policy versions of this project (or shared bases)."})
+        try:
+            run = services_policy.ab_evaluation_create(project=self.project, version_a=a, version_b=b,
+                                                       prompts=data.validated_data["prompts"], created_by=request.user)
+        except ValidationError as exc:
+            raise ApiValidationError(exc.messages) from None
+        return HttpResponse({"project": run.project.slug, "run": RunOutputSerializer(run).data}, status=status.HTTP_201_CREATED)
+
+
+class LeaderboardApi(ProjectScopedMixin, APIView):
+    """Bradley-Terry ratings of model versions from the blind A/B evaluations, with bootstrap 95%
+    intervals, and each policy version's flag rates from human judgments."""
+
+    @extend_schema(responses=inline_serializer("VersionLeaderboard", fields={
+        "leaderboard": serializers.ListField(child=serializers.DictField()),
+        "flag_rates": serializers.DictField()}))
+    def get(self, request, slug):
+        rounds = min(max(int(request.query_params.get("rounds", 200) or 200), 0), 2000)
+        versions = list(model_version_list(project=self.project, kind=ModelVersion.Kind.POLICY).values_list("pk", flat=True))
+        return HttpResponse({
+            "leaderboard": ab_leaderboard(project=self.project, rounds=rounds),
+            "flag_rates": {str(k): v for k, v in version_flag_rates(version_ids=versions).items()},
+        })
