@@ -164,8 +164,14 @@ def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
+def _current(judgment_ref: str) -> Q:
+    """Not superseded, as NOT EXISTS: the LEFT JOIN ... IS NULL that `superseded_by__isnull` writes is
+    estimated at one row, and at 1M pairs the planner then nests a loop over all judgments per pair."""
+    return Q(~Exists(Judgment.objects.filter(supersedes_id=OuterRef(judgment_ref))))
+
+
 def _judgment_q(filters: ExportFilters, prefix: str = "") -> Q:
-    q = Q(**{f"{prefix}superseded_by__isnull": True})
+    q = _current("judgment_id" if prefix == "judgment__" else "pk")
     if filters.date_from:
         q &= Q(**{f"{prefix}created_at__gte": _day_start(filters.date_from)})
     if filters.date_to:
@@ -204,8 +210,8 @@ def _with_consensus(pairs: QuerySet, filters: ExportFilters) -> QuerySet:
     """Agreement of a pair = judgments preferring chosen over rejected / current judgments that saw
     both (a tie is a vote). Consensus is over every current judgment, not just the filtered ones."""
     wins = PreferencePair.objects.filter(
-        chosen_id=OuterRef("chosen_id"), rejected_id=OuterRef("rejected_id"), judgment__superseded_by__isnull=True)
-    votes = Judgment.objects.filter(superseded_by__isnull=True, task__slots__response_id=OuterRef("chosen_id")).filter(
+        _current("judgment_id"), chosen_id=OuterRef("chosen_id"), rejected_id=OuterRef("rejected_id"))
+    votes = Judgment.objects.filter(_current("pk"), task__slots__response_id=OuterRef("chosen_id")).filter(
         task__slots__response_id=OuterRef("rejected_id"))
     pairs = pairs.alias(wins=_count(wins), votes=_count(votes)).alias(
         agreement=Cast(F("wins"), FloatField()) / Cast(F("votes"), FloatField()))

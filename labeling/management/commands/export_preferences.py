@@ -53,4 +53,5 @@ class Command(BaseCommand):
                     result = preferences_export(project=project, fmt=options["format"], filters=filters, out=out)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
-        self.stderr.write(f"{result.rows} rows")
+        if options["verbosity"] >= 1:
+            self.stderr.write(f"{result.rows} rows")
