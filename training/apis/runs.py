@@ -35,7 +35,10 @@ class RunOutputSerializer(serializers.ModelSerializer):
 
 
 class RunInputSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices, default=TrainingRun.Kind.REWARD)
+    # A CharField, not a ChoiceField: the same enum as RunOutputSerializer.kind on two components makes
+    # drf-spectacular's enum naming collide with ModelVersion's "kind".
+    kind = serializers.CharField(default=TrainingRun.Kind.REWARD,
+                                 help_text=f"One of {', '.join(TrainingRun.Kind.values)}.")
     base = serializers.CharField(required=False, allow_blank=True, help_text="Reward runs: HF model folder of the backbone.")
     config = serializers.DictField(required=False, help_text="Trainer config overrides (RewardConfig, SFTConfig, DPOConfig, "
                                                              "PPOConfig), e.g. {\"epochs\": 2}.")
@@ -49,6 +52,11 @@ class RunInputSerializer(serializers.Serializer):
     promote_metric = serializers.ChoiceField(choices=["win_rate", "reward"], default="win_rate")
     max_prompts = serializers.IntegerField(required=False, min_value=1, max_value=100000,
                                            help_text="Candidates and evaluation: how many prompts.")
+
+    def validate_kind(self, value: str) -> str:
+        if value not in TrainingRun.Kind.values:
+            raise serializers.ValidationError(f"One of {', '.join(TrainingRun.Kind.values)}.")
+        return value
 
 
 class VersionOutputSerializer(serializers.ModelSerializer):
