@@ -84,6 +84,7 @@ def test_trl_chat_hh_and_chat_prompts(project_factory, make_user):
     assert lines(project, "trl")[1]["prompt"] == "\n\nSystem: be kind\n\nHuman: hi\n\nAssistant:"
 
 
+@pytest.mark.postgres_only
 def test_postgres_sql_path_matches_python_path(voted, project_factory, make_user, monkeypatch):
     """The JSON Postgres builds for COPY must equal what the portable path builds in Python."""
     import_rows(voted, {"messages": [{"role": "user", "content": 'quote " and \\ and \n and \x01 é'}],
