@@ -25,6 +25,7 @@ from datetime import timedelta
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from labeling.models import Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Project
@@ -156,6 +157,8 @@ def _lease(*, annotator, project: Project, gold: bool, lease_factor: int) -> Ass
 
 
 def _lease_once(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:
+    if connection.vendor != "postgresql":
+        return _lease_once_portable(annotator=annotator, project=project, gold=gold, lease_factor=lease_factor)
     now = timezone.now()
     expires = now + timedelta(seconds=project.lease_seconds * lease_factor)
     # One statement commits atomically on its own; a savepoint is only needed inside an outer
@@ -178,6 +181,30 @@ def _lease_once(*, annotator, project: Project, gold: bool, lease_factor: int) -
     )
     assignment._state.adding, assignment._state.db = False, "default"
     assignment.started = judgments_count > 0
+    return assignment
+
+
+def _lease_once_portable(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:
+    """The same pick with the ORM, for the embedded SQLite deployment. SQLite's IMMEDIATE
+    transactions serialise writers, which stands in for SKIP LOCKED."""
+    now = timezone.now()
+    with transaction.atomic():
+        candidates = ComparisonTask.objects.filter(project=project, status=ComparisonTask.Status.OPEN, is_gold=gold)
+        if not gold:
+            candidates = candidates.alias(
+                seats=F("judgments_count") + F("active_assignments")).filter(seats__lt=project.overlap)
+        task = (candidates.exclude(assignments__annotator=annotator)
+                .order_by("-judgments_count", "active_assignments", "id").first())
+        if task is None:
+            return None
+        ComparisonTask.objects.filter(pk=task.pk).update(active_assignments=F("active_assignments") + 1)
+        response_ids = list(task.slots.values_list("response_id", flat=True))
+        assignment = Assignment.objects.create(
+            project=project, task=task, annotator=annotator, state=Assignment.State.ACTIVE,
+            shown_order=shown_order_for(task_id=task.pk, annotator_id=annotator.pk, response_ids=response_ids),
+            leased_at=now, expires_at=now + timedelta(seconds=project.lease_seconds * lease_factor),
+        )
+    assignment.started = task.judgments_count > 0
     return assignment
 
 
@@ -243,7 +270,6 @@ def _expire_sweep_portable(*, limit: int | None) -> int:
 
 
 def _minus_one(field: str):
-    from django.db.models import F
     from django.db.models.functions import Greatest
 
     return Greatest(F(field) - 1, 0)
@@ -435,6 +461,8 @@ def _flags_clean(flags, response_ids, project: Project, errors: dict) -> dict:
 def _submission_record(*, assignment: Assignment) -> None:
     """Close the assignment and count the submission on its task, in one statement."""
     assignment.state, assignment.finished_at = Assignment.State.SUBMITTED, timezone.now()
+    if connection.vendor != "postgresql":
+        return _submission_record_portable(assignment=assignment)
     with connection.cursor() as cursor:
         cursor.execute(
             """WITH closed AS (
@@ -446,6 +474,14 @@ def _submission_record(*, assignment: Assignment) -> None:
                WHERE id = %s""",
             [assignment.finished_at, assignment.pk, assignment.project.overlap, assignment.task_id],
         )
+
+
+def _submission_record_portable(*, assignment: Assignment) -> None:
+    Assignment.objects.filter(pk=assignment.pk).update(state=assignment.state, finished_at=assignment.finished_at)
+    tasks = ComparisonTask.objects.filter(pk=assignment.task_id)
+    tasks.update(judgments_count=F("judgments_count") + 1, active_assignments=_minus_one("active_assignments"))
+    tasks.filter(is_gold=False, judgments_count__gte=assignment.project.overlap).update(
+        status=ComparisonTask.Status.COMPLETE)
 
 
 def judgment_correct(

@@ -213,7 +213,7 @@ def test_submit_writes_judgment_pairs_and_counters(project_factory, member):
 
 
 @pytest.mark.parametrize("field,kwargs", [
-    ("ranking", {"ranking": [[1], [2]]}),
+    ("ranking", {"ranking": [[10**9], [10**9 + 1]]}),
     ("ranking", {"ranking": "first"}),
     ("likert", {"likert": "X"}),
     ("likert", {"likert": {"R0": 8}}),
