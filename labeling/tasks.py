@@ -8,3 +8,11 @@ from labeling.services import exports
 def export_run(job_id: int) -> None:
     # Idempotent: the service skips a finished job and rewrites the file of a re-delivered one.
     exports.export_run(job_id=job_id)
+
+
+@shared_task(name="labeling.tasks.assignments_expire_sweep", acks_late=True, soft_time_limit=300, time_limit=360)
+def assignments_expire_sweep() -> int:
+    # The hot path reclaims a few expired leases lazily; this sweep returns the rest to the pool.
+    from labeling.services.assignment import assignments_expire_sweep as sweep
+
+    return sweep()

@@ -703,6 +703,7 @@ def base_models_install(*, policy_dir: str | os.PathLike | None = None, reward_b
 # ---------------------------------------------------------------------------------- schedules
 
 REAPER_SCHEDULE_NAME = "pairwise: reap stale training runs"
+LEASE_SWEEP_SCHEDULE_NAME = "pairwise: return expired leases to the pool"
 RETRAIN_SCHEDULE_PREFIX = "pairwise: reward retrain check: "
 
 
@@ -711,6 +712,7 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
     exists (so edits made in the admin survive); schedules of deleted projects are disabled.
 
     - the reaper, every minute;
+    - the sweep that returns expired annotator leases to the pool, every minute;
     - per project, the training round check every `check_minutes` (PAIRWISE_RETRAIN_CHECK_MINUTES, 5):
       reward retrain -> policy retrain -> evaluation -> optional auto-promotion -> candidates
       (reward_retrain_check). pipeline_options (policy_kind, auto_promote_margin, promote_metric,
@@ -728,7 +730,10 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
     with transaction.atomic():
         every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
         check_every, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
-        wanted = {REAPER_SCHEDULE_NAME: ("training.tasks.runs_reap_stale", every_minute, {})}
+        wanted = {
+            REAPER_SCHEDULE_NAME: ("training.tasks.runs_reap_stale", every_minute, {}),
+            LEASE_SWEEP_SCHEDULE_NAME: ("labeling.tasks.assignments_expire_sweep", every_minute, {}),
+        }
         for project in Project.objects.filter(deleted_at__isnull=True).order_by("id"):
             wanted[f"{RETRAIN_SCHEDULE_PREFIX}{project.slug}"] = (
                 "training.tasks.reward_retrain_check", check_every, {"project_id": project.pk, **(pipeline_options or {})},

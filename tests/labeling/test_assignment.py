@@ -403,3 +403,16 @@ def test_concurrent_double_submit_stores_one_judgment(project_factory, member):
     assert len(set(ids)) == 1
     assert Judgment.objects.count() == 1 and PreferencePair.objects.count() == 6
     assert ComparisonTask.objects.get().judgments_count == 1
+
+
+def test_sweep_task_returns_expired_leases_to_the_pool(project_factory, member):
+    from labeling.tasks import assignments_expire_sweep
+
+    project = project_factory(mode="pairwise")
+    make_tasks(project, 1)
+    user = member(project, "annotator")
+    assignment = task_assign_next(annotator=user, project=project).assignment
+    Assignment.objects.filter(pk=assignment.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert assignments_expire_sweep.apply().get() == 1
+    assert Assignment.objects.get(pk=assignment.pk).state == "expired"
+    assert ComparisonTask.objects.get(pk=assignment.task_id).active_assignments == 0

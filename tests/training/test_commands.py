@@ -70,8 +70,10 @@ def test_sync_run_that_fails_exits_with_an_error(project_factory, tiny_reward_ba
 def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     a, b = project_factory(), project_factory()
     out, _ = _call("setup_schedules")
-    assert "3 created" in out
+    assert "4 created" in out
     names = set(PeriodicTask.objects.values_list("name", flat=True))
+    sweep = PeriodicTask.objects.get(name=services.LEASE_SWEEP_SCHEDULE_NAME)
+    assert sweep.task == "labeling.tasks.assignments_expire_sweep" and sweep.queue == "celery"
     assert {services.REAPER_SCHEDULE_NAME, services.RETRAIN_SCHEDULE_PREFIX + a.slug, services.RETRAIN_SCHEDULE_PREFIX + b.slug} <= names
     reaper = PeriodicTask.objects.get(name=services.REAPER_SCHEDULE_NAME)
     assert reaper.task == "training.tasks.runs_reap_stale" and reaper.interval.every == 1 and reaper.queue == "celery"
@@ -82,8 +84,8 @@ def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     check.save()
 
     out, _ = _call("setup_schedules")
-    assert "0 created, 3 already there" in out
-    assert PeriodicTask.objects.count() == 3 and not PeriodicTask.objects.get(pk=check.pk).enabled
+    assert "0 created, 4 already there" in out
+    assert PeriodicTask.objects.count() == 4 and not PeriodicTask.objects.get(pk=check.pk).enabled
     b.deleted_at = timezone.now()
     b.save()
     c = project_factory()
