@@ -42,6 +42,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     p.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     p.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (gthread)")
+    p.add_argument("--worker-connections", type=int, default=0,
+                   help="gthread: keep-alive connections one worker holds (0: annotators / workers, rounded up), "
+                        "so long-lived client connections spread over every worker process")
+    p.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"],
+                   help="sync workers close each connection, so the kernel spreads requests over all workers; "
+                        "gthread keeps a client's keep-alive connection on the worker that accepted it")
     p.add_argument("--json", dest="json_path", help="also write the JSON result here")
     return p.parse_args()
 
@@ -110,12 +116,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(database_url: str, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(
+    database_url: str, workers: int, threads: int, worker_class: str, worker_connections: int,
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url, DEBUG="0", CONN_MAX_AGE="600", LOG_LEVEL="WARNING")
     cmd = [
-        str(ROOT / ".venv/bin/gunicorn"), "config.wsgi", "-b", f"127.0.0.1:{port}", "-k", "gthread",
-        "--workers", str(workers), "--threads", str(threads), "--keep-alive", "75", "--backlog", "2048",
+        str(ROOT / ".venv/bin/gunicorn"), "config.wsgi", "-b", f"127.0.0.1:{port}", "-k", worker_class,
+        "--workers", str(workers), "--threads", str(threads), "--worker-connections", str(worker_connections), "--keep-alive", "75", "--backlog", "2048",
         "--log-level", "warning",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
@@ -252,7 +260,10 @@ def main() -> None:
     server = None
     base = args.url.rstrip("/") if args.url else None
     if base is None:
-        server, base = start_gunicorn(args.database_url, args.workers, args.threads)
+        server, base = start_gunicorn(
+            args.database_url, args.workers, args.threads, args.worker_class,
+            args.worker_connections or -(-args.annotators // args.workers) + 1,
+        )
     try:
         gate = threading.Barrier(args.annotators + 1)
         stop_at = time.perf_counter() + 1e9  # set for real once every thread is waiting
@@ -282,7 +293,7 @@ def main() -> None:
         "submit_p50_ms": pct(submit_ms, 0.50), "submit_p99_ms": pct(submit_ms, 0.99),
         "cycle_p99_ms": pct(cycle_ms, 0.99), "errors": len(errors),
         **db_checks(slug),
-        "cycles": len(cycle_ms), "server": "external" if args.url else f"gunicorn gthread {args.workers}x{args.threads}",
+        "cycles": len(cycle_ms), "server": "external" if args.url else f"gunicorn {args.worker_class} {args.workers}x{args.threads}",
     }
     if errors:
         result["error_samples"] = sorted(set(errors))[:5]
