@@ -30,6 +30,7 @@ demo: migrate
 	-$(PY) manage.py install_base_models
 	$(PY) manage.py seed_demo
 	-$(PY) manage.py setup_schedules
+	-$(PY) manage.py generate_candidates --project demo --max-prompts 6
 	bash scripts/demo_run.sh
 
 test: venv

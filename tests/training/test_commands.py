@@ -104,3 +104,14 @@ def test_reap_runs_command(project_factory, settings):
     out, _ = _call("reap_runs")
     assert out.strip() == f"reaped 1 run(s): {run.pk}"
     assert TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.FAILED
+
+
+@pytest.mark.django_db
+def test_generate_candidates_queues_one_run_and_refuses_a_second(project_factory):
+    project = project_factory()
+    out, _ = _call("generate_candidates", "--project", project.slug, "--max-prompts", "3")
+    run = TrainingRun.objects.get(project=project)
+    assert out.strip() == f"queued candidates run {run.pk}"
+    assert run.kind == "candidates" and run.status == "queued" and run.params["max_prompts"] == 3
+    with pytest.raises(CommandError, match="already"):
+        _call("generate_candidates", "--project", project.slug)

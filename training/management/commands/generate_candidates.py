@@ -1,0 +1,26 @@
+"""Queue a candidate-generation run: the promoted policy samples K responses for prompts that have
+no open task yet, and the worker turns them into comparison tasks."""
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling.models import Project
+from training import services
+from training.models import TrainingRun
+
+
+class Command(BaseCommand):
+    help = "Queue candidate generation from the promoted policy for a project's prompts without open tasks."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument("--max-prompts", type=int, default=16, help="Prompts to sample for in this run.")
+
+    def handle(self, *args, project: str, max_prompts: int, **options):
+        found = Project.objects.filter(slug=project, deleted_at__isnull=True).first()
+        if found is None:
+            raise CommandError(f"no project with slug {project!r}")
+        try:
+            run = services.run_queue(project=found, kind=TrainingRun.Kind.CANDIDATES,
+                                     params={"trigger": "command", "max_prompts": max_prompts})
+        except services.RunAlreadyActive as exc:
+            raise CommandError(exc.messages[0]) from None
+        self.stdout.write(f"queued candidates run {run.pk}")
