@@ -124,6 +124,27 @@ def run_start(*, run_id: int, worker: str = "") -> TrainingRun | None:
     return run
 
 
+def run_execute(*, run_id: int, worker: str, what: str, body: Callable[[TrainingRun], Any]) -> Any:
+    """The frame of every run task: QUEUED -> RUNNING (or return None on a redelivery), heartbeats
+    while body runs, and errors recorded on the run, never raised (there is nothing to retry)."""
+    run = run_start(run_id=run_id, worker=worker)
+    if run is None:
+        logger.info("run %s is not queued; nothing to do", run_id)
+        return None
+    try:
+        with run_heartbeats(run_id=run.pk):
+            return body(run)
+    except RunAborted as exc:
+        logger.warning("%s", exc)
+        return None
+    except BaseException as exc:
+        run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        logger.exception("%s run %s failed", what, run.pk)
+        if not isinstance(exc, Exception):
+            raise
+        return None
+
+
 def run_heartbeat(
     *, run_id: int, progress: float | None = None, metrics: list[dict[str, Any]] | None = None,
     log_lines: list[str] | None = None,
@@ -470,23 +491,10 @@ def reward_model_train(
     Returns the new version, or None when the run was not QUEUED (duplicate delivery), failed, or was
     cancelled/reaped meanwhile. Errors are recorded on the run, never raised (nothing to retry).
     """
-    run = run_start(run_id=run_id, worker=worker)
-    if run is None:
-        logger.info("run %s is not queued; nothing to do", run_id)
-        return None
-    output_dir = run_output_dir(run=run)
-    try:
-        with run_heartbeats(run_id=run.pk):
-            return _reward_model_train(run, output_dir, echo)
-    except RunAborted as exc:
-        logger.warning("%s", exc)
-        return None
-    except BaseException as exc:
-        run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
-        logger.exception("reward run %s failed", run.pk)
-        if not isinstance(exc, Exception):
-            raise
-        return None
+    return run_execute(
+        run_id=run_id, worker=worker, what="reward",
+        body=lambda run: _reward_model_train(run, run_output_dir(run=run), echo),
+    )
 
 
 def _reward_model_train(run: TrainingRun, output_dir: Path, echo) -> ModelVersion | None:
@@ -612,21 +620,8 @@ def candidates_generate(*, run_id: int, worker: str = "", echo: Callable | None 
     """The body of the `candidates_generate` task: sample K responses per prompt from the promoted
     policy (the run's base version if set), batched, and create the comparison tasks together with
     the run's success, so a failed or reaped run creates no tasks."""
-    run = run_start(run_id=run_id, worker=worker)
-    if run is None:
-        return None
-    try:
-        with run_heartbeats(run_id=run.pk):
-            return _candidates_generate(run, echo)
-    except RunAborted as exc:
-        logger.warning("%s", exc)
-        return None
-    except BaseException as exc:
-        run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
-        logger.exception("candidates run %s failed", run.pk)
-        if not isinstance(exc, Exception):
-            raise
-        return None
+    return run_execute(run_id=run_id, worker=worker, what="candidates",
+                       body=lambda run: _candidates_generate(run, echo))
 
 
 def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:

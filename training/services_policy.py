@@ -24,7 +24,6 @@ import json
 import logging
 import random
 import shutil
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -39,8 +38,8 @@ from labeling.models import Demonstration, Project, Prompt, TaskResponse
 from training.models import ModelVersion, TrainingRun
 from training.selectors import judgments_for_training, model_version_promoted_get, version_flag_rates
 from training.services import (
-    RunAborted, RunAlreadyActive, RunReporter, _jsonable, model_version_promote, run_fail, run_heartbeats,
-    run_output_dir, run_params_update, run_queue, run_start, run_succeed,
+    RunAlreadyActive, RunReporter, _jsonable, model_version_promote, run_execute, run_output_dir, run_params_update,
+    run_queue, run_succeed,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,26 +124,6 @@ def held_out_collect(*, project: Project, max_prompts: int, max_demonstrations: 
 # ---------------------------------------------------------------------------------- run plumbing
 
 
-def _run_body(run_id: int, worker: str, what: str, body: Callable[[TrainingRun], Any]) -> Any:
-    """run_start, heartbeats while body runs, errors recorded on the run (never raised: nothing to retry)."""
-    run = run_start(run_id=run_id, worker=worker)
-    if run is None:
-        logger.info("run %s is not queued; nothing to do", run_id)
-        return None
-    try:
-        with run_heartbeats(run_id=run.pk):
-            return body(run)
-    except RunAborted as exc:
-        logger.warning("%s", exc)
-        return None
-    except BaseException as exc:
-        run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
-        logger.exception("%s run %s failed", what, run.pk)
-        if not isinstance(exc, Exception):
-            raise
-        return None
-
-
 def _config(cls, params: dict[str, Any], **defaults: Any):
     known = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in (params.get("config") or {}).items() if k in known}
@@ -187,7 +166,7 @@ def policy_train(*, run_id: int, worker: str = "", echo: Callable | None = None)
     params["config"] overrides the trainer's config; the parent is the run's base version, else the
     promoted policy. The new version (kind policy, parent = that version) is registered in the same
     transaction that marks the run succeeded; params["promote"] == "always" promotes it there too."""
-    return _run_body(run_id, worker, "policy", lambda run: _policy_train(run, echo))
+    return run_execute(run_id=run_id, worker=worker, what="policy", body=lambda run: _policy_train(run, echo))
 
 
 def _policy_train(run: TrainingRun, echo) -> ModelVersion | None:
@@ -292,7 +271,7 @@ def policy_evaluate(*, run_id: int, worker: str = "", echo: Callable | None = No
     the version's metrics["evaluation"], and, when params["auto_promote_margin"] is set, promote it
     if it beats its parent by that margin while the parent is still the promoted policy. Metrics,
     promotion and the run's success are one transaction."""
-    return _run_body(run_id, worker, "evaluation", lambda run: _policy_evaluate(run, echo))
+    return run_execute(run_id=run_id, worker=worker, what="evaluation", body=lambda run: _policy_evaluate(run, echo))
 
 
 def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:

@@ -305,8 +305,8 @@ _PG_PROMPT = (
 
 
 def _pg_hh(answer: str) -> str:
-    head = (f"(CASE WHEN left(p.prompt, 8) = E'\\n\\nHuman:' OR left(p.prompt, 9) = E'\\n\\nSystem:' THEN p.prompt "
-            f"ELSE E'\\n\\nHuman: ' || p.prompt || E'\\n\\nAssistant:' END)")
+    head = ("(CASE WHEN left(p.prompt, 8) = E'\\n\\nHuman:' OR left(p.prompt, 9) = E'\\n\\nSystem:' THEN p.prompt "
+            "ELSE E'\\n\\nHuman: ' || p.prompt || E'\\n\\nAssistant:' END)")
     return f"{head} || CASE WHEN left({answer}, 1) = ' ' THEN {answer} ELSE ' ' || {answer} END"
 
 

@@ -15,7 +15,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labeling.apis.base import ADMIN_ROLES, READ_ROLES, ProjectScopedMixin
+from labeling.apis.base import READ_ROLES, ProjectScopedMixin
 from training import services
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_list, run_list

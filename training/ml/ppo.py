@@ -23,7 +23,6 @@ policy's, so the value model is then the policy's backbone with a zero-initialis
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from dataclasses import dataclass, field

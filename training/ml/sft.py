@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
-from .text import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, Prompt, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
+from .text import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
 
 
 @dataclass

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 Messages = list[dict[str, str]]
