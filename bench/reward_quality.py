@@ -1,0 +1,55 @@
+"""Held-out accuracy of our reward model on human preference files (the issue's quality figure).
+
+    .venv/bin/python bench/reward_quality.py \
+        --data ../shared/datasets/hh-rlhf/helpful-base-test.jsonl.gz \
+        --data ../shared/datasets/hh-rlhf/helpful-rejection-sampled-test.jsonl.gz --max-length 128
+
+The files are pooled and split by prompt hash (a prompt never lands on both sides); the model
+trains on up to --train-pairs of the training side and is scored on all of the held-out side.
+Prints JSON: {"train_pairs", "val_pairs", "val_accuracy", "val_log_loss", "seconds", ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.ml.reward import (  # noqa: E402
+    RewardConfig, groups_from_pairs, read_preference_file, split_by_prompt, train_reward_model,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", action="append", required=True, help="gzip JSONL of {prompt, chosen, rejected}")
+    parser.add_argument("--train-pairs", type=int, default=0, help="cap on training pairs (0: all)")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--base", default="", help="backbone folder (default: MiniLM)")
+    parser.add_argument("--json", help="also write the JSON here")
+    args = parser.parse_args()
+
+    records = [r for path in args.data for r in read_preference_file(path)]
+    config = RewardConfig(lr=args.lr, max_length=args.max_length, val_fraction=0.1,
+                          **({"base_model": args.base} if args.base else {}))
+    train, val = split_by_prompt(groups_from_pairs(records), config.val_fraction, config.seed)
+    if args.train_pairs:
+        train = train[: args.train_pairs]
+    with tempfile.TemporaryDirectory() as tmp:
+        # train_reward_model holds out by the same prompt hash, so val stays held out.
+        metrics = train_reward_model(train + val, config, Path(tmp) / "rm")
+    result = {
+        "train_pairs": len(train), "val_pairs": len(val), "max_length": args.max_length, "lr": args.lr,
+        **{k: metrics[k] for k in ("val_accuracy", "val_log_loss", "truncated", "precision", "seconds")},
+    }
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
