@@ -12,8 +12,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import render
 
-from labeling.models import Membership, Project
-from labeling.selectors.projects import project_role_get
+from labeling.models import Membership
+from labeling.selectors.projects import project_get_live, project_role_get
 from labeling.selectors.quality import PERIODS, quality_report
 
 DASHBOARD_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
@@ -62,7 +62,7 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
 
 @login_required
 def project_dashboard(request, slug: str):
-    project = Project.objects.filter(slug=slug, deleted_at__isnull=True).first()
+    project = project_get_live(slug=slug)
     role = project_role_get(project=project, user=request.user) if project else None
     if role is None:
         raise Http404("No such project.")

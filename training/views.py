@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Membership, Project
-from labeling.selectors.projects import project_role_get
+from labeling.selectors.projects import project_get_live, project_role_get
 from training import services, services_policy
 from training.models import ModelVersion, TrainingRun
 from training.selectors import (
@@ -26,7 +26,7 @@ RUNS_SHOWN = 30
 
 
 def _project(request: HttpRequest, slug: str, *, admin: bool = False) -> tuple[Project, str]:
-    project = Project.objects.filter(slug=slug, deleted_at__isnull=True).first()
+    project = project_get_live(slug=slug)
     role = project_role_get(project=project, user=request.user) if project else None
     if role is None:
         raise Http404("No such project.")

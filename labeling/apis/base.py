@@ -6,8 +6,8 @@ from django.http import Http404
 from rest_framework import exceptions, views
 from rest_framework.request import Request
 
-from labeling.models import Membership, Project
-from labeling.selectors.projects import project_role_get
+from labeling.models import Membership
+from labeling.selectors.projects import project_get_live, project_role_get
 
 READ_ROLES = frozenset(Membership.Role.values)
 WORK_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.ANNOTATOR})
@@ -33,7 +33,7 @@ class ProjectScopedMixin:
 
     def initial(self, request: Request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        project = Project.objects.filter(slug=kwargs.get("slug"), deleted_at__isnull=True).first()
+        project = project_get_live(slug=kwargs.get("slug"))
         role = project_role_get(project=project, user=request.user) if project else None
         if role is None:
             raise Http404("No such project.")

@@ -47,3 +47,8 @@ def demonstration_list(*, project: Project, user: AbstractUser, role: str) -> Qu
     if role == Membership.Role.ANNOTATOR:
         demonstrations = demonstrations.filter(author=user)
     return demonstrations
+
+
+def project_get_live(*, slug: str | None) -> Project | None:
+    """The project with this slug unless it is soft-deleted."""
+    return Project.objects.filter(slug=slug, deleted_at__isnull=True).first()

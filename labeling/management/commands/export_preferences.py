@@ -4,8 +4,8 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Project
 from labeling.services.exports import FORMATS, ExportFilters, dataset_snapshot_create, preferences_export
+from labeling.selectors.projects import project_get_live
 
 
 class Command(BaseCommand):
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--real-annotator-ids", action="store_true", help="Usernames instead of pseudonyms.")
 
     def handle(self, *args, **options):
-        project = Project.objects.filter(slug=options["project"], deleted_at__isnull=True).first()
+        project = project_get_live(slug=options["project"])
         if project is None:
             raise CommandError(f"no project {options['project']!r}")
         keys = ["date_from", "date_to", "annotator", "sources", "model_versions", "judgment_source",

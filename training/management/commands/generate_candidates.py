@@ -2,9 +2,9 @@
 no open task yet, and the worker turns them into comparison tasks."""
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Project
 from training import services
 from training.models import TrainingRun
+from labeling.selectors.projects import project_get_live
 
 
 class Command(BaseCommand):
@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-prompts", type=int, default=16, help="Prompts to sample for in this run.")
 
     def handle(self, *args, project: str, max_prompts: int, **options):
-        found = Project.objects.filter(slug=project, deleted_at__isnull=True).first()
+        found = project_get_live(slug=project)
         if found is None:
             raise CommandError(f"no project with slug {project!r}")
         try:

@@ -8,9 +8,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.models import Project
 from training import services
 from training.models import TrainingRun
+from labeling.selectors.projects import project_get_live
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-promote", action="store_true", help="Register the version without promoting it.")
 
     def handle(self, *args, project: str, base: str, sync: bool, config: str, no_promote: bool, **options):
-        found = Project.objects.filter(slug=project, deleted_at__isnull=True).first()
+        found = project_get_live(slug=project)
         if found is None:
             raise CommandError(f"no project with slug {project!r}")
         try:
