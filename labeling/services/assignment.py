@@ -28,7 +28,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.models import Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Project
+from labeling.models import (
+    Assignment, ComparisonTask, Demonstration, Judgment, Membership, PreferencePair, Project,
+)
 from labeling.ranking import RankingError, ranking_validate
 from labeling.services.judgments import preference_pairs_build
 
@@ -286,6 +288,11 @@ def _locked_for(*, assignment_id: int, annotator: AbstractUser) -> Assignment:
         raise AssignmentConflict(
             "This assignment belongs to another annotator; ask for your next task.", code="foreign"
         )
+    if not annotator.is_superuser and not Membership.objects.filter(
+        project_id=locked.project_id, user=annotator, role__in=(Membership.Role.ADMIN, Membership.Role.ANNOTATOR),
+    ).exists():
+        # Removed from the project (or made a viewer) while holding a lease: the lease no longer counts.
+        raise AssignmentConflict("You are no longer an annotator in this project.", code="not_member")
     return locked
 
 

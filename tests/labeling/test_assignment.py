@@ -416,3 +416,17 @@ def test_sweep_task_returns_expired_leases_to_the_pool(project_factory, member):
     assert assignments_expire_sweep.apply().get() == 1
     assert Assignment.objects.get(pk=assignment.pk).state == "expired"
     assert ComparisonTask.objects.get(pk=assignment.task_id).active_assignments == 0
+
+
+def test_removed_annotator_cannot_submit_a_held_lease(project_factory, member):
+    from labeling.services.projects import membership_remove
+
+    project = project_factory(mode="pairwise")
+    make_tasks(project, 1)
+    user = member(project, "annotator")
+    assignment = task_assign_next(annotator=user, project=project).assignment
+    membership_remove(project=project, user=user)
+    ids = assignment.shown_order
+    with pytest.raises(AssignmentConflict, match="no longer an annotator"):
+        judgment_submit(assignment=assignment, annotator=user, ranking=[[ids[0]], [ids[1]]], idempotency_key="gone-1")
+    assert Judgment.objects.count() == 0
