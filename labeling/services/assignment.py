@@ -25,7 +25,7 @@ from datetime import timedelta
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from labeling.models import (
@@ -278,9 +278,15 @@ def _minus_one(field: str):
 
 
 def _locked_for(*, assignment_id: int, annotator: AbstractUser) -> Assignment:
+    # The membership check rides in the locking query: someone removed from the project (or made a
+    # viewer) while holding a lease can no longer use it, at no extra round trip.
+    still_works_here = Exists(Membership.objects.filter(
+        project_id=OuterRef("project_id"), user=annotator, role__in=(Membership.Role.ADMIN, Membership.Role.ANNOTATOR),
+    ))
     locked = (
         Assignment.objects.select_for_update(of=("self",))
         .select_related("task", "project")
+        .annotate(still_works_here=still_works_here)
         .filter(pk=assignment_id)
         .first()
     )
@@ -288,10 +294,7 @@ def _locked_for(*, assignment_id: int, annotator: AbstractUser) -> Assignment:
         raise AssignmentConflict(
             "This assignment belongs to another annotator; ask for your next task.", code="foreign"
         )
-    if not annotator.is_superuser and not Membership.objects.filter(
-        project_id=locked.project_id, user=annotator, role__in=(Membership.Role.ADMIN, Membership.Role.ANNOTATOR),
-    ).exists():
-        # Removed from the project (or made a viewer) while holding a lease: the lease no longer counts.
+    if not (locked.still_works_here or annotator.is_superuser):
         raise AssignmentConflict("You are no longer an annotator in this project.", code="not_member")
     return locked
 
