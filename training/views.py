@@ -5,6 +5,9 @@ promote / demote / train-now / train-policy / evaluate / run-round / A/B / cance
 with CSRF, admin role only)."""
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -104,50 +107,50 @@ def runs_json(request: HttpRequest, slug: str) -> JsonResponse:
                          "pipelines": pipeline_list(project=project, limit=5)})
 
 
-@login_required
-@require_POST
-def train_now(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = _project(request, slug, admin=True)
-    try:
-        run = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "dashboard"},
-                                 requested_by=request.user)
-        messages.success(request, f"Queued reward run {run.pk}.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    return redirect("training-runs", slug=project.slug)
+def admin_action(view: Callable[..., str | None]) -> Callable[..., HttpResponse]:
+    """A dashboard button: POST only, project admins only. The body calls one service and returns
+    the success message; a ValidationError becomes an error message; both go back to the runs page."""
+    @login_required
+    @require_POST
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, slug: str, **kwargs) -> HttpResponse:
+        project, _ = _project(request, slug, admin=True)
+        try:
+            text = view(request, project, **kwargs)
+            if text:
+                messages.success(request, text)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        return redirect("training-runs", slug=project.slug)
+
+    return wrapper
 
 
-@login_required
-@require_POST
-def run_cancel(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    project, _ = _project(request, slug, admin=True)
+@admin_action
+def train_now(request: HttpRequest, project: Project) -> str:
+    run = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "dashboard"},
+                             requested_by=request.user)
+    return f"Queued reward run {run.pk}."
+
+
+@admin_action
+def run_cancel(request: HttpRequest, project: Project, run_id: int) -> str | None:
     run = get_object_or_404(run_list(project=project), pk=run_id)
-    if services.run_cancel(run=run):
-        messages.success(request, f"Cancelled run {run.pk}.")
-    return redirect("training-runs", slug=project.slug)
+    return f"Cancelled run {run.pk}." if services.run_cancel(run=run) else None
 
 
-@login_required
-@require_POST
-def version_promote(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
-    project, _ = _project(request, slug, admin=True)
+@admin_action
+def version_promote(request: HttpRequest, project: Project, version_id: int) -> str:
     version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
-    try:
-        services.model_version_promote(version=version)
-        messages.success(request, f"Promoted {version.name}.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    return redirect("training-runs", slug=project.slug)
+    services.model_version_promote(version=version)
+    return f"Promoted {version.name}."
 
 
-@login_required
-@require_POST
-def version_demote(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
-    project, _ = _project(request, slug, admin=True)
+@admin_action
+def version_demote(request: HttpRequest, project: Project, version_id: int) -> str:
     version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
     services.model_version_demote(version=version)
-    messages.success(request, f"Demoted {version.name}.")
-    return redirect("training-runs", slug=project.slug)
+    return f"Demoted {version.name}."
 
 
 def _margin(value: str | None) -> float | None:
@@ -159,69 +162,52 @@ def _margin(value: str | None) -> float | None:
         raise ValidationError("The margin must be a number.") from None
 
 
-@login_required
-@require_POST
-def pipeline_start(request: HttpRequest, slug: str) -> HttpResponse:
+@admin_action
+def pipeline_start(request: HttpRequest, project: Project) -> str:
     """Run a training round now: reward -> policy -> evaluation -> optional auto-promotion -> candidates."""
-    project, _ = _project(request, slug, admin=True)
-    try:
-        spec = services_policy.pipeline_spec(policy_kind=request.POST.get("policy_kind", ""),
-                                             auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
-        run = services_policy.pipeline_start(project=project, spec=spec, trigger="dashboard", requested_by=request.user)
-        messages.success(request, f"Started a training round (reward run {run.pk}).")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    return redirect("training-runs", slug=project.slug)
+    spec = services_policy.pipeline_spec(policy_kind=request.POST.get("policy_kind", ""),
+                                         auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
+    run = services_policy.pipeline_start(project=project, spec=spec, trigger="dashboard", requested_by=request.user)
+    return f"Started a training round (reward run {run.pk})."
 
 
-@login_required
-@require_POST
-def policy_train(request: HttpRequest, slug: str) -> HttpResponse:
-    project, _ = _project(request, slug, admin=True)
+@admin_action
+def policy_train(request: HttpRequest, project: Project) -> str:
     kind = request.POST.get("kind", "")
-    try:
-        if kind not in services_policy.POLICY_KINDS:
-            raise ValidationError(f"Unknown policy run kind {kind!r}.")
-        params = {"trigger": "dashboard", "promote": "never", "include_chosen": request.POST.get("include_chosen") == "on"}
-        run = services.run_queue(project=project, kind=kind, params=params, requested_by=request.user)
-        messages.success(request, f"Queued {kind} run {run.pk}.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    return redirect("training-runs", slug=project.slug)
+    if kind not in services_policy.POLICY_KINDS:
+        raise ValidationError(f"Unknown policy run kind {kind!r}.")
+    params = {"trigger": "dashboard", "promote": "never", "include_chosen": request.POST.get("include_chosen") == "on"}
+    run = services.run_queue(project=project, kind=kind, params=params, requested_by=request.user)
+    return f"Queued {kind} run {run.pk}."
 
 
-@login_required
-@require_POST
-def version_evaluate(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
-    project, _ = _project(request, slug, admin=True)
+@admin_action
+def version_evaluate(request: HttpRequest, project: Project, version_id: int) -> str:
     version = get_object_or_404(model_version_list(project=project, kind=ModelVersion.Kind.POLICY), pk=version_id)
+    params = {"trigger": "dashboard"}
+    margin = _margin(request.POST.get("auto_promote_margin"))
+    if margin is not None:
+        params["auto_promote_margin"] = margin
+    run = services.run_queue(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version, params=params,
+                             requested_by=request.user)
+    return f"Queued evaluation run {run.pk} of {version.name}."
+
+
+def _int_field(request: HttpRequest, name: str, default: int = 0) -> int:
     try:
-        params = {"trigger": "dashboard"}
-        margin = _margin(request.POST.get("auto_promote_margin"))
-        if margin is not None:
-            params["auto_promote_margin"] = margin
-        run = services.run_queue(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version, params=params,
-                                 requested_by=request.user)
-        messages.success(request, f"Queued evaluation run {run.pk} of {version.name}.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    return redirect("training-runs", slug=project.slug)
+        return int(request.POST.get(name) or default)
+    except ValueError:
+        raise ValidationError(f"{name} must be a whole number.") from None
 
 
-@login_required
-@require_POST
-def ab_create(request: HttpRequest, slug: str) -> HttpResponse:
+@admin_action
+def ab_create(request: HttpRequest, project: Project) -> str:
     """One click: a blind pairwise A/B project between two versions, and its generation run."""
-    project, _ = _project(request, slug, admin=True)
     policies = model_version_list(project=project, kind=ModelVersion.Kind.POLICY)
-    try:
-        a = policies.filter(pk=int(request.POST.get("version_a") or 0)).first()
-        b = policies.filter(pk=int(request.POST.get("version_b") or 0)).first()
-        if a is None or b is None:
-            raise ValidationError("Pick two policy versions.")
-        run = services_policy.ab_evaluation_create(project=project, version_a=a, version_b=b,
-                                                   prompts=int(request.POST.get("prompts") or 20), created_by=request.user)
-        messages.success(request, f"Created the blind A/B project {run.project.slug}; generating its tasks (run {run.pk}).")
-    except (ValueError, ValidationError) as exc:
-        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
-    return redirect("training-runs", slug=project.slug)
+    a = policies.filter(pk=_int_field(request, "version_a")).first()
+    b = policies.filter(pk=_int_field(request, "version_b")).first()
+    if a is None or b is None:
+        raise ValidationError("Pick two policy versions.")
+    run = services_policy.ab_evaluation_create(project=project, version_a=a, version_b=b,
+                                               prompts=_int_field(request, "prompts", 20), created_by=request.user)
+    return f"Created the blind A/B project {run.project.slug}; generating its tasks (run {run.pk})."
