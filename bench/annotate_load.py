@@ -14,7 +14,7 @@ cycle_p99_ms is the p99 of next + submit latency for one cycle, think time exclu
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import os
 import random
@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -67,7 +66,9 @@ def django_setup(database_url: str) -> None:
 def seed(n_tasks: int, n_annotators: int) -> tuple[str, list[tuple[str, str]]]:
     """A new pairwise project with n_tasks tasks, and one session (cookie, csrf) per annotator."""
     from django.contrib.auth import get_user_model
-    from django.contrib.sessions.backends.db import SessionStore
+    from importlib import import_module
+
+    from django.conf import settings
     from django.db import transaction
 
     from labeling.models import ComparisonTask, Membership, Prompt, Response, TaskResponse
@@ -97,9 +98,9 @@ def seed(n_tasks: int, n_annotators: int) -> tuple[str, list[tuple[str, str]]]:
     for i in range(n_annotators):
         user, _ = User.objects.get_or_create(username=f"bench-annotator-{i}")
         Membership.objects.update_or_create(project=project, user=user, defaults={"role": "annotator"})
-        store = SessionStore()
+        store = import_module(settings.SESSION_ENGINE).SessionStore()
         store["_auth_user_id"] = str(user.pk)
-        store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+        store["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
         store["_auth_user_hash"] = user.get_session_auth_hash()
         store.create()
         sessions.append((store.session_key, secrets.token_hex(16)))  # a 32-char CSRF secret
@@ -138,59 +139,74 @@ def start_gunicorn(
     raise SystemExit("gunicorn did not start")
 
 
-class Annotator(threading.Thread):
-    def __init__(self, base: str, slug: str, session: tuple[str, str], think_s: float, stop_at: float,
-                 start_gate: threading.Barrier):
-        super().__init__(daemon=True)
+class Annotator:
+    """One simulated annotator: its own keep-alive connection and session cookie, as a browser has.
+
+    Annotators are coroutines on one event loop with a minimal HTTP/1.1 client: the load client
+    shares this machine's two cores with the server and Postgres, and threads with http.client
+    spent enough CPU (and GIL waits, which read as server latency) to distort the figures."""
+
+    def __init__(self, base: str, slug: str, session: tuple[str, str], think_s: float):
         parts = urlsplit(base)
         self.host, self.port = parts.hostname, parts.port or 80
-        self.slug, self.think_s, self.stop_at, self.gate = slug, think_s, stop_at, start_gate
+        self.slug, self.think_s, self.stop_at = slug, think_s, float("inf")
         session_key, csrf = session
-        self.headers = {
-            "Cookie": f"sessionid={session_key}; csrftoken={csrf}", "X-CSRFToken": csrf,
-            "Content-Type": "application/json", "Referer": base + "/", "Connection": "keep-alive",
-        }
+        self.head = (
+            f"Host: {self.host}:{self.port}\r\nCookie: sessionid={session_key}; csrftoken={csrf}\r\n"
+            f"X-CSRFToken: {csrf}\r\nReferer: {base}/\r\nContent-Type: application/json\r\n"
+            "Connection: keep-alive\r\n"
+        )
         self.next_ms: list[float] = []
         self.submit_ms: list[float] = []
         self.cycle_ms: list[float] = []
         self.errors: list[str] = []
-        self.conn: http.client.HTTPConnection | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
-    def post(self, path: str, body: dict | None) -> tuple[int, dict]:
+    async def post(self, path: str, body: dict | None) -> tuple[int, dict]:
         data = json.dumps(body or {}).encode()
+        request = f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(data)}\r\n\r\n".encode() + data
         for attempt in (0, 1):
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
             try:
-                self.conn.request("POST", path, body=data, headers=self.headers)
-                res = self.conn.getresponse()
-                payload = res.read()
-                if res.getheader("Connection", "").lower() == "close":
-                    self.conn.close()
-                    self.conn = None
-                return res.status, json.loads(payload) if payload else {}
-            except (http.client.HTTPException, OSError):
+                if self.writer is None:
+                    self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+                self.writer.write(request)
+                return await self._response()
+            except (OSError, asyncio.IncompleteReadError, ValueError):
                 # A keep-alive connection the server closed while idle; a browser reconnects too.
-                self.conn.close()
-                self.conn = None
+                self._close()
                 if attempt:
                     raise
         raise AssertionError("unreachable")
 
-    def run(self):
-        self.gate.wait()
+    async def _response(self) -> tuple[int, dict]:
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower().split("\r\n")
+        status = int(head[0].split()[1])
+        headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+        payload = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection") == "close":
+            self._close()
+        return status, json.loads(payload) if payload else {}
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def run(self):
         # Paced annotators start spread over one think time, so the run does not open as one burst.
-        time.sleep(random.uniform(0, self.think_s))
+        await asyncio.sleep(random.uniform(0, self.think_s))
         while time.perf_counter() < self.stop_at:
             try:
-                self.cycle()
+                await self.cycle()
             except Exception as exc:  # noqa: BLE001 - counted as an error, the loop goes on
                 self.errors.append(repr(exc))
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
+        self._close()
 
-    def cycle(self):
+    async def cycle(self):
         t0 = time.perf_counter()
-        status, body = self.post(f"/api/projects/{self.slug}/next/", None)
+        status, body = await self.post(f"/api/projects/{self.slug}/next/", None)
         t1 = time.perf_counter()
         if status != 200 or not body.get("current"):
             self.errors.append(f"next {status} {str(body)[:120]}")
@@ -198,12 +214,12 @@ class Annotator(threading.Thread):
         self.next_ms.append((t1 - t0) * 1000)
         current = body["current"]
         if self.think_s:
-            time.sleep(self.think_s)
+            await asyncio.sleep(self.think_s)
         if time.perf_counter() >= self.stop_at:
             return
         ids = [r["id"] for r in current["responses"]]
         t2 = time.perf_counter()
-        status, body = self.post(f"/api/assignments/{current['assignment']}/submit/", {
+        status, body = await self.post(f"/api/assignments/{current['assignment']}/submit/", {
             "ranking": [[ids[0]], [ids[1]]], "likert": {str(ids[0]): 6, str(ids[1]): 3},
             "time_spent_ms": int(self.think_s * 1000), "idempotency_key": secrets.token_hex(12),
         })
@@ -213,6 +229,19 @@ class Annotator(threading.Thread):
             return
         self.submit_ms.append((t3 - t2) * 1000)
         self.cycle_ms.append((t1 - t0 + t3 - t2) * 1000)
+
+
+async def drive(annotators: list[Annotator], seconds: float) -> float:
+    """Run every annotator for `seconds`; returns the elapsed time.
+
+    Each annotator first opens its connection with one untimed call, so that the workers'
+    first-request imports and connection set-up fall outside the measured window."""
+    await asyncio.gather(*(a.post(f"/api/projects/{a.slug}/next/", None) for a in annotators))
+    started = time.perf_counter()
+    for a in annotators:
+        a.stop_at = started + seconds
+    await asyncio.wait_for(asyncio.gather(*(a.run() for a in annotators)), timeout=seconds + 60)
+    return time.perf_counter() - started
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -262,22 +291,11 @@ def main() -> None:
     if base is None:
         server, base = start_gunicorn(
             args.database_url, args.workers, args.threads, args.worker_class,
-            args.worker_connections or -(-args.annotators // args.workers) + 1,
+            args.worker_connections or max(-(-args.annotators // args.workers) + 1, args.threads + 1),
         )
     try:
-        gate = threading.Barrier(args.annotators + 1)
-        stop_at = time.perf_counter() + 1e9  # set for real once every thread is waiting
-        annotators = [Annotator(base, slug, s, args.think_ms / 1000, stop_at, gate) for s in sessions]
-        for a in annotators:
-            a.start()
-        started = time.perf_counter()
-        stop_at = started + args.seconds
-        for a in annotators:
-            a.stop_at = stop_at
-        gate.wait()
-        for a in annotators:
-            a.join(timeout=args.seconds + 60)
-        elapsed = time.perf_counter() - started
+        annotators = [Annotator(base, slug, s, args.think_ms / 1000) for s in sessions]
+        elapsed = asyncio.run(drive(annotators, args.seconds))
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
