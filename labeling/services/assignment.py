@@ -25,7 +25,7 @@ from datetime import timedelta
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from labeling.models import (
@@ -97,7 +97,7 @@ def _held_active(*, annotator: AbstractUser, project: Project) -> list[Assignmen
     return list(Assignment.objects.raw(
         "SELECT * FROM labeling_assignment WHERE annotator_id = %s AND project_id = %s AND state = 'active'"
         " AND expires_at > %s ORDER BY leased_at, id LIMIT %s",
-        [annotator.pk, project.pk, timezone.now(), HELD_ASSIGNMENTS],
+        [annotator.pk, project.pk, connection.ops.adapt_datetimefield_value(timezone.now()), HELD_ASSIGNMENTS],
     ))
 
 
@@ -490,10 +490,11 @@ def _submission_record(*, assignment: Assignment) -> None:
 
 def _submission_record_portable(*, assignment: Assignment) -> None:
     Assignment.objects.filter(pk=assignment.pk).update(state=assignment.state, finished_at=assignment.finished_at)
-    tasks = ComparisonTask.objects.filter(pk=assignment.task_id)
-    tasks.update(judgments_count=F("judgments_count") + 1, active_assignments=_minus_one("active_assignments"))
-    tasks.filter(is_gold=False, judgments_count__gte=assignment.project.overlap).update(
-        status=ComparisonTask.Status.COMPLETE)
+    ComparisonTask.objects.filter(pk=assignment.task_id).update(
+        judgments_count=F("judgments_count") + 1, active_assignments=_minus_one("active_assignments"),
+        status=Case(When(is_gold=False, judgments_count__gte=assignment.project.overlap - 1,
+                         then=Value(ComparisonTask.Status.COMPLETE)), default=F("status")),
+    )
 
 
 def judgment_correct(
