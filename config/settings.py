@@ -101,7 +101,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # every request. Without one, sessions stay in the database: a per-process memory cache would let
 # a session deleted at logout live on in the other web workers.
 if os.environ.get("CACHE_URL"):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}}
+    CACHES = {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": os.environ["CACHE_URL"]}}
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 AUTHENTICATION_BACKENDS = ["config.auth.ModelBackend"]
