@@ -56,6 +56,7 @@ class PPOConfig:
     gamma: float = field(default=1.0, metadata={"help": "Discount; 1 = no discount, as in the paper."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     clip: float = field(default=0.2, metadata={"help": "PPO ratio clip (paper: 0.2); also clips value updates."})
+    target_kl: float = field(default=0.0, metadata={"help": "Stop an iteration's remaining PPO epochs once the approximate KL between the updated and the rollout policy passes 1.5x this (0 = never stop early). Guards against one bad batch moving the policy far."})
     vf_coef: float = field(default=0.5, metadata={"help": "Weight of the value loss."})
     ptx_coef: float = field(default=0.0, metadata={"help": "gamma for PPO-ptx: weight of the LM loss on demonstrations (paper: 27.8; 0 = plain PPO)."})
     lr: float = field(default=1e-6, metadata={"help": "Policy AdamW learning rate."})
@@ -141,6 +142,18 @@ def ppo_policy_loss(
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     clip_fraction = masked_mean((clipped > unclipped).float(), mask)
     return loss, clip_fraction.detach()
+
+
+def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(pi_old || pi) per token, estimated from the sampled tokens without bias and never negative
+    (Schulman's k3 estimator): with log_ratio_t = log pi(y_t) - log pi_old(y_t),
+
+        kl = mean_t (exp(log_ratio_t) - 1 - log_ratio_t)
+
+    Shape: three [B, T] tensors -> [], mean over masked tokens.
+    """
+    log_ratio = (logprobs - old_logprobs).float()
+    return masked_mean(torch.expm1(log_ratio) - log_ratio, mask).detach()
 
 
 def value_loss(
@@ -255,7 +268,7 @@ def rollout(policy, ref, value_model, reward_model, rm_tokenizer, tokenizer, pro
 
 def ppo_step(policy, value_model, data: dict[str, torch.Tensor], rows: list[int], ptx_batch, config: PPOConfig, device, precision: str) -> dict[str, float]:
     """One optimizer step's gradients over `rows` of the rollout, in micro-batches."""
-    stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "ptx_loss": 0.0}
+    stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0, "ptx_loss": 0.0}
     for micro in batches(rows, config.micro_batch_size):
         d = {k: v[micro] for k, v in data.items()}
         share = len(micro) / len(rows)
@@ -269,6 +282,7 @@ def ppo_step(policy, value_model, data: dict[str, torch.Tensor], rows: list[int]
         stats["policy_loss"] += pg.item() * share
         stats["value_loss"] += vf.item() * share
         stats["clip_fraction"] += clip_fraction.item() * share
+        stats["approx_kl"] += approx_kl(logprobs, d["logprobs"], d["mask"]).item() * share
     if ptx_batch is not None:
         with autocast(device, precision):
             ptx = ptx_loss(policy, ptx_batch, config.ptx_coef)
@@ -313,22 +327,32 @@ def train_ppo(
         policy.train()
         value_model.train()
         steps: list[dict[str, float]] = []
+        stopped_early = False
         for _ in range(config.ppo_epochs):
             order = list(range(len(batch_prompts)))
             rng.shuffle(order)
             for rows in batches(order, config.mini_batch_size):
                 ptx_batch = to_device(collate(rng.sample(demos, min(config.micro_batch_size, len(demos))), tokenizer.pad_token_id), device) if use_ptx else None
                 steps.append(ppo_step(policy, value_model, data, rows, ptx_batch, config, device, precision))
+                # The KL is measured before this step's update: past the limit, the step is dropped.
+                if config.target_kl and steps[-1]["approx_kl"] > 1.5 * config.target_kl:
+                    stopped_early = True
+                    policy_opt.zero_grad(set_to_none=True)
+                    value_opt.zero_grad(set_to_none=True)
+                    break
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                 torch.nn.utils.clip_grad_norm_(value_model.parameters(), config.max_grad_norm)
                 policy_opt.step()
                 value_opt.step()
                 policy_opt.zero_grad(set_to_none=True)
                 value_opt.zero_grad(set_to_none=True)
+            if stopped_early:
+                break
         kl = ((data["logprobs"] - data["ref_logprobs"]) * data["mask"]).sum(-1)
         entry = {
             "iteration": iteration + 1, "score": data["scores"].mean().item(), "kl": kl.mean().item(),
-            "response_length": data["mask"].sum(-1).mean().item(),
+            "response_length": data["mask"].sum(-1).mean().item(), "optimizer_steps": len(steps) - stopped_early,
+            "stopped_early": stopped_early,
             **{k: sum(s[k] for s in steps) / len(steps) for k in steps[0]},
         }
         history.append(entry)

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.tiny_models import tiny_llama
-from training.ml.ppo import PPOConfig, gae_advantages, kl_penalized_rewards, ppo_policy_loss, train_ppo, value_loss, whiten
+from training.ml.ppo import PPOConfig, approx_kl, gae_advantages, kl_penalized_rewards, ppo_policy_loss, train_ppo, value_loss, whiten
 from training.ml.reward import RewardConfig, RewardModel, save_reward_model
 from transformers import AutoTokenizer
 
@@ -53,6 +53,16 @@ def test_clipped_policy_loss_matches_hand_computation() -> None:
     # masked tokens do not count
     loss_m, _ = ppo_policy_loss(new, old, adv, torch.tensor([[1, 1, 0, 0]]), clip=0.2)
     assert loss_m.item() == pytest.approx((-1.2 - 0.5) / 2, abs=1e-6)
+
+
+def test_approx_kl_matches_hand_computation() -> None:
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[2.0, 0.5, 1.0]]))
+    # per token r - 1 - log r:  2 -> 1 - ln 2;  0.5 -> -0.5 + ln 2;  1 -> 0
+    import math
+    assert approx_kl(new, old, torch.ones(1, 3)).item() == pytest.approx((1 - math.log(2) - 0.5 + math.log(2)) / 3, abs=1e-6)
+    assert approx_kl(new, old, torch.tensor([[1, 0, 0]])).item() == pytest.approx(1 - math.log(2), abs=1e-6)
+    assert approx_kl(old, old, torch.ones(1, 3)).item() == 0
 
 
 def test_clipped_value_loss_matches_hand_computation() -> None:
@@ -103,3 +113,17 @@ def test_ppo_raises_reward_changes_weights_and_saves(tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in before)
     saved = json.loads((tmp_path / "out" / "pairwise_config.json").read_text())
     assert saved["values"]["beta"] == 0.02 and "KL" in saved["help"]["beta"]
+
+
+def test_target_kl_stops_the_epochs_of_an_iteration_early(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    policy = tiny_llama(tmp_path / "policy")
+    rm = make_reward_model(tmp_path / "rm", policy)
+    common = dict(iterations=2, rollout_batch_size=8, mini_batch_size=2, micro_batch_size=2, ppo_epochs=3,
+                  max_new_tokens=6, lr=3e-2, value_lr=3e-3, precision="fp32", seed=0)
+    free = train_ppo(policy, rm, ["a", "b", "c", "d", "e", "f", "g", "h"], None, PPOConfig(**common))
+    capped = train_ppo(policy, rm, ["a", "b", "c", "d", "e", "f", "g", "h"], None, PPOConfig(**common, target_kl=1e-6))
+    assert [h["optimizer_steps"] for h in free["history"]] == [12, 12]
+    assert not any(h["stopped_early"] for h in free["history"])
+    # The first step measures KL 0 (nothing has moved yet), the second sees the first update's KL.
+    assert all(h["stopped_early"] and h["optimizer_steps"] == 1 for h in capped["history"])
