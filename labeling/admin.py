@@ -4,8 +4,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 
 from labeling import models
+from labeling.forms import ThrottledAdminAuthenticationForm
 from labeling.services.imports import DataImportError, project_data_import
 from labeling.services.projects import project_restore, project_soft_delete
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 class ImportForm(forms.Form):
