@@ -3,6 +3,7 @@ still takes a judgment by keyboard (Debian chromium via Playwright, against a li
 from __future__ import annotations
 
 import pytest
+from django_celery_beat.models import CrontabSchedule
 
 from labeling.models import Judgment
 from tests.e2e.test_annotate_browser import browser, open_label, page_for, wait_saved  # noqa: F401 (fixtures)
@@ -33,7 +34,8 @@ def admin_pages(project, response, judgment) -> list[str]:
         "/admin/", f"/admin/labeling/project/{project.pk}/change/", f"/admin/labeling/project/{project.pk}/import/",
         "/admin/labeling/response/", f"/admin/labeling/response/{response.pk}/change/",
         "/admin/labeling/judgment/", f"/admin/labeling/judgment/{judgment.pk}/change/",
-        "/admin/training/trainingrun/",
+        "/admin/training/trainingrun/", "/admin/labeling/project/add/", "/admin/labeling/membership/",
+        "/admin/auth/user/", "/admin/django_celery_beat/periodictask/add/",
     ]
 
 
@@ -75,6 +77,11 @@ def test_every_page_works_under_the_csp(page_for, live_server, project_factory, 
     for path in admin_pages(project, response, judgment):
         assert page.goto(f"{live_server.url}{path}").status == 200, path
         page.wait_for_selector("#content")
+    # django-celery-beat's crontab help, moved out of its inline script, still works.
+    crontab = CrontabSchedule.objects.create(minute="0", hour="*")
+    page.goto(f"{live_server.url}/admin/django_celery_beat/periodictask/add/")
+    page.select_option("#id_crontab", str(crontab.pk))
+    page.wait_for_selector(".field-crontab .help:has-text('Translation:')")
     page.goto(f"{live_server.url}/api/docs/")
     page.wait_for_selector(".swagger-ui .opblock")  # Swagger UI ran and rendered the schema
     assert violations == []
