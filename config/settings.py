@@ -221,6 +221,13 @@ CONTENT_SECURITY_POLICY = {
 PAIRWISE_LOGIN_MAX_FAILURES = int(os.environ.get("PAIRWISE_LOGIN_MAX_FAILURES", "10"))
 PAIRWISE_LOGIN_MAX_FAILURES_PER_IP = int(os.environ.get("PAIRWISE_LOGIN_MAX_FAILURES_PER_IP", "50"))
 PAIRWISE_LOGIN_WINDOW_S = int(os.environ.get("PAIRWISE_LOGIN_WINDOW_S", "300"))
+# The counts live in Django's cache: per process by default; CACHE_URL shares them between web
+# workers (file:///path, one host) or hosts (redis://host:6379/1).
+if os.environ.get("CACHE_URL", "").startswith("file://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": os.environ["CACHE_URL"].removeprefix("file://")}}
+elif os.environ.get("CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}}
 
 # Production behind HTTPS: PAIRWISE_HTTPS=1 turns on everything `check --deploy` asks for.
 if env_bool("PAIRWISE_HTTPS", False):
