@@ -13,8 +13,9 @@ PRODUCTION = {"PAIRWISE_HTTPS": "1", "DEBUG": "0", "ALLOWED_HOSTS": "pairwise.ex
 
 
 def check_deploy(tmp_path, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "PAIRWISE_HTTPS"}}
-    environ.update(PAIRWISE_VAR_DIR=str(tmp_path), **env)
+    # Only what the case sets: the test process's own variables (DJANGO_ALLOW_ASYNC_UNSAFE from the
+    # browser tests, say) are not a production environment.
+    environ = {"PATH": os.environ.get("PATH", ""), "PAIRWISE_VAR_DIR": str(tmp_path), **env}
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=settings.BASE_DIR, env=environ, capture_output=True, text=True, timeout=300,
