@@ -204,6 +204,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # --- security -------------------------------------------------------------------------------
 # No inline script or style anywhere: templates load static files only, JSON rides in
 # json_script blocks, and the API docs use the split Swagger view (its init script is a URL).
+# Django's admin adds an inline <style> to a changelist only when a ModelAdmin turns off both
+# action bars (actions_on_top and actions_on_bottom): keep one on. tests/e2e/test_csp_browser.py
+# visits the pages and fails on any violation.
 CONTENT_SECURITY_POLICY = {
     "default-src": ["'self'"],
     "script-src": ["'self'"],
