@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -97,11 +98,16 @@ if os.environ.get("TEST_DATABASE_NAME"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# A shared cache (CACHE_URL=redis://...) also holds sessions, which takes a database query off
-# every request. Without one, sessions stay in the database: a per-process memory cache would let
-# a session deleted at logout live on in the other web workers.
-if os.environ.get("CACHE_URL"):
-    CACHES = {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": os.environ["CACHE_URL"]}}
+# CACHE_URL shares the cache between web workers (file:///path, one host) or hosts
+# (redis://host:6379/1); without it each process has its own memory cache. A Redis cache also
+# holds sessions, which takes a database query off every request. Otherwise sessions stay in the
+# database: a per-process cache would let a session deleted at logout live on in other workers.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL.startswith("file://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": CACHE_URL.removeprefix("file://")}}
+elif CACHE_URL:
+    CACHES = {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": CACHE_URL}}
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 AUTHENTICATION_BACKENDS = ["config.auth.ModelBackend"]
@@ -152,6 +158,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No badge from validator.swagger.io: the docs page loads nothing from elsewhere (see the CSP).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # Celery: the filesystem transport needs no service; a broker URL switches to Redis/RabbitMQ.
@@ -205,5 +213,41 @@ if not DEBUG:
     CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- security -------------------------------------------------------------------------------
+# No inline script or style anywhere: templates load static files only, JSON rides in
+# json_script blocks, and the API docs use the split Swagger view (its init script is a URL).
+# Django's admin adds an inline <style> to a changelist only when a ModelAdmin turns off both
+# action bars (actions_on_top and actions_on_bottom): keep one on. tests/e2e/test_csp_browser.py
+# visits the pages and fails on any violation.
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "frame-ancestors": ["'none'"],
+    "form-action": ["'self'"],
+}
+# Failed logins per username and per client address within the window, then refused until it ends.
+# The address limit is higher: an office behind one NAT address shares it.
+PAIRWISE_LOGIN_MAX_FAILURES = int(os.environ.get("PAIRWISE_LOGIN_MAX_FAILURES", "10"))
+PAIRWISE_LOGIN_MAX_FAILURES_PER_IP = int(os.environ.get("PAIRWISE_LOGIN_MAX_FAILURES_PER_IP", "50"))
+PAIRWISE_LOGIN_WINDOW_S = int(os.environ.get("PAIRWISE_LOGIN_WINDOW_S", "300"))
+# The counts live in Django's cache (see CACHE_URL above).
+
+# Production behind HTTPS: PAIRWISE_HTTPS=1 turns on everything `check --deploy` asks for.
+if env_bool("PAIRWISE_HTTPS", False):
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("PAIRWISE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PAIRWISE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("PAIRWISE_HSTS_PRELOAD", True)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if env_bool("PAIRWISE_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "labeling.apis.base.exception_handler"

@@ -4,12 +4,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 
 from labeling import models
+from labeling.forms import ThrottledAdminAuthenticationForm
 from labeling.services.imports import DataImportError, project_data_import
 from labeling.services.projects import project_restore, project_soft_delete
 
+admin.site.login_form = ThrottledAdminAuthenticationForm
+
 
 class ImportForm(forms.Form):
-    file = forms.FileField(help_text="JSONL, JSONL.gz or CSV: prompts, prompts with responses, preference pairs.")
+    file = forms.FileField(help_text="JSONL, JSON or CSV, optionally gzipped: prompts, prompts with responses, "
+                                     "preference pairs, demonstrations.")
     source = forms.CharField(required=False, help_text="Name of the external source of these responses.")
 
 
@@ -47,12 +51,12 @@ class ProjectAdmin(admin.ModelAdmin):
                 )
             except DataImportError as exc:
                 for issue in exc.issues[:20]:
-                    form.add_error("file", str(issue))
+                    form.add_error("file", issue.message if issue.field == "file" else str(issue))
             else:
                 messages.success(request, f"Imported: {result.as_dict()}")
                 return redirect(reverse("admin:labeling_project_change", args=[pk]))
         context = {**self.admin_site.each_context(request), "form": form, "project": project, "title": "Import data"}
-        return render(request, "admin/labeling/project/import.html", context)
+        return render(request, "admin/labeling/project/import.html", context, status=400 if form.errors else 200)
 
     @admin.action(description="Soft-delete selected projects")
     def soft_delete(self, request, queryset):

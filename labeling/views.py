@@ -5,16 +5,31 @@ interactive without a further request; everything after that goes through the an
 """
 from __future__ import annotations
 
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.forms.forms import NON_FIELD_ERRORS
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
 
+from labeling.forms import THROTTLED, ThrottledAuthenticationForm
 from labeling.selectors.queue import (
     annotator_progress, assignment_payloads, markdown_render, project_for_worker, projects_for_worker,
 )
 from labeling.services.assignment import task_assign_next
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page with the throttled form; a refusal for too many failures answers 429."""
+
+    authentication_form = ThrottledAuthenticationForm
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.has_error(NON_FIELD_ERRORS, code=THROTTLED):
+            response.status_code = 429
+        return response
 
 
 @login_required

@@ -409,6 +409,15 @@ def _pair_jsonl(fmt: str, project: Project, filters: ExportFilters) -> Iterator[
         yield _jsonl([pair_record(fmt, row) for row in batch]), len(batch)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(text: str) -> str:
+    """Model and annotator text as a spreadsheet cell that is never a formula (CSV injection):
+    a cell starting with = + - @ tab or CR gets a leading apostrophe, as OWASP recommends."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _csv(project: Project, filters: ExportFilters) -> Iterator[tuple[bytes, int]]:
     label = _Annotators(filters.pseudonymous)
     buffer = io.StringIO()
@@ -416,11 +425,10 @@ def _csv(project: Project, filters: ExportFilters) -> Iterator[tuple[bytes, int]
     writer.writerow(CSV_COLUMNS)
     for batch in _pair_batches(project, filters):
         for row in batch:
-            writer.writerow([
-                row["id"], prompt_text(row["prompt_text"], row["prompt_messages"]), row["chosen_text"],
-                row["rejected_text"], row["chosen_source"], row["rejected_source"], label(row["annotator_id"]) or "",
-                row["judgment_source"], row["judged_at"].isoformat(),
-            ])
+            texts = [prompt_text(row["prompt_text"], row["prompt_messages"]), row["chosen_text"], row["rejected_text"],
+                     row["chosen_source"], row["rejected_source"], label(row["annotator_id"]) or "",
+                     row["judgment_source"]]
+            writer.writerow([row["id"], *(csv_cell(t or "") for t in texts), row["judged_at"].isoformat()])
         yield buffer.getvalue().encode(), len(batch)
         buffer.seek(0)
         buffer.truncate()

@@ -1,6 +1,7 @@
 """Getting data in: one service behind the admin upload, the API and `manage.py import_project_data`.
 
-Accepted, as JSONL (optionally gzip) or CSV, one record per line/row:
+Accepted, as JSONL, JSON (one record per line, or an array of records) or CSV, each optionally
+gzipped, one record per line/row:
   - a prompt:                 {"id"?, "prompt": "..."} or {"id"?, "messages": [{"role", "content"}, ...]}
   - a prompt with responses:  {"prompt": ..., "responses": ["...", {"text": "...", "source": "..."}]}
                               optional "gold_ranking": tie groups of response indices, best first
@@ -10,6 +11,9 @@ Accepted, as JSONL (optionally gzip) or CSV, one record per line/row:
 
 The whole file is parsed and validated first, every problem reported with its line number, and only
 then written in one transaction with bulk inserts: an import is all or nothing.
+
+Uploads are refused by name (.jsonl, .json, .csv, optionally .gz) and by content: NUL bytes mean
+binary data, a .gz name must hold gzip data, and the size limit counts bytes after decompression.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import gzip
 import hashlib
 import io
 import json
+import re
+import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator
 
@@ -34,6 +40,10 @@ from labeling.services.judgments import preference_pairs_build
 MAX_REPORTED_ISSUES = 100
 CHAT_ROLES = {"system", "user", "assistant"}
 BATCH = 2000
+SUFFIXES = (".jsonl", ".json", ".csv")
+GZIP_MAGIC = b"\x1f\x8b"
+_SPACE = re.compile(r"\s*")
+MULTIPART_ALLOWANCE = 1024 * 1024  # boundaries and the other form fields around the file
 
 
 @dataclass
@@ -43,7 +53,8 @@ class ImportIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.field}: {self.message}"
+        where = f"line {self.line}: " if self.line else ""  # line 0: the file as a whole
+        return f"{where}{self.field}: {self.message}"
 
 
 class DataImportError(Exception):
@@ -89,8 +100,30 @@ class _Invalid(Exception):
 
 # --- reading ---------------------------------------------------------------------------------
 
+def _file_error(message: str) -> DataImportError:
+    return DataImportError([ImportIssue(0, "file", message)])
+
+
+def import_upload_check(*, filename: str | None = None, size: int | None = None, max_bytes: int | None = None) -> None:
+    """What is refused before a byte is read: a name that is not JSONL/JSON/CSV (optionally .gz),
+    and a size over the limit. Views call it with the request's size before Django stores the body."""
+    limit = max_bytes or settings.PAIRWISE_MAX_IMPORT_BYTES
+    if filename is not None and not filename.lower().removesuffix(".gz").endswith(SUFFIXES):
+        raise _file_error(f"must be a .jsonl, .json or .csv file (optionally .gz), not {filename[-80:]!r}")
+    if size is not None and size > limit:
+        raise _file_error(f"file is larger than the limit of {limit} bytes")
+
+
+def import_request_check(*, content_length: str | None) -> None:
+    """Refuse a request body too big to hold a file within the limit (CONTENT_LENGTH as the client
+    sent it), before Django stores it."""
+    size = int(content_length) if content_length and content_length.isdigit() else 0
+    import_upload_check(size=max(0, size - MULTIPART_ALLOWANCE))
+
+
 class _LimitedReader(io.RawIOBase):
-    """Counts bytes after decompression, so a small gzip bomb cannot blow past the limit."""
+    """Counts bytes after decompression, so a small gzip bomb cannot blow past the limit, and
+    refuses binary data: no JSONL/JSON/CSV text in UTF-8 holds a NUL byte."""
 
     def __init__(self, raw: IO[bytes], limit: int):
         self.raw, self.limit, self.count = raw, limit, 0
@@ -100,17 +133,22 @@ class _LimitedReader(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self.raw.read(len(buffer))
+        if b"\x00" in data:
+            offset = self.count + data.index(b"\x00")
+            raise _file_error(f"is binary, not JSONL/JSON/CSV text (a NUL byte at offset {offset})")
         self.count += len(data)
         if self.count > self.limit:
-            raise DataImportError([ImportIssue(0, "file", f"file is larger than the limit of {self.limit} bytes")])
+            raise _file_error(f"file is larger than the limit of {self.limit} bytes")
         buffer[: len(data)] = data
         return len(data)
 
 
-def _open_text(stream: IO[bytes], limit: int) -> io.TextIOWrapper:
+def _open_text(stream: IO[bytes], filename: str, limit: int) -> io.TextIOWrapper:
     head = stream.read(2)
     stream.seek(0)
-    raw: IO[bytes] = gzip.GzipFile(fileobj=stream) if head == b"\x1f\x8b" else stream
+    if filename.lower().endswith(".gz") and head != GZIP_MAGIC:
+        raise _file_error("is named .gz but does not hold gzip data")
+    raw: IO[bytes] = gzip.GzipFile(fileobj=stream) if head == GZIP_MAGIC else stream
     return io.TextIOWrapper(io.BufferedReader(_LimitedReader(raw, limit)), encoding="utf-8", newline="")
 
 
@@ -122,6 +160,39 @@ def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             yield number, _Invalid("json", f"invalid JSON: {exc.msg} at column {exc.colno}")
+
+
+def _json_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
+    """A .json file: an array of records, each numbered by the line it starts on, or JSON lines."""
+    content = text.read()
+    position = _SPACE.match(content).end()
+    if not content.startswith("[", position):
+        yield from _jsonl_rows(io.StringIO(content))
+        return
+    decoder, counted, line = json.JSONDecoder(), 0, 1
+
+    def line_of(at: int) -> int:  # positions only grow: count newlines incrementally
+        nonlocal counted, line
+        line, counted = line + content.count("\n", counted, at), at
+        return line
+
+    position = _SPACE.match(content, position + 1).end()
+    if content.startswith("]", position):
+        return
+    while True:
+        try:
+            item, end = decoder.raw_decode(content, position)
+        except json.JSONDecodeError as exc:
+            yield line_of(exc.pos), _Invalid("json", f"invalid JSON: {exc.msg} at column {exc.colno}")
+            return
+        yield line_of(position), item
+        position = _SPACE.match(content, end).end()
+        if content.startswith("]", position):
+            return
+        if not content.startswith(",", position):
+            yield line_of(position), _Invalid("json", "expected ',' or ']' after a record")
+            return
+        position = _SPACE.match(content, position + 1).end()
 
 
 def _csv_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
@@ -228,11 +299,12 @@ def _responses(value: Any, project: Project, source: str) -> list[tuple[str, str
 
 
 def _parse(stream: IO[bytes], filename: str, project: Project, default_source: str, limit: int) -> list[Record]:
-    text = _open_text(stream, limit)
     name = filename.lower().removesuffix(".gz")
-    rows = _csv_rows(text) if name.endswith(".csv") else _jsonl_rows(text)
     records, issues = [], []
     try:
+        text = _open_text(stream, filename, limit)
+        rows = _csv_rows(text) if name.endswith(".csv") else _json_rows(text) if name.endswith(".json") else (
+            _jsonl_rows(text))
         for line, data in rows:
             try:
                 records.append(_record(line, data, project, default_source))
@@ -242,8 +314,10 @@ def _parse(stream: IO[bytes], filename: str, project: Project, default_source: s
                     break
     except UnicodeDecodeError as exc:
         issues.append(ImportIssue(0, "file", f"not UTF-8 text ({exc.reason})"))
-    except (OSError, EOFError, csv.Error) as exc:
-        issues.append(ImportIssue(0, "file", f"unreadable: {exc}"))
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        issues.append(ImportIssue(0, "file", f"unreadable (a damaged or truncated gzip file?): {exc}"))
+    except csv.Error as exc:
+        issues.append(ImportIssue(0, "file", f"unreadable CSV: {exc}"))
     if issues:
         raise DataImportError(issues)
     if not records:
@@ -367,6 +441,7 @@ def project_data_import(
 ) -> ImportResult:
     """Validate the whole file, then write it in one transaction. Raises DataImportError with line numbers."""
     limit = max_bytes or settings.PAIRWISE_MAX_IMPORT_BYTES
+    import_upload_check(filename=filename, size=getattr(stream, "size", None), max_bytes=limit)
     default_source = source or f"import:{filename}"[:255]
     records = _parse(stream, filename, project, default_source, limit)
     result = ImportResult()

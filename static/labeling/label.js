@@ -72,13 +72,13 @@
       for (const m of prompt.messages) {
         const bubble = el("div", { class: "msg role-" + (m.role === "user" ? "user" : "other") });
         bubble.append(el("div", { class: "role" }, m.role));
-        const body = el("div", { class: "md" });
+        const body = el("div", { class: "md", dir: "auto" });
         body.innerHTML = m.html; // sanitized server-side
         bubble.append(body);
         box.append(bubble);
       }
     } else {
-      const body = el("div", { class: "md" });
+      const body = el("div", { class: "md", dir: "auto" });
       body.innerHTML = prompt.html; // sanitized server-side
       box.append(body);
     }
@@ -92,7 +92,7 @@
     const box = $("responses");
     box.replaceChildren();
     if (cfg.mode === "demonstrate") {
-      const area = el("textarea", { id: "demonstration", rows: "14", "aria-label": "Ideal response" });
+      const area = el("textarea", { id: "demonstration", rows: "14", dir: "auto", "aria-label": "Ideal response" });
       box.append(el("label", { class: "demo" }, "Write the ideal response (Ctrl+Enter submits)"), area);
       return;
     }
@@ -110,7 +110,7 @@
         head.append(scale);
       }
       card.append(head);
-      const body = el("div", { class: "md body" });
+      const body = el("div", { class: "md body", dir: "auto" });
       body.innerHTML = r.html; // sanitized server-side
       card.append(body);
       if (cfg.flags.length) {

@@ -56,7 +56,8 @@ def open_label(page, live_server, project):
 
 
 def wait_saved(page, count: int):
-    page.wait_for_function(f"document.getElementById('progress-text').textContent.startsWith('You: {count} done')")
+    # A function, not an expression string: Playwright evals strings in the page, which the CSP refuses.
+    page.wait_for_function(f"() => document.getElementById('progress-text').textContent.startsWith('You: {count} done')")
 
 
 def test_login_and_rank_k4_with_keyboard_only(browser, live_server, project_factory, member):
@@ -183,7 +184,7 @@ def test_skip_returns_task_to_pool(page_for, live_server, project_factory, membe
     page.wait_for_selector("#status:has-text('Skipped')")
     assert Assignment.objects.get(pk=skipped["assignment"]).state == "skipped"
     assert ComparisonTask.objects.get(pk=skipped["task"]).active_assignments == 0
-    page.wait_for_function("document.querySelectorAll('.response').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('.response').length === 2")
     assert task_assign_next(annotator=other, project=project).assignment.task_id == skipped["task"]
 
 
@@ -200,7 +201,7 @@ def test_lease_expiry_returns_task_and_page_says_so(page_for, live_server, proje
     page.wait_for_selector("#status:has-text('expired')")
     assert Judgment.objects.count() == 0
     assert task_assign_next(annotator=other, project=project).assignment.task_id == current["task"]
-    page.wait_for_function("document.querySelectorAll('.response').length === 2")
+    page.wait_for_function("() => document.querySelectorAll('.response').length === 2")
 
 
 def test_double_click_submit_stores_one_judgment(page_for, live_server, project_factory, member):

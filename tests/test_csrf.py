@@ -1,0 +1,149 @@
+"""Every HTML form that posts refuses a request without the CSRF token (403) and accepts it with one.
+
+The list of endpoints is checked against the templates: a new `method="post"` form fails
+test_every_template_form_is_covered until it has a case here.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from labeling.models import Membership, Project, Prompt
+from training.models import ModelVersion, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+# Forms with no action post to the page they are on; the template decides which URL that is.
+SELF_POSTING = {"admin/labeling/project/import.html": "admin:labeling_project_import"}
+
+
+@dataclass
+class World:
+    project: Project
+    admin: Any
+    reward: ModelVersion
+    policies: list[ModelVersion]
+    run: TrainingRun
+
+
+@pytest.fixture
+def world(project_factory, member, settings) -> World:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    project = project_factory()
+    Prompt.objects.create(project=project, external_id="p1", text="hello")
+    admin = member(project, Membership.Role.ADMIN)
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    version = lambda kind, name: ModelVersion.objects.create(  # noqa: E731
+        project=project, kind=kind, name=name, base="b", artifact_path="/x")
+    reward, policies = version("reward", "rm"), [version("policy", "p1"), version("policy", "p2")]
+    run = TrainingRun.objects.create(project=project, kind="sft", status="running")
+    return World(project, admin, reward, policies, run)
+
+
+@dataclass
+class Case:
+    url: Callable[[World], str]
+    data: Callable[[World], dict[str, Any]]
+    done: Callable[[World], bool]  # the post had its effect
+    logged_in: bool = True
+
+
+def training(name: str, **kwargs: Callable[[World], Any]) -> Callable[[World], str]:
+    return lambda w: reverse(name, kwargs={"slug": w.project.slug, **{k: f(w) for k, f in kwargs.items()}})
+
+
+def queued(kind: str) -> Callable[[World], bool]:
+    return lambda w: TrainingRun.objects.filter(project=w.project, kind=kind, status="queued").exists()
+
+
+no_data: Callable[[World], dict] = lambda w: {}  # noqa: E731
+CASES: dict[str, Case] = {
+    "login": Case(lambda w: reverse("login"), lambda w: {"username": w.admin.username, "password": f"pw-{w.admin.username}"},
+                  lambda w: True, logged_in=False),
+    "logout": Case(lambda w: reverse("logout"), no_data, lambda w: True),
+    "training-train": Case(training("training-train"), no_data, queued("reward")),
+    "training-policy-train": Case(training("training-policy-train"), lambda w: {"kind": "dpo"}, queued("dpo")),
+    "training-pipeline-start": Case(training("training-pipeline-start"), lambda w: {"policy_kind": "dpo"}, queued("reward")),
+    "training-run-cancel": Case(training("training-run-cancel", run_id=lambda w: w.run.pk), no_data,
+                                lambda w: TrainingRun.objects.get(pk=w.run.pk).status == "cancelled"),
+    "training-version-promote": Case(training("training-version-promote", version_id=lambda w: w.reward.pk), no_data,
+                                     lambda w: ModelVersion.objects.get(pk=w.reward.pk).promoted),
+    "training-version-demote": Case(training("training-version-demote", version_id=lambda w: w.reward.pk), no_data,
+                                    lambda w: not ModelVersion.objects.get(pk=w.reward.pk).promoted),
+    "training-version-evaluate": Case(training("training-version-evaluate", version_id=lambda w: w.policies[0].pk),
+                                      no_data, queued("evaluate")),
+    "training-ab-create": Case(training("training-ab-create"),
+                               lambda w: {"version_a": w.policies[0].pk, "version_b": w.policies[1].pk, "prompts": 1},
+                               lambda w: Project.objects.filter(slug__startswith=f"{w.project.slug}-ab-").exists()),
+    "admin:login": Case(lambda w: reverse("admin:login"),
+                        lambda w: {"username": w.admin.username, "password": f"pw-{w.admin.username}"},
+                        lambda w: True, logged_in=False),
+    "admin:labeling_project_import": Case(
+        lambda w: reverse("admin:labeling_project_import", args=[w.project.pk]),
+        lambda w: {"file": SimpleUploadedFile("more.jsonl", b'{"id": "p2", "prompt": "more"}\n')},
+        lambda w: Prompt.objects.filter(project=w.project, external_id="p2").exists()),
+    "admin:labeling_project_changelist": Case(
+        lambda w: reverse("admin:labeling_project_changelist"),
+        lambda w: {"action": "soft_delete", "_selected_action": [w.project.pk]},
+        lambda w: Project.objects.get(pk=w.project.pk).deleted_at is not None),
+}
+
+
+def template_form_targets() -> set[str]:
+    targets, root = set(), Path(settings.BASE_DIR, "templates")
+    for path in root.rglob("*.html"):
+        text = path.read_text()
+        for form in re.findall(r"<form\b[^>]*>", text):
+            if 'method="post"' not in form.lower():
+                continue
+            name = re.search(r"\{% url '([^']+)'", form)
+            targets.add(name.group(1) if name else SELF_POSTING[path.relative_to(root).as_posix()])
+    return targets
+
+
+def test_every_template_form_is_covered():
+    targets = template_form_targets()
+    assert {"login", "logout", "training-train", "admin:labeling_project_import"} <= targets
+    assert targets - set(CASES) == set()
+
+
+def client_for(world: World, case: Case) -> Client:
+    client = Client(enforce_csrf_checks=True)
+    if case.logged_in:
+        client.force_login(world.admin)
+    return client
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_post_without_token_is_refused(world, name):
+    case = CASES[name]
+    if name == "training-version-demote":
+        ModelVersion.objects.filter(pk=world.reward.pk).update(promoted=True)
+    client = client_for(world, case)
+    response = client.post(case.url(world), case.data(world))
+    assert response.status_code == 403
+    assert name in {"login", "admin:login", "logout"} or not case.done(world)
+    assert "_auth_user_id" in client.session if case.logged_in else "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_post_with_token_succeeds(world, name):
+    case = CASES[name]
+    if name == "training-version-demote":
+        ModelVersion.objects.filter(pk=world.reward.pk).update(promoted=True)
+    client = client_for(world, case)
+    assert client.get(reverse("login")).status_code in (200, 302)  # sets the csrftoken cookie
+    data = {**case.data(world), "csrfmiddlewaretoken": client.cookies["csrftoken"].value}
+    response = client.post(case.url(world), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert case.done(world)
+    assert ("_auth_user_id" in client.session) == (name != "logout")
