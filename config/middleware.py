@@ -1,16 +1,27 @@
-"""Response headers Django's SecurityMiddleware does not set: the Content-Security-Policy.
+"""Project-wide middleware.
 
+ContentSecurityPolicyMiddleware: the response header Django's SecurityMiddleware does not set.
 The policy lives in settings.CONTENT_SECURITY_POLICY; a view that needs another policy sets the
 header itself and this middleware leaves it alone.
+
+DatabaseUnavailableMiddleware: a lost database answers 503 with Retry-After instead of a 500 page.
+Postgres restarting, a failover or a killed backend surface as OperationalError/InterfaceError.
+The transaction was rolled back and the write paths are idempotent (submits by key), so the
+client may simply retry; the labeling page does. The broken connection is dropped at the end of
+the request and the next request reconnects (conn_health_checks), with no server restart.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 CSP_HEADER = "Content-Security-Policy"
+RETRY_AFTER_S = 2
+logger = logging.getLogger("pairwise.db")
 
 
 class ContentSecurityPolicyMiddleware:
@@ -24,4 +35,24 @@ class ContentSecurityPolicyMiddleware:
         # inert too, and JSON answers do not care.
         if CSP_HEADER not in response:
             response[CSP_HEADER] = self.policy
+        return response
+
+
+class DatabaseUnavailableMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        logger.warning("database unavailable: %s %s: %s", request.method, request.path, str(exception).strip())
+        message = "The database is unavailable; retry in a few seconds."
+        if request.path.startswith("/api/"):
+            response = JsonResponse({"detail": message, "code": "db_unavailable"}, status=503)
+        else:
+            response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(RETRY_AFTER_S)
         return response
