@@ -27,7 +27,24 @@
       method: "POST", credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": cfg.csrf },
       body: JSON.stringify(body || {}),
-    }).then((res) => res.json().catch(() => ({})).then((data) => ({ status: res.status, data })));
+    }).then((res) => res.json().catch(() => ({})).then((data) => ({ status: res.status, data, retryAfter: res.headers.get("Retry-After") })));
+  }
+
+  // A network error or a 502/503/504 (server or database restarting) is retried with the same
+  // body, idempotency key included: the server stores a submit once however often it arrives.
+  const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+  function postRetrying(url, body, attempt = 0) {
+    const again = (retryAfter) => {
+      setStatus("Connection problem; retrying…", "error");
+      const seconds = Number(retryAfter); // absent or an HTTP date: our own backoff
+      const wait = seconds > 0 ? Math.min(10, seconds) * 1000 : RETRY_DELAYS_MS[attempt];
+      return new Promise((resolve) => setTimeout(resolve, wait)).then(() => postRetrying(url, body, attempt + 1))
+        .then((res) => { if (res.status < 500) setStatus(""); return res; });
+    };
+    const last = attempt >= RETRY_DELAYS_MS.length;
+    return post(url, body).then(
+      (res) => ([502, 503, 504].includes(res.status) && !last ? again(res.retryAfter) : res),
+      (err) => { if (last) throw err; return again(null); });
   }
   const assignmentUrl = (template, id) => template.replace("/0/", "/" + id + "/");
 
@@ -256,7 +273,7 @@
     body.time_spent_ms = Math.round(performance.now() - s.started);
     busy = true;
     $("submit").disabled = true;
-    post(assignmentUrl(cfg.urls.submit, s.payload.assignment), body).then(({ status, data }) => {
+    postRetrying(assignmentUrl(cfg.urls.submit, s.payload.assignment), body).then(({ status, data }) => {
       busy = false;
       if (status === 201) {
         done += 1;
@@ -290,12 +307,12 @@
     prefetched = null;
     if (upcoming) show(upcoming);
     else { $("task").hidden = true; setStatus("Loading…"); }
-    post(cfg.urls.next).then(({ status, data }) => {
+    postRetrying(cfg.urls.next).then(({ status, data }) => {
       if (status !== 200) { setStatus(data.detail || "Could not load the next task.", "error"); return; }
       if (!upcoming || !data.current || data.current.assignment !== upcoming.assignment) show(data.current);
       prefetched = data.next;
       if (!upcoming && data.current) setStatus("");
-    });
+    }, () => setStatus("Could not load the next task; check the connection and reload.", "error"));
   }
 
   // --- keyboard ---------------------------------------------------------------------------------

@@ -217,6 +217,37 @@ def test_double_click_submit_stores_one_judgment(page_for, live_server, project_
     assert ComparisonTask.objects.filter(judgments_count=1).count() == 1
 
 
+def test_submit_retries_with_the_same_key_until_stored_once(page_for, live_server, project_factory, member):
+    """The first submit reaches the server but its answer is lost (connection reset), the second
+    meets a 503 from a restarting database; the page retries by itself with the same key."""
+    project = project_factory(mode="pairwise", likert_enabled=False, flags_enabled=False)
+    make_tasks(project, 3)
+    page = page_for(member(project, "annotator"))
+    sent = []
+
+    def flaky(route, request):
+        sent.append(request.post_data_json)
+        if len(sent) == 1:
+            route.fetch()  # stored on the server...
+            route.abort("connectionreset")  # ...but the page never hears back
+        elif len(sent) == 2:
+            route.fulfill(status=503, headers={"Retry-After": "1"}, content_type="application/json",
+                          body='{"detail": "The database is unavailable", "code": "db_unavailable"}')
+        else:
+            route.continue_()
+
+    page.route("**/api/assignments/*/submit/", flaky)
+    open_label(page, live_server, project)
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    wait_saved(page, 1)
+    assert len(sent) == 3 and sent[0] == sent[1] == sent[2]
+    judgment = Judgment.objects.get()
+    assert judgment.idempotency_key == sent[0]["idempotency_key"]
+    assert ComparisonTask.objects.filter(judgments_count=1).count() == 1
+    assert page.locator("#status").text_content() == "Saved."
+
+
 def test_page_weight_and_time_to_interactive(page_for, live_server, project_factory, member):
     project = project_factory(mode="rank", responses_per_task=4, instructions="Rank by *helpfulness*.")
     make_tasks(project, 3)
