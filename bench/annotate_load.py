@@ -63,7 +63,7 @@ def django_setup(database_url: str) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def seed(n_tasks: int, n_annotators: int) -> tuple[str, list[tuple[str, str]]]:
+def seed(n_tasks: int, n_annotators: int, overlap: int = 1) -> tuple[str, list[tuple[str, str]]]:
     """A new pairwise project with n_tasks tasks, and one session (cookie, csrf) per annotator."""
     from django.contrib.auth import get_user_model
     from importlib import import_module
@@ -76,7 +76,7 @@ def seed(n_tasks: int, n_annotators: int) -> tuple[str, list[tuple[str, str]]]:
 
     stamp = f"{int(time.time())}-{secrets.token_hex(3)}"
     with transaction.atomic():
-        project = project_create(name=f"bench {stamp}", slug=f"bench-{stamp}", mode="pairwise", overlap=1,
+        project = project_create(name=f"bench {stamp}", slug=f"bench-{stamp}", mode="pairwise", overlap=overlap,
                                  lease_seconds=900)
         prompts = Prompt.objects.bulk_create(
             [Prompt(project=project, external_id=f"b{i}", text=f"Question {i}: explain *item* {i}.") for i in range(n_tasks)],
@@ -118,16 +118,19 @@ def free_port() -> int:
 
 
 def start_gunicorn(
-    database_url: str, workers: int, threads: int, worker_class: str, worker_connections: int,
+    database_url: str, workers: int, threads: int, worker_class: str, worker_connections: int, log=None,
+    preload: bool = False,
 ) -> tuple[subprocess.Popen, str]:
+    """gunicorn on a free loopback port, in its own session (stop it with killpg); log: a file for
+    its output; preload: import the app once in the master, so a respawned worker serves at once."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=database_url, DEBUG="0", CONN_MAX_AGE="600", LOG_LEVEL="WARNING")
     cmd = [
         str(ROOT / ".venv/bin/gunicorn"), "config.wsgi", "-b", f"127.0.0.1:{port}", "-k", worker_class,
         "--workers", str(workers), "--threads", str(threads), "--worker-connections", str(worker_connections), "--keep-alive", "75", "--backlog", "2048",
-        "--log-level", "warning",
+        "--log-level", "warning", *(["--preload"] if preload else []),
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

@@ -1,0 +1,353 @@
+"""Crash test of the annotator loop: a gunicorn worker is killed with SIGKILL every few seconds.
+
+    .venv/bin/python bench/chaos_annotate.py --submissions 10000 --annotators 32 --kill-every 5
+
+It seeds a pairwise project (overlap 2) in a dedicated database (bench_chaos on the local Postgres,
+created when missing; never the test database), starts gunicorn on loopback, and runs one thread
+per annotator with its own keep-alive connection and session, as annotate_load.py does. A failed
+request (connection reset, any 5xx) is sent again with the same body, idempotency key included,
+as the labeling page does. Every --kill-every seconds one random worker process gets SIGKILL;
+gunicorn's master starts a new one. A share of acknowledged submits is sent once more (a double
+click) to see that the same judgment comes back.
+
+Afterwards the database is checked against what the clients were told:
+  acknowledged        submits answered 201 (the client keeps key -> judgment id)
+  stored              judgments in the project
+  lost                acknowledged, but no judgment with that id and key in the database
+  duplicates          judgments sharing a (task, annotator), plus keys answered with two ids
+  over_assigned       tasks with more active + submitted assignments than overlap
+  integrity_problems  labeling.selectors.integrity.integrity_problems for the project
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import secrets
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from annotate_load import Annotator, db_checks, django_setup, pct, seed, start_gunicorn
+
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_chaos"
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--submissions", type=int, default=10_000, help="acknowledged submits to reach")
+    p.add_argument("--annotators", type=int, default=32)
+    p.add_argument("--kill-every", type=float, default=5.0, help="seconds between worker kills (0: none)")
+    p.add_argument("--max-seconds", type=float, default=240, help="stop the load after this long, done or not")
+    p.add_argument("--database-url", default=os.environ.get("CHAOS_DATABASE_URL", DEFAULT_DB))
+    add_load_args(p)
+    return p.parse_args()
+
+
+def add_load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overlap", type=int, default=2)
+    p.add_argument("--tasks", type=int, default=0, help="0: enough seats for every submission")
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--no-preload", dest="preload", action="store_false",
+                   help="each respawned worker imports the app itself (seconds on a busy machine)")
+    p.add_argument("--resend-share", type=float, default=0.05, help="acknowledged submits sent once more")
+    p.add_argument("--json", dest="json_path", help="also write the JSON result here")
+
+
+# --- the database ---------------------------------------------------------------------------------
+
+def database_ensure(url: str) -> None:
+    """Create the bench database when it does not exist yet (connecting to the server's postgres db)."""
+    import psycopg2
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
+                            password=parts.password, dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def seed_project(args, database_url: str) -> tuple[str, list[tuple[str, str]]]:
+    database_ensure(database_url)
+    django_setup(database_url)
+    tasks = args.tasks or -(-args.submissions * 11 // (10 * args.overlap)) + 4 * args.annotators
+    return seed(tasks, args.annotators, overlap=args.overlap)
+
+
+# --- the clients ----------------------------------------------------------------------------------
+
+class Budget:
+    """Submissions still to acknowledge, shared by all annotators."""
+
+    def __init__(self, total: int):
+        self.left, self.lock = total, threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+    def give_back(self) -> None:
+        with self.lock:
+            self.left += 1
+
+
+class ChaosAnnotator(Annotator):
+    """next, then submit, each retried with the same body until it gets an answer that is not 5xx."""
+
+    def __init__(self, base: str, slug: str, session: tuple[str, str], budget: Budget, gate: threading.Barrier,
+                 resend_share: float):
+        super().__init__(base, slug, session, 0.0, float("inf"), gate)
+        self.budget, self.resend_share = budget, resend_share
+        self.acked: list[tuple[str, int]] = []  # (idempotency key, judgment id)
+        self.events: list[tuple[float, str, str]] = []  # (monotonic time, "next"/"submit", status or "conn")
+        self.resent = self.resend_mismatches = self.abandoned = 0
+        self.submit_ms: list[float] = []
+
+    def send_once(self, path: str, body: dict | None) -> tuple[int, dict, str | None]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            self.conn.request("POST", path, body=json.dumps(body or {}).encode(), headers=self.headers)
+            res = self.conn.getresponse()
+            payload = res.read()
+        except (http.client.HTTPException, OSError):
+            self.conn.close()
+            self.conn = None
+            raise
+        if res.getheader("Connection", "").lower() == "close":
+            self.conn.close()
+            self.conn = None
+        try:
+            data = json.loads(payload) if payload else {}
+        except ValueError:
+            data = {"raw": payload[:200].decode(errors="replace")}
+        return res.status, data, res.getheader("Retry-After")
+
+    def call(self, kind: str, path: str, body: dict | None) -> tuple[int | None, dict]:
+        """The answer, or (None, {}) when the deadline passed while still failing."""
+        for attempt in range(10_000):
+            try:
+                status, data, retry_after = self.send_once(path, body)
+                self.events.append((time.monotonic(), kind, str(status)))
+                if status not in RETRY_STATUSES:
+                    return status, data
+                if status == 500:
+                    self.errors.append(f"{kind} 500 {str(data)[:120]}")
+            except (http.client.HTTPException, OSError) as exc:
+                self.events.append((time.monotonic(), kind, "conn"))
+                retry_after = None
+                if len(self.errors) < 50:
+                    self.errors.append(f"{kind} {type(exc).__name__}")
+            if time.monotonic() >= self.stop_at:
+                return None, {}
+            # Retry-After is honoured up to 1 s so the bench sees the recovery promptly.
+            time.sleep(min(1.0, float(retry_after) if retry_after else 0.05 * 2 ** min(attempt, 5)))
+        return None, {}
+
+    def run(self):
+        self.gate.wait()
+        while time.monotonic() < self.stop_at:
+            try:
+                if not self.cycle():
+                    return
+            except Exception as exc:  # noqa: BLE001 - counted as an error, the loop goes on
+                self.errors.append(repr(exc))
+                time.sleep(0.05)
+
+    def cycle(self) -> bool:
+        status, body = self.call("next", f"/api/projects/{self.slug}/next/", None)
+        if status != 200:
+            if status is not None:
+                self.errors.append(f"next {status} {str(body)[:120]}")
+            return status is not None
+        current = body.get("current")
+        if not current:
+            return False  # the project ran out of seats
+        if not self.budget.take():
+            return False
+        ids = [r["id"] for r in current["responses"]]
+        key = secrets.token_hex(12)
+        submit = {"ranking": [[ids[0]], [ids[1]]], "likert": {str(ids[0]): 6, str(ids[1]): 3},
+                  "time_spent_ms": 1000, "idempotency_key": key}
+        path = f"/api/assignments/{current['assignment']}/submit/"
+        t0 = time.perf_counter()
+        status, body = self.call("submit", path, submit)
+        if status != 201:
+            self.budget.give_back()
+            self.abandoned += status is None
+            if status is not None:
+                self.errors.append(f"submit {status} {str(body)[:120]}")
+            return True
+        self.submit_ms.append((time.perf_counter() - t0) * 1000)
+        self.acked.append((key, body["judgment"]))
+        if random.random() < self.resend_share:
+            self.resent += 1
+            again, body2 = self.call("submit", path, submit)
+            self.resend_mismatches += again != 201 or body2.get("judgment") != body["judgment"]
+        return True
+
+
+def run_load(base: str, slug: str, sessions: list[tuple[str, str]], *, submissions: int, max_seconds: float,
+             resend_share: float, fault: Callable[[threading.Event], None] | None = None) -> dict:
+    """All annotators until `submissions` are acknowledged or max_seconds pass; `fault` runs in its
+    own thread meanwhile and must return once the event is set."""
+    budget = Budget(submissions)
+    gate = threading.Barrier(len(sessions) + 1)
+    annotators = [ChaosAnnotator(base, slug, s, budget, gate, resend_share) for s in sessions]
+    for a in annotators:
+        a.start()
+    stop = threading.Event()
+    saboteur = threading.Thread(target=fault, args=(stop,), daemon=True) if fault else None
+    started = time.monotonic()
+    for a in annotators:
+        a.stop_at = started + max_seconds
+    gate.wait()
+    if saboteur:
+        saboteur.start()
+    for a in annotators:
+        a.join(timeout=max_seconds + 60)
+    elapsed = time.monotonic() - started
+    stop.set()
+    if saboteur:
+        saboteur.join(timeout=60)
+    return {"annotators": annotators, "started": started, "seconds": elapsed}
+
+
+# --- the fault ------------------------------------------------------------------------------------
+
+def worker_pids(master: int) -> list[int]:
+    """gunicorn's worker processes: the master's children, from /proc."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+            pids.append(int(entry.name))
+    return pids
+
+
+def worker_killer(master: int, every: float, kills: list[tuple[float, int]]) -> Callable[[threading.Event], None]:
+    def kill_loop(stop: threading.Event) -> None:
+        while not stop.wait(every):
+            pids = worker_pids(master)
+            if pids:
+                victim = random.choice(pids)
+                os.kill(victim, signal.SIGKILL)
+                kills.append((time.monotonic(), victim))
+    return kill_loop
+
+
+@contextmanager
+def uninterrupted():
+    """Clean-up that a second Ctrl-C must not cut short (it would leave servers behind)."""
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+
+
+def stop_gunicorn(server) -> None:
+    with uninterrupted():
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except Exception:  # noqa: BLE001 - a hung master must not keep the bench alive
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+# --- the verdict ----------------------------------------------------------------------------------
+
+def verify(slug: str, load: dict) -> dict:
+    """What the clients were told against what the database holds."""
+    from django.db import connection
+
+    from labeling.models import Judgment, Project
+    from labeling.selectors.integrity import integrity_problems
+
+    connection.close()  # the bench's own connection may predate a database restart
+    annotators = load["annotators"]
+    acked = [pair for a in annotators for pair in a.acked]
+    project = Project.objects.get(slug=slug)
+    stored = dict(Judgment.objects.filter(project=project).values_list("idempotency_key", "id"))
+    lost = sum(stored.get(key) != judgment_id for key, judgment_id in acked)
+    ids_by_key: dict[str, set[int]] = {}
+    for key, judgment_id in acked:
+        ids_by_key.setdefault(key, set()).add(judgment_id)
+    key_duplicates = sum(len(ids) > 1 for ids in ids_by_key.values()) + sum(a.resend_mismatches for a in annotators)
+    checks = db_checks(slug)
+    problems = integrity_problems(project=project)
+    statuses = Counter(status for a in annotators for _, _, status in a.events)
+    errors = [e for a in annotators for e in a.errors]
+    acked_ids = {judgment_id for _, judgment_id in acked}
+    return {
+        "acknowledged": len(acked), "stored": len(stored), "lost": lost,
+        "duplicates": checks["duplicate_judgments"] + key_duplicates, "over_assigned": checks["over_assigned_tasks"],
+        "integrity_problems": len(problems),
+        "stored_not_acknowledged": sum(jid not in acked_ids for jid in stored.values()),
+        "abandoned": sum(a.abandoned for a in annotators),
+        "resent": sum(a.resent for a in annotators),
+        "seconds": round(load["seconds"], 1), "acked_per_s": round(len(acked) / load["seconds"], 1),
+        "submit_p50_ms": pct([x for a in annotators for x in a.submit_ms], 0.5),
+        "submit_p99_ms": pct([x for a in annotators for x in a.submit_ms], 0.99),
+        "requests": sum(statuses.values()), "connection_errors": statuses.pop("conn", 0),
+        "http_statuses": dict(sorted(statuses.items())),
+        **({"integrity_samples": [str(p) for p in problems[:5]]} if problems else {}),
+        **({"error_samples": sorted(set(errors))[:5]} if errors else {}),
+    }
+
+
+def emit(result: dict, json_path: str | None) -> None:
+    text = json.dumps(result)
+    print(text, flush=True)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+
+
+def main() -> None:
+    args = parse_args()
+    slug, sessions = seed_project(args, args.database_url)
+    kills: list[tuple[float, int]] = []
+    log = tempfile.NamedTemporaryFile(prefix="chaos-gunicorn-", suffix=".log", delete=False)
+    server, base = start_gunicorn(args.database_url, args.workers, args.threads, "gthread",
+                                  -(-args.annotators // args.workers) + 1, log=log, preload=args.preload)
+    try:
+        fault = worker_killer(server.pid, args.kill_every, kills) if args.kill_every > 0 else None
+        load = run_load(base, slug, sessions, submissions=args.submissions, max_seconds=args.max_seconds,
+                        resend_share=args.resend_share, fault=fault)
+    finally:
+        stop_gunicorn(server)
+    result = {"submissions": args.submissions, "annotators": args.annotators, "kill_every_s": args.kill_every,
+              "workers_killed": len(kills), "overlap": args.overlap, **verify(slug, load),
+              "server": f"gunicorn gthread {args.workers}x{args.threads}{' preload' if args.preload else ''}", "project": slug,
+              "gunicorn_log": log.name}
+    emit(result, args.json_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Postgres restarts under annotator load: the app must recover by itself, losing nothing acknowledged.
+
+    .venv/bin/python bench/chaos_pg_restart.py --submissions 2000 --restart-after 10 --down-seconds 3
+
+It never touches the system Postgres: it creates a throwaway cluster with initdb in a temp folder
+(as the postgres OS user when run as root), starts it on a free loopback port, seeds a project in
+it and runs gunicorn (persistent connections, CONN_MAX_AGE=600) and the annotators of
+chaos_annotate.py against it. --restart-after seconds into the load it runs `pg_ctl stop -m fast`,
+waits --down-seconds and starts the cluster again; the app is not restarted. The cluster and its
+folder are removed at the end, also on Ctrl-C.
+
+Besides chaos_annotate's figures it reports:
+  outage_s              from the stop command until the cluster accepts connections again
+  errors_during_outage  failed requests from the stop until the first success after it, by status
+                        (503 is the clean answer; 500 or a reset connection is not)
+  recovery_seconds      from the cluster accepting connections to the first successful request
+  errors_after_recovery failed requests after that first success
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+from annotate_load import free_port, start_gunicorn
+from chaos_annotate import add_load_args, emit, run_load, seed_project, stop_gunicorn, uninterrupted, verify
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--submissions", type=int, default=2000)
+    p.add_argument("--annotators", type=int, default=32)
+    p.add_argument("--restart-after", type=float, default=10, help="seconds of load before the stop")
+    p.add_argument("--down-seconds", type=float, default=3.0)
+    p.add_argument("--max-seconds", type=float, default=150)
+    add_load_args(p)
+    return p.parse_args()
+
+
+class ThrowawayCluster:
+    """A private Postgres 15 cluster in a temp folder, on loopback only, trust auth."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="pairwise-chaos-pg-"))
+        self.data, self.log = self.root / "data", self.root / "postgres.log"
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/bench"
+        self.running = False
+        if os.geteuid() == 0:  # initdb refuses root; the folder goes to the postgres OS user
+            shutil.chown(self.root, "postgres", "postgres")
+
+    def _run(self, *argv: str) -> None:
+        cmd = [str(PG_BIN / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/tmp")
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+
+    def start(self) -> None:
+        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
+                   "-c max_connections=200 -c shared_buffers=64MB")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        self.running = False
+
+    def remove(self) -> None:
+        with uninterrupted():
+            try:
+                if self.running or (self.data / "postmaster.pid").exists():
+                    self.stop("immediate")
+            finally:
+                shutil.rmtree(self.root, ignore_errors=True)
+
+
+def restarter(cluster: ThrowawayCluster, after: float, down: float, marks: dict) -> Callable[[threading.Event], None]:
+    def restart(stop: threading.Event) -> None:
+        if stop.wait(after):
+            return
+        marks["stop"] = time.monotonic()
+        cluster.stop("fast")
+        time.sleep(down)
+        cluster.start()  # -w: returns once the cluster accepts connections
+        marks["up"] = time.monotonic()
+    return restart
+
+
+def outage_report(annotators, marks: dict) -> dict:
+    if "up" not in marks:
+        return {"restarted": False}
+    events = sorted(e for a in annotators for e in a.events)
+    ok = {"200", "201"}
+    first_ok = next((t for t, _, status in events if t >= marks["up"] and status in ok), None)
+    end = first_ok if first_ok is not None else float("inf")
+    during = Counter(status for t, _, status in events if marks["stop"] <= t < end and status not in ok)
+    after = Counter(status for t, _, status in events if t >= end and status not in ok and status[0] != "4")
+    return {
+        "restarted": True, "outage_s": round(marks["up"] - marks["stop"], 2),
+        "errors_during_outage": sum(during.values()), "errors_during_outage_by_status": dict(sorted(during.items())),
+        "recovery_seconds": round(first_ok - marks["up"], 3) if first_ok is not None else None,
+        "errors_after_recovery": sum(after.values()),
+    }
+
+
+def _interrupted(*_) -> None:
+    # SIGTERM ends the run as Ctrl-C does, through the finally blocks that remove the cluster.
+    raise KeyboardInterrupt
+
+
+def server_log_counts(path: str) -> dict:
+    text = Path(path).read_text(errors="replace")
+    return {"server_500_logged": text.count("Internal Server Error"),
+            "server_503_logged": text.count("database unavailable")}
+
+
+def main() -> None:
+    args = parse_args()
+    cluster = ThrowawayCluster()
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        cluster.init()
+        cluster.start()
+        slug, sessions = seed_project(args, cluster.url)
+        marks: dict[str, float] = {}
+        log = open(cluster.root / "gunicorn.log", "w")
+        server, base = start_gunicorn(cluster.url, args.workers, args.threads, "gthread",
+                                      -(-args.annotators // args.workers) + 1, log=log, preload=args.preload)
+        try:
+            load = run_load(base, slug, sessions, submissions=args.submissions, max_seconds=args.max_seconds,
+                            resend_share=args.resend_share,
+                            fault=restarter(cluster, args.restart_after, args.down_seconds, marks))
+        finally:
+            stop_gunicorn(server)
+        gunicorn_log = log.name
+        log.close()
+        result = {"submissions": args.submissions, "annotators": args.annotators, "overlap": args.overlap,
+                  "restart_after_s": args.restart_after, "down_s": args.down_seconds,
+                  **outage_report(load["annotators"], marks), **verify(slug, load),
+                  **server_log_counts(gunicorn_log),
+                  "server": f"gunicorn gthread {args.workers}x{args.threads}, private Postgres 15 on :{cluster.port}"}
+    finally:
+        cluster.remove()
+    emit(result, args.json_path)
+
+
+if __name__ == "__main__":
+    main()
