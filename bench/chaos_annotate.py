@@ -155,8 +155,7 @@ class ChaosAnnotator(Annotator):
             except (http.client.HTTPException, OSError) as exc:
                 self.events.append((time.monotonic(), kind, "conn"))
                 retry_after = None
-                if len(self.errors) < 50:
-                    self.errors.append(f"{kind} {type(exc).__name__}")
+                self.errors.append(f"{kind} {type(exc).__name__}")
             if time.monotonic() >= self.stop_at:
                 return None, {}
             # Retry-After is honoured up to 1 s so the bench sees the recovery promptly.
@@ -203,7 +202,10 @@ class ChaosAnnotator(Annotator):
         if random.random() < self.resend_share:
             self.resent += 1
             again, body2 = self.call("submit", path, submit)
-            self.resend_mismatches += again != 201 or body2.get("judgment") != body["judgment"]
+            # None: the run ended while the resend was still failing, which tells nothing.
+            if again is not None and (again != 201 or body2.get("judgment") != body["judgment"]):
+                self.resend_mismatches += 1
+                self.errors.append(f"resend {again} {str(body2)[:120]} after judgment {body['judgment']}")
         return True
 
 
@@ -301,26 +303,30 @@ def verify(slug: str, load: dict) -> dict:
     ids_by_key: dict[str, set[int]] = {}
     for key, judgment_id in acked:
         ids_by_key.setdefault(key, set()).add(judgment_id)
-    key_duplicates = sum(len(ids) > 1 for ids in ids_by_key.values()) + sum(a.resend_mismatches for a in annotators)
     checks = db_checks(slug)
+    duplicates = {"per_task_and_annotator": checks["duplicate_judgments"],
+                  "per_key": sum(len(ids) > 1 for ids in ids_by_key.values()),
+                  "resend_mismatches": sum(a.resend_mismatches for a in annotators)}
     problems = integrity_problems(project=project)
     statuses = Counter(status for a in annotators for _, _, status in a.events)
     errors = [e for a in annotators for e in a.errors]
     acked_ids = {judgment_id for _, judgment_id in acked}
+    samples = [e for e in sorted(set(errors)) if not any(w in e for w in ("Error", "Disconnected", "IncompleteRead"))]
     return {
         "acknowledged": len(acked), "stored": len(stored), "lost": lost,
-        "duplicates": checks["duplicate_judgments"] + key_duplicates, "over_assigned": checks["over_assigned_tasks"],
+        "duplicates": sum(duplicates.values()), "over_assigned": checks["over_assigned_tasks"],
         "integrity_problems": len(problems),
         "stored_not_acknowledged": sum(jid not in acked_ids for jid in stored.values()),
         "abandoned": sum(a.abandoned for a in annotators),
-        "resent": sum(a.resent for a in annotators),
+        "resent": sum(a.resent for a in annotators), "duplicates_detail": duplicates,
         "seconds": round(load["seconds"], 1), "acked_per_s": round(len(acked) / load["seconds"], 1),
         "submit_p50_ms": pct([x for a in annotators for x in a.submit_ms], 0.5),
         "submit_p99_ms": pct([x for a in annotators for x in a.submit_ms], 0.99),
         "requests": sum(statuses.values()), "connection_errors": statuses.pop("conn", 0),
         "http_statuses": dict(sorted(statuses.items())),
         **({"integrity_samples": [str(p) for p in problems[:5]]} if problems else {}),
-        **({"error_samples": sorted(set(errors))[:5]} if errors else {}),
+        "client_errors": dict(Counter(" ".join(e.split(" ", 2)[:2]) for e in errors).most_common(8)),
+        **({"error_samples": samples[:5]} if samples else {}),
     }
 
 
