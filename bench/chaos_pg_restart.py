@@ -151,7 +151,8 @@ def main() -> None:
                   "restart_after_s": args.restart_after, "down_s": args.down_seconds,
                   **outage_report(load["annotators"], marks), **verify(slug, load),
                   **server_log_counts(gunicorn_log),
-                  "server": f"gunicorn gthread {args.workers}x{args.threads}, private Postgres 15 on :{cluster.port}"}
+                  "server": f"gunicorn gthread {args.workers}x{args.threads}{' preload' if args.preload else ''}, "
+                            f"private Postgres 15 on :{cluster.port}"}
     finally:
         cluster.remove()
     emit(result, args.json_path)
