@@ -3,8 +3,8 @@
     .venv/bin/python bench/chaos_annotate.py --submissions 10000 --annotators 32 --kill-every 5
 
 It seeds a pairwise project (overlap 2) in a dedicated database (bench_chaos on the local Postgres,
-created when missing; never the test database), starts gunicorn on loopback, and runs one thread
-per annotator with its own keep-alive connection and session, as annotate_load.py does. A failed
+created when missing; never the test database), starts gunicorn on loopback, and runs one
+annotator per session with its own keep-alive connection, on annotate_load.py's client. A failed
 request (connection reset, any 5xx) is sent again with the same body, idempotency key included,
 as the labeling page does. Every --kill-every seconds one random worker process gets SIGKILL;
 gunicorn's master starts a new one. A share of acknowledged submits is sent once more (a double
@@ -22,7 +22,7 @@ Afterwards the database is checked against what the clients were told:
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import json
 import os
 import random
@@ -41,6 +41,7 @@ from annotate_load import Annotator, db_checks, django_setup, pct, seed, start_g
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_chaos"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+REQUEST_TIMEOUT_S = 30
 
 
 def parse_args() -> argparse.Namespace:
@@ -93,104 +94,102 @@ def seed_project(args, database_url: str) -> tuple[str, list[tuple[str, str]]]:
 # --- the clients ----------------------------------------------------------------------------------
 
 class Budget:
-    """Submissions still to acknowledge, shared by all annotators."""
+    """Submissions still to acknowledge, shared by all annotators (one event loop: no lock)."""
 
     def __init__(self, total: int):
-        self.left, self.lock = total, threading.Lock()
+        self.left = total
 
     def take(self) -> bool:
-        with self.lock:
-            if self.left <= 0:
-                return False
-            self.left -= 1
-            return True
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
 
     def give_back(self) -> None:
-        with self.lock:
-            self.left += 1
+        self.left += 1
 
 
 class ChaosAnnotator(Annotator):
-    """next, then submit, each retried with the same body until it gets an answer that is not 5xx."""
+    """next, then submit, each sent again with the same body until an answer that is not 5xx.
 
-    def __init__(self, base: str, slug: str, session: tuple[str, str], budget: Budget, gate: threading.Barrier,
-                 resend_share: float):
-        super().__init__(base, slug, session, 0.0, float("inf"), gate)
+    annotate_load's client, one attempt per send: every reset and 5xx is recorded, and a 5xx
+    whose body is an HTML error page is counted by its status rather than read as a reset."""
+
+    def __init__(self, base: str, slug: str, session: tuple[str, str], budget: Budget, resend_share: float):
+        super().__init__(base, slug, session, 0.0)
         self.budget, self.resend_share = budget, resend_share
         self.acked: list[tuple[str, int]] = []  # (idempotency key, judgment id)
         self.events: list[tuple[float, str, str]] = []  # (monotonic time, "next"/"submit", status or "conn")
         self.resent = self.resend_mismatches = self.abandoned = 0
-        self.submit_ms: list[float] = []
 
-    def send_once(self, path: str, body: dict | None) -> tuple[int, dict, str | None]:
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+    async def _response(self) -> tuple[int, dict]:
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+        payload = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        if headers.get("connection") == "close":
+            self._close()
         try:
-            self.conn.request("POST", path, body=json.dumps(body or {}).encode(), headers=self.headers)
-            res = self.conn.getresponse()
-            payload = res.read()
-        except (http.client.HTTPException, OSError):
-            self.conn.close()
-            self.conn = None
-            raise
-        if res.getheader("Connection", "").lower() == "close":
-            self.conn.close()
-            self.conn = None
-        try:
-            data = json.loads(payload) if payload else {}
+            return int(head[0].split()[1]), json.loads(payload) if payload else {}
         except ValueError:
-            data = {"raw": payload[:200].decode(errors="replace")}
-        return res.status, data, res.getheader("Retry-After")
+            return int(head[0].split()[1]), {"raw": payload[:120].decode(errors="replace")}
 
-    def call(self, kind: str, path: str, body: dict | None) -> tuple[int | None, dict]:
-        """The answer, or (None, {}) when the deadline passed while still failing."""
-        for attempt in range(10_000):
+    async def send_once(self, path: str, body: dict | None) -> tuple[int, dict]:
+        data = json.dumps(body or {}).encode()
+        try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+            return await asyncio.wait_for(self._response(), REQUEST_TIMEOUT_S)
+        except BaseException:
+            self._close()
+            raise
+
+    async def call(self, kind: str, path: str, body: dict | None) -> tuple[int | None, dict]:
+        """The answer, or (None, {}) when the run ended while the request still failed."""
+        attempt = 0
+        while True:
             try:
-                status, data, retry_after = self.send_once(path, body)
+                status, data = await self.send_once(path, body)
                 self.events.append((time.monotonic(), kind, str(status)))
                 if status not in RETRY_STATUSES:
                     return status, data
                 if status == 500:
                     self.errors.append(f"{kind} 500 {str(data)[:120]}")
-            except (http.client.HTTPException, OSError) as exc:
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError) as exc:
                 self.events.append((time.monotonic(), kind, "conn"))
-                retry_after = None
                 self.errors.append(f"{kind} {type(exc).__name__}")
             if time.monotonic() >= self.stop_at:
                 return None, {}
-            # Retry-After is honoured up to 1 s so the bench sees the recovery promptly.
-            time.sleep(min(1.0, float(retry_after) if retry_after else 0.05 * 2 ** min(attempt, 5)))
-        return None, {}
+            # Our own backoff, at most 1 s (below the server's Retry-After), so the recovery shows promptly.
+            await asyncio.sleep(min(1.0, 0.05 * 2 ** min(attempt, 5)))
+            attempt += 1
 
-    def run(self):
-        self.gate.wait()
+    async def run(self):
         while time.monotonic() < self.stop_at:
             try:
-                if not self.cycle():
-                    return
+                if not await self.cycle():
+                    break
             except Exception as exc:  # noqa: BLE001 - counted as an error, the loop goes on
                 self.errors.append(repr(exc))
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
+        self._close()
 
-    def cycle(self) -> bool:
-        status, body = self.call("next", f"/api/projects/{self.slug}/next/", None)
+    async def cycle(self) -> bool:
+        status, body = await self.call("next", f"/api/projects/{self.slug}/next/", None)
         if status != 200:
             if status is not None:
                 self.errors.append(f"next {status} {str(body)[:120]}")
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
             return status is not None
         current = body.get("current")
-        if not current:
-            return False  # the project ran out of seats
-        if not self.budget.take():
-            return False
+        if not current or not self.budget.take():
+            return False  # the project ran out of seats, or enough submits are acknowledged
         ids = [r["id"] for r in current["responses"]]
-        key = secrets.token_hex(12)
         submit = {"ranking": [[ids[0]], [ids[1]]], "likert": {str(ids[0]): 6, str(ids[1]): 3},
-                  "time_spent_ms": 1000, "idempotency_key": key}
+                  "time_spent_ms": 1000, "idempotency_key": secrets.token_hex(12)}
         path = f"/api/assignments/{current['assignment']}/submit/"
         t0 = time.perf_counter()
-        status, body = self.call("submit", path, submit)
+        status, body = await self.call("submit", path, submit)
         if status != 201:
             self.budget.give_back()
             self.abandoned += status is None
@@ -198,41 +197,46 @@ class ChaosAnnotator(Annotator):
                 self.errors.append(f"submit {status} {str(body)[:120]}")
             return True
         self.submit_ms.append((time.perf_counter() - t0) * 1000)
-        self.acked.append((key, body["judgment"]))
+        self.acked.append((submit["idempotency_key"], body["judgment"]))
         if random.random() < self.resend_share:
-            self.resent += 1
-            again, body2 = self.call("submit", path, submit)
-            # None: the run ended while the resend was still failing, which tells nothing.
-            if again is not None and (again != 201 or body2.get("judgment") != body["judgment"]):
-                self.resend_mismatches += 1
-                self.errors.append(f"resend {again} {str(body2)[:120]} after judgment {body['judgment']}")
+            await self.resend(path, submit, body["judgment"])
         return True
+
+    async def resend(self, path: str, submit: dict, judgment_id: int) -> None:
+        """A double click: the same submit again must answer 201 with the same judgment."""
+        self.resent += 1
+        status, body = await self.call("submit", path, submit)
+        # None: the run ended while the resend still failed, which tells nothing.
+        if status is not None and (status != 201 or body.get("judgment") != judgment_id):
+            self.resend_mismatches += 1
+            self.errors.append(f"resend {status} {str(body)[:120]} after judgment {judgment_id}")
 
 
 def run_load(base: str, slug: str, sessions: list[tuple[str, str]], *, submissions: int, max_seconds: float,
              resend_share: float, fault: Callable[[threading.Event], None] | None = None) -> dict:
-    """All annotators until `submissions` are acknowledged or max_seconds pass; `fault` runs in its
-    own thread meanwhile and must return once the event is set."""
+    """All annotators, on one event loop, until `submissions` are acknowledged or max_seconds pass;
+    `fault` runs in its own thread meanwhile and must return once the event is set."""
     budget = Budget(submissions)
-    gate = threading.Barrier(len(sessions) + 1)
-    annotators = [ChaosAnnotator(base, slug, s, budget, gate, resend_share) for s in sessions]
-    for a in annotators:
-        a.start()
+    annotators = [ChaosAnnotator(base, slug, s, budget, resend_share) for s in sessions]
     stop = threading.Event()
     saboteur = threading.Thread(target=fault, args=(stop,), daemon=True) if fault else None
-    started = time.monotonic()
-    for a in annotators:
-        a.stop_at = started + max_seconds
-    gate.wait()
-    if saboteur:
-        saboteur.start()
-    for a in annotators:
-        a.join(timeout=max_seconds + 60)
-    elapsed = time.monotonic() - started
-    stop.set()
-    if saboteur:
-        saboteur.join(timeout=60)
-    return {"annotators": annotators, "started": started, "seconds": elapsed}
+
+    async def drive() -> float:
+        started = time.monotonic()
+        for a in annotators:
+            a.stop_at = started + max_seconds
+        if saboteur:
+            saboteur.start()
+        await asyncio.wait_for(asyncio.gather(*(a.run() for a in annotators)), max_seconds + 60)
+        return started
+
+    try:
+        started = asyncio.run(drive())
+    finally:
+        stop.set()
+        if saboteur and saboteur.is_alive():
+            saboteur.join(timeout=60)
+    return {"annotators": annotators, "started": started, "seconds": time.monotonic() - started}
 
 
 # --- the fault ------------------------------------------------------------------------------------
@@ -343,7 +347,8 @@ def main() -> None:
     kills: list[tuple[float, int]] = []
     log = tempfile.NamedTemporaryFile(prefix="chaos-gunicorn-", suffix=".log", delete=False)
     server, base = start_gunicorn(args.database_url, args.workers, args.threads, "gthread",
-                                  -(-args.annotators // args.workers) + 1, log=log, preload=args.preload)
+                                  max(-(-args.annotators // args.workers) + 1, args.threads + 1),
+                                  log=log, preload=args.preload)
     try:
         fault = worker_killer(server.pid, args.kill_every, kills) if args.kill_every > 0 else None
         load = run_load(base, slug, sessions, submissions=args.submissions, max_seconds=args.max_seconds,

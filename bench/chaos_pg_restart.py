@@ -138,7 +138,8 @@ def main() -> None:
         marks: dict[str, float] = {}
         log = open(cluster.root / "gunicorn.log", "w")
         server, base = start_gunicorn(cluster.url, args.workers, args.threads, "gthread",
-                                      -(-args.annotators // args.workers) + 1, log=log, preload=args.preload)
+                                      max(-(-args.annotators // args.workers) + 1, args.threads + 1),
+                                  log=log, preload=args.preload)
         try:
             load = run_load(base, slug, sessions, submissions=args.submissions, max_seconds=args.max_seconds,
                             resend_share=args.resend_share,
