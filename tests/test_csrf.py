@@ -116,19 +116,20 @@ def test_every_template_form_is_covered():
     assert targets - set(CASES) == set()
 
 
-def client_for(world: World, case: Case) -> Client:
+def prepared(world: World, name: str) -> tuple[Case, Client]:
+    """The case and a CSRF-enforcing client, with the state its post acts on."""
+    case = CASES[name]
+    if name == "training-version-demote":
+        ModelVersion.objects.filter(pk=world.reward.pk).update(promoted=True)
     client = Client(enforce_csrf_checks=True)
     if case.logged_in:
         client.force_login(world.admin)
-    return client
+    return case, client
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_post_without_token_is_refused(world, name):
-    case = CASES[name]
-    if name == "training-version-demote":
-        ModelVersion.objects.filter(pk=world.reward.pk).update(promoted=True)
-    client = client_for(world, case)
+    case, client = prepared(world, name)
     response = client.post(case.url(world), case.data(world))
     assert response.status_code == 403
     assert name in {"login", "admin:login", "logout"} or not case.done(world)
@@ -137,10 +138,7 @@ def test_post_without_token_is_refused(world, name):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_post_with_token_succeeds(world, name):
-    case = CASES[name]
-    if name == "training-version-demote":
-        ModelVersion.objects.filter(pk=world.reward.pk).update(promoted=True)
-    client = client_for(world, case)
+    case, client = prepared(world, name)
     assert client.get(reverse("login")).status_code in (200, 302)  # sets the csrftoken cookie
     data = {**case.data(world), "csrfmiddlewaretoken": client.cookies["csrftoken"].value}
     response = client.post(case.url(world), data)
