@@ -175,6 +175,8 @@ def bradley_terry_bootstrap(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ratings, lower, upper): the MLE and a 95% interval from refitting on battles resampled with
     replacement, the percentile bootstrap Chatbot Arena publishes."""
+    if players == 0:  # e.g. every battle was between two responses of one source
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     array = np.asarray(battles, dtype=float).reshape(-1, 3)
     a, b, score = array[:, 0].astype(int), array[:, 1].astype(int), array[:, 2]
     ratings = _bt_fit(a, b, score, players, 2000, 1e-10)

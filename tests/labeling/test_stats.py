@@ -112,3 +112,9 @@ def test_bradley_terry_bootstrap_interval_covers_the_estimate_and_is_seeded():
 def test_unbeaten_player_stays_finite():
     ratings = stats.bradley_terry([(0, 1, 1.0)] * 5, 2)
     assert np.all(np.isfinite(ratings)) and ratings[0] > ratings[1]
+
+
+def test_bradley_terry_bootstrap_with_no_players_is_empty():
+    # A project whose every battle compares two responses of one source has no players at all.
+    ratings, low, high = stats.bradley_terry_bootstrap([], 0, rounds=10)
+    assert ratings.shape == low.shape == high.shape == (0,)
