@@ -1,9 +1,11 @@
 """Schemathesis over every operation of /api/schema/, as the admin of a seeded project.
 
 Checks: no 5xx, every status code documented, every JSON body valid against its documented schema.
-The bounded run (examples and fuzzing phases, EXAMPLES_PER_OPERATION each, positive and negative
-data, derandomized) is part of the suite. PAIRWISE_FUZZ_COVERAGE=1 adds schemathesis' coverage phase
-(boundary values, missing fields, other methods): about 3,000 more requests, several minutes here.
+Two phases, both bounded and repeatable: fuzzing (EXAMPLES_PER_OPERATION derandomized examples per
+operation, valid and invalid data) and schemathesis' coverage phase limited to invalid data (every
+boundary and type violation the schema defines, once: about 1,700 requests, and the phase that found
+the 500s). Other HTTP methods are left out of it; tests/test_permissions.py owns the method table.
+About 2 minutes on a 2-core machine.
 
 Schemathesis runs the operations as subtests of one test, reported one by one, in one database
 transaction seeded once; each generated request runs in a savepoint that is rolled back, so a DELETE
@@ -14,7 +16,6 @@ transaction never commits: nothing reaches a broker or a worker.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import pytest
@@ -35,10 +36,10 @@ from labeling.services.projects import membership_set, project_create
 from tests.labeling.judging import import_rows, judge
 from training.models import ModelVersion, TrainingRun
 
-EXAMPLES_PER_OPERATION = 20
+EXAMPLES_PER_OPERATION = 15
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
 CONFIG = schemathesis.Config.from_dict({
-    "phases": {"coverage": {"enabled": os.environ.get("PAIRWISE_FUZZ_COVERAGE") == "1"}},
+    "phases": {"coverage": {"unexpected-methods": [], "generation": {"mode": "negative"}}},
     "generation": {"max-examples": EXAMPLES_PER_OPERATION, "deterministic": True},
 })
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application, config=CONFIG)
@@ -65,7 +66,8 @@ def wsgi_in_test_transaction():
 @pytest.fixture
 def seeded(django_user_model, settings, tmp_path, wsgi_in_test_transaction) -> Seeded:
     settings.PAIRWISE_EXPORTS_DIR = tmp_path
-    admin = django_user_model.objects.create_user(username="fuzz-admin", password="pw-fuzz-admin")
+    # Staff too, so that creating projects is exercised rather than refused every time.
+    admin = django_user_model.objects.create_user(username="fuzz-admin", password="pw-fuzz-admin", is_staff=True)
     annotator = django_user_model.objects.create_user(username="fuzz-annotator", password="pw-fuzz")
     project = project_create(name="Fuzz", slug="fuzz", mode="pairwise", created_by=admin)
     membership_set(project=project, user=annotator, role=Membership.Role.ANNOTATOR)
