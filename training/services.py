@@ -754,12 +754,14 @@ def reward_model_evaluate(*, version: ModelVersion, records: list[dict[str, Any]
     """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy, mean_margin, log_loss}."""
     if version.kind != ModelVersion.Kind.REWARD or (version.config or {}).get("role") == "base":
         raise ValidationError("Only a trained reward model can be evaluated.")
-    from training.ml.reward import evaluate_pairs, load_reward_model
+    from training.ml.reward import CONFIG_FILE, evaluate_pairs, load_reward_model
 
     for i, record in enumerate(records):
         missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(record.get(k), str)]
         if missing:
             raise ValidationError(f"record {i + 1}: missing or non-string {', '.join(missing)}")
+    if not (Path(version.artifact_path) / CONFIG_FILE).is_file():
+        raise ValidationError(f"The files of version {version.pk} are gone from {version.artifact_path}.")
     model, tokenizer, config = load_reward_model(version.artifact_path)
     result = evaluate_pairs(model, tokenizer, records, max_length=max_length or config.max_length)
     return {k: result[k] for k in ("pairs", "accuracy", "mean_margin", "log_loss")}

@@ -80,7 +80,10 @@ class AssignmentSubmitApi(APIView):
 
 
 class AssignmentSkipApi(APIView):
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="skipped")})
+    @extend_schema(request=None, responses={
+        200: OpenApiResponse(description="skipped"),
+        409: OpenApiResponse(description="already submitted, expired or foreign assignment"),
+    })
     def post(self, request: Request, assignment_id: int):
         try:
             assignment = assignment_skip(assignment=Assignment(pk=assignment_id), annotator=request.user)

@@ -12,6 +12,9 @@ from labeling.selectors.projects import project_get_live, project_role_get
 READ_ROLES = frozenset(Membership.Role.values)
 WORK_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.ANNOTATOR})
 ADMIN_ROLES = frozenset({Membership.Role.ADMIN})
+# Roles that oversee a project without labeling in it. Annotators are kept out of what would tell
+# them which tasks are gold or which model wrote a response (the labeling page hides both).
+OVERSIGHT_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
 
 
 def exception_handler(exc, context):

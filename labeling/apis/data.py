@@ -3,7 +3,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response as HttpResponse
 
-from labeling.apis.base import WORK_ROLES, ProjectScopedMixin
+from labeling.apis.base import OVERSIGHT_ROLES, WORK_ROLES, ProjectScopedMixin
 from labeling.apis.serializers import (
     DemonstrationInputSerializer, DemonstrationSerializer, JudgmentSerializer, PromptSerializer, ResponseSerializer,
     TaskSerializer,
@@ -21,6 +21,7 @@ class PromptListApi(ProjectScopedMixin, generics.ListAPIView):
 
 class ResponseListApi(ProjectScopedMixin, generics.ListAPIView):
     serializer_class = ResponseSerializer
+    read_roles = OVERSIGHT_ROLES  # sources and model versions
 
     def get_queryset(self):
         return selectors.response_list(project=self.project)
@@ -28,6 +29,7 @@ class ResponseListApi(ProjectScopedMixin, generics.ListAPIView):
 
 class TaskListApi(ProjectScopedMixin, generics.ListAPIView):
     serializer_class = TaskSerializer
+    read_roles = OVERSIGHT_ROLES  # is_gold
 
     def get_queryset(self):
         return selectors.task_list(project=self.project)

@@ -8,7 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
@@ -16,10 +17,16 @@ from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
 from labeling.apis.base import ADMIN_ROLES, ProjectScopedMixin
+from labeling.apis.schema import ErrorSerializer
 from labeling.models import DatasetSnapshot, ExportJob
 from labeling.services import exports
 
 DEFAULT_STREAM_MAX_ROWS = 200_000
+# One media type per export format (labeling.services.exports.content_type), parameters left out.
+FILE_RESPONSES = {
+    (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The export file.")
+    for media_type in sorted({exports.content_type(fmt).split(";")[0] for fmt in exports.FORMATS})
+}
 
 
 class _FormatIsOurs(DefaultContentNegotiation):
@@ -119,7 +126,8 @@ class ExportStreamApi(ProjectScopedMixin, APIView):
     content_negotiation_class = _FormatIsOurs
     renderer_classes = [JSONRenderer]
 
-    @extend_schema(parameters=[ExportInputSerializer], responses={(200, "application/x-ndjson"): bytes})
+    @extend_schema(parameters=[ExportInputSerializer], responses={
+        **FILE_RESPONSES, 413: OpenApiResponse(ErrorSerializer, description="Too many rows to stream: use a job.")})
     def get(self, request, slug):
         fmt, filters, _ = _input(ExportInputSerializer, _query_data(request))
         _refuse_if_large(self.project, fmt, filters)
@@ -171,7 +179,7 @@ def _file_response(path: str, filename: str, fmt: str) -> FileResponse:
 class ExportJobDownloadApi(ProjectScopedMixin, APIView):
     read_roles = ADMIN_ROLES
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(responses=FILE_RESPONSES)
     def get(self, request, slug, job_id):
         job = self.project.export_jobs.filter(pk=job_id, status=ExportJob.Status.SUCCEEDED).first()
         if job is None:
@@ -189,7 +197,8 @@ class SnapshotListCreateApi(ProjectScopedMixin, APIView):
         snapshots = self.project.snapshots.select_related("project").order_by("-id")
         return HttpResponse(SnapshotOutputSerializer(snapshots, many=True).data)
 
-    @extend_schema(request=ExportInputSerializer, responses={201: SnapshotOutputSerializer})
+    @extend_schema(request=ExportInputSerializer, responses={
+        201: SnapshotOutputSerializer, 413: OpenApiResponse(ErrorSerializer, description="Too many rows: use a job.")})
     def post(self, request, slug):
         fmt, filters, _ = _input(ExportInputSerializer, request.data)
         _refuse_if_large(self.project, fmt, filters)
@@ -200,7 +209,7 @@ class SnapshotListCreateApi(ProjectScopedMixin, APIView):
 class SnapshotDownloadApi(ProjectScopedMixin, APIView):
     read_roles = ADMIN_ROLES
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(responses=FILE_RESPONSES)
     def get(self, request, slug, snapshot_id):
         snapshot = self.project.snapshots.filter(pk=snapshot_id).first()
         if snapshot is None:

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from itertools import islice
@@ -399,8 +400,7 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
 def _pair_jsonl(fmt: str, project: Project, filters: ExportFilters) -> Iterator[tuple[bytes, int]]:
     if _on_postgres():
         sql = _pg_json_sql(fmt, pair_queryset(project=project, filters=filters))
-        with transaction.atomic(), connection.chunked_cursor() as cursor:
-            _prefer_ordered_plans()
+        with transaction.atomic(), _prefer_ordered_plans(), connection.chunked_cursor() as cursor:
             cursor.execute(sql)
             while rows := cursor.fetchmany(CHUNK):
                 yield "".join(line + "\n" for (line,) in rows).encode(), len(rows)
@@ -513,19 +513,28 @@ def _parquet(project: Project, filters: ExportFilters, out: IO[bytes]) -> int:
     return rows
 
 
-def _prefer_ordered_plans() -> None:
+@contextmanager
+def _prefer_ordered_plans() -> Iterator[None]:
     """Rows go out in id order. Left to itself the planner sorts the wide joined rows, which spills
-    to disk at scale (100 MB per 100k rows); reading pairs in index order and joining by key does not."""
+    to disk at scale (100 MB per 100k rows); reading pairs in index order and joining by key does not.
+
+    SET LOCAL outlives a released savepoint, so the old value is put back afterwards: a caller's
+    transaction must not plan every later query with sorts disabled (cost 1e10 also triggers JIT).
+    On an exception the enclosing atomic() rolls back, and the SET with it."""
     with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('enable_sort')")
+        (previous,) = cursor.fetchone()
         cursor.execute("SET LOCAL enable_sort = off")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('enable_sort', %s, true)", [previous])
 
 
 def _copy_pairs(fmt: str, project: Project, filters: ExportFilters, out: IO[bytes]) -> int:
     """COPY of JSON lines Postgres builds. CSV mode with quote and delimiter bytes JSON always escapes
     (\\x01, \\x02) passes each line through untouched; text mode would double every backslash."""
     sql = _pg_json_sql(fmt, pair_queryset(project=project, filters=filters))
-    with transaction.atomic(), connection.cursor() as cursor:
-        _prefer_ordered_plans()
+    with transaction.atomic(), _prefer_ordered_plans(), connection.cursor() as cursor:
         cursor.cursor.copy_expert(
             f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')", out, size=1 << 16)
         return cursor.cursor.rowcount

@@ -31,8 +31,9 @@ def world(project_factory, member, make_user):
 READS = {
     "api-project": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 200, "admin": 200},
     "api-prompts": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 200, "admin": 200},
-    "api-responses": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 200, "admin": 200},
-    "api-tasks": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 200, "admin": 200},
+    # Responses carry their source and tasks is_gold: annotators must not learn either.
+    "api-responses": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 403, "admin": 200},
+    "api-tasks": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 403, "admin": 200},
     "api-judgments": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 200, "admin": 200},
     "api-demonstrations": {"anonymous": 401, "outsider": 404, "viewer": 200, "annotator": 200, "admin": 200},
     "api-imports": {"anonymous": 401, "outsider": 404, "viewer": 403, "annotator": 403, "admin": 200},
@@ -141,3 +142,38 @@ def test_soft_deleted_project_disappears_but_rows_stay(world, api_client):
     assert api_client(users["admin"]).get(f"/api/projects/{project.slug}/").status_code == 404
     assert Prompt.objects.filter(project=project).count() == 2
     assert Project.objects.get(pk=project.pk).deleted_at is not None
+
+
+def test_annotators_cannot_list_gold_flags_or_response_sources(world, api_client):
+    project, users = world
+    annotator = api_client(users["annotator"])
+    for name in ("tasks", "responses"):
+        response = annotator.get(f"/api/projects/{project.slug}/{name}/")
+        assert response.status_code == 403, name
+        assert "is_gold" not in response.content.decode() and "source" not in response.content.decode()
+    assert "is_gold" in api_client(users["viewer"]).get(f"/api/projects/{project.slug}/tasks/").content.decode()
+
+
+def test_quality_report_when_every_battle_is_within_one_source(world, api_client):
+    """The seeded pair's two responses share one (empty) source: no leaderboard players. Was a 500."""
+    project, users = world
+    from labeling.models import Judgment
+
+    assert Judgment.objects.filter(project=project).exists()
+    response = api_client(users["admin"]).get(f"/api/projects/{project.slug}/quality/")
+    assert response.status_code == 200, response.content
+    assert response.json()["leaderboard"] == []
+    board = api_client(users["admin"]).get(f"/api/projects/{project.slug}/quality/leaderboard/")
+    assert board.status_code == 200 and board.json() == []
+
+
+def test_quality_lists_and_bad_rounds(world, api_client):
+    project, users = world
+    admin = api_client(users["admin"])
+    base = f"/api/projects/{project.slug}"
+    assert admin.get(f"{base}/quality/leaderboard/?rounds=abc").status_code == 400
+    assert admin.get(f"{base}/quality/leaderboard/?rounds=5000").status_code == 400
+    assert admin.get(f"{base}/quality/consensus/?min_votes=1").json() == []  # a list (of pairs), as documented
+    prompt = Prompt.objects.get(project=project, text="q")
+    ratings = admin.get(f"{base}/prompts/{prompt.pk}/bradley-terry/").json()
+    assert [set(r) for r in ratings] == [{"response_id", "rating"}] * 2

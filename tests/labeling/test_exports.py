@@ -98,6 +98,22 @@ def test_postgres_sql_path_matches_python_path(voted, project_factory, make_user
     assert sql_side["trl"][-1]["prompt"] == '\n\nHuman: quote " and \\ and \n and \x01 é\n\nAssistant:'
 
 
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("path", ["copy", "stream"])
+def test_sql_exports_leave_the_callers_planner_settings_alone(voted, tmp_path, path):
+    """The ordered-plan setting must end with the export: the test transaction, like any caller's,
+    goes on after it (with sorts disabled every later query cost 1e10 and paid for JIT)."""
+    from django.db import connection
+
+    if path == "copy":
+        exports.export_to_file(project=voted, fmt="trl", filters=ExportFilters(), path=tmp_path / "out.jsonl")
+    else:
+        assert b"".join(data for data, _ in exports.export_chunks(project=voted, fmt="trl", filters=ExportFilters()))
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_sort")
+        assert cursor.fetchone() == ("on",)
+
+
 def test_ranked_has_tie_groups_likert_flags_and_pseudonymous_annotators(project_factory, make_user):
     project = project_factory(mode="rank", responses_per_task=3)
     (task,) = tasks_with_responses(project, {"q": ["r0", "r1", "r2"]})

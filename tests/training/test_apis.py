@@ -136,3 +136,33 @@ def test_runs_page_csrf_is_enforced(project_factory, member, db):
     csrf_client.force_login(member(project, Membership.Role.ADMIN))
     assert csrf_client.post(reverse("training-train", kwargs={"slug": project.slug})).status_code == 403
     assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_bad_input_is_a_400_with_field_errors_not_a_500(project_factory, member, api_client, tmp_path):
+    """Found by tests/test_api_fuzz.py: each of these was a 500, or a 400 whose body was a bare list."""
+    project = project_factory()
+    admin, annotator = member(project, Membership.Role.ADMIN), member(project, Membership.Role.ANNOTATOR)
+    reward = ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.REWARD, name="r", base="b",
+                                         artifact_path=str(tmp_path / "deleted"))
+    policy = ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.POLICY, name="p", base="b",
+                                         artifact_path=str(tmp_path / "p"))
+    evaluate = reverse("api-training-version-evaluate", kwargs={"slug": project.slug, "version_id": reward.pk})
+    client = api_client(admin)
+
+    listed = client.post(evaluate, [None, None], format="json")
+    assert listed.status_code == 400 and "records" in listed.json()
+    gone = client.post(evaluate, {"records": separable_records(2)}, format="json")
+    assert gone.status_code == 400 and "are gone" in gone.json()["non_field_errors"][0]
+    assert api_client(annotator).post(evaluate, {"records": separable_records(2)}, format="json").status_code == 403
+
+    board = reverse("api-training-leaderboard", kwargs={"slug": project.slug})
+    assert client.get(board, {"rounds": "abc"}).status_code == 400
+    assert client.get(board, {"rounds": "10"}).status_code == 200
+
+    ab = client.post(reverse("api-training-ab-evaluations", kwargs={"slug": project.slug}),
+                     {"version_a": policy.pk, "version_b": policy.pk}, format="json")
+    assert ab.status_code == 400 and ab.json() == {"non_field_errors": ["Pick two different versions."]}
+    pipeline = client.post(reverse("api-training-pipelines", kwargs={"slug": project.slug}),
+                           {"step_params": {"nope": {}}}, format="json")
+    assert pipeline.status_code == 400 and "step_params" in pipeline.json()

@@ -2,7 +2,6 @@
 under /api/training/. Reads need any role in the project; starting things needs the admin role."""
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError as ApiValidationError
@@ -36,13 +35,12 @@ class PipelineListApi(ProjectScopedMixin, APIView):
     def post(self, request, slug):
         data = PipelineInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        # A service ValidationError becomes a 400 with field errors in labeling.apis.base.exception_handler.
         try:
             spec = services_policy.pipeline_spec(**data.validated_data)
             run = services_policy.pipeline_start(project=self.project, spec=spec, trigger="api", requested_by=request.user)
         except services.RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)
-        except ValidationError as exc:
-            raise ApiValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from None
         return HttpResponse(RunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
@@ -70,23 +68,27 @@ class AbEvaluationListApi(ProjectScopedMixin, APIView):
         b = versions.filter(pk=data.validated_data["version_b"]).first()
         if a is None or b is None:
             raise ApiValidationError({"version": "Both must be policy versions of this project (or shared bases)."})
-        try:
-            run = services_policy.ab_evaluation_create(project=self.project, version_a=a, version_b=b,
-                                                       prompts=data.validated_data["prompts"], created_by=request.user)
-        except ValidationError as exc:
-            raise ApiValidationError(exc.messages) from None
+        run = services_policy.ab_evaluation_create(project=self.project, version_a=a, version_b=b,
+                                                   prompts=data.validated_data["prompts"], created_by=request.user)
         return HttpResponse({"project": run.project.slug, "run": RunOutputSerializer(run).data}, status=status.HTTP_201_CREATED)
+
+
+class LeaderboardParamsSerializer(serializers.Serializer):
+    rounds = serializers.IntegerField(min_value=0, max_value=2000, default=200,
+                                      help_text="Bootstrap rounds for the 95% intervals.")
 
 
 class LeaderboardApi(ProjectScopedMixin, APIView):
     """Bradley-Terry ratings of model versions from the blind A/B evaluations, with bootstrap 95%
     intervals, and each policy version's flag rates from human judgments."""
 
-    @extend_schema(responses=inline_serializer("VersionLeaderboard", fields={
+    @extend_schema(parameters=[LeaderboardParamsSerializer], responses=inline_serializer("VersionLeaderboard", fields={
         "leaderboard": serializers.ListField(child=serializers.DictField()),
         "flag_rates": serializers.DictField()}))
     def get(self, request, slug):
-        rounds = min(max(int(request.query_params.get("rounds", 200) or 200), 0), 2000)
+        params = LeaderboardParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        rounds = params.validated_data["rounds"]
         versions = list(model_version_list(project=self.project, kind=ModelVersion.Kind.POLICY).values_list("pk", flat=True))
         return HttpResponse({
             "leaderboard": ab_leaderboard(project=self.project, rounds=rounds),

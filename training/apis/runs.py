@@ -15,7 +15,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labeling.apis.base import READ_ROLES, ProjectScopedMixin
+from labeling.apis.base import OVERSIGHT_ROLES, ProjectScopedMixin
 from training import services
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_list, run_list
@@ -162,7 +162,8 @@ class VersionEvaluateApi(_VersionActionApi):
     """Same evaluation as `manage.py evaluate_reward_model`: upload a file (`file`, gzip or plain JSONL of
     {id, prompt, chosen, rejected}) or post {"records": [...]}."""
 
-    write_roles = READ_ROLES  # it changes nothing
+    # It changes nothing, so viewers may; annotators may not load models on the server.
+    write_roles = OVERSIGHT_ROLES
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
     @extend_schema(
@@ -186,7 +187,7 @@ class VersionEvaluateApi(_VersionActionApi):
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ApiValidationError({"file": f"not JSONL: {exc}"}) from None
         else:
-            records = request.data.get("records")
+            records = request.data.get("records") if isinstance(request.data, dict) else None
         if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
             raise ApiValidationError({"records": "Give a non-empty list of {prompt, chosen, rejected} records or a file."})
         if len(records) > MAX_EVAL_RECORDS:
