@@ -5,7 +5,7 @@
 
 It seeds a fresh project of 20,000 pairwise tasks in --database-url (a dedicated database, never
 the test one), starts gunicorn on it (or targets --url, which must use the same database), and
-runs one thread per annotator. Each annotator is its own user with its own keep-alive HTTP
+runs every annotator as an asyncio task with a minimal HTTP/1.1 client. Each annotator is its own user with its own keep-alive HTTP
 connection and session cookie, as a browser has. Afterwards it checks the database for
 over-assigned tasks and duplicate judgments and prints one JSON object.
 
@@ -51,7 +51,24 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def database_ensure(url: str) -> None:
+    """Create the bench database when it does not exist yet (connecting to the server's postgres db)."""
+    import psycopg2
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
+                            password=parts.password, dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
 def django_setup(database_url: str) -> None:
+    database_ensure(database_url)
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))

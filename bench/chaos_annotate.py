@@ -35,7 +35,6 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
 from annotate_load import Annotator, db_checks, django_setup, pct, seed, start_gunicorn
 
@@ -68,24 +67,7 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
 
 # --- the database ---------------------------------------------------------------------------------
 
-def database_ensure(url: str) -> None:
-    """Create the bench database when it does not exist yet (connecting to the server's postgres db)."""
-    import psycopg2
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    conn = psycopg2.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
-                            password=parts.password, dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-
-
 def seed_project(args, database_url: str) -> tuple[str, list[tuple[str, str]]]:
-    database_ensure(database_url)
     django_setup(database_url)
     tasks = args.tasks or -(-args.submissions * 11 // (10 * args.overlap)) + 4 * args.annotators
     return seed(tasks, args.annotators, overlap=args.overlap)
