@@ -59,7 +59,9 @@ from training.ml.reward import (  # noqa: E402
     default_reward_base,
     groups_from_pairs,
     is_validation_prompt,
+    load_reward_model,
     read_preference_file,
+    score,
     train_reward_model,
 )
 
@@ -85,14 +87,33 @@ def load_records(paths: list[str], limit: int | None, seed: int) -> list[dict]:
     return records[:limit] if limit else records
 
 
-def run_ours(groups: list[dict], args, base: str, precision: str) -> dict[str, Any]:
+def run_ours(groups: list[dict], val_records: list[dict], args, base: str, precision: str) -> dict[str, Any]:
     config = RewardConfig(
         base_model=base, max_length=args.max_length, batch_size=args.batch, lr=args.lr, epochs=1,
         warmup_fraction=args.warmup, weight_decay=0.01, seed=args.seed, precision=precision,
         val_fraction=args.val_fraction, log_every=10**9,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        return train_reward_model(groups, config, Path(tmp) / "rm")
+        metrics = train_reward_model(groups, config, Path(tmp) / "rm")
+        model, tokenizer, _ = load_reward_model(Path(tmp) / "rm")
+        rewards = score(model, tokenizer, [r["prompt"] for r in val_records] * 2,
+                        [r["chosen"] for r in val_records] + [r["rejected"] for r in val_records],
+                        batch_size=64, max_length=args.max_length, precision=precision)
+    n = len(val_records)
+    return metrics | {"val_margins": [c - r for c, r in zip(rewards[:n], rewards[n:])]}
+
+
+def paired_difference(ours: list[float], trl: list[float], seed: int, resamples: int = 2000) -> dict[str, Any]:
+    """Accuracy difference (ours - TRL) on the same held-out pairs, with a paired bootstrap 95%
+    interval: both models are scored on every pair, so resampling pairs keeps their correlation
+    and the interval is much narrower than two independent accuracies would suggest."""
+    right = torch.tensor([[o > 0, t > 0] for o, t in zip(ours, trl)], dtype=torch.float64)
+    diffs = right[:, 0] - right[:, 1]
+    g = torch.Generator().manual_seed(seed)
+    boot = diffs[torch.randint(len(diffs), (resamples, len(diffs)), generator=g)].mean(1)
+    low, high = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"acc_diff": round(float(diffs.mean()), 4), "acc_diff_ci95": [round(low, 4), round(high, 4)],
+            "only_ours_right": int((diffs > 0).sum()), "only_trl_right": int((diffs < 0).sum())}
 
 
 def trl_pairs(groups: list[dict], encoder: PairEncoder) -> dict[str, list]:
@@ -153,7 +174,7 @@ def trl_val_accuracy(model, encoder: PairEncoder, records: list[dict], precision
     n = len(records)
     margins = torch.tensor([c - r for c, r in zip(rewards[:n], rewards[n:])])
     return {"val_accuracy": float((margins > 0).double().mean()),
-            "val_log_loss": float(-torch.nn.functional.logsigmoid(margins).mean())}
+            "val_log_loss": float(-torch.nn.functional.logsigmoid(margins).mean()), "val_margins": margins.tolist()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -185,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     else build_k4_groups(train_records, random.Random(args.seed)))
     per_group = len(comparisons_of(train_groups[0]["ranking"]))
 
-    ours = run_ours(train_groups + groups_from_pairs(val_records), args, base, precision)
+    ours = run_ours(train_groups + groups_from_pairs(val_records), val_records, args, base, precision)
     out: dict[str, Any] = {
         "k": args.k, "comparisons": ours["comparisons"], "records": len(records),
         "train_groups": ours["groups"], "val_pairs": ours["val_comparisons"],
@@ -206,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
         }
         out["speedup"] = round(out["ours_comparisons_per_s"] / out["trl_comparisons_per_s"], 2)
+        out |= paired_difference(ours["val_margins"], trl["val_margins"], args.seed)
     print(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -31,11 +31,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--epochs", type=int, default=1, help="passes over the training pairs (the paper uses 1)")
     parser.add_argument("--base", default="", help="backbone folder (default: MiniLM)")
+    parser.add_argument("--pooling", default="auto", choices=["auto", "mean", "response", "last"])
+    parser.add_argument("--batch-size", type=int, default=16, help="judgments per optimizer step")
+    parser.add_argument("--seed", type=int, default=0, help="also picks the held-out prompts: other seeds, other splits")
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args()
 
     records = [r for path in args.data for r in read_preference_file(path)]
     config = RewardConfig(lr=args.lr, epochs=args.epochs, max_length=args.max_length, val_fraction=0.1,
+                          pooling=args.pooling, batch_size=args.batch_size, seed=args.seed,
                           **({"base_model": args.base} if args.base else {}))
     train, val = split_by_prompt(groups_from_pairs(records), config.val_fraction, config.seed)
     if args.train_pairs:
@@ -45,6 +49,7 @@ def main() -> None:
         metrics = train_reward_model(train + val, config, Path(tmp) / "rm")
     result = {
         "train_pairs": len(train), "val_pairs": len(val), "max_length": args.max_length, "lr": args.lr, "epochs": args.epochs,
+        "pooling": args.pooling, "batch_size": args.batch_size, "seed": args.seed,
         **{k: metrics[k] for k in ("val_accuracy", "val_log_loss", "truncated", "precision", "seconds")},
     }
     print(json.dumps(result))

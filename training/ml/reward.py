@@ -75,7 +75,7 @@ class RewardConfig:
     precision: str = field(default="auto", metadata={"help": "'auto' -> bf16 where the hardware supports it, else fp32; or 'bf16'/'fp32'."})
     dropout: float | None = field(default=0.0, metadata={"help": "Overrides every dropout probability of the backbone; None keeps the checkpoint's. 0 because MiniLM's dropout doubles step cost for no gain in one epoch."})
     val_fraction: float = field(default=0.1, metadata={"help": "Fraction of prompts held out (split by prompt hash, so a prompt is never on both sides)."})
-    pooling: str = field(default="auto", metadata={"help": "'mean' over non-pad tokens, 'last' non-pad token, or 'auto' (mean for encoders, last for decoders)."})
+    pooling: str = field(default="auto", metadata={"help": "'mean' over non-pad tokens, 'response' (mean over the response's tokens only), 'last' non-pad token, or 'auto' (mean for encoders, last for decoders)."})
     group_by_length: bool = field(default=True, metadata={"help": "Batch judgments of similar length together to cut padding (order stays random across batches)."})
     reference_limit: int = field(default=512, metadata={"help": "At most this many reference (prompt, response) pairs are scored to set the normalisation bias."})
     eval_batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass in evaluation and scoring."})
@@ -84,6 +84,9 @@ class RewardConfig:
 
 # ----------------------------------------------------------------------------------------------
 # Model
+
+
+POOLINGS = frozenset({"mean", "response", "last"})
 
 
 def is_decoder_config(config: Any) -> bool:
@@ -96,14 +99,16 @@ class RewardModel(nn.Module):
 
     Pooling: encoders (BERT/MiniLM) see the whole sequence at every position, and MiniLM was
     trained as a sentence embedder with mean pooling, so the mean over non-pad tokens is the
-    representation it already knows. A decoder's causal attention only sees everything at the
-    last token, so we read the last non-pad position there.
+    representation it already knows. 'response' averages only the response's tokens (segment 1
+    of the pair template): the responses to one prompt share the prompt, so averaging its tokens
+    in too dilutes exactly the part that differs. A decoder's causal attention only sees
+    everything at the last token, so we read the last non-pad position there.
     """
 
     def __init__(self, backbone: nn.Module, pooling: str):
         super().__init__()
-        if pooling not in {"mean", "last"}:
-            raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
         hidden = backbone.config.hidden_size
@@ -136,14 +141,23 @@ class RewardModel(nn.Module):
         if token_type_ids is not None and self._takes_token_types:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        pooled = pool(hidden.float(), attention_mask, self.pooling)
+        pooled = pool(hidden.float(), attention_mask, self.pooling, token_type_ids)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Shape: hidden [B, T, H], attention_mask [B, T] -> [B, H]. Works for left or right padding."""
+def pool(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, token_type_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Shape: hidden [B, T, H], attention_mask, token_type_ids [B, T] -> [B, H]. Left or right padding.
+
+    'response' falls back to every token for a row without segment-1 tokens (a tokenizer whose
+    pair template gives no segment ids)."""
     mask = attention_mask.to(hidden.dtype)
-    if pooling == "mean":
+    if pooling == "response" and token_type_ids is not None:
+        segment = mask * (token_type_ids == 1).to(hidden.dtype)
+        mask = torch.where(segment.sum(1, keepdim=True) > 0, segment, mask)
+        pooling = "mean"
+    if pooling == "mean" or pooling == "response":
         return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
     positions = torch.arange(hidden.shape[1], device=hidden.device)
     last = (attention_mask * positions).argmax(dim=1)

@@ -21,6 +21,7 @@ from training.ml.reward import (
     groups_from_pairs,
     grouped_ranking_loss,
     load_reward_model,
+    pool,
     read_preference_file,
     save_reward_model,
     score,
@@ -144,6 +145,25 @@ def test_pooling_ignores_padding(bert_dir):
     alone = score(model, tok, ["hi"], ["short"], batch_size=1)
     padded = score(model, tok, ["hi", "a much longer prompt here"], ["short", "and a long response"], batch_size=2)
     assert padded[0] == pytest.approx(alone[0], abs=1e-5)
+
+
+def test_response_pooling_averages_segment_one_only():
+    hidden = torch.tensor([[[1.0], [3.0], [10.0], [20.0], [99.0]],   # prompt 1, 3; response 10, 20; pad
+                           [[2.0], [4.0], [6.0], [0.0], [0.0]]])     # no segment-1 tokens: every token
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    types = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]])
+    assert pool(hidden, mask, "response", types).squeeze(-1).tolist() == [15.0, 4.0]
+    assert pool(hidden, mask, "mean", types).squeeze(-1).tolist() == [8.5, 4.0]
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        RewardModel(torch.nn.Linear(1, 1), "max")
+
+
+def test_response_pooling_trains_and_reloads(bert_dir, tmp_path):
+    train_reward_model(separable_groups(32), tiny_config(bert_dir, pooling="response", epochs=2), tmp_path / "rm")
+    model, tok, config = load_reward_model(tmp_path / "rm")
+    assert config.pooling == model.pooling == "response"
+    rewards = score(model, tok, ["q?", "q?"], ["good good good", "bad bad"])
+    assert rewards[0] > rewards[1]
 
 
 # ------------------------------------------------------------------------------------- training
