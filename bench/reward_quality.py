@@ -50,7 +50,7 @@ def main() -> None:
     result = {
         "train_pairs": len(train), "val_pairs": len(val), "max_length": args.max_length, "lr": args.lr, "epochs": args.epochs,
         "pooling": args.pooling, "batch_size": args.batch_size, "seed": args.seed,
-        **{k: metrics[k] for k in ("val_accuracy", "val_log_loss", "truncated", "precision", "seconds")},
+        **{k: metrics[k] for k in ("val_accuracy", "val_log_loss", "truncated", "precision", "train_seconds", "seconds")},
     }
     print(json.dumps(result))
     if args.json:
