@@ -156,8 +156,7 @@ def pool(
     if pooling == "response" and token_type_ids is not None:
         segment = mask * (token_type_ids == 1).to(hidden.dtype)
         mask = torch.where(segment.sum(1, keepdim=True) > 0, segment, mask)
-        pooling = "mean"
-    if pooling == "mean" or pooling == "response":
+    if pooling in ("mean", "response"):
         return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
     positions = torch.arange(hidden.shape[1], device=hidden.device)
     last = (attention_mask * positions).argmax(dim=1)
