@@ -2,18 +2,11 @@
 paired accuracy difference is what the two sets of margins say."""
 from __future__ import annotations
 
-import gzip
 import json
-import sys
-from pathlib import Path
 
 import pytest
+import reward_bench  # bench/ is on sys.path (tests/bench/conftest.py)
 import torch
-
-from tests.tiny_models import tiny_bert
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import reward_bench  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -27,13 +20,8 @@ def test_paired_difference_by_hand():
     assert -1.0 <= low <= result["acc_diff"] <= high <= 1.0 and low < high
 
 
-def test_bench_runs_both_trainers_on_the_same_split(tmp_path):
-    base = tiny_bert(tmp_path / "bert")
-    data = tmp_path / "pairs.jsonl.gz"
-    with gzip.open(data, "wt", encoding="utf-8") as f:
-        for i in range(40):
-            f.write(json.dumps({"id": f"t/{i}", "prompt": f"question {i}?", "chosen": "good good good",
-                                "rejected": "bad bad", "source": "t"}) + "\n")
+def test_bench_runs_both_trainers_on_the_same_split(tmp_path, bert_dir, separable_file):
+    base, data = bert_dir, separable_file(40)
     out = reward_bench.main(["--data", str(data), "--k", "2", "--limit", "40", "--max-length", "32", "--batch", "4",
                              "--val-fraction", "0.25", "--base", str(base), "--precision", "fp32",
                              "--json", str(tmp_path / "out.json")])

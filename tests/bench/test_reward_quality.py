@@ -1,7 +1,6 @@
 """bench/reward_quality.py on a tiny model: one run per seed, each on its own split, pooled."""
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -9,19 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import tiny_bert
 from training.ml.reward import groups_from_pairs, read_preference_file, split_by_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_seeds_hold_out_different_prompts_and_pool(tmp_path):
-    base = tiny_bert(tmp_path / "bert")
-    data = tmp_path / "pairs.jsonl.gz"
-    with gzip.open(data, "wt", encoding="utf-8") as f:
-        for i in range(60):
-            f.write(json.dumps({"id": f"t/{i}", "prompt": f"question {i}?", "chosen": "good good good",
-                                "rejected": "bad bad", "source": "t"}) + "\n")
+def test_seeds_hold_out_different_prompts_and_pool(tmp_path, bert_dir, separable_file):
+    base, data = bert_dir, separable_file(60)
     subprocess.run([sys.executable, "bench/reward_quality.py", "--data", str(data), "--base", str(base),
                     "--max-length", "32", "--lr", "3e-3", "--seeds", "0,1", "--json", str(tmp_path / "out.json")],
                    cwd=ROOT, check=True, capture_output=True, timeout=300)
