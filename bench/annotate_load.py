@@ -5,9 +5,10 @@
 
 It seeds a fresh project of 20,000 pairwise tasks in --database-url (a dedicated database, never
 the test one), starts gunicorn on it (or targets --url, which must use the same database), and
-runs every annotator as an asyncio task with a minimal HTTP/1.1 client. Each annotator is its own user with its own keep-alive HTTP
-connection and session cookie, as a browser has. Afterwards it checks the database for
-over-assigned tasks and duplicate judgments and prints one JSON object.
+runs every annotator as an asyncio task with a minimal HTTP/1.1 client. Each annotator is its
+own user with its own keep-alive HTTP connection and session cookie, as a browser has.
+Afterwards it checks the database for over-assigned tasks and duplicate judgments and prints
+one JSON object.
 
 cycle_p99_ms is the p99 of next + submit latency for one cycle, think time excluded.
 """

@@ -60,8 +60,8 @@ from training.ml.reward import (  # noqa: E402
     groups_from_pairs,
     is_validation_prompt,
     load_reward_model,
+    pair_margins,
     read_preference_file,
-    score,
     train_reward_model,
 )
 
@@ -96,11 +96,9 @@ def run_ours(groups: list[dict], val_records: list[dict], args, base: str, preci
     with tempfile.TemporaryDirectory() as tmp:
         metrics = train_reward_model(groups, config, Path(tmp) / "rm")
         model, tokenizer, _ = load_reward_model(Path(tmp) / "rm")
-        rewards = score(model, tokenizer, [r["prompt"] for r in val_records] * 2,
-                        [r["chosen"] for r in val_records] + [r["rejected"] for r in val_records],
-                        batch_size=64, max_length=args.max_length, precision=precision)
-    n = len(val_records)
-    return metrics | {"val_margins": [c - r for c, r in zip(rewards[:n], rewards[n:])]}
+        margins = pair_margins(model, tokenizer, val_records, batch_size=64, max_length=args.max_length,
+                               precision=precision)
+    return metrics | {"val_margins": margins}
 
 
 def paired_difference(ours: list[float], trl: list[float], seed: int, resamples: int = 2000) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.ml.reward import (  # noqa: E402
-    RewardConfig, groups_from_pairs, read_preference_file, split_by_prompt, train_reward_model,
+    POOLINGS, RewardConfig, groups_from_pairs, read_preference_file, split_by_prompt, train_reward_model,
 )
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--epochs", type=int, default=1, help="passes over the training pairs (the paper uses 1)")
     parser.add_argument("--base", default="", help="backbone folder (default: MiniLM)")
-    parser.add_argument("--pooling", default="auto", choices=["auto", "mean", "response", "last"])
+    parser.add_argument("--pooling", default="auto", choices=["auto", *sorted(POOLINGS)])
     parser.add_argument("--batch-size", type=int, default=16, help="judgments per optimizer step")
     parser.add_argument("--seeds", default="0", help="comma-separated; each seed trains once on its own split")
     parser.add_argument("--json", help="also write the JSON here")

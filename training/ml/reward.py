@@ -641,16 +641,28 @@ def evaluate_pairs(
     """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records."""
     if not records:
         return {"pairs": 0, "accuracy": None, "mean_margin": None, "log_loss": None}
+    margins = pair_margins(model, tokenizer, records, batch_size, max_length, precision)
+    return {"pairs": len(records)} | _margin_stats(margins)
+
+
+def pair_margins(
+    model: RewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[dict[str, Any]],
+    batch_size: int = 32,
+    max_length: int = 256,
+    precision: str = "fp32",
+) -> list[float]:
+    """r(chosen) - r(rejected) per {prompt, chosen, rejected} record. Shape: -> [len(records)]."""
     prompts = [r["prompt"] for r in records] * 2
     responses = [r["chosen"] for r in records] + [r["rejected"] for r in records]
     rewards = score(model, tokenizer, prompts, responses, batch_size, max_length, precision)
     n = len(records)
-    margins = [c - r for c, r in zip(rewards[:n], rewards[n:])]
-    return {"pairs": n} | _margin_stats(margins)
+    return [c - r for c, r in zip(rewards[:n], rewards[n:])]
 
 
 __all__ = [
     "RewardConfig", "RewardModel", "grouped_ranking_loss", "comparisons_of", "groups_from_pairs",
     "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
-    "evaluate_pairs", "default_reward_base", "PairEncoder",
+    "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS",
 ]
