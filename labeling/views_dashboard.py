@@ -8,12 +8,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import render
 
 from labeling.models import Membership
-from labeling.selectors.projects import project_get_live, project_role_get
+from labeling.selectors.projects import project_access_get
 from labeling.selectors.quality import PERIODS, quality_report
 
 DASHBOARD_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
@@ -62,12 +60,8 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
 
 @login_required
 def project_dashboard(request, slug: str):
-    project = project_get_live(slug=slug)
-    role = project_role_get(project=project, user=request.user) if project else None
-    if role is None:
-        raise Http404("No such project.")
-    if role not in DASHBOARD_ROLES:
-        raise PermissionDenied("Only project admins and viewers see the quality dashboard.")
+    project, _ = project_access_get(slug=slug, user=request.user, roles=DASHBOARD_ROLES,
+                                    denied="Only project admins and viewers see the quality dashboard.")
     period = request.GET.get("period", "week")
     report = quality_report(project=project, period=period if period in PERIODS else "week", rounds=100)
     context = {"project": project, "report": report, "charts": _charts(report), "periods": PERIODS, "period": period}

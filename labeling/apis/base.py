@@ -1,13 +1,13 @@
 """Shared API plumbing: project lookup by slug with role checks, and service errors as HTTP 400."""
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
 from rest_framework import exceptions, views
 from rest_framework.request import Request
 
 from labeling.models import Membership
-from labeling.selectors.projects import project_get_live, project_role_get
+from labeling.selectors.projects import project_access_get
 
 READ_ROLES = frozenset(Membership.Role.values)
 WORK_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.ANNOTATOR})
@@ -36,11 +36,8 @@ class ProjectScopedMixin:
 
     def initial(self, request: Request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        project = project_get_live(slug=kwargs.get("slug"))
-        role = project_role_get(project=project, user=request.user) if project else None
-        if role is None:
-            raise Http404("No such project.")
         allowed = self.read_roles if request.method in ("GET", "HEAD", "OPTIONS") else self.write_roles
-        if role not in allowed:
-            raise exceptions.PermissionDenied(f"Your role '{role}' cannot do this in project '{project.slug}'.")
-        self.project, self.role = project, role
+        try:
+            self.project, self.role = project_access_get(slug=kwargs.get("slug"), user=request.user, roles=allowed)
+        except DjangoPermissionDenied as exc:
+            raise exceptions.PermissionDenied(str(exc)) from None  # DRF's own would drop the reason

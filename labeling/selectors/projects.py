@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.http import Http404
 
 from labeling.models import Demonstration, Judgment, Membership, Project, Prompt, Response, ComparisonTask
 
@@ -52,3 +56,19 @@ def demonstration_list(*, project: Project, user: AbstractUser, role: str) -> Qu
 def project_get_live(*, slug: str | None) -> Project | None:
     """The project with this slug unless it is soft-deleted."""
     return Project.objects.filter(slug=slug, deleted_at__isnull=True).first()
+
+
+def project_access_get(*, slug: str | None, user: AbstractUser, roles: Collection[str] | None = None,
+                       denied: str = "") -> tuple[Project, str]:
+    """The one project-access rule of every API, page and dashboard: (live project, the user's role).
+
+    Http404 for a missing or deleted project and for non-members alike, so project names do not leak
+    between tenants; PermissionDenied (403) when `roles` is given and the user's role is not in it.
+    """
+    project = project_get_live(slug=slug)
+    role = project_role_get(project=project, user=user) if project else None
+    if role is None:
+        raise Http404("No such project.")
+    if roles is not None and role not in roles:
+        raise PermissionDenied(denied or f"Your role '{role}' cannot do this in project '{project.slug}'.")
+    return project, role

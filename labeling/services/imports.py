@@ -32,10 +32,11 @@ from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 
 from labeling.models import (
-    ComparisonTask, Demonstration, ImportBatch, Judgment, PreferencePair, Project, Prompt, Response, TaskResponse,
+    ComparisonTask, Demonstration, ImportBatch, Judgment, PreferencePair, Project, Prompt,
 )
 from labeling.ranking import RankingError, ranking_validate
 from labeling.services.judgments import preference_pairs_build
+from labeling.services.tasks import NewResponse, NewTask, tasks_create
 
 MAX_REPORTED_ISSUES = 100
 CHAT_ROLES = {"system", "user", "assistant"}
@@ -388,7 +389,7 @@ def _prompts(project: Project, records: list[Record], result: ImportResult) -> d
 
 
 def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], result: ImportResult) -> None:
-    responses, tasks, slots, judgments, demos = [], [], [], [], []
+    specs, with_tasks, judgments, demos = [], [], [], []
     for record in records:
         prompt = prompts[record.prompt_key]
         if record.kind == "demonstration":
@@ -399,21 +400,17 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
             continue
         if record.kind == "prompt":
             continue
-        rows = [Response(prompt=prompt, text=text, source=source) for text, source in record.responses]
         is_preference = record.kind == "preference"
-        task = ComparisonTask(
-            project=project, prompt=prompt, is_gold=record.gold_ranking is not None,
-            # Response ids exist only after the insert; the real answer is filled in just below.
-            gold_ranking=[] if record.gold_ranking is not None else None,
+        specs.append(NewTask(
+            prompt=prompt, responses=[NewResponse(text=text, source=source) for text, source in record.responses],
+            is_gold=record.gold_ranking is not None,
             status=ComparisonTask.Status.COMPLETE if is_preference else ComparisonTask.Status.OPEN,
             judgments_count=1 if is_preference else 0,
-        )
-        responses.extend(rows)
-        tasks.append((task, rows, record))
-    Response.objects.bulk_create(responses, batch_size=BATCH)
-    ComparisonTask.objects.bulk_create([t for t, _, _ in tasks], batch_size=BATCH)
-    for task, rows, record in tasks:
-        slots.extend(TaskResponse(task=task, response=row, position=i) for i, row in enumerate(rows))
+        ))
+        with_tasks.append(record)
+    created = tasks_create(project=project, tasks=specs, batch_size=BATCH)
+    for made, record in zip(created, with_tasks):
+        task, rows = made.task, made.responses
         if record.gold_ranking is not None:
             task.gold_ranking = [[rows[i].pk for i in group] for group in record.gold_ranking]
         if record.kind == "preference":
@@ -424,15 +421,14 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
                 project=project, task=task, source=record.source, ranking=ranking,
                 shown_order=[chosen.pk, rejected.pk], idempotency_key=_dedupe_key(project, record)[1],
             ))
-    gold = [t for t, _, r in tasks if r.gold_ranking is not None]
+    gold = [made.task for made, r in zip(created, with_tasks) if r.gold_ranking is not None]
     ComparisonTask.objects.bulk_update(gold, ["gold_ranking"], batch_size=BATCH)
-    TaskResponse.objects.bulk_create(slots, batch_size=BATCH)
     Judgment.objects.bulk_create(judgments, batch_size=BATCH)
     pairs = [pair for judgment in judgments for pair in preference_pairs_build(judgment=judgment)]
     PreferencePair.objects.bulk_create(pairs, batch_size=BATCH)
     Demonstration.objects.bulk_create(demos, batch_size=BATCH)
-    result.responses, result.tasks, result.judgments = len(responses), len(tasks), len(judgments)
-    result.pairs, result.demonstrations = len(pairs), len(demos)
+    result.responses, result.tasks = sum(len(c.responses) for c in created), len(created)
+    result.judgments, result.pairs, result.demonstrations = len(judgments), len(pairs), len(demos)
 
 
 def project_data_import(
