@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test migrate models run clean
+.PHONY: venv demo test lint migrate models run clean
 
 $(STAMP): requirements.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ demo: migrate
 	-$(PY) manage.py generate_candidates --project demo --max-prompts 6
 	bash scripts/demo_run.sh
 
-test: venv
+test: venv lint
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest $(PYTEST_ARGS)
+
+# The import contracts in .importlinter: layers inside each app, labeling never imports training,
+# the ML code and the pure modules never import Django.
+lint: venv
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf var/celery var/pairwise.sqlite3*

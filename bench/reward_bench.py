@@ -50,15 +50,15 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
+from labeling.ranking import ranking_pairs  # noqa: E402
 from training.ml.common import autocast, pick_device, resolve_precision  # noqa: E402
 from training.ml.reward import (  # noqa: E402
     PairEncoder,
     RewardConfig,
-    comparisons_of,
     collate,
     default_reward_base,
     groups_from_pairs,
-    is_validation_prompt,
+    is_validation,
     load_reward_model,
     pair_margins,
     read_preference_file,
@@ -119,7 +119,7 @@ def trl_pairs(groups: list[dict], encoder: PairEncoder) -> dict[str, list]:
     chosen, rejected = [], []
     for g in groups:
         enc = encoder.encode([g["prompt"]] * len(g["responses"]), g["responses"])
-        for w, l in comparisons_of(g["ranking"]):
+        for w, l in ranking_pairs(g["ranking"]):
             chosen.append(enc[w].input_ids)
             rejected.append(enc[l].input_ids)
     return {"chosen_ids": chosen, "rejected_ids": rejected}
@@ -198,11 +198,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = pick_device("auto")
     precision = resolve_precision(args.precision, device)
     records = load_records(args.data, args.limit, args.seed)
-    val_records = [r for r in records if is_validation_prompt(r["prompt"], args.val_fraction, args.seed)]
-    train_records = [r for r in records if not is_validation_prompt(r["prompt"], args.val_fraction, args.seed)]
+    val_records = [r for r in records if is_validation(r, args.val_fraction, args.seed)]
+    train_records = [r for r in records if not is_validation(r, args.val_fraction, args.seed)]
     train_groups = (groups_from_pairs(train_records) if args.k == 2
                     else build_k4_groups(train_records, random.Random(args.seed)))
-    per_group = len(comparisons_of(train_groups[0]["ranking"]))
+    per_group = len(ranking_pairs(train_groups[0]["ranking"]))
 
     ours = run_ours(train_groups + groups_from_pairs(val_records), val_records, args, base, precision)
     out: dict[str, Any] = {

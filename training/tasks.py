@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from training import services
+from training.services import candidates, evaluation, policy, reward, rounds, runs
 
 TRAIN_SOFT_LIMIT_S = int(getattr(settings, "PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S", 6 * 3600))
 TRAIN_HARD_LIMIT_S = TRAIN_SOFT_LIMIT_S + 300
@@ -26,7 +26,7 @@ def _worker(task) -> str:
     soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
 )
 def reward_model_train(self, *, run_id: int) -> int | None:
-    version = services.reward_model_train(run_id=run_id, worker=_worker(self))
+    version = reward.reward_model_train(run_id=run_id, worker=_worker(self))
     return version.pk if version else None
 
 
@@ -35,7 +35,7 @@ def reward_model_train(self, *, run_id: int) -> int | None:
     soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
 )
 def candidates_generate(self, *, run_id: int) -> dict | None:
-    return services.candidates_generate(run_id=run_id, worker=_worker(self))
+    return candidates.candidates_generate(run_id=run_id, worker=_worker(self))
 
 
 @shared_task(
@@ -43,9 +43,7 @@ def candidates_generate(self, *, run_id: int) -> dict | None:
     soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
 )
 def policy_train(self, *, run_id: int) -> int | None:
-    from training import services_policy
-
-    version = services_policy.policy_train(run_id=run_id, worker=_worker(self))
+    version = policy.policy_train(run_id=run_id, worker=_worker(self))
     return version.pk if version else None
 
 
@@ -54,21 +52,19 @@ def policy_train(self, *, run_id: int) -> int | None:
     soft_time_limit=TRAIN_SOFT_LIMIT_S, time_limit=TRAIN_HARD_LIMIT_S,
 )
 def policy_evaluate(self, *, run_id: int) -> dict | None:
-    from training import services_policy
-
-    result = services_policy.policy_evaluate(run_id=run_id, worker=_worker(self))
+    result = evaluation.policy_evaluate(run_id=run_id, worker=_worker(self))
     return {k: v for k, v in result.items() if k != "samples"} if result else None
 
 
 @shared_task(name="training.tasks.runs_reap_stale", queue="celery", acks_late=True, ignore_result=True,
              soft_time_limit=60, time_limit=90)
 def runs_reap_stale() -> list[int]:
-    return services.runs_reap_stale()
+    return runs.runs_reap_stale()
 
 
 @shared_task(name="training.tasks.reward_retrain_check", queue="celery", acks_late=True, ignore_result=True,
              soft_time_limit=60, time_limit=90)
 def reward_retrain_check(*, project_id: int, **pipeline_options) -> int | None:
     """The per-project training round check; its schedule's kwargs may carry pipeline options."""
-    run = services.reward_retrain_check(project_id=project_id, **pipeline_options)
+    run = rounds.reward_retrain_check(project_id=project_id, **pipeline_options)
     return run.pk if run else None

@@ -10,32 +10,28 @@ from typing import Callable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Membership, Project
-from labeling.selectors.projects import project_get_live, project_role_get
-from training import services, services_policy
+from labeling.selectors.projects import project_access_get
+from training import plan
 from training.models import ModelVersion, TrainingRun
-from training.selectors import (
-    ab_evaluation_list, ab_leaderboard, model_version_list, pipeline_list, run_as_dict, run_list, version_flag_rates,
-)
+from training.selectors.ab import ab_evaluation_list, ab_leaderboard
+from training.selectors.runs import pipeline_list, pipeline_spec, run_as_dict, run_list
+from training.selectors.versions import model_version_list, version_flag_rates
+from training.services import ab, rounds, runs, versions
 
 RUNS_SHOWN = 30
 
 
 def _project(request: HttpRequest, slug: str, *, admin: bool = False) -> tuple[Project, str]:
-    project = project_get_live(slug=slug)
-    role = project_role_get(project=project, user=request.user) if project else None
-    if role is None:
-        raise Http404("No such project.")
-    if admin and role != Membership.Role.ADMIN:
-        raise PermissionDenied("Only project admins can do this.")
-    return project, role
+    return project_access_get(slug=slug, user=request.user, roles=[Membership.Role.ADMIN] if admin else None,
+                              denied="Only project admins can do this.")
 
 
 def curve_svg(points: list[dict], key: str, title: str, width: int = 360, height: int = 140) -> SafeString:
@@ -93,7 +89,7 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
         "versions": versions,
         "policies": policies,
         "pipelines": pipeline_list(project=project, limit=5),
-        "policy_kinds": list(services_policy.POLICY_KINDS),
+        "policy_kinds": list(plan.POLICY_KINDS),
         "ab_evaluations": ab_evaluation_list(project=project),
         "leaderboard": ab_leaderboard(project=project, rounds=100),
     })
@@ -128,28 +124,27 @@ def admin_action(view: Callable[..., str | None]) -> Callable[..., HttpResponse]
 
 @admin_action
 def train_now(request: HttpRequest, project: Project) -> str:
-    run = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params={"trigger": "dashboard"},
-                             requested_by=request.user)
+    run = runs.run_request(project=project, kind=plan.REWARD, trigger="dashboard", requested_by=request.user)
     return f"Queued reward run {run.pk}."
 
 
 @admin_action
 def run_cancel(request: HttpRequest, project: Project, run_id: int) -> str | None:
     run = get_object_or_404(run_list(project=project), pk=run_id)
-    return f"Cancelled run {run.pk}." if services.run_cancel(run=run) else None
+    return f"Cancelled run {run.pk}." if runs.run_cancel(run=run) else None
 
 
 @admin_action
 def version_promote(request: HttpRequest, project: Project, version_id: int) -> str:
     version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
-    services.model_version_promote(version=version)
+    versions.model_version_promote(version=version)
     return f"Promoted {version.name}."
 
 
 @admin_action
 def version_demote(request: HttpRequest, project: Project, version_id: int) -> str:
     version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
-    services.model_version_demote(version=version)
+    versions.model_version_demote(version=version)
     return f"Demoted {version.name}."
 
 
@@ -165,31 +160,27 @@ def _margin(value: str | None) -> float | None:
 @admin_action
 def pipeline_start(request: HttpRequest, project: Project) -> str:
     """Run a training round now: reward -> policy -> evaluation -> optional auto-promotion -> candidates."""
-    spec = services_policy.pipeline_spec(policy_kind=request.POST.get("policy_kind", ""),
-                                         auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
-    run = services_policy.pipeline_start(project=project, spec=spec, trigger="dashboard", requested_by=request.user)
+    spec = pipeline_spec(policy_kind=request.POST.get("policy_kind", ""),
+                         auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
+    run = rounds.pipeline_start(project=project, spec=spec, trigger="dashboard", requested_by=request.user)
     return f"Started a training round (reward run {run.pk})."
 
 
 @admin_action
 def policy_train(request: HttpRequest, project: Project) -> str:
     kind = request.POST.get("kind", "")
-    if kind not in services_policy.POLICY_KINDS:
+    if kind not in plan.POLICY_KINDS:
         raise ValidationError(f"Unknown policy run kind {kind!r}.")
-    params = {"trigger": "dashboard", "promote": "never", "include_chosen": request.POST.get("include_chosen") == "on"}
-    run = services.run_queue(project=project, kind=kind, params=params, requested_by=request.user)
+    run = runs.run_request(project=project, kind=kind, trigger="dashboard", requested_by=request.user,
+                           include_chosen=request.POST.get("include_chosen") == "on")
     return f"Queued {kind} run {run.pk}."
 
 
 @admin_action
 def version_evaluate(request: HttpRequest, project: Project, version_id: int) -> str:
     version = get_object_or_404(model_version_list(project=project, kind=ModelVersion.Kind.POLICY), pk=version_id)
-    params = {"trigger": "dashboard"}
-    margin = _margin(request.POST.get("auto_promote_margin"))
-    if margin is not None:
-        params["auto_promote_margin"] = margin
-    run = services.run_queue(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version, params=params,
-                             requested_by=request.user)
+    run = runs.run_request(project=project, kind=plan.EVALUATE, trigger="dashboard", base_version=version,
+                           requested_by=request.user, auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
     return f"Queued evaluation run {run.pk} of {version.name}."
 
 
@@ -208,6 +199,6 @@ def ab_create(request: HttpRequest, project: Project) -> str:
     b = policies.filter(pk=_int_field(request, "version_b")).first()
     if a is None or b is None:
         raise ValidationError("Pick two policy versions.")
-    run = services_policy.ab_evaluation_create(project=project, version_a=a, version_b=b,
+    run = ab.ab_evaluation_create(project=project, version_a=a, version_b=b,
                                                prompts=_int_field(request, "prompts", 20), created_by=request.user)
     return f"Created the blind A/B project {run.project.slug}; generating its tasks (run {run.pk})."

@@ -18,9 +18,11 @@ from labeling.services.assignment import judgment_submit, task_assign_next
 from labeling.services.imports import project_data_import
 from tests.training.conftest import celery_worker, celery_worker_factory, fast_params, models_dir, tiny_reward_base, wait_for  # noqa: F401
 from tests.training.test_policy import DPO_FAST, EVAL_FAST, tiny_policy  # noqa: F401
-from training import services, services_policy
 from training.models import ModelVersion, TrainingRun
-from training.selectors import pipeline_list
+from training.selectors.runs import pipeline_list, pipeline_spec
+from training.selectors.versions import model_version_promoted_get
+from training.services.rounds import pipeline_start
+from training.services.versions import base_models_install
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -32,8 +34,9 @@ def _import(project):
         {"id": f"p{i}", "prompt": f"question number {i}?", "responses": [f"yes, happy to help with {i}!", f"no. {i}"]}
         for i in range(N_PROMPTS)
     ]
+    # p4 is held out by the product's split (labeling.splits), so evaluation has a demonstration to score.
     records += [{"id": f"p{i}", "prompt": f"question number {i}?", "demonstration": f"yes, happy to help with {i}!"}
-                for i in range(4)]
+                for i in range(2, 6)]
     records += [{"id": f"new{i}", "prompt": f"a fresh question {i}?"} for i in range(4)]  # for the next round
     body = "\n".join(json.dumps(r) for r in records).encode()
     return project_data_import(project=project, stream=io.BytesIO(body), filename="round0.jsonl")
@@ -55,7 +58,7 @@ def _judge_everything(project, annotator) -> int:
 
 def test_the_whole_loop_on_a_real_worker(celery_worker, project_factory, member, tiny_policy, tiny_reward_base, models_dir):
     started = time.monotonic()
-    base = services.base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)[ModelVersion.Kind.POLICY]
+    base = base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)[ModelVersion.Kind.POLICY]
     project = project_factory(responses_per_task=2, gen_max_new_tokens=8, gen_temperature=1.0, gen_top_p=1.0,
                               system_prompt="Answer politely.")
     annotator = member(project, "annotator")
@@ -70,13 +73,13 @@ def test_the_whole_loop_on_a_real_worker(celery_worker, project_factory, member,
     assert not ComparisonTask.objects.filter(project=project, status="open").exists()
 
     # 3-7. one round: reward -> DPO -> evaluation -> auto-promotion -> candidates, each its own task.
-    spec = services_policy.pipeline_spec(policy_kind="dpo", auto_promote_margin=-1.0, step_params={
+    spec = pipeline_spec(policy_kind="dpo", auto_promote_margin=-1.0, step_params={
         "reward": fast_params(tiny_reward_base, epochs=3),
         "dpo": {"config": DPO_FAST, "threads": 1},
         "evaluate": EVAL_FAST,
         "candidates": {"max_prompts": 8, "device": "cpu", "batch_size": 8},
     })
-    first = services_policy.pipeline_start(project=project, spec=spec)
+    first = pipeline_start(project=project, spec=spec)
 
     def finished():
         rounds = pipeline_list(project=project)
@@ -106,7 +109,7 @@ def test_the_whole_loop_on_a_real_worker(celery_worker, project_factory, member,
     assert {"reward_mean", "win_rate_vs_parent", "kl_per_token", "perplexity", "bleu", "rouge_l"} <= set(evaluation)
     assert evaluation["parent_human_flags"]["responses_judged"] == 0  # imported responses have no version
     assert runs["evaluate"].params["promotion"]["promoted"] and policy.promoted
-    assert services.model_version_promoted_get(project=project, kind="policy") == policy
+    assert model_version_promoted_get(project=project, kind="policy") == policy
     # New candidates: comparison tasks whose responses the promoted policy wrote.
     created = runs["candidates"].params["created"]
     assert created["tasks"] >= 1

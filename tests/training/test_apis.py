@@ -11,8 +11,10 @@ from django.urls import reverse
 
 from labeling.models import Membership
 from tests.training.conftest import fast_params, import_preferences, separable_records
-from training import services, tasks
+from training import tasks
 from training.models import ModelVersion, TrainingRun
+from training.services.reward import reward_model_train
+from training.services.runs import run_create
 
 
 @pytest.fixture
@@ -27,8 +29,8 @@ def trained(project_factory, tiny_reward_base, models_dir, django_db_blocker):
     """A project with a trained reward version (trained in process, once per test)."""
     project = project_factory()
     import_preferences(project, separable_records(24))
-    run = services.run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=8))
-    version = services.reward_model_train(run_id=run.pk)
+    run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=8))
+    version = reward_model_train(run_id=run.pk)
     assert version is not None, TrainingRun.objects.get(pk=run.pk).error
     return project, version
 

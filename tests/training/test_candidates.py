@@ -10,8 +10,11 @@ from django.core.management import call_command
 
 from labeling.models import ComparisonTask, Response
 from labeling.services.imports import project_data_import
-from training import services
 from training.models import ModelVersion, TrainingRun
+from training.selectors.data import candidate_prompts_select
+from training.services.candidates import candidates_generate
+from training.services.runs import run_create
+from training.services.versions import base_models_install
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +44,13 @@ def test_install_base_models_is_idempotent(tiny_policy, tiny_reward_base):
 
 @pytest.mark.django_db
 def test_candidates_generate_creates_tasks_from_the_promoted_policy(project_factory, tiny_policy, tiny_reward_base):
-    services.base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
+    base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
     project = project_factory(responses_per_task=3, gen_max_new_tokens=6, gen_temperature=1.0, gen_top_p=1.0,
                               system_prompt="Be brief.")
     _prompts(project, 5)
-    run = services.run_create(project=project, kind=TrainingRun.Kind.CANDIDATES, params={"max_prompts": 4, "device": "cpu"})
+    run = run_create(project=project, kind=TrainingRun.Kind.CANDIDATES, params={"max_prompts": 4, "device": "cpu"})
 
-    created = services.candidates_generate(run_id=run.pk)
+    created = candidates_generate(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
@@ -63,7 +66,7 @@ def test_candidates_generate_creates_tasks_from_the_promoted_policy(project_fact
     assert response.model_version == policy and response.source == policy.name
     assert response.generation["max_new_tokens"] == 6 and response.generation["system_prompt"] == "Be brief."
     # The next round takes the prompt that has no open task first.
-    picked = services.candidate_prompts_select(project=project, limit=1)
+    picked = candidate_prompts_select(project=project, limit=1)
     assert picked and not ComparisonTask.objects.filter(prompt=picked[0], status="open").exists()
 
 
@@ -71,8 +74,8 @@ def test_candidates_generate_creates_tasks_from_the_promoted_policy(project_fact
 def test_candidates_without_a_policy_fail_and_create_nothing(project_factory):
     project = project_factory()
     _prompts(project, 2)
-    run = services.run_create(project=project, kind=TrainingRun.Kind.CANDIDATES)
-    assert services.candidates_generate(run_id=run.pk) is None
+    run = run_create(project=project, kind=TrainingRun.Kind.CANDIDATES)
+    assert candidates_generate(run_id=run.pk) is None
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED and "no promoted policy" in run.error
     assert not ComparisonTask.objects.exists()

@@ -11,8 +11,9 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from tests.training.conftest import FAST_CONFIG, import_preferences, separable_records, write_pairs_gz
-from training import services
 from training.models import ModelVersion, TrainingRun
+from training.services.runs import run_create, run_start
+from training.services.schedules import LEASE_SWEEP_SCHEDULE_NAME, REAPER_SCHEDULE_NAME, RETRAIN_SCHEDULE_PREFIX
 
 
 def _call(*args) -> tuple[str, str]:
@@ -72,12 +73,12 @@ def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     out, _ = _call("setup_schedules")
     assert "4 created" in out
     names = set(PeriodicTask.objects.values_list("name", flat=True))
-    sweep = PeriodicTask.objects.get(name=services.LEASE_SWEEP_SCHEDULE_NAME)
+    sweep = PeriodicTask.objects.get(name=LEASE_SWEEP_SCHEDULE_NAME)
     assert sweep.task == "labeling.tasks.assignments_expire_sweep" and sweep.queue == "celery"
-    assert {services.REAPER_SCHEDULE_NAME, services.RETRAIN_SCHEDULE_PREFIX + a.slug, services.RETRAIN_SCHEDULE_PREFIX + b.slug} <= names
-    reaper = PeriodicTask.objects.get(name=services.REAPER_SCHEDULE_NAME)
+    assert {REAPER_SCHEDULE_NAME, RETRAIN_SCHEDULE_PREFIX + a.slug, RETRAIN_SCHEDULE_PREFIX + b.slug} <= names
+    reaper = PeriodicTask.objects.get(name=REAPER_SCHEDULE_NAME)
     assert reaper.task == "training.tasks.runs_reap_stale" and reaper.interval.every == 1 and reaper.queue == "celery"
-    check = PeriodicTask.objects.get(name=services.RETRAIN_SCHEDULE_PREFIX + a.slug)
+    check = PeriodicTask.objects.get(name=RETRAIN_SCHEDULE_PREFIX + a.slug)
     assert check.task == "training.tasks.reward_retrain_check" and json.loads(check.kwargs) == {"project_id": a.pk}
     assert check.interval.every == 5
     check.enabled = False  # an admin edit
@@ -91,15 +92,15 @@ def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     c = project_factory()
     out, _ = _call("setup_schedules", "--check-minutes", "2")
     assert "1 created" in out and "1 disabled" in out
-    assert PeriodicTask.objects.get(name=services.RETRAIN_SCHEDULE_PREFIX + c.slug).interval.every == 2
-    assert not PeriodicTask.objects.get(name=services.RETRAIN_SCHEDULE_PREFIX + b.slug).enabled
+    assert PeriodicTask.objects.get(name=RETRAIN_SCHEDULE_PREFIX + c.slug).interval.every == 2
+    assert not PeriodicTask.objects.get(name=RETRAIN_SCHEDULE_PREFIX + b.slug).enabled
 
 
 @pytest.mark.django_db
 def test_reap_runs_command(project_factory, settings):
     settings.PAIRWISE_HEARTBEAT_STALE = timedelta(seconds=30)
-    run = services.run_create(project=project_factory(), kind=TrainingRun.Kind.REWARD)
-    services.run_start(run_id=run.pk)
+    run = run_create(project=project_factory(), kind=TrainingRun.Kind.REWARD)
+    run_start(run_id=run.pk)
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
     out, _ = _call("reap_runs")
     assert out.strip() == f"reaped 1 run(s): {run.pk}"

@@ -17,9 +17,18 @@ from tests.training.conftest import fast_params
 from tests.training.test_policy import (  # noqa: F401  (fixtures)
     DPO_FAST, EVAL_FAST, SFT_FAST, _policy_run, setup, tiny_policy, train_reward,
 )
-from training import services, services_policy, tasks
+from training import tasks
 from training.models import ModelVersion, TrainingRun
-from training.selectors import ab_leaderboard, pipeline_list, version_flag_rates
+from training.selectors.ab import ab_leaderboard
+from training.selectors.runs import pipeline_list, pipeline_spec, run_pipeline_spec
+from training.selectors.versions import version_flag_rates
+from training.services.candidates import candidates_generate
+from training.services.evaluation import policy_evaluate
+from training.services.policy import policy_train
+from training.services.reward import reward_model_train
+from training.services.rounds import pipeline_start, reward_retrain_check
+from training.services.runs import run_cancel, run_create, run_fail, run_params_update, run_start, run_succeed
+from training.services.schedules import RETRAIN_SCHEDULE_PREFIX
 
 TASKS = ("reward_model_train", "policy_train", "policy_evaluate", "candidates_generate")
 
@@ -40,24 +49,24 @@ def _step(pipeline_id, kind) -> TrainingRun:
 @pytest.mark.django_db
 def test_a_round_chains_every_step_and_promotes_by_margin(setup, tiny_reward_base, sent, django_capture_on_commit_callbacks):
     project, base = setup
-    spec = services_policy.pipeline_spec(policy_kind="dpo", auto_promote_margin=-1.0, step_params={
+    spec = pipeline_spec(policy_kind="dpo", auto_promote_margin=-1.0, step_params={
         "reward": fast_params(tiny_reward_base, epochs=2), "dpo": {"config": DPO_FAST, "threads": 1},
         "evaluate": EVAL_FAST, "candidates": {"max_prompts": 4, "device": "cpu"},
     })
     with django_capture_on_commit_callbacks(execute=True):
-        first = services_policy.pipeline_start(project=project, spec=spec)
+        first = pipeline_start(project=project, spec=spec)
     assert sent == [("reward_model_train", first.pk)] and first.pipeline_id
     assert pipeline_list(project=project)[0]["status"] == "running"
     assert [s["status"] for s in pipeline_list(project=project)[0]["steps"]] == ["queued", "pending", "pending", "pending"]
 
     with django_capture_on_commit_callbacks(execute=True):
-        rm = services.reward_model_train(run_id=first.pk)
+        rm = reward_model_train(run_id=first.pk)
     dpo = _step(first.pipeline_id, "dpo")
     assert rm.promoted and sent[-1] == ("policy_train", dpo.pk) and dpo.params["trigger"] == "pipeline"
     assert dpo.params["config"] == DPO_FAST and dpo.base_version is None
 
     with django_capture_on_commit_callbacks(execute=True):
-        version = services_policy.policy_train(run_id=dpo.pk)
+        version = policy_train(run_id=dpo.pk)
     evaluation = _step(first.pipeline_id, "evaluate")
     assert sent[-1] == ("policy_evaluate", evaluation.pk) and evaluation.base_version == version
     assert evaluation.params["auto_promote_margin"] == -1.0 and version.parent == base and not version.promoted
@@ -65,14 +74,14 @@ def test_a_round_chains_every_step_and_promotes_by_margin(setup, tiny_reward_bas
     assert middle["status"] == "running" and middle["progress"] == pytest.approx(0.5)
 
     with django_capture_on_commit_callbacks(execute=True):
-        services_policy.policy_evaluate(run_id=evaluation.pk)
+        policy_evaluate(run_id=evaluation.pk)
     version.refresh_from_db()
     assert version.promoted and "win_rate_vs_parent" in version.metrics["evaluation"]
     candidates = _step(first.pipeline_id, "candidates")
     assert sent[-1] == ("candidates_generate", candidates.pk)
 
     with django_capture_on_commit_callbacks(execute=True):
-        created = services.candidates_generate(run_id=candidates.pk)
+        created = candidates_generate(run_id=candidates.pk)
     assert created["tasks"] >= 1 and len(sent) == 4  # the last step queues nothing
     new = Response.objects.filter(model_version=version)
     assert new.exists() and all(r.source == version.name for r in new)
@@ -87,17 +96,17 @@ def test_a_failed_step_ends_the_round_and_a_missing_policy_stops_it(project_fact
     from tests.training.conftest import import_preferences, separable_records
 
     project = project_factory()
-    spec = services_policy.pipeline_spec(step_params={"reward": fast_params(tiny_reward_base, epochs=1)})
-    first = services_policy.pipeline_start(project=project, spec=spec)
+    spec = pipeline_spec(step_params={"reward": fast_params(tiny_reward_base, epochs=1)})
+    first = pipeline_start(project=project, spec=spec)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.reward_model_train(run_id=first.pk) is None  # no judgments: it fails
+        assert reward_model_train(run_id=first.pk) is None  # no judgments: it fails
     assert sent == [] and TrainingRun.objects.filter(pipeline_id=first.pipeline_id).count() == 1
     assert pipeline_list(project=project)[0]["status"] == "failed"
 
     import_preferences(project, separable_records(8))
-    second = services_policy.pipeline_start(project=project, spec=spec)
+    second = pipeline_start(project=project, spec=spec)
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.reward_model_train(run_id=second.pk) is not None
+        assert reward_model_train(run_id=second.pk) is not None
     second.refresh_from_db()
     assert sent == [] and "no promoted policy" in second.params["pipeline_stopped"]
     latest = pipeline_list(project=project)[0]
@@ -107,11 +116,11 @@ def test_a_failed_step_ends_the_round_and_a_missing_policy_stops_it(project_fact
 @pytest.mark.django_db
 def test_a_live_run_of_the_next_kind_stops_the_round(setup, tiny_reward_base, sent, django_capture_on_commit_callbacks):
     project, _ = setup
-    manual = services.run_create(project=project, kind=TrainingRun.Kind.DPO)
-    first = services_policy.pipeline_start(project=project, spec=services_policy.pipeline_spec(
+    manual = run_create(project=project, kind=TrainingRun.Kind.DPO)
+    first = pipeline_start(project=project, spec=pipeline_spec(
         step_params={"reward": fast_params(tiny_reward_base, epochs=1)}))
     with django_capture_on_commit_callbacks(execute=True):
-        services.reward_model_train(run_id=first.pk)
+        reward_model_train(run_id=first.pk)
     first.refresh_from_db()
     assert f"({manual.pk}) was already live" in first.params["pipeline_stopped"] and sent == []
 
@@ -121,22 +130,22 @@ def test_the_schedule_starts_a_round_with_its_kwargs_and_never_two_at_once(setup
     project, _ = setup
     project.retrain_min_judgments = 1
     project.save()
-    run = services.reward_retrain_check(project_id=project.pk, policy_kind="ppo", auto_promote_margin=0.05,
+    run = reward_retrain_check(project_id=project.pk, policy_kind="ppo", auto_promote_margin=0.05,
                                         step_params={"ppo": {"config": {"iterations": 1}}})
     assert run.pipeline_id and run.params["trigger"] == "schedule"
     assert run.params["pipeline"]["steps"] == ["reward", "ppo", "evaluate", "candidates"]
     assert run.params["pipeline"]["auto_promote_margin"] == 0.05
-    services.run_start(run_id=run.pk)
-    services.run_params_update(run_id=run.pk, data_until_judgment_id=0)
-    services.run_succeed(run_id=run.pk)  # the round goes on to PPO ...
+    run_start(run_id=run.pk)
+    run_params_update(run_id=run.pk, data_until_judgment_id=0)
+    run_succeed(run_id=run.pk)  # the round goes on to PPO ...
     ppo = _step(run.pipeline_id, "ppo")
     assert ppo.params["config"] == {"iterations": 1}
     # ... so no new round while it is live, though the judgments are still "new".
-    assert services.reward_retrain_check(project_id=project.pk) is None
-    services.run_fail(run_id=ppo.pk, error="x")
-    plain = services.reward_retrain_check(project_id=project.pk)
+    assert reward_retrain_check(project_id=project.pk) is None
+    run_fail(run_id=ppo.pk, error="x")
+    plain = reward_retrain_check(project_id=project.pk)
     assert plain.params == {"trigger": "schedule"} and plain.pipeline_id != run.pipeline_id
-    assert services_policy.run_pipeline_spec(run=plain)["steps"][1] == "dpo"
+    assert run_pipeline_spec(run=plain)["steps"][1] == "dpo"
 
 
 @pytest.mark.django_db
@@ -145,7 +154,7 @@ def test_setup_schedules_writes_pipeline_options_into_the_kwargs(project_factory
     out = StringIO()
     call_command("setup_schedules", "--policy-kind", "ppo", "--auto-promote-margin", "0.05", "--step-params",
                  json.dumps({"ppo": {"config": {"iterations": 2}}}), stdout=out)
-    kwargs = json.loads(PeriodicTask.objects.get(name=services.RETRAIN_SCHEDULE_PREFIX + a.slug).kwargs)
+    kwargs = json.loads(PeriodicTask.objects.get(name=RETRAIN_SCHEDULE_PREFIX + a.slug).kwargs)
     assert kwargs == {"project_id": a.pk, "policy_kind": "ppo", "auto_promote_margin": 0.05,
                       "step_params": {"ppo": {"config": {"iterations": 2}}}}
     # The task takes exactly these kwargs.
@@ -190,7 +199,7 @@ def test_blind_ab_evaluation_feeds_a_bradley_terry_leaderboard(setup, make_user,
 
     run.params = {**run.params, "device": "cpu"}
     run.save()
-    created = services.candidates_generate(run_id=run.pk)
+    created = candidates_generate(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     tasks_ = list(ComparisonTask.objects.filter(project=ab))
@@ -258,7 +267,7 @@ def test_run_and_pipeline_apis_and_page(setup, member, api_client, sent, django_
     polled = client.get(reverse("training-runs-json", kwargs={"slug": project.slug})).json()
     assert polled["pipelines"][0]["pipeline_id"] == listed[0]["pipeline_id"]
     # The dashboard buttons queue through the same services.
-    services.run_cancel(run=TrainingRun.objects.get(pk=dpo.json()["id"]))
+    run_cancel(run=TrainingRun.objects.get(pk=dpo.json()["id"]))
     with django_capture_on_commit_callbacks(execute=True):
         client.post(reverse("training-policy-train", kwargs={"slug": project.slug}), {"kind": "ppo"})
         client.post(reverse("training-version-evaluate", kwargs={"slug": project.slug, "version_id": base.pk}))

@@ -10,10 +10,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from labeling.models import Prompt
 from labeling.services.imports import project_data_import
+from labeling.splits import prompt_is_held_out
 from tests.training.conftest import fast_params, import_preferences, separable_records
-from training import services, services_policy
 from training.models import ModelVersion, TrainingRun
+from training.plan import promotion_decide
+from training.selectors.versions import model_version_promoted_get
+from training.services.evaluation import policy_evaluate
+from training.services.policy import policy_train
+from training.services.reward import reward_model_train
+from training.services.runs import run_create
+from training.services.versions import base_models_install, model_version_demote
 
 torch.set_num_threads(1)
 
@@ -48,13 +56,18 @@ def import_records(project, records):
     return project_data_import(project=project, stream=io.BytesIO(body), filename="data.jsonl")
 
 
-def demonstrations(n: int = 8) -> list[dict[str, str]]:
-    return [{"id": f"q{i}", "prompt": f"question number {i}?", "demonstration": f"yes, happy to help with {i}!"} for i in range(n)]
+def demonstrations(n: int = 8, start: int = 0) -> list[dict[str, str]]:
+    return [{"id": f"q{i}", "prompt": f"question number {i}?", "demonstration": f"yes, happy to help with {i}!"}
+            for i in range(start, start + n)]
+
+
+# q10..q21: the product's split (labeling.splits) holds q15 and q16 out, so evaluation has held-out demonstrations.
+DEMO_START = 10
 
 
 def train_reward(project, tiny_reward_base) -> ModelVersion:
-    run = services.run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=2))
-    version = services.reward_model_train(run_id=run.pk)
+    run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=2))
+    version = reward_model_train(run_id=run.pk)
     assert version is not None and version.promoted, TrainingRun.objects.get(pk=run.pk).error
     return version
 
@@ -62,16 +75,16 @@ def train_reward(project, tiny_reward_base) -> ModelVersion:
 @pytest.fixture
 def setup(project_factory, tiny_policy, tiny_reward_base, models_dir):
     """A project with 12 prompts (demonstrations and preference pairs on each) and the tiny base policy."""
-    installed = services.base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
+    installed = base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
     project = project_factory(gen_max_new_tokens=6, system_prompt="Be brief.")
     import_preferences(project, [dict(r, id=f"q{i}") for i, r in enumerate(separable_records(12))])
-    import_records(project, demonstrations(12))
+    import_records(project, demonstrations(12, start=DEMO_START))
     return project, installed[ModelVersion.Kind.POLICY]
 
 
 def _policy_run(project, kind, config, **params) -> tuple[TrainingRun, ModelVersion | None]:
-    run = services.run_create(project=project, kind=kind, params={"config": config, "threads": 1, **params})
-    version = services_policy.policy_train(run_id=run.pk)
+    run = run_create(project=project, kind=kind, params={"config": config, "threads": 1, **params})
+    version = policy_train(run_id=run.pk)
     run.refresh_from_db()
     return run, version
 
@@ -89,8 +102,11 @@ def test_sft_registers_a_child_of_the_promoted_policy_with_new_weights(setup, in
     assert version.metrics["steps"] > 0 and version.metrics["final_loss"] is not None and version.metrics["history"]
     assert version.config["trainer"] == "sft" and version.config["values"]["system_prompt"] == "Be brief."
     # Held-out prompts stay out of training; chosen responses add one example per judgment.
-    held = sum(services_policy.prompt_is_held_out(external_id=f"q{i}") for i in range(12))
-    assert run.params["examples"] == (12 - held) * (2 if include_chosen else 1)
+    # Demonstrations sit on prompts q10..q21; the preference pairs on prompts keyed by a content hash.
+    held = sum(prompt_is_held_out(f"q{i}") for i in range(DEMO_START, DEMO_START + 12))
+    judged = Prompt.objects.filter(project=project, tasks__isnull=False).distinct()
+    held_judged = sum(prompt_is_held_out(p.external_id) for p in judged)
+    assert run.params["examples"] == (12 - held) + ((len(judged) - held_judged) if include_chosen else 0)
     assert run.metrics_history and run.progress == 1.0
 
 
@@ -101,7 +117,7 @@ def test_dpo_uses_the_parent_as_reference_and_changes_the_weights(setup):
 
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     assert version.parent == base and version.promoted  # promote=always promotes in the same transaction
-    assert services.model_version_promoted_get(project=project, kind="policy") == version
+    assert model_version_promoted_get(project=project, kind="policy") == version
     assert changed(version.artifact_path, base.artifact_path)
     assert run.params["pairs"] > 0 and run.params["data_until_judgment_id"] > 0 and run.params["parent_version"] == base.pk
     assert {"loss", "accuracy", "chosen_reward"} <= set(version.metrics["history"][0])
@@ -132,13 +148,13 @@ def test_policy_train_without_data_or_policy_fails_cleanly(project_factory, tiny
     project = project_factory()
     run, version = _policy_run(project, TrainingRun.Kind.DPO, DPO_FAST)
     assert version is None and run.status == TrainingRun.Status.FAILED and "no promoted policy" in run.error
-    services.base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
+    base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
     run, version = _policy_run(project, TrainingRun.Kind.DPO, DPO_FAST)
     assert version is None and "no preference pairs" in run.error
     assert not ModelVersion.objects.filter(project=project).exists()
     assert not list(models_dir.rglob("model.safetensors"))  # nothing half-written left behind
     # A duplicate delivery of a finished run does nothing.
-    assert services_policy.policy_train(run_id=run.pk) is None
+    assert policy_train(run_id=run.pk) is None
 
 
 @pytest.mark.django_db
@@ -146,9 +162,9 @@ def test_evaluation_stores_metrics_on_the_version(setup, tiny_reward_base):
     project, base = setup
     train_reward(project, tiny_reward_base)
     _, version = _policy_run(project, TrainingRun.Kind.SFT, SFT_FAST)
-    run = services.run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version, params=EVAL_FAST)
+    run = run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version, params=EVAL_FAST)
 
-    result = services_policy.policy_evaluate(run_id=run.pk)
+    result = policy_evaluate(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
@@ -167,7 +183,7 @@ def test_evaluation_stores_metrics_on_the_version(setup, tiny_reward_base):
 
 
 def test_promotion_decide_margins():
-    decide = services_policy.promotion_decide
+    decide = promotion_decide
     assert decide(evaluation={"win_rate_vs_parent": 0.6}, margin=0.1)[0]
     assert not decide(evaluation={"win_rate_vs_parent": 0.59}, margin=0.1)[0]
     assert decide(evaluation={"win_rate_vs_parent": 0.5}, margin=0.0)[0]
@@ -185,9 +201,9 @@ def test_auto_promotion_by_margin_only_over_the_promoted_parent(setup, tiny_rewa
     _, version = _policy_run(project, TrainingRun.Kind.SFT, SFT_FAST)
 
     def evaluate(margin):
-        run = services.run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version,
+        run = run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version,
                                   params={**EVAL_FAST, "auto_promote_margin": margin})
-        services_policy.policy_evaluate(run_id=run.pk)
+        policy_evaluate(run_id=run.pk)
         run.refresh_from_db()
         assert run.status == TrainingRun.Status.SUCCEEDED, run.error
         version.refresh_from_db()
@@ -199,7 +215,7 @@ def test_auto_promotion_by_margin_only_over_the_promoted_parent(setup, tiny_rewa
     _, other = _policy_run(project, TrainingRun.Kind.SFT, SFT_FAST, promote="always")
     refused = evaluate(-0.5)
     assert not refused["promoted"] and "not the parent" in refused["reason"] and not version.promoted
-    services.model_version_demote(version=other)
+    model_version_demote(version=other)
     low = evaluate(-0.5)  # any win rate >= 0
     assert low["promoted"] and version.promoted
-    assert services.model_version_promoted_get(project=project, kind="policy") == version
+    assert model_version_promoted_get(project=project, kind="policy") == version

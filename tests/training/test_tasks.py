@@ -8,8 +8,11 @@ import psutil
 import pytest
 
 from tests.training.conftest import fast_params, import_preferences, separable_records, wait_for
-from training import services, tasks
+from training import tasks
 from training.models import ModelVersion, TrainingRun
+from training.services.rounds import reward_retrain_check
+from training.services.runs import RunAlreadyActive, run_create, run_queue
+from training.services.versions import model_version_register
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +30,7 @@ def test_reward_task_end_to_end_on_a_real_worker(celery_worker, project_factory,
     project = project_factory()
     import_preferences(project, separable_records(24))
 
-    run = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
+    run = run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
     done = wait_for(lambda: _final(run.pk), timeout=180, worker=celery_worker, what="the reward run to finish")
 
     assert done.status == TrainingRun.Status.SUCCEEDED, done.error
@@ -47,7 +50,7 @@ def test_reward_task_end_to_end_on_a_real_worker(celery_worker, project_factory,
 
     # A second delivery of the same message (acks_late redelivery) is a no-op.
     tasks.reward_model_train.delay(run_id=run.pk)
-    follow = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
+    follow = run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
     wait_for(lambda: _final(follow.pk), timeout=180, worker=celery_worker, what="the follow-up run")
     assert ModelVersion.objects.filter(project=project).count() == 2
     assert _run(run.pk).result_version_id == version.pk
@@ -62,7 +65,7 @@ def test_sigkilled_run_is_reaped_and_the_next_run_succeeds(celery_worker_factory
     import_preferences(project, separable_records(24))
 
     # Long enough that it is surely mid-training when killed.
-    doomed = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD,
+    doomed = run_queue(project=project, kind=TrainingRun.Kind.REWARD,
                                 params=fast_params(tiny_reward_base, epochs=5000))
     wait_for(lambda: _run(doomed.pk).progress > 0, timeout=120, worker=worker, what="training progress")
     running = _run(doomed.pk)
@@ -75,8 +78,8 @@ def test_sigkilled_run_is_reaped_and_the_next_run_succeeds(celery_worker_factory
     assert worker.alive()
 
     # Celery acked the lost task; nothing but the reaper will ever move this run. Single flight still holds.
-    with pytest.raises(services.RunAlreadyActive):
-        services.run_create(project=project, kind=TrainingRun.Kind.REWARD)
+    with pytest.raises(RunAlreadyActive):
+        run_create(project=project, kind=TrainingRun.Kind.REWARD)
     output_dir = models_dir / project.slug / f"reward-run{doomed.pk}"
     assert not output_dir.exists()
     assert list((models_dir / project.slug).glob(f".tmp-{output_dir.name}-*")), "the half-written temp folder"
@@ -94,7 +97,7 @@ def test_sigkilled_run_is_reaped_and_the_next_run_succeeds(celery_worker_factory
     assert not output_dir.exists()
     assert not list((models_dir / project.slug).glob(".tmp-*")), "the reaper removes the half-written folder"
 
-    nxt = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
+    nxt = run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
     done = wait_for(lambda: _final(nxt.pk), timeout=180, worker=worker, what="the next run")
     assert done.status == TrainingRun.Status.SUCCEEDED, done.error
     assert list(ModelVersion.objects.filter(project=project)) == [done.result_version]
@@ -112,9 +115,9 @@ def test_runs_of_one_project_never_overlap_on_the_worker(celery_worker, project_
     import_preferences(project, separable_records(16))
     ids = []
     for _ in range(3):
-        run = services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
-        with pytest.raises(services.RunAlreadyActive):
-            services.run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
+        run = run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
+        with pytest.raises(RunAlreadyActive):
+            run_queue(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base))
         wait_for(lambda: _final(run.pk), timeout=180, worker=celery_worker, what="run")
         ids.append(run.pk)
     runs = sorted(TrainingRun.objects.filter(pk__in=ids), key=lambda r: r.started_at)
@@ -127,10 +130,10 @@ def test_runs_of_one_project_never_overlap_on_the_worker(celery_worker, project_
 def test_retrain_check_task_queues_a_run_the_worker_trains(celery_worker, project_factory, tiny_reward_base, settings):
     project = project_factory(retrain_min_judgments=10)
     import_preferences(project, separable_records(9))
-    assert services.reward_retrain_check(project_id=project.pk) is None  # 9 < 10
+    assert reward_retrain_check(project_id=project.pk) is None  # 9 < 10
     import_preferences(project, [dict(r, id=f"x{r['id']}", prompt="more " + r["prompt"]) for r in separable_records(3)])
     # The scheduled run uses the registered base; here that is the tiny model, registered as the reward base.
-    services.model_version_register(project=None, kind=ModelVersion.Kind.REWARD, name="tiny-base",
+    model_version_register(project=None, kind=ModelVersion.Kind.REWARD, name="tiny-base",
                                     base=str(tiny_reward_base), artifact_path=tiny_reward_base, config={"role": "base"})
     tasks.reward_retrain_check.delay(project_id=project.pk)
     run = wait_for(lambda: TrainingRun.objects.filter(project=project).first(), timeout=30, worker=celery_worker,
@@ -139,4 +142,4 @@ def test_retrain_check_task_queues_a_run_the_worker_trains(celery_worker, projec
     done = wait_for(lambda: _final(run.pk), timeout=300, worker=celery_worker, what="the scheduled run")
     assert done.status == TrainingRun.Status.SUCCEEDED, done.error
     assert done.params["base"] == str(tiny_reward_base)
-    assert services.reward_retrain_check(project_id=project.pk) is None  # nothing new since
+    assert reward_retrain_check(project_id=project.pk) is None  # nothing new since

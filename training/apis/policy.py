@@ -9,18 +9,23 @@ from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
 from labeling.apis.base import ProjectScopedMixin
-from training import services, services_policy
+from training import plan
 from training.apis.runs import RunOutputSerializer
 from training.models import ModelVersion
-from training.selectors import ab_evaluation_list, ab_leaderboard, model_version_list, pipeline_list, version_flag_rates
+from training.selectors.ab import ab_evaluation_list, ab_leaderboard
+from training.selectors.runs import pipeline_list, pipeline_spec
+from training.selectors.versions import model_version_list, version_flag_rates
+from training.services.ab import ab_evaluation_create
+from training.services.rounds import pipeline_start
+from training.services.runs import RunAlreadyActive
 
 
 class PipelineInputSerializer(serializers.Serializer):
-    policy_kind = serializers.ChoiceField(choices=list(services_policy.POLICY_KINDS), default="dpo")
+    policy_kind = serializers.ChoiceField(choices=list(plan.POLICY_KINDS), default=plan.DEFAULT_POLICY_KIND)
     auto_promote_margin = serializers.FloatField(required=False, allow_null=True, min_value=-1, max_value=1,
                                                  help_text="Promote the new policy when it beats its parent by this; "
                                                            "null keeps promotion manual.")
-    promote_metric = serializers.ChoiceField(choices=list(services_policy.PROMOTE_METRICS), default="win_rate")
+    promote_metric = serializers.ChoiceField(choices=list(plan.PROMOTE_METRICS), default=plan.DEFAULT_PROMOTE_METRIC)
     step_params = serializers.DictField(required=False, help_text='Per-step run params, e.g. {"dpo": {"config": {"epochs": 2}}}.')
 
 
@@ -37,9 +42,9 @@ class PipelineListApi(ProjectScopedMixin, APIView):
         data.is_valid(raise_exception=True)
         # A service ValidationError becomes a 400 with field errors in labeling.apis.base.exception_handler.
         try:
-            spec = services_policy.pipeline_spec(**data.validated_data)
-            run = services_policy.pipeline_start(project=self.project, spec=spec, trigger="api", requested_by=request.user)
-        except services.RunAlreadyActive as exc:
+            spec = pipeline_spec(**data.validated_data)
+            run = pipeline_start(project=self.project, spec=spec, trigger="api", requested_by=request.user)
+        except RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)
         return HttpResponse(RunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
 
@@ -68,7 +73,7 @@ class AbEvaluationListApi(ProjectScopedMixin, APIView):
         b = versions.filter(pk=data.validated_data["version_b"]).first()
         if a is None or b is None:
             raise ApiValidationError({"version": "Both must be policy versions of this project (or shared bases)."})
-        run = services_policy.ab_evaluation_create(project=self.project, version_a=a, version_b=b,
+        run = ab_evaluation_create(project=self.project, version_a=a, version_b=b,
                                                    prompts=data.validated_data["prompts"], created_by=request.user)
         return HttpResponse({"project": run.project.slug, "run": RunOutputSerializer(run).data}, status=status.HTTP_201_CREATED)
 

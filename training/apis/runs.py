@@ -16,9 +16,13 @@ from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
 from labeling.apis.base import OVERSIGHT_ROLES, ProjectScopedMixin
-from training import services
+from training import plan
 from training.models import ModelVersion, TrainingRun
-from training.selectors import model_version_list, run_list
+from training.selectors.runs import run_list
+from training.selectors.versions import model_version_list
+from training.services.reward import reward_model_evaluate
+from training.services.runs import RunAlreadyActive, run_cancel, run_request
+from training.services.versions import model_version_demote, model_version_promote
 
 MAX_EVAL_RECORDS = 20000
 
@@ -42,14 +46,14 @@ class RunInputSerializer(serializers.Serializer):
     base = serializers.CharField(required=False, allow_blank=True, help_text="Reward runs: HF model folder of the backbone.")
     config = serializers.DictField(required=False, help_text="Trainer config overrides (RewardConfig, SFTConfig, DPOConfig, "
                                                              "PPOConfig), e.g. {\"epochs\": 2}.")
-    promote = serializers.ChoiceField(choices=["always", "if_none", "never"], required=False,
+    promote = serializers.ChoiceField(choices=list(plan.PROMOTE_CHOICES), required=False,
                                       help_text="Promote the new version: reward runs default to always, policy runs to never.")
     version = serializers.IntegerField(required=False, help_text="Policy runs: the parent version (default: the promoted "
                                                                   "policy). Evaluation runs: the version to evaluate (required).")
     include_chosen = serializers.BooleanField(default=False, help_text="SFT: also train on each judgment's best response.")
     auto_promote_margin = serializers.FloatField(required=False, allow_null=True, min_value=-1, max_value=1,
                                                  help_text="Evaluation: promote when the version beats its parent by this.")
-    promote_metric = serializers.ChoiceField(choices=["win_rate", "reward"], default="win_rate")
+    promote_metric = serializers.ChoiceField(choices=list(plan.PROMOTE_METRICS), default=plan.DEFAULT_PROMOTE_METRIC)
     max_prompts = serializers.IntegerField(required=False, min_value=1, max_value=100000,
                                            help_text="Candidates and evaluation: how many prompts.")
 
@@ -91,18 +95,6 @@ class RunListApi(ProjectScopedMixin, generics.ListAPIView):
         data = RunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         valid, kind = data.validated_data, data.validated_data["kind"]
-        params = {"trigger": "api", "config": valid.get("config") or {}}
-        if kind in (TrainingRun.Kind.REWARD, TrainingRun.Kind.SFT, TrainingRun.Kind.DPO, TrainingRun.Kind.PPO):
-            params["promote"] = valid.get("promote") or ("always" if kind == TrainingRun.Kind.REWARD else "never")
-        if valid.get("base") and kind == TrainingRun.Kind.REWARD:
-            params["base"] = valid["base"]
-        if kind == TrainingRun.Kind.SFT:
-            params["include_chosen"] = valid["include_chosen"]
-        if kind == TrainingRun.Kind.EVALUATE:
-            if valid.get("auto_promote_margin") is not None:
-                params.update(auto_promote_margin=valid["auto_promote_margin"], promote_metric=valid["promote_metric"])
-        if valid.get("max_prompts"):
-            params["max_prompts"] = valid["max_prompts"]
         base_version = None
         if valid.get("version") is not None:
             base_version = model_version_list(project=self.project, kind=ModelVersion.Kind.POLICY).filter(pk=valid["version"]).first()
@@ -111,9 +103,13 @@ class RunListApi(ProjectScopedMixin, generics.ListAPIView):
         elif kind == TrainingRun.Kind.EVALUATE:
             raise ApiValidationError({"version": "An evaluation needs the version to evaluate."})
         try:
-            run = services.run_queue(project=self.project, kind=kind, params=params, base_version=base_version,
-                                     requested_by=request.user)
-        except services.RunAlreadyActive as exc:
+            run = run_request(
+                project=self.project, kind=kind, trigger="api", base_version=base_version, requested_by=request.user,
+                config=valid.get("config"), promote=valid.get("promote"), base=valid.get("base", ""),
+                include_chosen=valid["include_chosen"], auto_promote_margin=valid.get("auto_promote_margin"),
+                promote_metric=valid["promote_metric"], max_prompts=valid.get("max_prompts"),
+            )
+        except RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)
         return HttpResponse(RunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
 
@@ -128,7 +124,7 @@ class RunCancelApi(ProjectScopedMixin, APIView):
     @extend_schema(request=None, responses=RunOutputSerializer)
     def post(self, request, slug, run_id):
         run = get_object_or_404(run_list(project=self.project), pk=run_id)
-        services.run_cancel(run=run)
+        run_cancel(run=run)
         return HttpResponse(RunOutputSerializer(run).data)
 
 
@@ -149,13 +145,13 @@ class _VersionActionApi(ProjectScopedMixin, APIView):
 class VersionPromoteApi(_VersionActionApi):
     @extend_schema(request=None, responses=VersionOutputSerializer)
     def post(self, request, slug, version_id):
-        return HttpResponse(VersionOutputSerializer(services.model_version_promote(version=self.version(version_id))).data)
+        return HttpResponse(VersionOutputSerializer(model_version_promote(version=self.version(version_id))).data)
 
 
 class VersionDemoteApi(_VersionActionApi):
     @extend_schema(request=None, responses=VersionOutputSerializer)
     def post(self, request, slug, version_id):
-        return HttpResponse(VersionOutputSerializer(services.model_version_demote(version=self.version(version_id))).data)
+        return HttpResponse(VersionOutputSerializer(model_version_demote(version=self.version(version_id))).data)
 
 
 class VersionEvaluateApi(_VersionActionApi):
@@ -192,4 +188,4 @@ class VersionEvaluateApi(_VersionActionApi):
             raise ApiValidationError({"records": "Give a non-empty list of {prompt, chosen, rejected} records or a file."})
         if len(records) > MAX_EVAL_RECORDS:
             raise ApiValidationError({"records": f"At most {MAX_EVAL_RECORDS} records; use the command for more."})
-        return HttpResponse(services.reward_model_evaluate(version=version, records=records))
+        return HttpResponse(reward_model_evaluate(version=version, records=records))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import inspect
 import json
 import math
@@ -25,6 +24,8 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Encoding, Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from labeling.ranking import ranking_pairs
+from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
 from training.ml.common import (
     ProgressFn,
     atomic_output_dir,
@@ -74,7 +75,7 @@ class RewardConfig:
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ..."})
     precision: str = field(default="auto", metadata={"help": "'auto' -> bf16 where the hardware supports it, else fp32; or 'bf16'/'fp32'."})
     dropout: float | None = field(default=0.0, metadata={"help": "Overrides every dropout probability of the backbone; None keeps the checkpoint's. 0 because MiniLM's dropout doubles step cost for no gain in one epoch."})
-    val_fraction: float = field(default=0.1, metadata={"help": "Fraction of prompts held out (split by prompt hash, so a prompt is never on both sides)."})
+    val_fraction: float = field(default=HELD_OUT_FRACTION, metadata={"help": "Fraction of prompts held out for validation when the caller passes no val_groups (bench scripts); the product always passes its own held-out prompts (labeling.splits)."})
     pooling: str = field(default="auto", metadata={"help": "'mean' over non-pad tokens, 'response' (mean over the response's tokens only), 'last' non-pad token, or 'auto' (mean for encoders, last for decoders)."})
     group_by_length: bool = field(default=True, metadata={"help": "Batch judgments of similar length together to cut padding (order stays random across batches)."})
     reference_limit: int = field(default=512, metadata={"help": "At most this many reference (prompt, response) pairs are scored to set the normalisation bias."})
@@ -189,27 +190,19 @@ def read_preference_file(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def comparisons_of(ranking: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
-    """(winner, loser) for every pair of responses in different tie groups; ties give nothing."""
-    return [
-        (w, l)
-        for hi, better in enumerate(ranking)
-        for worse in ranking[hi + 1:]
-        for w in better
-        for l in worse
-    ]
-
-
-def is_validation_prompt(prompt: str, val_fraction: float, seed: int) -> bool:
-    """Deterministic by prompt text, so the same prompt always lands on the same side."""
-    digest = hashlib.sha256(f"{seed}\x00{prompt}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+def is_validation(item: dict[str, Any], val_fraction: float, seed: int) -> bool:
+    """Whether a group or {prompt, ...} record is held out for validation, when the caller did not
+    split (the bench scripts' files, whose ids name records, not prompts): the product's rule,
+    labeling.splits, keyed by the prompt text and salted by the seed, so a prompt is never on both
+    sides. The product splits by the prompt's external id itself and passes val_groups."""
+    return prompt_is_held_out(item["prompt"], fraction=val_fraction, seed=str(seed))
 
 
 def split_by_prompt(groups: Sequence[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation)."""
     train, val = [], []
     for g in groups:
-        (val if is_validation_prompt(g["prompt"], val_fraction, seed) else train).append(g)
+        (val if is_validation(g, val_fraction, seed) else train).append(g)
     return train, val
 
 
@@ -335,7 +328,7 @@ def tokenize_groups(groups: Sequence[dict], encoder: PairEncoder) -> list[Tokeni
     responses = [r for g in groups for r in g["responses"]]
     encoded = iter(encoder.encode(prompts, responses))
     return [
-        TokenizedGroup([next(encoded) for _ in g["responses"]], comparisons_of(g["ranking"]))
+        TokenizedGroup([next(encoded) for _ in g["responses"]], ranking_pairs(g["ranking"]))
         for g in groups
     ]
 
@@ -400,8 +393,11 @@ def train_reward_model(
     output_dir: str | Path,
     progress: ProgressFn = no_progress,
     reference_texts: Sequence[tuple[str, str]] | None = None,
+    val_groups: Sequence[dict] | None = None,
 ) -> dict[str, Any]:
-    """Train on ranked groups, normalise, evaluate, and save atomically to output_dir."""
+    """Train on ranked groups, normalise, evaluate, and save atomically to output_dir. With
+    val_groups the caller has split (every group trains, val_groups validate); without, the groups
+    are split by prompt (split_by_prompt, config.val_fraction and config.seed)."""
     started = time.perf_counter()
     config = dataclasses.replace(config, base_model=config.base_model or str(default_reward_base()))
     with atomic_output_dir(output_dir) as tmp:
@@ -414,7 +410,10 @@ def train_reward_model(
         encoder = PairEncoder(tokenizer, config.max_length, add_eos=model.pooling == "last")
         pad_id = _pad_id(tokenizer)
 
-        train_groups, val_groups = split_by_prompt(groups, config.val_fraction, config.seed)
+        if val_groups is None:
+            train_groups, val_groups = split_by_prompt(groups, config.val_fraction, config.seed)
+        else:
+            train_groups, val_groups = list(groups), list(val_groups)
         train_tok = tokenize_groups(train_groups, encoder)
         val_tok = tokenize_groups(val_groups, encoder)
         usable = [g for g in train_tok if g.comparisons]
@@ -662,7 +661,7 @@ def pair_margins(
 
 
 __all__ = [
-    "RewardConfig", "RewardModel", "grouped_ranking_loss", "comparisons_of", "groups_from_pairs",
+    "RewardConfig", "RewardModel", "grouped_ranking_loss", "groups_from_pairs",
     "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
     "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS",
 ]

@@ -15,6 +15,8 @@ from typing import Any, Sequence, Union
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from labeling.transcripts import messages_transcript
+
 Messages = list[dict[str, str]]
 Prompt = Union[str, Messages]
 
@@ -49,12 +51,9 @@ def hh_to_messages(transcript: str) -> Messages:
 
 def prompt_as_transcript(prompt: Prompt) -> str:
     """A prompt as plain text for reward models, which were trained on raw dataset prompts: strings
-    pass through, message lists become an hh-rlhf style transcript."""
-    if isinstance(prompt, str):
-        return prompt
-    turns = [m for m in prompt if m["role"] != "system"]
-    text = "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in turns)
-    return text + "\n\nAssistant:"
+    pass through, message lists become the product's one HH transcript (labeling.transcripts, the
+    same the exports and the reward model's training data use)."""
+    return prompt if isinstance(prompt, str) else messages_transcript(prompt)
 
 
 def prompt_text(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> str:

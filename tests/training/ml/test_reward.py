@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from labeling.ranking import ranking_pairs
 from tests.tiny_models import tiny_bert, tiny_llama
 from training.ml.reward import (
     PairEncoder,
     RewardConfig,
     RewardModel,
-    comparisons_of,
     default_reward_base,
     evaluate_pairs,
     groups_from_pairs,
@@ -53,7 +53,7 @@ def test_loss_k4_with_tie_and_a_k2_group_by_hand():
     # Group 0: K=4 ranked [[2], [0, 3], [1]] -> 5 comparisons (0 and 3 tied). Group 1: K=2.
     r = [0.3, -0.4, 1.2, 0.1, 0.7, 0.0]
     ranking = [[2], [0, 3], [1]]
-    pairs = comparisons_of(ranking)
+    pairs = ranking_pairs(ranking)
     winners = [w for w, _ in pairs] + [4]
     losers = [l for _, l in pairs] + [5]
     loss = grouped_ranking_loss(
@@ -76,10 +76,10 @@ def test_loss_gradient_flows_to_every_response():
 
 
 def test_comparisons_of_skips_ties():
-    assert comparisons_of([[0], [1]]) == [(0, 1)]
-    assert sorted(comparisons_of([[2], [0, 3], [1]])) == sorted([(2, 0), (2, 3), (2, 1), (0, 1), (3, 1)])
-    assert comparisons_of([[0, 1, 2]]) == []
-    assert len(comparisons_of([[0], [1], [2], [3]])) == 6
+    assert ranking_pairs([[0], [1]]) == [(0, 1)]
+    assert sorted(ranking_pairs([[2], [0, 3], [1]])) == sorted([(2, 0), (2, 3), (2, 1), (0, 1), (3, 1)])
+    assert ranking_pairs([[0, 1, 2]]) == []
+    assert len(ranking_pairs([[0], [1], [2], [3]])) == 6
 
 
 def test_groups_from_pairs_and_read_file(tmp_path):

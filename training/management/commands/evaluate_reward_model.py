@@ -7,8 +7,8 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from training import services
-from training.selectors import model_version_get
+from training.selectors.versions import model_version_get
+from training.services.reward import reward_model_evaluate
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         if limit:
             records = records[:limit]
         try:
-            result = services.reward_model_evaluate(version=version, records=records)
+            result = reward_model_evaluate(version=version, records=records)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(json.dumps(result))

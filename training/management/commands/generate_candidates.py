@@ -2,9 +2,9 @@
 no open task yet, and the worker turns them into comparison tasks."""
 from django.core.management.base import BaseCommand, CommandError
 
-from training import services
-from training.models import TrainingRun
 from labeling.selectors.projects import project_get_live
+from training import plan
+from training.services.runs import RunAlreadyActive, run_request
 
 
 class Command(BaseCommand):
@@ -19,8 +19,7 @@ class Command(BaseCommand):
         if found is None:
             raise CommandError(f"no project with slug {project!r}")
         try:
-            run = services.run_queue(project=found, kind=TrainingRun.Kind.CANDIDATES,
-                                     params={"trigger": "command", "max_prompts": max_prompts})
-        except services.RunAlreadyActive as exc:
+            run = run_request(project=found, kind=plan.CANDIDATES, trigger="command", max_prompts=max_prompts)
+        except RunAlreadyActive as exc:
             raise CommandError(exc.messages[0]) from None
         self.stdout.write(f"queued candidates run {run.pk}")

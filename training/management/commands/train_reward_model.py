@@ -8,9 +8,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from training import services
-from training.models import TrainingRun
 from labeling.selectors.projects import project_get_live
+from training import plan
+from training.services.reward import reward_model_train
+from training.services.runs import RunAlreadyActive, run_request
 
 
 class Command(BaseCommand):
@@ -31,19 +32,18 @@ class Command(BaseCommand):
             overrides = json.loads(config) if config else {}
         except json.JSONDecodeError as exc:
             raise CommandError(f"--config is not JSON: {exc}") from None
-        params = {"trigger": "command", "config": overrides, "promote": "never" if no_promote else "always"}
-        if base:
-            params["base"] = base
+        if not isinstance(overrides, dict):
+            raise CommandError("--config must be a JSON object of RewardConfig fields")
         try:
-            if not sync:
-                run = services.run_queue(project=found, kind=TrainingRun.Kind.REWARD, params=params)
-                self.stdout.write(f"queued reward run {run.pk}")
-                return
-            run = services.run_create(project=found, kind=TrainingRun.Kind.REWARD, params=params)
-        except services.RunAlreadyActive as exc:
+            run = run_request(project=found, kind=plan.REWARD, trigger="command", config=overrides, base=base,
+                              promote="never" if no_promote else None, send=not sync)
+        except RunAlreadyActive as exc:
             raise CommandError(exc.messages[0]) from None
+        if not sync:
+            self.stdout.write(f"queued reward run {run.pk}")
+            return
         bar = ProgressBar(self.stderr)
-        version = services.reward_model_train(run_id=run.pk, worker="manage.py train_reward_model", echo=bar)
+        version = reward_model_train(run_id=run.pk, worker="manage.py train_reward_model", echo=bar)
         bar.close()
         run.refresh_from_db()
         if version is None:

@@ -1,0 +1,1 @@
+"""REST API of the labeling app (DRF views, serializers and URLconfs)."""

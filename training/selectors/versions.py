@@ -1,0 +1,124 @@
+"""Reads of the model registry: versions of a project (and the shared base models), the promoted
+version of a kind, the parent a policy run trains from, the reward backbone, and human flag rates."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.db.models import QuerySet
+
+from labeling.models import Judgment, Project, TaskResponse
+from training.models import ModelVersion, TrainingRun
+
+# training.ml.reward.HEAD_FILE, without importing torch into web processes.
+REWARD_HEAD_FILE = "reward_head.safetensors"
+
+
+def model_version_list(*, project: Project | None = None, kind: str | None = None, include_base: bool = True) -> QuerySet[ModelVersion]:
+    versions = ModelVersion.objects.select_related("project", "parent").order_by("-created_at", "-id")
+    if project is not None:
+        versions = versions.filter(project=project) | (versions.filter(project__isnull=True) if include_base else versions.none())
+    if kind:
+        versions = versions.filter(kind=kind)
+    return versions
+
+
+def model_version_get(*, version_id: int) -> ModelVersion | None:
+    return ModelVersion.objects.select_related("project").filter(pk=version_id).first()
+
+
+def model_version_promoted_get(*, project: Project | None, kind: str) -> ModelVersion | None:
+    """The project's promoted version of a kind, else the promoted shared base model of that kind."""
+    found = None
+    if project is not None:
+        found = ModelVersion.objects.filter(project=project, kind=kind, promoted=True, status=ModelVersion.Status.READY).first()
+    if found is None:
+        found = (
+            ModelVersion.objects.filter(project__isnull=True, kind=kind, promoted=True, status=ModelVersion.Status.READY)
+            .order_by("-created_at").first()
+        )
+    return found
+
+
+def base_version_get(*, kind: str, artifact_path: str) -> ModelVersion | None:
+    """A shared (project-less) version registered for this folder."""
+    return ModelVersion.objects.filter(project__isnull=True, kind=kind, artifact_path=artifact_path).first()
+
+
+def base_policy_promoted_exists() -> bool:
+    return ModelVersion.objects.filter(project__isnull=True, kind=ModelVersion.Kind.POLICY, promoted=True).exists()
+
+
+def reward_base_get() -> ModelVersion | None:
+    """The newest registered shared reward backbone (install_base_models), if any."""
+    return ModelVersion.objects.filter(
+        project__isnull=True, kind=ModelVersion.Kind.REWARD, config__role="base", status=ModelVersion.Status.READY,
+    ).order_by("-created_at").first()
+
+
+def trained_reward_get(*, project: Project) -> ModelVersion | None:
+    """The promoted reward model, if it is a trained one (a bare backbone has no head to score with)."""
+    rm = model_version_promoted_get(project=project, kind=ModelVersion.Kind.REWARD)
+    if rm is None or not (Path(rm.artifact_path) / REWARD_HEAD_FILE).is_file():
+        return None
+    return rm
+
+
+def policy_parent_get(*, run: TrainingRun) -> ModelVersion:
+    """The version a policy run starts from: its base version, else the promoted policy."""
+    parent = run.base_version or model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.POLICY)
+    if parent is None or parent.kind != ModelVersion.Kind.POLICY:
+        raise ValueError("no promoted policy version (run manage.py install_base_models)")
+    return parent
+
+
+def version_as_dict(version: ModelVersion) -> dict[str, Any]:
+    metrics = {k: v for k, v in (version.metrics or {}).items() if k != "history"}
+    return {
+        "id": version.pk,
+        "project": version.project.slug if version.project_id else None,
+        "kind": version.kind,
+        "name": version.name,
+        "base": version.base,
+        "parent": version.parent_id,
+        "artifact_path": version.artifact_path,
+        "status": version.status,
+        "promoted": version.promoted,
+        "snapshot": version.snapshot_id,
+        "metrics": metrics,
+        "config": version.config,
+        "created_at": version.created_at.isoformat() if version.created_at else None,
+    }
+
+
+def version_flag_rates(*, version_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per model version, over live human judgments of tasks showing its responses (in any project,
+    A/B evaluations included): responses judged, the share flagged at all, and each flag's share."""
+    ids = sorted({int(v) for v in version_ids if v is not None})
+    if not ids:
+        return {}
+    by_task: dict[int, list[tuple[int, int]]] = {}
+    for task_id, response_id, version_id in TaskResponse.objects.filter(
+        response__model_version_id__in=ids
+    ).values_list("task_id", "response_id", "response__model_version_id").iterator(2000):
+        by_task.setdefault(task_id, []).append((response_id, version_id))
+    seen: dict[int, int] = {v: 0 for v in ids}
+    flagged: dict[int, int] = {v: 0 for v in ids}
+    per_flag: dict[int, dict[str, int]] = {v: {} for v in ids}
+    tasks = list(by_task)
+    for start in range(0, len(tasks), 2000):
+        judgments = Judgment.objects.filter(
+            task_id__in=tasks[start:start + 2000], superseded_by__isnull=True, source="human",
+        ).values_list("task_id", "flags")
+        for task_id, flags in judgments.iterator(2000):
+            for response_id, version_id in by_task[task_id]:
+                keys = set((flags or {}).get(str(response_id)) or [])
+                seen[version_id] += 1
+                flagged[version_id] += bool(keys)
+                for key in keys:
+                    per_flag[version_id][key] = per_flag[version_id].get(key, 0) + 1
+    return {
+        v: {"responses_judged": seen[v], "any_flag_rate": flagged[v] / seen[v] if seen[v] else None,
+            "flag_rates": {k: c / seen[v] for k, c in sorted(per_flag[v].items())}}
+        for v in ids
+    }

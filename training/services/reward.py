@@ -1,0 +1,100 @@
+"""The reward model's run task body (collect ranked groups, train, register and maybe promote the
+version) and its evaluation on a preference file. Heavy imports (torch, training.ml) are done
+inside functions, so web and beat processes never load them."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from django.core.exceptions import ValidationError
+
+from training import plan
+from training.models import ModelVersion, TrainingRun
+from training.selectors.data import reward_data_collect
+from training.selectors.versions import model_version_promoted_get, reward_base_get
+from training.services.execution import RunReporter, run_execute, threads_set
+from training.services.runs import run_output_dir, run_params_update, run_succeed
+
+
+def reward_model_train(
+    *, run_id: int, worker: str = "", echo: Callable[[float, dict[str, Any]], None] | None = None,
+) -> ModelVersion | None:
+    """The body of the `reward_model_train` task: start the run, collect groups from the judgments,
+    train, then register the version and finish the run in one transaction.
+
+    Returns the new version, or None when the run was not QUEUED (duplicate delivery), failed, or was
+    cancelled/reaped meanwhile. Errors are recorded on the run, never raised (nothing to retry).
+    """
+    return run_execute(run_id=run_id, worker=worker, what="reward", body=lambda run: _reward_model_train(run, echo))
+
+
+def _reward_base(run: TrainingRun) -> tuple[str, ModelVersion | None]:
+    """The backbone: --base / params["base"], else the run's base version, else a registered reward base, else MiniLM."""
+    params = run.params or {}
+    if params.get("base"):
+        return str(params["base"]), None
+    if run.base_version is not None:
+        return run.base_version.artifact_path, run.base_version
+    base = reward_base_get()
+    if base is not None:
+        return base.artifact_path, base
+    from training.ml.reward import default_reward_base
+
+    return str(default_reward_base()), None
+
+
+def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
+    from training.ml.reward import RewardConfig, train_reward_model
+
+    output_dir = run_output_dir(run=run)
+    reporter = RunReporter(run_id=run.pk, echo=echo)
+    params = run.params or {}
+    threads_set(params=params)
+    data = reward_data_collect(project=run.project)
+    if not data.groups:
+        raise ValueError(f"no judgments with comparisons on train prompts in project {run.project.slug} "
+                         f"({data.skipped} without comparisons, {len(data.held_out)} on held-out prompts)")
+    base, base_version = _reward_base(run)
+    overrides = {k: v for k, v in (params.get("config") or {}).items() if k != "base_model"}  # the backbone is chosen above
+    config = plan.trainer_config(RewardConfig, {"config": overrides}, base_model=base)
+    run_params_update(
+        run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=data.until_judgment_id,
+        groups=len(data.groups) + len(data.held_out), held_out_groups=len(data.held_out), judgments=data.judgments,
+        skipped_judgments=data.skipped, data_sha256=data.sha256,
+        reference="demonstrations" if data.reference_texts else "chosen responses",
+    )
+    reporter.log(f"{len(data.groups)} groups from {data.judgments} judgments ({data.skipped} without comparisons); base {base}")
+    metrics = train_reward_model(data.groups, config, output_dir, progress=reporter, reference_texts=data.reference_texts,
+                                 val_groups=data.held_out)
+    reporter.flush()
+    parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)
+    promote = params.get("promote", plan.DEFAULT_PROMOTE[plan.REWARD])
+    result = run_succeed(run_id=run.pk, promote=promote == "always" or (promote == "if_none" and parent is None), version_fields={
+        "project": run.project, "kind": ModelVersion.Kind.REWARD, "name": f"{run.project.slug}-reward-run{run.pk}",
+        "base": base, "artifact_path": output_dir, "metrics": metrics,
+        "config": {**dataclasses.asdict(config), "data_sha256": data.sha256, "data_until_judgment_id": data.until_judgment_id},
+        "parent": parent if parent is not None and parent.project_id == run.project_id else base_version,
+    })
+    if result is None:
+        shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder
+        return None
+    return result[1]
+
+
+def reward_model_evaluate(*, version: ModelVersion, records: list[dict[str, Any]], max_length: int | None = None) -> dict[str, Any]:
+    """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy, mean_margin, log_loss}."""
+    if version.kind != ModelVersion.Kind.REWARD or (version.config or {}).get("role") == "base":
+        raise ValidationError("Only a trained reward model can be evaluated.")
+    from training.ml.reward import CONFIG_FILE, evaluate_pairs, load_reward_model
+
+    for i, record in enumerate(records):
+        missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(record.get(k), str)]
+        if missing:
+            raise ValidationError(f"record {i + 1}: missing or non-string {', '.join(missing)}")
+    if not (Path(version.artifact_path) / CONFIG_FILE).is_file():
+        raise ValidationError(f"The files of version {version.pk} are gone from {version.artifact_path}.")
+    model, tokenizer, config = load_reward_model(version.artifact_path)
+    result = evaluate_pairs(model, tokenizer, records, max_length=max_length or config.max_length)
+    return {k: result[k] for k in ("pairs", "accuracy", "mean_margin", "log_loss")}

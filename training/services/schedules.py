@@ -1,0 +1,58 @@
+"""The django-celery-beat schedules: the reaper, the lease sweep, and each project's training-round check."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from labeling.models import Project
+from training.selectors.runs import pipeline_spec
+
+REAPER_SCHEDULE_NAME = "pairwise: reap stale training runs"
+LEASE_SWEEP_SCHEDULE_NAME = "pairwise: return expired leases to the pool"
+RETRAIN_SCHEDULE_PREFIX = "pairwise: reward retrain check: "
+
+
+def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[str, Any] | None = None) -> dict[str, int]:
+    """Create the django-celery-beat schedules. Idempotent, and it never overwrites a schedule that
+    exists (so edits made in the admin survive); schedules of deleted projects are disabled.
+
+    - the reaper, every minute;
+    - the sweep that returns expired annotator leases to the pool, every minute;
+    - per project, the training round check every `check_minutes` (PAIRWISE_RETRAIN_CHECK_MINUTES, 5):
+      reward retrain -> policy retrain -> evaluation -> optional auto-promotion -> candidates
+      (reward_retrain_check). pipeline_options (policy_kind, auto_promote_margin, promote_metric,
+      step_params) go into the new schedules' kwargs, where an admin can edit them later.
+    Both go to the `celery` queue, so they are never stuck behind a training run.
+    """
+    if pipeline_options:
+        pipeline_spec(**pipeline_options)  # refuse bad options before writing anything
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+
+    minutes = check_minutes or int(getattr(settings, "PAIRWISE_RETRAIN_CHECK_MINUTES", 5))
+    counts = {"created": 0, "existing": 0, "disabled": 0}
+    with transaction.atomic():
+        every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
+        check_every, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
+        wanted = {
+            REAPER_SCHEDULE_NAME: ("training.tasks.runs_reap_stale", every_minute, {}),
+            LEASE_SWEEP_SCHEDULE_NAME: ("labeling.tasks.assignments_expire_sweep", every_minute, {}),
+        }
+        for project in Project.objects.filter(deleted_at__isnull=True).order_by("id"):
+            wanted[f"{RETRAIN_SCHEDULE_PREFIX}{project.slug}"] = (
+                "training.tasks.reward_retrain_check", check_every, {"project_id": project.pk, **(pipeline_options or {})},
+            )
+        for name, (task, interval, kwargs) in wanted.items():
+            _, created = PeriodicTask.objects.get_or_create(name=name, defaults={
+                "task": task, "interval": interval, "kwargs": json.dumps(kwargs), "queue": "celery",
+                "description": "Created by manage.py setup_schedules; edit freely (per-project kwargs: policy_kind, "
+                               "auto_promote_margin, promote_metric, step_params).",
+            })
+            counts["created" if created else "existing"] += 1
+        stale = PeriodicTask.objects.filter(name__startswith=RETRAIN_SCHEDULE_PREFIX, enabled=True).exclude(name__in=wanted)
+        counts["disabled"] = stale.update(enabled=False)
+        if counts["disabled"]:
+            PeriodicTasks.update_changed()  # a bulk update sends no signal; tell beat to reload
+    return counts

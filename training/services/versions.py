@@ -1,0 +1,98 @@
+"""The model registry: register a finished artifact folder as a version, promote (one promoted
+version per project and kind, enforced by the database), demote, add metrics, and install the
+shared base models."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from labeling.models import Project
+from training.plan import jsonable
+from training.models import ModelVersion
+from training.selectors.versions import base_policy_promoted_exists, base_version_get
+
+
+def model_version_register(
+    *, project: Project | None, kind: str, name: str, base: str, artifact_path: str | os.PathLike,
+    config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None, parent: ModelVersion | None = None,
+    snapshot: Any = None, promoted: bool = False,
+) -> ModelVersion:
+    """Register a complete artifact folder. The folder must already be in place (atomic move done)."""
+    path = Path(artifact_path)
+    if not path.is_dir() or path.name.startswith(".tmp-"):
+        raise ValidationError({"artifact_path": f"{path} is not a finished artifact folder."})
+    if kind not in ModelVersion.Kind.values:
+        raise ValidationError({"kind": f"Unknown kind {kind!r}."})
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            project=project, kind=kind, name=name[:200], base=str(base)[:1024], artifact_path=str(path.resolve()),
+            config=jsonable(config or {}), metrics=jsonable(metrics or {}), parent=parent, snapshot=snapshot,
+        )
+        if promoted:
+            version = model_version_promote(version=version)
+    return version
+
+
+def model_version_promote(*, version: ModelVersion) -> ModelVersion:
+    """Make this the promoted version of its kind in its project; the previous one is demoted."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status != ModelVersion.Status.READY:
+            raise ValidationError("Only a ready version can be promoted.")
+        if version.promoted:
+            return version
+        current = ModelVersion.objects.select_for_update().filter(
+            project=version.project, kind=version.kind, promoted=True
+        ).exclude(pk=version.pk)
+        current.update(promoted=False)
+        version.promoted = True
+        version.save(update_fields=["promoted"])
+    return version
+
+
+def model_version_demote(*, version: ModelVersion) -> ModelVersion:
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.promoted:
+            version.promoted = False
+            version.save(update_fields=["promoted"])
+    return version
+
+
+def model_version_metrics_update(*, version: ModelVersion, **metrics: Any) -> ModelVersion:
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        locked.metrics = {**(locked.metrics or {}), **jsonable(metrics)}
+        locked.save(update_fields=["metrics"])
+    return locked
+
+
+def base_models_install(*, policy_dir: str | os.PathLike | None = None, reward_base_dir: str | os.PathLike | None = None) -> dict[str, ModelVersion]:
+    """Idempotent: the first promoted policy (SmolLM2-135M-Instruct converted from the GGUF into
+    PAIRWISE_MODELS_DIR, or any local HF causal-LM folder) and the reward base (MiniLM), as shared
+    (project-less) versions. Re-running registers nothing twice and keeps a promotion made since."""
+    from training.ml.reward import default_reward_base
+
+    if policy_dir is None:
+        from training.ml.convert import ensure_smollm2
+
+        policy_dir = ensure_smollm2(Path(settings.PAIRWISE_MODELS_DIR) / "smollm2-135m-instruct")
+    policy_dir = Path(policy_dir).resolve()
+    reward_dir = Path(reward_base_dir or default_reward_base()).resolve()
+    installed = {}
+    with transaction.atomic():
+        for kind, path, role in ((ModelVersion.Kind.POLICY, policy_dir, "policy-base"), (ModelVersion.Kind.REWARD, reward_dir, "base")):
+            version = base_version_get(kind=kind, artifact_path=str(path))
+            if version is None:
+                version = model_version_register(project=None, kind=kind, name=path.name, base=str(path), artifact_path=path,
+                                                 config={"role": role})
+            installed[kind] = version
+        policy = installed[ModelVersion.Kind.POLICY]
+        if not base_policy_promoted_exists():
+            installed[ModelVersion.Kind.POLICY] = model_version_promote(version=policy)
+    return installed
