@@ -11,7 +11,7 @@ from django.db import close_old_connections, connection
 
 from labeling.models import Assignment, Judgment, PreferencePair
 from labeling.selectors.integrity import integrity_problems
-from tests.labeling.test_assignment import make_tasks
+from tests.labeling.judging import make_tasks
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
 

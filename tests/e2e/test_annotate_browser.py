@@ -1,7 +1,6 @@
 """The labeling page in a real browser (Debian chromium via Playwright) against a live server."""
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pytest
@@ -9,55 +8,10 @@ from django.utils import timezone
 
 from labeling.models import Assignment, ComparisonTask, Judgment, PreferencePair, Prompt, Response
 from labeling.services.assignment import task_assign_next
-from tests.labeling.test_assignment import make_tasks
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls below are still plain
-# synchronous calls between browser steps.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-from playwright import sync_api  # noqa: E402
+from tests.e2e.pages import open_label, wait_saved
+from tests.labeling.judging import make_tasks
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page_for(browser, live_server):
-    contexts = []
-
-    def make(user, *, width=1280, height=800):
-        from django.test import Client
-
-        client = Client()
-        client.force_login(user)
-        context = browser.new_context(viewport={"width": width, "height": height})
-        context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-
-
-def open_label(page, live_server, project):
-    page.goto(f"{live_server.url}/label/{project.slug}/")
-    page.wait_for_selector("body[data-ready]")
-
-
-def wait_saved(page, count: int):
-    # A function, not an expression string: Playwright evals strings in the page, which the CSP refuses.
-    page.wait_for_function(f"() => document.getElementById('progress-text').textContent.startsWith('You: {count} done')")
 
 
 def test_login_and_rank_k4_with_keyboard_only(browser, live_server, project_factory, member):

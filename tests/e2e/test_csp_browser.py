@@ -6,28 +6,11 @@ import pytest
 from django_celery_beat.models import CrontabSchedule
 
 from labeling.models import Judgment
-from tests.e2e.test_annotate_browser import browser, open_label, page_for, wait_saved  # noqa: F401 (fixtures)
-from tests.labeling.judging import judge
-from tests.labeling.test_assignment import make_tasks
+from tests.e2e.pages import open_label, wait_saved, watch_csp
+from tests.labeling.judging import judge, make_tasks
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
-
-# Reports both ways chromium has: the DOM event (sent to Python as it fires, so a navigation
-# cannot lose it) and the console line.
-REPORT_SCRIPT = """
-document.addEventListener("securitypolicyviolation", (e) => window.__cspReport(
-  [e.violatedDirective, e.blockedURI, e.sourceFile + ":" + e.lineNumber, location.pathname].join(" ")));
-"""
-
-
-def watch_csp(page) -> list[str]:
-    violations: list[str] = []
-    page.context.expose_function("__cspReport", lambda text: violations.append(text))
-    page.context.add_init_script(REPORT_SCRIPT)
-    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-    return violations
-
 
 def admin_pages(project, response, judgment) -> list[str]:
     return [
@@ -87,7 +70,7 @@ def test_every_page_works_under_the_csp(page_for, live_server, project_factory, 
     assert violations == []
 
 
-def test_login_page_under_the_csp(browser, live_server, make_user):  # noqa: F811
+def test_login_page_under_the_csp(browser, live_server, make_user):
     user = make_user()
     context = browser.new_context()
     page = context.new_page()

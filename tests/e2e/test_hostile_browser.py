@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from labeling.models import ComparisonTask, Demonstration, Judgment, Prompt, Response
-from tests.e2e.test_annotate_browser import browser, open_label, page_for, wait_saved  # noqa: F401 (fixtures)
-from tests.e2e.test_csp_browser import watch_csp
+from tests.e2e.pages import open_label, wait_saved, watch_csp
 from tests.labeling.judging import judge
 from training.models import ModelVersion, TrainingRun
 

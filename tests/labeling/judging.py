@@ -1,5 +1,7 @@
-"""Test data for quality and export tests: tasks imported through the import service, and human
-judgments written the way the judgment service writes them (judgment + its pairs, one transaction)."""
+"""Test data and helpers shared by the labeling, config and browser tests: tasks imported through the
+import service or made directly (make_tasks), human judgments written the way the judgment service
+writes them (judgment + its pairs, one transaction) or submitted through it (submit), and an export
+read back as bytes."""
 from __future__ import annotations
 
 import io
@@ -8,7 +10,9 @@ import json
 
 from django.db import transaction
 
-from labeling.models import ComparisonTask, Judgment, PreferencePair
+from labeling.models import ComparisonTask, Judgment, PreferencePair, Prompt, Response
+from labeling.services.assignment import judgment_submit
+from labeling.services.exports import ExportFilters, preferences_export
 from labeling.services.imports import project_data_import
 from labeling.services.judgments import preference_pairs_build
 
@@ -41,3 +45,30 @@ def judge(task, user, ranking, *, shown=None, supersedes=None, **fields) -> Judg
     )
     PreferencePair.objects.bulk_create(preference_pairs_build(judgment=judgment))
     return judgment
+
+
+def make_tasks(project, n: int, *, k: int | None = None, gold: bool = False) -> list[ComparisonTask]:
+    k = k or project.responses_per_task
+    tasks = []
+    for i in range(n):
+        prompt = Prompt.objects.create(project=project, external_id=f"{'g' if gold else 'p'}{i}-{project.pk}", text=f"q{i}")
+        responses = [Response.objects.create(prompt=prompt, text=f"r{j}", source="m") for j in range(k)]
+        task = ComparisonTask.objects.create(
+            project=project, prompt=prompt, is_gold=gold, gold_ranking=[[r.pk for r in responses]] if gold else None
+        )
+        for pos, r in enumerate(responses):
+            task.slots.create(response=r, position=pos)
+        tasks.append(task)
+    return tasks
+
+
+def submit(assignment, annotator, key=None, **kw):
+    order = list(assignment.shown_order)
+    kw.setdefault("ranking", [[rid] for rid in order])
+    return judgment_submit(assignment=assignment, annotator=annotator, idempotency_key=key or f"k{assignment.pk}", **kw)
+
+
+def export(project, fmt="trl", **filters) -> bytes:
+    out = io.BytesIO()
+    preferences_export(project=project, fmt=fmt, filters=ExportFilters.from_dict(filters), out=out)
+    return out.getvalue()

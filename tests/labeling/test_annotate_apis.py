@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from labeling.models import Assignment, Judgment, PreferencePair, Prompt, Response
-from tests.labeling.test_assignment import make_tasks
+from tests.labeling.judging import make_tasks
 
 pytestmark = pytest.mark.django_db
 

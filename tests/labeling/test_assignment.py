@@ -14,29 +14,9 @@ from labeling.services.assignment import (
     AssignmentConflict, assignment_skip, assignments_expire_sweep, demonstration_submit, judgment_correct,
     judgment_submit, shown_order_for, task_assign_next,
 )
+from tests.labeling.judging import make_tasks, submit
 
 pytestmark = pytest.mark.django_db
-
-
-def make_tasks(project, n: int, *, k: int | None = None, gold: bool = False) -> list[ComparisonTask]:
-    k = k or project.responses_per_task
-    tasks = []
-    for i in range(n):
-        prompt = Prompt.objects.create(project=project, external_id=f"{'g' if gold else 'p'}{i}-{project.pk}", text=f"q{i}")
-        responses = [Response.objects.create(prompt=prompt, text=f"r{j}", source="m") for j in range(k)]
-        task = ComparisonTask.objects.create(
-            project=project, prompt=prompt, is_gold=gold, gold_ranking=[[r.pk for r in responses]] if gold else None
-        )
-        for pos, r in enumerate(responses):
-            task.slots.create(response=r, position=pos)
-        tasks.append(task)
-    return tasks
-
-
-def submit(assignment, annotator, key=None, **kw):
-    order = list(assignment.shown_order)
-    kw.setdefault("ranking", [[rid] for rid in order])
-    return judgment_submit(assignment=assignment, annotator=annotator, idempotency_key=key or f"k{assignment.pk}", **kw)
 
 
 def test_returns_current_and_prefetched_next(project_factory, member):

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from labeling.services.exports import csv_cell
-from tests.labeling.judging import judge, tasks_with_responses
-from tests.labeling.test_exports import export
+from tests.labeling.judging import export, judge, tasks_with_responses
 
 pytestmark = pytest.mark.django_db
 CONTROL = "bell\x07 esc\x1b[31m soh\x01 stx\x02 cr\r lf\n ls\u2028 rlo\u202eevil"

@@ -17,17 +17,11 @@ from django.utils import timezone
 
 from labeling.models import DatasetSnapshot, Judgment, PreferencePair, Prompt, Response
 from labeling.services import exports
-from labeling.services.exports import ExportFilters, annotator_pseudonym, dataset_snapshot_create, preferences_export
-from tests.labeling.judging import ids, import_rows, judge, tasks_with_responses
+from labeling.services.exports import ExportFilters, annotator_pseudonym, dataset_snapshot_create
+from tests.labeling.judging import export, ids, import_rows, judge, tasks_with_responses
 
 pytestmark = pytest.mark.django_db
 SHARED = "/work/shared/datasets"
-
-
-def export(project, fmt="trl", **filters) -> bytes:
-    out = io.BytesIO()
-    preferences_export(project=project, fmt=fmt, filters=ExportFilters.from_dict(filters), out=out)
-    return out.getvalue()
 
 
 def lines(project, fmt="trl", **filters) -> list[dict]:

@@ -14,8 +14,7 @@ from django.utils import timezone
 from labeling.models import Assignment, ComparisonTask, Judgment, PreferencePair
 from labeling.selectors.integrity import integrity_problems
 from labeling.services.assignment import demonstration_submit, judgment_correct, task_assign_next
-from tests.labeling.judging import import_rows, judge
-from tests.labeling.test_assignment import make_tasks, submit
+from tests.labeling.judging import import_rows, judge, make_tasks, submit
 
 pytestmark = pytest.mark.django_db
 
