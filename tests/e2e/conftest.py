@@ -11,6 +11,11 @@ import pytest
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 from playwright import sync_api  # noqa: E402
 
+# The end-to-end loop runs on the training tests' real Celery worker and tiny models.
+from tests.training.conftest import (  # noqa: E402,F401  (fixtures)
+    celery_worker, celery_worker_factory, models_dir, tiny_policy, tiny_reward_base,
+)
+
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 

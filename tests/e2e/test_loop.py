@@ -16,8 +16,7 @@ import pytest
 from labeling.models import ComparisonTask, Judgment, PreferencePair, Response
 from labeling.services.assignment import judgment_submit, task_assign_next
 from labeling.services.imports import project_data_import
-from tests.training.conftest import celery_worker, celery_worker_factory, fast_params, models_dir, tiny_reward_base, wait_for  # noqa: F401
-from tests.training.test_policy import DPO_FAST, EVAL_FAST, tiny_policy  # noqa: F401
+from tests.training.conftest import DPO_FAST, EVAL_FAST, changed, fast_params, wait_for
 from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import pipeline_list, pipeline_spec
 from training.selectors.versions import model_version_promoted_get
@@ -101,7 +100,6 @@ def test_the_whole_loop_on_a_real_worker(celery_worker, project_factory, member,
     # DPO: a new policy version, child of the base, with new weights.
     policy = ModelVersion.objects.get(pk=runs["dpo"].result_version_id)
     assert policy.parent == base and policy.kind == "policy" and runs["dpo"].params["pairs"] > 0
-    from tests.training.test_policy import changed
 
     assert changed(policy.artifact_path, base.artifact_path)
     # Evaluation stored its metrics on the version, then promoted it (margin -1: it only has to exist).

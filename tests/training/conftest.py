@@ -27,6 +27,17 @@ from typing import Any, Callable
 import pytest
 import torch
 from django.conf import settings
+from safetensors.torch import load_file
+
+from labeling.models import ComparisonTask, Judgment, Prompt, Response, TaskResponse
+from labeling.services.assignment import judgment_submit, task_assign_next
+from labeling.services.imports import project_data_import
+from training import tasks
+from training.models import ModelVersion, TrainingRun
+from training.services.policy import policy_train
+from training.services.reward import reward_model_train
+from training.services.runs import run_create
+from training.services.versions import base_models_install
 
 torch.set_num_threads(1)
 
@@ -189,3 +200,147 @@ FAST_CONFIG = {"max_length": 48, "batch_size": 4, "epochs": 3, "lr": 2e-3, "val_
 
 def fast_params(base: Path, **config: Any) -> dict[str, Any]:
     return {"base": str(base), "config": {**FAST_CONFIG, **config}, "threads": 1}
+
+
+# ------------------------------------------------ shared by the services, APIs and end-to-end tests
+
+SFT_FAST = {"epochs": 2, "lr": 1e-2, "batch_size": 4, "micro_batch_size": 4, "warmup_ratio": 0.0, "precision": "fp32",
+            "device": "cpu", "max_length": 96}
+
+
+DPO_FAST = {"epochs": 1, "lr": 1e-2, "batch_size": 4, "micro_batch_size": 2, "warmup_ratio": 0.0, "precision": "fp32",
+            "device": "cpu", "max_length": 96, "beta": 0.5}
+
+
+PPO_FAST = {"iterations": 2, "rollout_batch_size": 4, "mini_batch_size": 2, "micro_batch_size": 2, "ppo_epochs": 1,
+            "max_new_tokens": 6, "lr": 1e-2, "value_lr": 1e-2, "precision": "fp32", "device": "cpu", "rm_max_length": 64}
+
+
+EVAL_FAST = {"max_new_tokens": 6, "device": "cpu", "precision": "fp32", "threads": 1, "max_prompts": 6, "max_demonstrations": 6}
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory):
+    from tests.tiny_models import tiny_llama
+
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def changed(a: str | Path, b: str | Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    return any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def import_records(project, records):
+    body = "\n".join(json.dumps(r) for r in records).encode()
+    return project_data_import(project=project, stream=io.BytesIO(body), filename="data.jsonl")
+
+
+def demonstrations(n: int = 8, start: int = 0) -> list[dict[str, str]]:
+    return [{"id": f"q{i}", "prompt": f"question number {i}?", "demonstration": f"yes, happy to help with {i}!"}
+            for i in range(start, start + n)]
+
+
+# q10..q21: the product's split (labeling.splits) holds q15 and q16 out, so evaluation has held-out demonstrations.
+DEMO_START = 10
+
+
+def train_reward(project, tiny_reward_base) -> ModelVersion:
+    run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=2))
+    version = reward_model_train(run_id=run.pk)
+    assert version is not None and version.promoted, TrainingRun.objects.get(pk=run.pk).error
+    return version
+
+
+@pytest.fixture
+def setup(project_factory, tiny_policy, tiny_reward_base, models_dir):
+    """A project with 12 prompts (demonstrations and preference pairs on each) and the tiny base policy."""
+    installed = base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
+    project = project_factory(gen_max_new_tokens=6, system_prompt="Be brief.")
+    import_preferences(project, [dict(r, id=f"q{i}") for i, r in enumerate(separable_records(12))])
+    import_records(project, demonstrations(12, start=DEMO_START))
+    return project, installed[ModelVersion.Kind.POLICY]
+
+
+def policy_run(project, kind, config, **params) -> tuple[TrainingRun, ModelVersion | None]:
+    run = run_create(project=project, kind=kind, params={"config": config, "threads": 1, **params})
+    version = policy_train(run_id=run.pk)
+    run.refresh_from_db()
+    return run, version
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """(task name, run id) of every task sent, in order."""
+    out: list[tuple[str, int]] = []
+    for name in TASKS:
+        monkeypatch.setattr(getattr(tasks, name), "delay", lambda name=name, **kw: out.append((name, kw["run_id"])))
+    return out
+
+
+def round_step(pipeline_id, kind) -> TrainingRun:
+    return TrainingRun.objects.get(pipeline_id=pipeline_id, kind=kind)
+
+
+@pytest.fixture
+def no_broker(monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks.reward_model_train, "delay", lambda **kw: sent.append(kw))
+    return sent
+
+
+@pytest.fixture
+def trained(project_factory, tiny_reward_base, models_dir, django_db_blocker):
+    """A project with a trained reward version (trained in process, once per test)."""
+    project = project_factory()
+    import_preferences(project, separable_records(24))
+    run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=8))
+    version = reward_model_train(run_id=run.pk)
+    assert version is not None, TrainingRun.objects.get(pk=run.pk).error
+    return project, version
+
+
+REWARD = TrainingRun.Kind.REWARD
+
+
+def ranked_task(project, prompt_text: str, texts: list[str]):
+    prompt = Prompt.objects.create(project=project, external_id=prompt_text, text=prompt_text)
+    task = ComparisonTask.objects.create(project=project, prompt=prompt)
+    responses = [Response.objects.create(prompt=prompt, text=t, source="test") for t in texts]
+    for i, r in enumerate(responses):
+        TaskResponse.objects.create(task=task, response=r, position=i)
+    return task, responses
+
+
+def judge(project, task, ranking, key, **fields):
+    return Judgment.objects.create(project=project, task=task, ranking=ranking, idempotency_key=key, **fields)
+
+
+TASKS = ("reward_model_train", "policy_train", "policy_evaluate", "candidates_generate")
+
+
+def judge_all(project, user, prefer) -> int:
+    """Judge every task the annotator is given: prefer(response) -> bool picks the winner."""
+    n = 0
+    while True:
+        nxt = task_assign_next(annotator=user, project=project)
+        if nxt.assignment is None:
+            return n
+        ids = list(nxt.assignment.shown_order)
+        responses = {r.pk: r for r in Response.objects.filter(pk__in=ids)}
+        winner = next((i for i in ids if prefer(responses[i])), ids[0])
+        loser = [i for i in ids if i != winner]
+        judgment_submit(assignment=nxt.assignment, annotator=user, ranking=[[winner], loser],
+                        flags={str(loser[0]): ["hallucination"]}, idempotency_key=f"k{nxt.assignment.pk}")
+        n += 1
+
+
+def import_prompts(project, n):
+    body = "\n".join(json.dumps({"prompt": f"say something about {i}"}) for i in range(n)).encode()
+    project_data_import(project=project, stream=io.BytesIO(body), filename="prompts.jsonl")
+

@@ -1,38 +1,14 @@
-"""/api/training/: runs (list, train now with 409 single flight, detail, cancel), versions (list,
-promote, demote, evaluate), role checks; and the /training/ runs page with its JSON and buttons."""
+"""training.apis.runs: runs and versions over the REST API."""
 from __future__ import annotations
 
-import gzip
+import pytest
+from tests.training.conftest import separable_records
+from training.models import ModelVersion, TrainingRun
 import io
 import json
-
-import pytest
 from django.urls import reverse
-
+import gzip
 from labeling.models import Membership
-from tests.training.conftest import fast_params, import_preferences, separable_records
-from training import tasks
-from training.models import ModelVersion, TrainingRun
-from training.services.reward import reward_model_train
-from training.services.runs import run_create
-
-
-@pytest.fixture
-def no_broker(monkeypatch):
-    sent = []
-    monkeypatch.setattr(tasks.reward_model_train, "delay", lambda **kw: sent.append(kw))
-    return sent
-
-
-@pytest.fixture
-def trained(project_factory, tiny_reward_base, models_dir, django_db_blocker):
-    """A project with a trained reward version (trained in process, once per test)."""
-    project = project_factory()
-    import_preferences(project, separable_records(24))
-    run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=8))
-    version = reward_model_train(run_id=run.pk)
-    assert version is not None, TrainingRun.objects.get(pk=run.pk).error
-    return project, version
 
 
 @pytest.mark.django_db
@@ -96,50 +72,6 @@ def test_versions_promote_demote_and_evaluate(trained, member, api_client):
     assert bad.status_code == 400
 
 
-@pytest.mark.django_db(transaction=True)
-def test_runs_page_json_svg_and_buttons(trained, member, client, no_broker):
-    project, version = trained
-    admin, viewer = member(project, Membership.Role.ADMIN), member(project, Membership.Role.VIEWER)
-    page_url = reverse("training-runs", kwargs={"slug": project.slug})
-
-    client.force_login(viewer)
-    page = client.get(page_url)
-    assert page.status_code == 200
-    html = page.content.decode()
-    assert "<svg" in html and "polyline" in html  # loss and accuracy curves, drawn on the server
-    assert "training/runs.js" in html and "<script>" not in html  # no inline scripts
-    assert f'data-run-id="{version.produced_by.first().pk}"' in html and version.name in html
-    assert "<button" not in html and "<form" not in html  # a viewer gets no buttons
-
-    data = client.get(reverse("training-runs-json", kwargs={"slug": project.slug})).json()
-    assert data["runs"][0]["status"] == "succeeded" and data["runs"][0]["progress"] == 1.0
-    assert client.post(reverse("training-train", kwargs={"slug": project.slug})).status_code == 403
-
-    client.force_login(admin)
-    html = client.get(page_url).content.decode()
-    assert "csrfmiddlewaretoken" in html and "Demote" in html and "Train now" in html
-    response = client.post(reverse("training-version-demote", kwargs={"slug": project.slug, "version_id": version.pk}))
-    assert response.status_code == 302
-    assert not ModelVersion.objects.get(pk=version.pk).promoted
-    client.post(reverse("training-version-promote", kwargs={"slug": project.slug, "version_id": version.pk}))
-    assert ModelVersion.objects.get(pk=version.pk).promoted
-    client.post(reverse("training-train", kwargs={"slug": project.slug}))
-    queued = TrainingRun.objects.filter(project=project, status="queued").get()
-    assert no_broker == [{"run_id": queued.pk}]
-    client.post(reverse("training-train", kwargs={"slug": project.slug}))  # single flight: refused with a message
-    assert TrainingRun.objects.filter(project=project).count() == 2
-
-
-def test_runs_page_csrf_is_enforced(project_factory, member, db):
-    from django.test import Client
-
-    project = project_factory()
-    csrf_client = Client(enforce_csrf_checks=True)
-    csrf_client.force_login(member(project, Membership.Role.ADMIN))
-    assert csrf_client.post(reverse("training-train", kwargs={"slug": project.slug})).status_code == 403
-    assert not TrainingRun.objects.exists()
-
-
 @pytest.mark.django_db
 def test_bad_input_is_a_400_with_field_errors_not_a_500(project_factory, member, api_client, tmp_path):
     """Found by tests/test_api_fuzz.py: each of these was a 500, or a 400 whose body was a bare list."""
@@ -168,3 +100,4 @@ def test_bad_input_is_a_400_with_field_errors_not_a_500(project_factory, member,
     pipeline = client.post(reverse("api-training-pipelines", kwargs={"slug": project.slug}),
                            {"step_params": {"nope": {}}}, format="json")
     assert pipeline.status_code == 400 and "step_params" in pipeline.json()
+

@@ -1,0 +1,63 @@
+"""training.services.evaluation: metrics on the version and auto-promotion."""
+from __future__ import annotations
+
+import pytest
+from training.models import TrainingRun
+from training.services.runs import run_create
+from training.services.versions import model_version_demote
+from training.selectors.versions import model_version_promoted_get
+from training.services.evaluation import policy_evaluate
+from tests.training.conftest import EVAL_FAST, SFT_FAST, policy_run, train_reward
+
+
+@pytest.mark.django_db
+def test_evaluation_stores_metrics_on_the_version(setup, tiny_reward_base):
+    project, base = setup
+    train_reward(project, tiny_reward_base)
+    _, version = policy_run(project, TrainingRun.Kind.SFT, SFT_FAST)
+    run = run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version, params=EVAL_FAST)
+
+    result = policy_evaluate(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    version.refresh_from_db()
+    evaluation = version.metrics["evaluation"]
+    for key in ("reward_mean", "parent_reward_mean", "win_rate_vs_parent", "kl_per_token", "kl_per_response",
+                "perplexity", "bleu", "rouge_l"):
+        assert isinstance(evaluation[key], float), key
+    assert 0.0 <= evaluation["win_rate_vs_parent"] <= 1.0 and evaluation["perplexity"] > 1.0
+    assert evaluation["parent_version"] == base.pk and evaluation["run_id"] == run.pk
+    assert evaluation["human_flags"] == {"responses_judged": 0, "any_flag_rate": None, "flag_rates": {}}
+    assert evaluation["prompts"] >= 1 and evaluation["demonstrations"] >= 1
+    assert result["promotion"] == {"auto": False} and not version.promoted
+    assert run.params["evaluation"]["bleu"] == evaluation["bleu"]
+    assert version.metrics["final_loss"] is not None  # training metrics kept
+
+
+@pytest.mark.django_db
+def test_auto_promotion_by_margin_only_over_the_promoted_parent(setup, tiny_reward_base):
+    project, base = setup
+    train_reward(project, tiny_reward_base)
+    _, version = policy_run(project, TrainingRun.Kind.SFT, SFT_FAST)
+
+    def evaluate(margin):
+        run = run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version,
+                                  params={**EVAL_FAST, "auto_promote_margin": margin})
+        policy_evaluate(run_id=run.pk)
+        run.refresh_from_db()
+        assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+        version.refresh_from_db()
+        return run.params["promotion"]
+
+    high = evaluate(0.51)  # a win rate above 1.01 is impossible
+    assert high["auto"] and not high["promoted"] and "<" in high["reason"] and not version.promoted
+    # The parent is no longer the promoted policy: a manual decision is not overridden.
+    _, other = policy_run(project, TrainingRun.Kind.SFT, SFT_FAST, promote="always")
+    refused = evaluate(-0.5)
+    assert not refused["promoted"] and "not the parent" in refused["reason"] and not version.promoted
+    model_version_demote(version=other)
+    low = evaluate(-0.5)  # any win rate >= 0
+    assert low["promoted"] and version.promoted
+    assert model_version_promoted_get(project=project, kind="policy") == version
+

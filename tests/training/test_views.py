@@ -1,0 +1,52 @@
+"""training.views: the runs page, its JSON, SVG curves and buttons."""
+from __future__ import annotations
+
+import pytest
+from training.models import ModelVersion, TrainingRun
+from django.urls import reverse
+from labeling.models import Membership
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_page_json_svg_and_buttons(trained, member, client, no_broker):
+    project, version = trained
+    admin, viewer = member(project, Membership.Role.ADMIN), member(project, Membership.Role.VIEWER)
+    page_url = reverse("training-runs", kwargs={"slug": project.slug})
+
+    client.force_login(viewer)
+    page = client.get(page_url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<svg" in html and "polyline" in html  # loss and accuracy curves, drawn on the server
+    assert "training/runs.js" in html and "<script>" not in html  # no inline scripts
+    assert f'data-run-id="{version.produced_by.first().pk}"' in html and version.name in html
+    assert "<button" not in html and "<form" not in html  # a viewer gets no buttons
+
+    data = client.get(reverse("training-runs-json", kwargs={"slug": project.slug})).json()
+    assert data["runs"][0]["status"] == "succeeded" and data["runs"][0]["progress"] == 1.0
+    assert client.post(reverse("training-train", kwargs={"slug": project.slug})).status_code == 403
+
+    client.force_login(admin)
+    html = client.get(page_url).content.decode()
+    assert "csrfmiddlewaretoken" in html and "Demote" in html and "Train now" in html
+    response = client.post(reverse("training-version-demote", kwargs={"slug": project.slug, "version_id": version.pk}))
+    assert response.status_code == 302
+    assert not ModelVersion.objects.get(pk=version.pk).promoted
+    client.post(reverse("training-version-promote", kwargs={"slug": project.slug, "version_id": version.pk}))
+    assert ModelVersion.objects.get(pk=version.pk).promoted
+    client.post(reverse("training-train", kwargs={"slug": project.slug}))
+    queued = TrainingRun.objects.filter(project=project, status="queued").get()
+    assert no_broker == [{"run_id": queued.pk}]
+    client.post(reverse("training-train", kwargs={"slug": project.slug}))  # single flight: refused with a message
+    assert TrainingRun.objects.filter(project=project).count() == 2
+
+
+def test_runs_page_csrf_is_enforced(project_factory, member, db):
+    from django.test import Client
+
+    project = project_factory()
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.force_login(member(project, Membership.Role.ADMIN))
+    assert csrf_client.post(reverse("training-train", kwargs={"slug": project.slug})).status_code == 403
+    assert not TrainingRun.objects.exists()
+
