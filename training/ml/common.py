@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,6 +17,16 @@ import torch
 
 ProgressFn = Callable[[float, dict[str, Any]], None]
 """progress(fraction_done_0_to_1, metrics) — called by trainers; the Celery layer stores it."""
+
+
+@dataclass
+class TrainerConfig:
+    """What every trainer's config shares. Each trainer's config extends it, and is saved whole
+    inside its checkpoint."""
+
+    precision: str = field(default="auto", metadata={"help": "'auto' (bf16 autocast where the hardware does it natively, else fp32), 'bf16' or 'fp32'."})
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ..."})
+    seed: int = field(default=0, metadata={"help": "Seed for initialisation, shuffling and sampling."})
 
 
 def no_progress(fraction: float, metrics: dict[str, Any]) -> None:

@@ -19,24 +19,18 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
-from .text import DEFAULT_SYSTEM_PROMPT, batches, collate, encode_example, load_policy, sequence_token_logprobs, to_device
+from .text import SupervisedConfig, batches, collate, encode_example, load_policy, sequence_token_logprobs, to_device
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(SupervisedConfig):
     beta: float = field(default=0.1, metadata={"help": "Strength of the implicit KL constraint to the reference; larger stays closer to the parent."})
     epochs: int = field(default=1, metadata={"help": "Passes over the preference pairs."})
     lr: float = field(default=5e-6, metadata={"help": "Peak AdamW learning rate (DPO wants small ones: 1e-6 to 1e-5)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps spent warming the learning rate up before cosine decay."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per optimizer step."})
     micro_batch_size: int = field(default=2, metadata={"help": "Pairs per forward pass (each is 2 sequences); lower it to save memory."})
     max_length: int = field(default=256, metadata={"help": "Prompt + response tokens per sequence; older prompt tokens are cut first."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    precision: str = field(default="auto", metadata={"help": "'auto' (bf16 autocast where native), 'bf16' or 'fp32'."})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
-    seed: int = field(default=0, metadata={"help": "Seed for shuffling."})
-    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message put before every prompt."})
 
 
 def dpo_loss(

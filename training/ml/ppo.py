@@ -38,13 +38,13 @@ from .common import ProgressFn, autocast, no_progress, pick_device, resolve_prec
 from .generate import decode_responses, sample
 from .sft import response_nll_sum
 from .text import (
-    DEFAULT_SYSTEM_PROMPT, Prompt, batches, collate, encode_example, load_policy, masked_mean, position_ids,
+    PolicyConfig, Prompt, batches, collate, encode_example, load_policy, masked_mean, position_ids,
     prompt_as_transcript, to_device, token_logprobs,
 )
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(PolicyConfig):
     iterations: int = field(default=10, metadata={"help": "Rollout + optimisation rounds."})
     rollout_batch_size: int = field(default=16, metadata={"help": "Prompts sampled per iteration (one response each)."})
     mini_batch_size: int = field(default=8, metadata={"help": "Rollouts per optimizer step within a PPO epoch."})
@@ -61,14 +61,9 @@ class PPOConfig:
     ptx_coef: float = field(default=0.0, metadata={"help": "gamma for PPO-ptx: weight of the LM loss on demonstrations (paper: 27.8; 0 = plain PPO)."})
     lr: float = field(default=1e-6, metadata={"help": "Policy AdamW learning rate."})
     value_lr: float = field(default=1e-5, metadata={"help": "Value model AdamW learning rate."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm, per model."})
     value_init: str = field(default="auto", metadata={"help": "'reward' (copy of the RM), 'policy' (policy backbone, zero head) or 'auto' (reward when the RM is a decoder sharing the policy's vocabulary)."})
     rm_max_length: int = field(default=256, metadata={"help": "Tokens the reward model reads per (prompt, response)."})
     max_length: int = field(default=512, metadata={"help": "Tokens per demonstration for the ptx term."})
-    precision: str = field(default="auto", metadata={"help": "'auto' (bf16 autocast where native), 'bf16' or 'fp32'."})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
-    seed: int = field(default=0, metadata={"help": "Seed for sampling and shuffling."})
-    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message put before every prompt."})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 from labeling.ranking import ranking_pairs
 from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
 from training.ml.common import (
+    TrainerConfig,
     ProgressFn,
     atomic_output_dir,
     autocast,
@@ -60,7 +61,7 @@ def default_reward_base() -> Path:
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(TrainerConfig):
     base_model: str = field(default="", metadata={"help": "HF model folder of the backbone; empty = bundled MiniLM."})
     max_length: int = field(default=256, metadata={"help": "Tokens per (prompt, response); the prompt is cut from the left."})
     batch_size: int = field(default=16, metadata={"help": "Judgments (ranked groups) per micro-batch; each brings K responses."})
@@ -71,9 +72,6 @@ class RewardConfig:
     min_lr_ratio: float = field(default=0.0, metadata={"help": "Cosine floor as a fraction of the peak learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and norms)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."})
-    seed: int = field(default=0, metadata={"help": "Seed for the head init, shuffling and the validation split."})
-    device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ..."})
-    precision: str = field(default="auto", metadata={"help": "'auto' -> bf16 where the hardware supports it, else fp32; or 'bf16'/'fp32'."})
     dropout: float | None = field(default=0.0, metadata={"help": "Overrides every dropout probability of the backbone; None keeps the checkpoint's. 0 because MiniLM's dropout doubles step cost for no gain in one epoch."})
     val_fraction: float = field(default=HELD_OUT_FRACTION, metadata={"help": "Fraction of prompts held out for validation when the caller passes no val_groups (bench scripts); the product always passes its own held-out prompts (labeling.splits)."})
     pooling: str = field(default="auto", metadata={"help": "'mean' over non-pad tokens, 'response' (mean over the response's tokens only), 'last' non-pad token, or 'auto' (mean for encoders, last for decoders)."})
@@ -630,18 +628,12 @@ def score(
 
 
 def evaluate_pairs(
-    model: RewardModel,
-    tokenizer: PreTrainedTokenizerBase,
-    records: Sequence[dict[str, Any]],
-    batch_size: int = 32,
-    max_length: int = 256,
-    precision: str = "fp32",
+    model: RewardModel, tokenizer: PreTrainedTokenizerBase, records: Sequence[dict[str, Any]], **options: Any,
 ) -> dict[str, Any]:
-    """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records."""
+    """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records; options as pair_margins."""
     if not records:
         return {"pairs": 0, "accuracy": None, "mean_margin": None, "log_loss": None}
-    margins = pair_margins(model, tokenizer, records, batch_size, max_length, precision)
-    return {"pairs": len(records)} | _margin_stats(margins)
+    return {"pairs": len(records)} | _margin_stats(pair_margins(model, tokenizer, records, **options))
 
 
 def pair_margins(

@@ -19,23 +19,17 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
-from .text import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
+from .text import IGNORE_INDEX, SupervisedConfig, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(SupervisedConfig):
     epochs: int = field(default=2, metadata={"help": "Passes over the demonstrations (the paper used 16 with early selection by RM score)."})
     lr: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate (1e-4 is a good start with LoRA)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps spent warming the learning rate up before cosine decay."})
     batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
     micro_batch_size: int = field(default=4, metadata={"help": "Examples per forward pass; lower it to save memory (gradients accumulate)."})
     max_length: int = field(default=512, metadata={"help": "Prompt + response tokens kept per example; older prompt tokens are cut first."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    precision: str = field(default="auto", metadata={"help": "'auto' (bf16 autocast where native), 'bf16' or 'fp32'."})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
-    seed: int = field(default=0, metadata={"help": "Seed for shuffling and initialisation."})
-    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message put before every prompt."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains all weights. LoRA adapters are merged before saving."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})

@@ -9,6 +9,7 @@ policy must learn to emit it, and prompt/response token boundaries match what `g
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
@@ -17,11 +18,30 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from labeling.transcripts import messages_transcript
 
+from .common import TrainerConfig
+
 Messages = list[dict[str, str]]
 Prompt = Union[str, Messages]
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 IGNORE_INDEX = -100
+
+
+
+@dataclass
+class PolicyConfig(TrainerConfig):
+    """What the policy trainers' configs (SFT, DPO, PPO) share on top of TrainerConfig."""
+
+    system_prompt: str = field(default=DEFAULT_SYSTEM_PROMPT, metadata={"help": "System message put before every prompt."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (per model in PPO)."})
+
+
+@dataclass
+class SupervisedConfig(PolicyConfig):
+    """What SFT and DPO share: both are supervised passes over a dataset with warmup and cosine decay."""
+
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
