@@ -7,10 +7,9 @@ from rest_framework import exceptions, views
 from rest_framework.request import Request
 
 from labeling.models import Membership
-from labeling.selectors.projects import project_access_get
+from labeling.selectors.projects import WORK_ROLES, project_access_get
 
 READ_ROLES = frozenset(Membership.Role.values)
-WORK_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.ANNOTATOR})
 ADMIN_ROLES = frozenset({Membership.Role.ADMIN})
 # Roles that oversee a project without labeling in it. Annotators are kept out of what would tell
 # them which tasks are gold or which model wrote a response (the labeling page hides both).
