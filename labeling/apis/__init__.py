@@ -1,0 +1,1 @@
+"""The JSON API (DRF): thin views over labeling.services and labeling.selectors."""
