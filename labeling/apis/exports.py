@@ -135,7 +135,8 @@ class ExportStreamApi(ProjectScopedMixin, APIView):
         _refuse_if_large(self.project, fmt, filters)
         if fmt == "parquet":
             body = exports.export_stream_file(project=self.project, fmt=fmt, filters=filters)
-            response = StreamingHttpResponse(iter(lambda: body.read(1 << 16), b""), content_type=export_records.content_type(fmt))
+            response = StreamingHttpResponse(iter(lambda: body.read(1 << 16), b""),
+                                             content_type=export_records.content_type(fmt))
         else:
             chunks = exports.export_chunks(project=self.project, fmt=fmt, filters=filters)
             response = StreamingHttpResponse((data for data, _ in chunks), content_type=export_records.content_type(fmt))
@@ -175,7 +176,8 @@ class ExportJobDetailApi(ProjectScopedMixin, APIView):
 def _file_response(path: str, filename: str, fmt: str) -> FileResponse:
     if not path or not Path(path).is_file():
         raise Http404("The export file is gone.")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=filename, content_type=export_records.content_type(fmt))
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=filename,
+                        content_type=export_records.content_type(fmt))
 
 
 class ExportJobDownloadApi(ProjectScopedMixin, APIView):

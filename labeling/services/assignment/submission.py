@@ -115,49 +115,51 @@ def _response_key(key, response_ids: list[int]) -> int | None:
     return value if value in response_ids else None
 
 
-def _likert_clean(likert, response_ids, project: Project, errors: dict) -> dict:
-    if not likert:
+def _per_response(field_name: str, mapping, response_ids, errors: dict, *, enabled: bool, disabled: str,
+                  shape: str, clean_one) -> dict:
+    """{response id: cleaned value} from an optional per-response map (likert, flags); clean_one(rid,
+    value) gives (error, value), a value of None leaves the response out. Problems go to
+    errors[field_name], the last one wins."""
+    if not mapping:
         return {}
-    if not project.likert_enabled:
-        errors["likert"] = "Likert ratings are disabled in this project"
+    if not enabled:
+        errors[field_name] = disabled
         return {}
-    if not isinstance(likert, dict):
-        errors["likert"] = "must map response ids to ratings 1..7"
+    if not isinstance(mapping, dict):
+        errors[field_name] = f"must map response ids to {shape}"
         return {}
     clean = {}
-    for key, value in likert.items():
+    for key, value in mapping.items():
         rid = _response_key(key, response_ids)
-        if rid is None:
-            errors["likert"] = f"unknown response {key!r}"
-        elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7:
-            errors["likert"] = f"rating for response {rid} must be an integer from 1 to 7, got {value!r}"
-        else:
-            clean[str(rid)] = value
+        problem, cleaned = (f"unknown response {key!r}", None) if rid is None else clean_one(rid, value)
+        if problem:
+            errors[field_name] = problem
+        elif cleaned is not None:
+            clean[str(rid)] = cleaned
     return clean
+
+
+def _likert_clean(likert, response_ids, project: Project, errors: dict) -> dict:
+    def rating(rid: int, value):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7:
+            return f"rating for response {rid} must be an integer from 1 to 7, got {value!r}", None
+        return None, value
+
+    return _per_response("likert", likert, response_ids, errors, enabled=project.likert_enabled,
+                         disabled="Likert ratings are disabled in this project", shape="ratings 1..7", clean_one=rating)
 
 
 def _flags_clean(flags, response_ids, project: Project, errors: dict) -> dict:
-    if not flags:
-        return {}
-    if not project.flags_enabled:
-        errors["flags"] = "flags are disabled in this project"
-        return {}
-    known = {key for key, _ in project.flag_choices}
-    if not isinstance(flags, dict):
-        errors["flags"] = "must map response ids to lists of flag keys"
-        return {}
-    clean = {}
-    for key, values in flags.items():
-        rid = _response_key(key, response_ids)
-        if rid is None:
-            errors["flags"] = f"unknown response {key!r}"
-        elif not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            errors["flags"] = f"flags for response {rid} must be a list of flag keys"
-        elif set(values) - known:
-            errors["flags"] = f"unknown flags {sorted(set(values) - known)}"
-        elif values:
-            clean[str(rid)] = sorted(set(values))
-    return clean
+    def flag_keys(rid: int, values):
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            return f"flags for response {rid} must be a list of flag keys", None
+        unknown = set(values) - {key for key, _ in project.flag_choices}
+        if unknown:
+            return f"unknown flags {sorted(unknown)}", None
+        return None, sorted(set(values)) or None  # no flags: nothing to store
+
+    return _per_response("flags", flags, response_ids, errors, enabled=project.flags_enabled,
+                         disabled="flags are disabled in this project", shape="lists of flag keys", clean_one=flag_keys)
 
 
 def _submission_record(*, assignment: Assignment) -> None:
