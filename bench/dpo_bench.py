@@ -80,7 +80,7 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="/work/shared/datasets/hh-rlhf/helpful-base-test.jsonl.gz")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "hh-rlhf" / "helpful-base-test.jsonl.gz"))
     parser.add_argument("--limit", type=int, default=32, help="pairs trained on (one epoch)")
     parser.add_argument("--batch", type=int, default=8, help="pairs per optimizer step")
     parser.add_argument("--micro", type=int, default=2, help="pairs per forward pass")

@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="sequences decoded together by ours")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--data", default="/work/shared/datasets/pandalm/testset-v1.jsonl.gz")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "pandalm" / "testset-v1.jsonl.gz"))
     parser.add_argument("--json", help="also write the JSON here")
     args = parser.parse_args()
     ensure_smollm2(MODEL_DIR)

@@ -70,7 +70,8 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export preferences (trl)")
     def export_preferences_trl(self, request, queryset):
-        from labeling.services.exports import ExportFilters, export_job_create
+        from labeling.selectors.exports import ExportFilters
+        from labeling.services.exports import export_job_create
 
         for project in queryset:
             job = export_job_create(project=project, fmt="trl", filters=ExportFilters(), user=request.user, snapshot=True)

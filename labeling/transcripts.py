@@ -15,6 +15,7 @@ Messages = Sequence[dict[str, str]]
 ROLE_TAGS = {"user": "Human", "assistant": "Assistant", "system": "System"}
 TRANSCRIPT_STARTS = ("\n\nHuman:", "\n\nSystem:")
 ANSWER_MARK = "\n\nAssistant:"
+HUMAN_TURN = "\n\nHuman: "  # what a plain-text prompt is wrapped in
 
 
 def messages_transcript(messages: Messages) -> str:
@@ -31,5 +32,5 @@ def prompt_transcript(text: str, messages: Messages | None) -> str:
 
 def hh_transcript(prompt: str, answer: str) -> str:
     """HH-RLHF's shape: the whole dialogue, prompt included, as chosen and as rejected."""
-    head = prompt if prompt.startswith(TRANSCRIPT_STARTS) else f"\n\nHuman: {prompt}{ANSWER_MARK}"
+    head = prompt if prompt.startswith(TRANSCRIPT_STARTS) else f"{HUMAN_TURN}{prompt}{ANSWER_MARK}"
     return head + (answer if answer.startswith(" ") else " " + answer)

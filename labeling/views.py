@@ -8,15 +8,14 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.forms.forms import NON_FIELD_ERRORS
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
 
 from labeling.forms import THROTTLED, ThrottledAuthenticationForm
-from labeling.selectors.queue import (
-    annotator_progress, assignment_payloads, markdown_render, project_for_worker, projects_for_worker,
-)
+from labeling.selectors.projects import WORK_ROLES, project_access_get
+from labeling.selectors.queue import annotator_progress, assignment_payloads, markdown_render, projects_for_worker
 from labeling.services.assignment import task_assign_next
 
 
@@ -45,9 +44,7 @@ def project_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def label(request: HttpRequest, slug: str) -> HttpResponse:
-    project = project_for_worker(slug=slug, user=request.user)
-    if project is None:
-        raise Http404("No such project.")
+    project, _ = project_access_get(slug=slug, user=request.user, roles=WORK_ROLES, hide=True)
     result = task_assign_next(annotator=request.user, project=project)
     payloads = assignment_payloads(assignments=[a for a in (result.assignment, result.prefetched) if a])
     config = {

@@ -31,7 +31,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 from config.wsgi import application
 from labeling.models import ExportJob, Membership
 from labeling.services.assignment import task_assign_next
-from labeling.services.exports import ExportFilters, dataset_snapshot_create
+from labeling.selectors.exports import ExportFilters
+from labeling.services.exports import dataset_snapshot_create
 from labeling.services.projects import membership_set, project_create
 from tests.labeling.judging import import_rows, judge
 from training.models import ModelVersion, TrainingRun

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
 from labeling.models import Assignment
-from labeling.selectors.queue import assignment_payloads, project_for_worker
+from labeling.selectors.projects import WORK_ROLES, project_access_get
+from labeling.selectors.queue import assignment_payloads
 from labeling.services.assignment import (
     AssignmentConflict, assignment_skip, demonstration_submit, judgment_submit, task_assign_next,
 )
@@ -38,9 +38,7 @@ class SubmitInputSerializer(serializers.Serializer):
 class ProjectNextApi(APIView):
     @extend_schema(request=None, responses={200: OpenApiResponse(description="current and next assignment")})
     def post(self, request: Request, slug: str):
-        project = project_for_worker(slug=slug, user=request.user)
-        if project is None:
-            raise NotFound("No such project.")
+        project, _ = project_access_get(slug=slug, user=request.user, roles=WORK_ROLES, hide=True)
         result = task_assign_next(annotator=request.user, project=project)
         held = [a for a in (result.assignment, result.prefetched) if a is not None]
         payloads = assignment_payloads(assignments=held)

@@ -10,7 +10,6 @@ from labeling.models import Membership
 from labeling.selectors.projects import project_access_get
 
 READ_ROLES = frozenset(Membership.Role.values)
-WORK_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.ANNOTATOR})
 ADMIN_ROLES = frozenset({Membership.Role.ADMIN})
 # Roles that oversee a project without labeling in it. Annotators are kept out of what would tell
 # them which tasks are gold or which model wrote a response (the labeling page hides both).

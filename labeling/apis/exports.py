@@ -1,5 +1,5 @@
 """Export endpoints, project admins only: a streamed export, background jobs with a download link,
-and frozen snapshots. The work is in labeling.services.exports."""
+and frozen snapshots. The work is in labeling.services.exports, the reads in labeling.selectors.exports."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,13 +19,15 @@ from rest_framework.views import APIView
 from labeling.apis.base import ADMIN_ROLES, ProjectScopedMixin
 from labeling.apis.schema import ErrorSerializer
 from labeling.models import DatasetSnapshot, ExportJob
+from labeling import export_records, splits
+from labeling.selectors import exports as export_selectors
 from labeling.services import exports
 
 DEFAULT_STREAM_MAX_ROWS = 200_000
-# One media type per export format (labeling.services.exports.content_type), parameters left out.
+# One media type per export format (labeling.export_records.content_type), parameters left out.
 FILE_RESPONSES = {
     (200, media_type): OpenApiResponse(OpenApiTypes.BINARY, description="The export file.")
-    for media_type in sorted({exports.content_type(fmt).split(";")[0] for fmt in exports.FORMATS})
+    for media_type in sorted({export_records.content_type(fmt).split(";")[0] for fmt in export_records.FORMATS})
 }
 
 
@@ -42,7 +44,7 @@ class TooLarge(exceptions.APIException):
 
 
 class ExportInputSerializer(serializers.Serializer):
-    format = serializers.ChoiceField(choices=exports.FORMATS, default="trl")
+    format = serializers.ChoiceField(choices=export_records.FORMATS, default="trl")
     date_from = serializers.DateField(required=False)
     date_to = serializers.DateField(required=False)
     annotator = serializers.CharField(required=False)
@@ -50,9 +52,9 @@ class ExportInputSerializer(serializers.Serializer):
     model_versions = serializers.ListField(child=serializers.IntegerField(), required=False)
     judgment_source = serializers.CharField(required=False)
     min_agreement = serializers.FloatField(required=False, min_value=0, max_value=1)
-    consensus = serializers.ChoiceField(choices=exports.CONSENSUS, required=False)
+    consensus = serializers.ChoiceField(choices=export_selectors.CONSENSUS, required=False)
     exclude_gold = serializers.BooleanField(required=False)
-    split = serializers.ChoiceField(choices=["train", "test"], required=False)
+    split = serializers.ChoiceField(choices=[splits.TRAIN, splits.TEST], required=False)
     test_fraction = serializers.FloatField(required=False)
     split_seed = serializers.CharField(required=False)
     pseudonymous = serializers.BooleanField(required=False, help_text="False: usernames instead of pseudonyms.")
@@ -87,14 +89,14 @@ class SnapshotOutputSerializer(serializers.ModelSerializer):
         return reverse("api-snapshot-download", kwargs={"slug": snapshot.project.slug, "snapshot_id": snapshot.pk})
 
 
-def _input(serializer_class, data) -> tuple[str, exports.ExportFilters, dict[str, Any]]:
+def _input(serializer_class, data) -> tuple[str, export_selectors.ExportFilters, dict[str, Any]]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     values = dict(serializer.validated_data)
     fmt = values.pop("format")
     extra = {key: values.pop(key) for key in ("snapshot",) if key in values}
-    filters = exports.ExportFilters.from_dict(values)
-    exports.format_validate(fmt=fmt, filters=filters)
+    filters = export_selectors.ExportFilters.from_dict(values)
+    export_selectors.format_validate(fmt=fmt, filters=filters)
     return fmt, filters, extra
 
 
@@ -111,12 +113,12 @@ def _query_data(request) -> dict[str, Any]:
 
 def _refuse_if_large(project, fmt, filters) -> None:
     limit = getattr(settings, "PAIRWISE_EXPORT_STREAM_MAX_ROWS", DEFAULT_STREAM_MAX_ROWS)
-    if exports.export_count(project=project, fmt=fmt, filters=filters) > limit:
+    if export_selectors.export_count(project=project, fmt=fmt, filters=filters) > limit:
         raise TooLarge(f"More than {limit} rows: POST the same parameters to exports/jobs/ to run it in the background.")
 
 
 def _filename(project, fmt: str, stem: str = "export") -> str:
-    return f"{project.slug}-{stem}-{fmt}.{exports.extension(fmt)}"
+    return f"{project.slug}-{stem}-{fmt}.{export_records.extension(fmt)}"
 
 
 class ExportStreamApi(ProjectScopedMixin, APIView):
@@ -133,10 +135,11 @@ class ExportStreamApi(ProjectScopedMixin, APIView):
         _refuse_if_large(self.project, fmt, filters)
         if fmt == "parquet":
             body = exports.export_stream_file(project=self.project, fmt=fmt, filters=filters)
-            response = StreamingHttpResponse(iter(lambda: body.read(1 << 16), b""), content_type=exports.content_type(fmt))
+            response = StreamingHttpResponse(iter(lambda: body.read(1 << 16), b""),
+                                             content_type=export_records.content_type(fmt))
         else:
             chunks = exports.export_chunks(project=self.project, fmt=fmt, filters=filters)
-            response = StreamingHttpResponse((data for data, _ in chunks), content_type=exports.content_type(fmt))
+            response = StreamingHttpResponse((data for data, _ in chunks), content_type=export_records.content_type(fmt))
         response["Content-Disposition"] = f'attachment; filename="{_filename(self.project, fmt)}"'
         return response
 
@@ -173,7 +176,8 @@ class ExportJobDetailApi(ProjectScopedMixin, APIView):
 def _file_response(path: str, filename: str, fmt: str) -> FileResponse:
     if not path or not Path(path).is_file():
         raise Http404("The export file is gone.")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=filename, content_type=exports.content_type(fmt))
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=filename,
+                        content_type=export_records.content_type(fmt))
 
 
 class ExportJobDownloadApi(ProjectScopedMixin, APIView):

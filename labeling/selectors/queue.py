@@ -10,9 +10,8 @@ from django.db import connection
 from django.db.models import Count, Q
 from markdown_it import MarkdownIt
 
-from labeling.models import Assignment, ComparisonTask, Membership, Project
-
-WORK_ROLES = (Membership.Role.ADMIN, Membership.Role.ANNOTATOR)
+from labeling.models import Assignment, ComparisonTask, Project
+from labeling.selectors.projects import WORK_ROLES
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
 _ALLOWED_TAGS = {
@@ -33,21 +32,6 @@ def markdown_render(text: str) -> str:
         html, tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
-
-
-def project_for_worker(*, slug: str, user: AbstractUser) -> Project | None:
-    """The live project if the user may label in it, in one query (this is on the hot path, so
-    the SQL is written out: building it with the ORM cost more CPU than running it)."""
-    if not user.is_authenticated:
-        return None
-    if user.is_superuser:
-        return Project.objects.filter(slug=slug, deleted_at__isnull=True).first()
-    rows = Project.objects.raw(
-        "SELECT p.* FROM labeling_project p JOIN labeling_membership m ON m.project_id = p.id"
-        " WHERE p.slug = %s AND p.deleted_at IS NULL AND m.user_id = %s AND m.role IN (%s, %s) LIMIT 1",
-        [slug, user.pk, *(role.value for role in WORK_ROLES)],
-    )
-    return next(iter(rows), None)
 
 
 _PAYLOAD_SQL = """

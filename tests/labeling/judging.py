@@ -12,7 +12,8 @@ from django.db import transaction
 
 from labeling.models import ComparisonTask, Judgment, PreferencePair, Prompt, Response
 from labeling.services.assignment import judgment_submit
-from labeling.services.exports import ExportFilters, preferences_export
+from labeling.selectors.exports import ExportFilters
+from labeling.services.exports import preferences_export
 from labeling.services.imports import project_data_import
 from labeling.services.judgments import preference_pairs_build
 

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, connections
 from django.utils import timezone
 
-from labeling.models import Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Prompt, Response
+from labeling.models import Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Prompt
 from labeling.services.assignment import (
     AssignmentConflict, assignment_skip, assignments_expire_sweep, demonstration_submit, judgment_correct,
     judgment_submit, shown_order_for, task_assign_next,
@@ -61,7 +61,7 @@ def test_skipped_task_is_never_served_again_but_goes_to_others(project_factory, 
 
 
 def test_lease_expiry_returns_task_to_pool(project_factory, member, monkeypatch):
-    from labeling.services import assignment as engine
+    from labeling.services.assignment import leasing as engine
 
     project = project_factory(mode="pairwise")
     (task,) = make_tasks(project, 1)
@@ -304,7 +304,7 @@ def test_demonstration_submit(project_factory, member):
 @pytest.mark.postgres_only
 def test_pick_plan_probes_per_candidate_not_anti_join(project_factory, member):
     """With history, the pick must walk the queue index and probe (task, annotator) per candidate."""
-    from labeling.services.assignment import _PICK_SQL
+    from labeling.services.assignment.leasing import _PICK_SQL
 
     project = project_factory(mode="pairwise", overlap=3)
     make_tasks(project, 60)

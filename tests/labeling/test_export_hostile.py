@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labeling.services.exports import csv_cell
+from labeling.export_records import csv_cell
 from tests.labeling.judging import export, judge, tasks_with_responses
 
 pytestmark = pytest.mark.django_db

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from labeling.models import ExportJob
+from labeling.selectors import exports as export_selectors
 from labeling.services import exports
 from labeling.tasks import export_run
 from tests.labeling.judging import import_rows
@@ -76,7 +77,7 @@ def test_progress_is_reported_while_rows_go_out(project, monkeypatch):
         return record
 
     monkeypatch.setattr(exports, "_progress_writer", spy)
-    monkeypatch.setattr(exports, "CHUNK", 10)
+    monkeypatch.setattr(export_selectors, "CHUNK", 10)
     job = ExportJob.objects.create(project=project, format="judgments", filters={})
     export_run(job.pk)
     assert [rows for _, rows in seen] == [10, 20, 30] and all(p <= 0.99 for p, _ in seen)

@@ -16,12 +16,16 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from labeling.models import DatasetSnapshot, Judgment, PreferencePair, Prompt, Response
+from labeling import export_records, splits
+from labeling.selectors import exports as export_selectors
+from labeling.selectors.exports import ExportFilters, annotator_pseudonym
 from labeling.services import exports
-from labeling.services.exports import ExportFilters, annotator_pseudonym, dataset_snapshot_create
+from labeling.services.exports import dataset_snapshot_create
+from tests.paths import SHARED_DATASETS
 from tests.labeling.judging import export, ids, import_rows, judge, tasks_with_responses
 
 pytestmark = pytest.mark.django_db
-SHARED = "/work/shared/datasets"
+SHARED = SHARED_DATASETS
 
 
 def lines(project, fmt="trl", **filters) -> list[dict]:
@@ -86,7 +90,7 @@ def test_postgres_sql_path_matches_python_path(voted, project_factory, make_user
     task = voted.tasks.order_by("-id").first()
     judge(task, make_user(), [[1], [0]])
     sql_side = {fmt: lines(voted, fmt) for fmt in ("trl", "trl-chat", "hh")}
-    monkeypatch.setattr(exports, "_on_postgres", lambda: False)
+    monkeypatch.setattr(exports, "on_postgres", lambda: False)
     for fmt, rows in sql_side.items():
         assert rows == lines(voted, fmt), fmt
     assert sql_side["trl"][-1]["prompt"] == '\n\nHuman: quote " and \\ and \n and \x01 é\n\nAssistant:'
@@ -205,7 +209,7 @@ def test_split_is_deterministic_and_disjoint_by_prompt(project_factory):
     assert not {t[0] for t in train} & {t[0] for t in test}
     assert train == triples(project, split="train", test_fraction=0.25)
     prompt = Prompt.objects.get(project=project, text=test[0][0])
-    assert exports.split_of(external_id=prompt.external_id, test_fraction=0.25) == "test"
+    assert splits.prompt_split(prompt.external_id, fraction=0.25) == "test"
     assert triples(project, split="test", test_fraction=0.25, split_seed="other") != test
 
 
@@ -215,9 +219,9 @@ def test_bad_filters_are_rejected():
         with pytest.raises(ValidationError):
             ExportFilters.from_dict(bad)
     with pytest.raises(ValidationError):
-        exports.format_validate(fmt="ranked", filters=ExportFilters(consensus="majority"))
+        export_selectors.format_validate(fmt="ranked", filters=ExportFilters(consensus="majority"))
     with pytest.raises(ValidationError):
-        exports.format_validate(fmt="yaml", filters=ExportFilters())
+        export_selectors.format_validate(fmt="yaml", filters=ExportFilters())
 
 
 def test_round_trip_trl_export_imports_to_the_same_pairs(project_factory, tmp_path):
@@ -273,7 +277,7 @@ def test_http_export_is_streamed_for_admins(voted, member, api_client, fmt):
     assert response.status_code == 200 and response.streaming
     assert isinstance(response, StreamingHttpResponse)
     body = b"".join(response.streaming_content)
-    assert body and exports.extension(fmt) in response["Content-Disposition"]
+    assert body and export_records.extension(fmt) in response["Content-Disposition"]
     if fmt == "trl":
         assert [json.loads(x)["chosen"] for x in body.decode().splitlines()][0] == "good"
 

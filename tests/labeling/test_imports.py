@@ -4,13 +4,15 @@ import io
 import json
 
 import pytest
+
+from tests.paths import SHARED_DATASETS
 from django.core.management import CommandError, call_command
 
 from labeling.models import ComparisonTask, Demonstration, ImportBatch, Judgment, PreferencePair, Prompt, Response
 from labeling.services.imports import DataImportError, project_data_import
 
 pytestmark = pytest.mark.django_db
-SHARED = "/work/shared/datasets"
+SHARED = SHARED_DATASETS
 
 
 def jsonl(*rows) -> bytes:

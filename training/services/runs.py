@@ -15,13 +15,13 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config.celery import task_send_on_commit
 from labeling.models import Project
 from training import plan
 from training.models import ModelVersion, TrainingRun
@@ -45,21 +45,6 @@ class RunAlreadyActive(ValidationError):
 
 class RunAborted(Exception):
     """The run stopped being RUNNING under the worker's feet (cancelled, or reaped as stale)."""
-
-
-def task_send_on_commit(name: str, **kwargs: Any) -> None:
-    """Send a task by name once the transaction commits (a rolled-back run sends nothing). Where this
-    process has the task registered (a worker, tests, eager mode) its own delay() sends it, so eager
-    mode and routing behave as for any task; elsewhere the app sends it by name, routed by
-    CELERY_TASK_ROUTES all the same."""
-    def send() -> None:
-        task = current_app.tasks.get(name)
-        if task is not None:
-            task.delay(**kwargs)
-        else:
-            current_app.send_task(name, kwargs=kwargs)
-
-    transaction.on_commit(send)
 
 
 def run_create(

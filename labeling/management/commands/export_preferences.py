@@ -4,8 +4,10 @@ import sys
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.services.exports import FORMATS, ExportFilters, dataset_snapshot_create, preferences_export
+from labeling.export_records import FORMATS
+from labeling.selectors.exports import CONSENSUS, ExportFilters
 from labeling.selectors.projects import project_get_live
+from labeling.services.exports import dataset_snapshot_create, preferences_export
 
 
 class Command(BaseCommand):
@@ -23,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--model-versions", help="Comma-separated model version ids.")
         parser.add_argument("--judgment-source", help='"human" or an imported dataset name.')
         parser.add_argument("--min-agreement", type=float)
-        parser.add_argument("--consensus", choices=["all", "majority", "unanimous"])
+        parser.add_argument("--consensus", choices=CONSENSUS)
         parser.add_argument("--exclude-gold", action="store_true")
         parser.add_argument("--split", choices=["train", "test"])
         parser.add_argument("--test-fraction", type=float)
