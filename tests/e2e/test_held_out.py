@@ -11,6 +11,7 @@ import pytest
 from labeling.models import Prompt
 from labeling.services.imports import project_data_import
 from labeling.splits import prompt_is_held_out
+from tests.labeling.judging import export
 from tests.training.conftest import DPO_FAST, EVAL_FAST, PPO_FAST, SFT_FAST, fast_params, policy_run
 from training.ml import dpo, evaluate, ppo, reward, sft
 from training.models import ModelVersion, TrainingRun
@@ -91,3 +92,9 @@ def test_no_trainer_sees_a_held_out_prompt_and_evaluation_sees_only_those(
     assert _texts(eval_prompts) == held
     assert _texts(d["prompt"] for d in eval_demos) == {t for t in held if t.startswith("demonstration")}
     assert base.pk != version.pk
+    # An export's test split is exactly the held-out set (of the prompts with pairs), its train
+    # split exactly what the reward model and DPO trained on.
+    exported = {split: {json.loads(line)["prompt"] for line in export(project, split=split).decode().splitlines()}
+                for split in ("test", "train")}
+    assert exported["test"] == {t for t in held if t.startswith("preference")}
+    assert exported["train"] == trained["reward"] == trained["dpo"]

@@ -3,6 +3,8 @@ groups of K responses with the grouped pairwise loss.
 
 Read top to bottom: config -> model -> data -> truncation -> loss -> training -> save/load/score.
 No Django here; the Celery layer calls `train_reward_model` and passes a progress callback.
+It is one file over 400 lines on purpose: the reward model is one idea, read in order like
+nanoGPT's model.py; split across files, its loss would sit away from the batches it reads.
 """
 from __future__ import annotations
 
