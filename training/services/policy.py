@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+from labeling.models import Project
 from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.data import dpo_pairs_collect, ppo_prompts_collect, sft_examples_collect, system_prompt_of
@@ -22,62 +25,79 @@ def policy_train(*, run_id: int, worker: str = "", echo: Callable | None = None)
     return run_execute(run_id=run_id, worker=worker, what="policy", body=lambda run: _policy_train(run, echo))
 
 
+@dataclass
+class _Job:
+    """One trainer's part of a policy run: its config, what it reports about its data, and the call."""
+
+    config: Any
+    stats: dict[str, Any]
+    log: str
+    train: Callable[[RunReporter], dict[str, Any]]
+
+
+def _sft_job(project: Project, parent: ModelVersion, params: dict[str, Any], output_dir: Path, defaults: dict) -> _Job:
+    from training.ml.sft import SFTConfig, train_sft
+
+    include_chosen = bool(params.get("include_chosen"))
+    examples = sft_examples_collect(project=project, include_chosen=include_chosen)
+    if not examples:
+        raise ValueError(f"no demonstrations{' or chosen responses' if include_chosen else ''} in project {project.slug}")
+    config = plan.trainer_config(SFTConfig, params, **defaults)
+    return _Job(config, {"examples": len(examples), "include_chosen": include_chosen},
+                f"SFT on {len(examples)} examples from {parent.name}",
+                lambda progress: train_sft(parent.artifact_path, examples, output_dir, config, progress=progress))
+
+
+def _dpo_job(project: Project, parent: ModelVersion, params: dict[str, Any], output_dir: Path, defaults: dict) -> _Job:
+    from training.ml.dpo import DPOConfig, train_dpo
+
+    pairs, until = dpo_pairs_collect(project=project)
+    if not pairs:
+        raise ValueError(f"no preference pairs in project {project.slug}")
+    config = plan.trainer_config(DPOConfig, params, **defaults)
+    return _Job(config, {"pairs": len(pairs), "data_until_judgment_id": until},
+                f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}",
+                lambda progress: train_dpo(parent.artifact_path, pairs, output_dir, config, progress=progress))
+
+
+def _ppo_job(project: Project, parent: ModelVersion, params: dict[str, Any], output_dir: Path, defaults: dict) -> _Job:
+    from training.ml.ppo import PPOConfig, train_ppo
+
+    rm = trained_reward_get(project=project)
+    if rm is None:
+        raise ValueError("PPO needs a promoted, trained reward model")
+    prompts = ppo_prompts_collect(project=project)
+    if not prompts:
+        raise ValueError(f"no prompts in project {project.slug}")
+    config = plan.trainer_config(PPOConfig, params, **defaults)
+    demos = sft_examples_collect(project=project) if config.ptx_coef > 0 else []
+    return _Job(config, {"prompts": len(prompts), "ptx_demonstrations": len(demos), "reward_version": rm.pk},
+                f"PPO on {len(prompts)} prompts against reward model {rm.name}, KL beta {config.beta} vs {parent.name}",
+                lambda progress: train_ppo(parent.artifact_path, rm.artifact_path, prompts, output_dir, config,
+                                           progress=progress, demonstrations=demos))
+
+
+JOBS = {plan.SFT: _sft_job, plan.DPO: _dpo_job, plan.PPO: _ppo_job}
+
+
 def _policy_train(run: TrainingRun, echo) -> ModelVersion | None:
-    if run.kind not in plan.POLICY_KINDS:
+    if run.kind not in JOBS:
         raise ValueError(f"a {run.kind} run is not a policy run")
-    params = run.params or {}
+    params, project = run.params or {}, run.project
     threads_set(params=params)
-    project = run.project
     parent = policy_parent_get(run=run)
     output_dir = run_output_dir(run=run)
     reporter = RunReporter(run_id=run.pk, echo=echo)
-    defaults = {"system_prompt": system_prompt_of(project)}
-    data_stats: dict[str, Any] = {}
-
-    if run.kind == TrainingRun.Kind.SFT:
-        from training.ml.sft import SFTConfig, train_sft
-
-        examples = sft_examples_collect(project=project, include_chosen=bool(params.get("include_chosen")))
-        if not examples:
-            raise ValueError(f"no demonstrations{' or chosen responses' if params.get('include_chosen') else ''} in project {project.slug}")
-        config = plan.trainer_config(SFTConfig, params, **defaults)
-        data_stats = {"examples": len(examples), "include_chosen": bool(params.get("include_chosen"))}
-        run_params_update(run_id=run.pk, output_dir=str(output_dir), parent_version=parent.pk, **data_stats)
-        reporter.log(f"SFT on {len(examples)} examples from {parent.name}")
-        metrics = train_sft(parent.artifact_path, examples, output_dir, config, progress=reporter)
-    elif run.kind == TrainingRun.Kind.DPO:
-        from training.ml.dpo import DPOConfig, train_dpo
-
-        pairs, until = dpo_pairs_collect(project=project)
-        if not pairs:
-            raise ValueError(f"no preference pairs in project {project.slug}")
-        config = plan.trainer_config(DPOConfig, params, **defaults)
-        data_stats = {"pairs": len(pairs), "data_until_judgment_id": until}
-        run_params_update(run_id=run.pk, output_dir=str(output_dir), parent_version=parent.pk, **data_stats)
-        reporter.log(f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}")
-        metrics = train_dpo(parent.artifact_path, pairs, output_dir, config, progress=reporter)
-    else:
-        from training.ml.ppo import PPOConfig, train_ppo
-
-        rm = trained_reward_get(project=project)
-        if rm is None:
-            raise ValueError("PPO needs a promoted, trained reward model")
-        prompts = ppo_prompts_collect(project=project)
-        if not prompts:
-            raise ValueError(f"no prompts in project {project.slug}")
-        config = plan.trainer_config(PPOConfig, params, **defaults)
-        demos = sft_examples_collect(project=project) if config.ptx_coef > 0 else []
-        data_stats = {"prompts": len(prompts), "ptx_demonstrations": len(demos), "reward_version": rm.pk}
-        run_params_update(run_id=run.pk, output_dir=str(output_dir), parent_version=parent.pk, **data_stats)
-        reporter.log(f"PPO on {len(prompts)} prompts against reward model {rm.name}, KL beta {config.beta} vs {parent.name}")
-        metrics = train_ppo(parent.artifact_path, rm.artifact_path, prompts, output_dir, config, progress=reporter,
-                            demonstrations=demos)
+    job = JOBS[run.kind](project, parent, params, output_dir, {"system_prompt": system_prompt_of(project)})
+    run_params_update(run_id=run.pk, output_dir=str(output_dir), parent_version=parent.pk, **job.stats)
+    reporter.log(job.log)
+    metrics = job.train(reporter)
     reporter.flush()
 
     result = run_succeed(run_id=run.pk, promote=params.get("promote") == "always", version_fields={
         "project": project, "kind": ModelVersion.Kind.POLICY, "name": f"{project.slug}-{run.kind}-run{run.pk}",
         "base": parent.base or parent.artifact_path, "artifact_path": output_dir, "metrics": metrics,
-        "config": {"trainer": run.kind, "values": dataclasses.asdict(config), **data_stats}, "parent": parent,
+        "config": {"trainer": run.kind, "values": dataclasses.asdict(job.config), **job.stats}, "parent": parent,
     })
     if result is None:
         shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder
