@@ -70,11 +70,14 @@ def trainer_config(cls: type, params: dict[str, Any], **fixed: Any) -> Any:
 def run_params(
     *, kind: str, trigger: str, config: dict[str, Any] | None = None, promote: str | None = None, base: str = "",
     include_chosen: bool = False, auto_promote_margin: float | None = None, promote_metric: str = "",
-    max_prompts: int | None = None,
+    max_prompts: int | None = None, snapshot: int | None = None, include_gold: bool = False,
+    filters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The params of a run started by hand (API, dashboard, command), with the per-kind defaults:
-    training runs say whether they promote, a reward run may name its backbone, SFT may add each
-    judgment's best response, an evaluation may promote by a margin."""
+    training runs say whether they promote and which data they read (a frozen snapshot by id, else
+    one made at their start with the export filters, gold judgments left out unless asked), a
+    reward run may name its backbone, SFT may add each judgment's best response, an evaluation may
+    promote by a margin."""
     if kind not in RUN_KINDS:
         raise PlanError("kind", f"One of {', '.join(RUN_KINDS)}.")
     if promote is not None and promote not in PROMOTE_CHOICES:
@@ -84,6 +87,12 @@ def run_params(
         params["config"] = dict(config)
     if kind in TRAINING_KINDS:
         params["promote"] = promote or DEFAULT_PROMOTE[kind]
+        if snapshot:
+            params["snapshot"] = int(snapshot)
+        if include_gold:
+            params["include_gold"] = True
+        if filters:
+            params["filters"] = dict(filters)
     if kind == REWARD and base:
         params["base"] = base
     if kind == SFT:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from training.models import ModelVersion, TrainingRun
 from django.urls import reverse
+
 from labeling.models import Membership
+from training.models import ModelVersion, TrainingRun
 
 
 @pytest.mark.django_db(transaction=True)

@@ -51,6 +51,11 @@ class RunInputSerializer(serializers.Serializer):
     version = serializers.IntegerField(required=False, help_text="Policy runs: the parent version (default: the promoted "
                                                                   "policy). Evaluation runs: the version to evaluate (required).")
     include_chosen = serializers.BooleanField(default=False, help_text="SFT: also train on each judgment's best response.")
+    snapshot = serializers.IntegerField(required=False, min_value=1, help_text="Training runs: train from this frozen "
+                                        "training snapshot (default: one frozen from the live data at the run's start).")
+    include_gold = serializers.BooleanField(default=False, help_text="Training runs: also train on gold judgments.")
+    filters = serializers.DictField(required=False, help_text="Training runs: export filters for the snapshot made at "
+                                                              "the start, e.g. {\"date_from\": \"2026-01-01\", \"annotator\": \"ann\"}.")
     auto_promote_margin = serializers.FloatField(required=False, allow_null=True, min_value=-1, max_value=1,
                                                  help_text="Evaluation: promote when the version beats its parent by this.")
     promote_metric = serializers.ChoiceField(choices=list(plan.PROMOTE_METRICS), default=plan.DEFAULT_PROMOTE_METRIC)
@@ -108,6 +113,7 @@ class RunListApi(ProjectScopedMixin, generics.ListAPIView):
                 config=valid.get("config"), promote=valid.get("promote"), base=valid.get("base", ""),
                 include_chosen=valid["include_chosen"], auto_promote_margin=valid.get("auto_promote_margin"),
                 promote_metric=valid["promote_metric"], max_prompts=valid.get("max_prompts"),
+                snapshot=valid.get("snapshot"), include_gold=valid["include_gold"], filters=valid.get("filters"),
             )
         except RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)

@@ -1,22 +1,24 @@
-"""What each trainer, evaluation and candidate generation reads from labeling's tables.
+"""What training runs, evaluation and candidate generation read from labeling's tables.
 
-Every read here splits prompts with the product's one rule, `labeling.splits` (keyed by the
-prompt's external id): trainers get only the train side, evaluation only the held-out side, and
-an export with split=test holds exactly those held-out prompts. When every prompt of a project is
-held out, trainers get nothing and say so; they never fall back to evaluation data.
+A training run reads a frozen snapshot (training.dataset) that training_dataset_collect gathers
+with the exports' own filters; what each trainer takes from it, and the split of prompts by the
+product's one rule (labeling.splits, keyed by the prompt's external id), is training.dataset's.
+Evaluation reads the held-out prompts by the same rule, so an export with split=test holds
+exactly the prompts evaluation answers.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet
 
-from labeling.models import ComparisonTask, Demonstration, Judgment, PreferencePair, Project, Prompt, Response, TaskResponse
+from django.core.exceptions import ValidationError
+
+from labeling.models import ComparisonTask, DatasetSnapshot, Demonstration, Judgment, Project, Prompt, TaskResponse
+from labeling.selectors.exports import ExportFilters, annotator_pseudonym, judgment_queryset
 from labeling.splits import prompt_is_held_out, split_items
 from labeling.transcripts import prompt_transcript
+from training.dataset import FORMAT, TrainingDataset
 from training.models import TrainingRun
 
 
@@ -67,18 +69,24 @@ def judgment_max_id(*, project: Project) -> int:
     return judgments_for_training(project=project).aggregate(m=Max("id"))["m"] or 0
 
 
-# ----------------------------------------------------------------------------------- reward model
+# ------------------------------------------------------------------------------ training dataset
+
+# What a training run reads unless its params say otherwise: gold judgments never train a model
+# (they measure annotators; a model trained on them would be scored on its own answers).
+TRAINING_FILTERS = {"exclude_gold": True}
 
 
-@dataclass
-class RewardData:
-    groups: list[dict[str, Any]] = field(default_factory=list)  # train prompts
-    held_out: list[dict[str, Any]] = field(default_factory=list)  # held-out prompts: validation only
-    reference_texts: list[tuple[str, str]] | None = None
-    judgments: int = 0
-    skipped: int = 0
-    until_judgment_id: int = 0
-    sha256: str = ""
+def training_filters(*, params: dict[str, Any]) -> ExportFilters:
+    """The run's data filters: the export filters (dates, annotator, judgment source, response
+    sources, model versions), gold judgments left out unless params["include_gold"]. Consensus and
+    agreement filters select pairs, not judgments, so a training snapshot refuses them."""
+    given = dict(params.get("filters") or {})
+    given.setdefault("exclude_gold", not params.get("include_gold", False))
+    filters = ExportFilters.from_dict(given)
+    if filters.consensus != "all" or filters.min_agreement > 0 or filters.split:
+        raise ValidationError({"filters": "consensus, min_agreement and split select pairs of an export; a training "
+                                          "snapshot holds whole judgments and keeps the product's own split"})
+    return filters
 
 
 def _task_slots(task_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
@@ -91,71 +99,44 @@ def _task_slots(task_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
     return slots
 
 
-def reward_data_collect(*, project: Project, until_judgment_id: int | None = None) -> RewardData:
-    """One group per live judgment (InstructGPT: a judgment is one batch element), responses in slot
-    order, ranking as tie groups of indices best first. Groups of held-out prompts (labeling.splits)
-    go to `held_out`: the reward model validates on them and never trains on them.
-    Reference texts for normalisation: the demonstrations of train prompts."""
-    judgments = judgments_for_training(project=project)
-    if until_judgment_id is not None:
-        judgments = judgments.filter(pk__lte=until_judgment_id)
-    judgments = list(judgments)
-    slots = _task_slots({j.task_id for j in judgments})
-    data = RewardData()
-    digest = hashlib.sha256()
-    for judgment in judgments:
-        task_slots = slots.get(judgment.task_id, [])
+def _judgment_records(project: Project, filters: ExportFilters) -> list[dict[str, Any]]:
+    rows = list(judgment_queryset(project=project, filters=filters).values_list(
+        "pk", "task_id", "task__prompt__external_id", "ranking", "annotator_id", "source", "task__is_gold", "both_bad"))
+    slots = _task_slots({row[1] for row in rows})
+    records = []
+    for pk, task_id, prompt_id, ranking, annotator_id, source, gold, both_bad in rows:
+        task_slots = slots.get(task_id, [])
         index = {rid: i for i, (rid, _) in enumerate(task_slots)}
-        ranking = [[index[r] for r in tie] for tie in (judgment.ranking or []) if all(r in index for r in tie)]
-        if sum(len(t) for t in ranking) != len(task_slots) or len(ranking) < 2:
-            data.skipped += 1  # fully tied, or a ranking that no longer matches the task: no comparisons
-            continue
-        prompt = judgment.task.prompt
-        group = {"prompt": prompt_rm_text(prompt), "responses": [t for _, t in task_slots], "ranking": ranking}
-        (data.held_out if prompt_is_held_out(prompt.external_id) else data.groups).append(group)
-        digest.update(json.dumps(group, sort_keys=True).encode())
-        data.until_judgment_id = max(data.until_judgment_id, judgment.pk)
-    data.judgments = len(judgments)
-    data.sha256 = digest.hexdigest()
-    demos = Demonstration.objects.filter(project=project).select_related("prompt").order_by("id")[:4096]
-    reference = [(prompt_rm_text(d.prompt), d.text) for d in demos if not prompt_is_held_out(d.prompt.external_id)]
-    data.reference_texts = reference or None
-    return data
+        covered = all(r in index for tie in (ranking or []) for r in tie)
+        records.append({
+            "id": pk, "prompt_id": prompt_id, "responses": [t for _, t in task_slots],
+            "ranking": [[index[r] for r in tie] for tie in ranking] if ranking and covered else None,
+            "annotator": annotator_pseudonym(annotator_id), "source": source, "gold": gold, "both_bad": both_bad,
+        })
+    return records
 
 
-# ----------------------------------------------------------------------------------------- policy
+def training_dataset_collect(*, project: Project, filters: ExportFilters) -> TrainingDataset:
+    """The project's training data as it is now (training.dataset's records): every prompt, every
+    demonstration, and the live judgments the filters keep, in id order."""
+    dataset = TrainingDataset()
+    for prompt in Prompt.objects.filter(project=project).order_by("id"):
+        dataset.prompts[prompt.external_id] = {"prompt_id": prompt.external_id, "prompt": prompt_input(prompt),
+                                               "rm_prompt": prompt_rm_text(prompt)}
+    demos = Demonstration.objects.filter(project=project).order_by("id").values_list(
+        "pk", "prompt__external_id", "text", "author_id")
+    dataset.demonstrations = [{"id": pk, "prompt_id": prompt_id, "response": text, "author": annotator_pseudonym(author)}
+                              for pk, prompt_id, text, author in demos]
+    dataset.judgments = _judgment_records(project, filters)
+    return dataset
 
 
-def sft_examples_collect(*, project: Project, include_chosen: bool = False, limit: int = 20000) -> list[dict[str, Any]]:
-    """Demonstrations as {prompt, response}; with include_chosen also the single best response of each
-    live judgment that is not marked both bad. Held-out prompts are left out."""
-    demos = list(Demonstration.objects.filter(project=project).select_related("prompt").order_by("id")[:limit])
-    examples = [(d.prompt, d.text) for d in demos]
-    if include_chosen:
-        judgments = list(judgments_for_training(project=project).filter(both_bad=False)[:limit])
-        best = {j.pk: j.ranking[0][0] for j in judgments if j.ranking and len(j.ranking) >= 2 and len(j.ranking[0]) == 1}
-        texts = dict(Response.objects.filter(pk__in=set(best.values())).values_list("pk", "text"))
-        examples += [(j.task.prompt, texts[best[j.pk]]) for j in judgments if j.pk in best and best[j.pk] in texts]
-    train, _ = split_items(examples, lambda e: e[0].external_id)
-    return [{"prompt": prompt_input(p), "response": text} for p, text in train]
+def training_snapshot_get(*, project: Project, snapshot_id: int) -> DatasetSnapshot | None:
+    """A frozen training dataset of this project (not an export snapshot: those hold pairs, not judgments)."""
+    return DatasetSnapshot.objects.filter(project=project, pk=snapshot_id, format=FORMAT).first()
 
 
-def dpo_pairs_collect(*, project: Project, limit: int = 50000) -> tuple[list[dict[str, Any]], int]:
-    """({prompt, chosen, rejected} from the preference pairs of live judgments on train prompts,
-    the last judgment id read)."""
-    pairs = list(
-        PreferencePair.objects.filter(project=project, judgment__superseded_by__isnull=True)
-        .select_related("prompt", "chosen", "rejected").order_by("id")[:limit]
-    )
-    until = max((p.judgment_id for p in pairs), default=0)
-    train, _ = split_items(pairs, lambda p: p.prompt.external_id)
-    return [{"prompt": prompt_input(p.prompt), "chosen": p.chosen.text, "rejected": p.rejected.text} for p in train], until
-
-
-def ppo_prompts_collect(*, project: Project, limit: int = 20000) -> list:
-    prompts = list(Prompt.objects.filter(project=project).order_by("id")[:limit])
-    train, _ = split_items(prompts, lambda p: p.external_id)
-    return [prompt_input(p) for p in train]
+# ------------------------------------------------------------------------------------- evaluation
 
 
 def held_out_collect(*, project: Project, max_prompts: int, max_demonstrations: int) -> tuple[list, list[dict[str, Any]], bool]:

@@ -11,10 +11,12 @@ from typing import Any, Callable
 from labeling.models import Project
 from training import plan
 from training.models import ModelVersion, TrainingRun
-from training.selectors.data import dpo_pairs_collect, ppo_prompts_collect, sft_examples_collect, system_prompt_of
+from training.dataset import TrainingDataset, dpo_pairs, ppo_prompts, sft_examples
+from training.selectors.data import system_prompt_of
 from training.selectors.versions import policy_parent_get, trained_reward_get
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.runs import run_output_dir, run_params_update, run_succeed
+from training.services.snapshots import run_snapshot_use, snapshot_facts
 
 
 def policy_train(*, run_id: int, worker: str = "", echo: Callable | None = None) -> ModelVersion | None:
@@ -35,11 +37,12 @@ class _Job:
     train: Callable[[RunReporter], dict[str, Any]]
 
 
-def _sft_job(project: Project, parent: ModelVersion, params: dict[str, Any], output_dir: Path, defaults: dict) -> _Job:
+def _sft_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,
+             defaults: dict) -> _Job:
     from training.ml.sft import SFTConfig, train_sft
 
     include_chosen = bool(params.get("include_chosen"))
-    examples = sft_examples_collect(project=project, include_chosen=include_chosen)
+    examples = sft_examples(dataset, include_chosen=include_chosen)
     if not examples:
         raise ValueError(f"no demonstrations{' or chosen responses' if include_chosen else ''} in project {project.slug}")
     config = plan.trainer_config(SFTConfig, params, **defaults)
@@ -48,10 +51,11 @@ def _sft_job(project: Project, parent: ModelVersion, params: dict[str, Any], out
                 lambda progress: train_sft(parent.artifact_path, examples, output_dir, config, progress=progress))
 
 
-def _dpo_job(project: Project, parent: ModelVersion, params: dict[str, Any], output_dir: Path, defaults: dict) -> _Job:
+def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,
+             defaults: dict) -> _Job:
     from training.ml.dpo import DPOConfig, train_dpo
 
-    pairs, until = dpo_pairs_collect(project=project)
+    pairs, until = dpo_pairs(dataset), max((j["id"] for j in dataset.judgments), default=0)
     if not pairs:
         raise ValueError(f"no preference pairs in project {project.slug}")
     config = plan.trainer_config(DPOConfig, params, **defaults)
@@ -60,17 +64,18 @@ def _dpo_job(project: Project, parent: ModelVersion, params: dict[str, Any], out
                 lambda progress: train_dpo(parent.artifact_path, pairs, output_dir, config, progress=progress))
 
 
-def _ppo_job(project: Project, parent: ModelVersion, params: dict[str, Any], output_dir: Path, defaults: dict) -> _Job:
+def _ppo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,
+             defaults: dict) -> _Job:
     from training.ml.ppo import PPOConfig, train_ppo
 
     rm = trained_reward_get(project=project)
     if rm is None:
         raise ValueError("PPO needs a promoted, trained reward model")
-    prompts = ppo_prompts_collect(project=project)
+    prompts = ppo_prompts(dataset)
     if not prompts:
         raise ValueError(f"no prompts in project {project.slug}")
     config = plan.trainer_config(PPOConfig, params, **defaults)
-    demos = sft_examples_collect(project=project) if config.ptx_coef > 0 else []
+    demos = sft_examples(dataset) if config.ptx_coef > 0 else []
     return _Job(config, {"prompts": len(prompts), "ptx_demonstrations": len(demos), "reward_version": rm.pk},
                 f"PPO on {len(prompts)} prompts against reward model {rm.name}, KL beta {config.beta} vs {parent.name}",
                 lambda progress: train_ppo(parent.artifact_path, rm.artifact_path, prompts, output_dir, config,
@@ -88,16 +93,20 @@ def _policy_train(run: TrainingRun, echo) -> ModelVersion | None:
     parent = policy_parent_get(run=run)
     output_dir = run_output_dir(run=run)
     reporter = RunReporter(run_id=run.pk, echo=echo)
-    job = JOBS[run.kind](project, parent, params, output_dir, {"system_prompt": system_prompt_of(project)})
-    run_params_update(run_id=run.pk, output_dir=str(output_dir), parent_version=parent.pk, **job.stats)
-    reporter.log(job.log)
+    snapshot, dataset = run_snapshot_use(run=run)
+    job = JOBS[run.kind](project, dataset, parent, params, output_dir, {"system_prompt": system_prompt_of(project)})
+    run_params_update(run_id=run.pk, output_dir=str(output_dir), parent_version=parent.pk, snapshot=snapshot.pk,
+                      **job.stats)
+    reporter.log(f"{job.log}; data: snapshot {snapshot.pk}")
     metrics = job.train(reporter)
+    metrics["data"] = snapshot_facts(snapshot=snapshot, dataset=dataset)
     reporter.flush()
 
     result = run_succeed(run_id=run.pk, promote=params.get("promote") == "always", version_fields={
         "project": project, "kind": ModelVersion.Kind.POLICY, "name": f"{project.slug}-{run.kind}-run{run.pk}",
         "base": parent.base or parent.artifact_path, "artifact_path": output_dir, "metrics": metrics,
         "config": {"trainer": run.kind, "values": dataclasses.asdict(job.config), **job.stats}, "parent": parent,
+        "snapshot": snapshot,
     })
     if result is None:
         shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder

@@ -11,11 +11,12 @@ from typing import Any, Callable
 from django.core.exceptions import ValidationError
 
 from training import plan
+from training.dataset import reward_groups
 from training.models import ModelVersion, TrainingRun
-from training.selectors.data import reward_data_collect
 from training.selectors.versions import model_version_promoted_get, reward_base_get
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.runs import run_output_dir, run_params_update, run_succeed
+from training.services.snapshots import run_snapshot_use, snapshot_facts
 
 
 def reward_model_train(
@@ -52,30 +53,35 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     reporter = RunReporter(run_id=run.pk, echo=echo)
     params = run.params or {}
     threads_set(params=params)
-    data = reward_data_collect(project=run.project)
-    if not data.groups:
+    snapshot, dataset = run_snapshot_use(run=run)
+    data = reward_groups(dataset)
+    if not data.train:
         raise ValueError(f"no judgments with comparisons on train prompts in project {run.project.slug} "
                          f"({data.skipped} without comparisons, {len(data.held_out)} on held-out prompts)")
     base, base_version = _reward_base(run)
     overrides = {k: v for k, v in (params.get("config") or {}).items() if k != "base_model"}  # the backbone is chosen above
     config = plan.trainer_config(RewardConfig, {"config": overrides}, base_model=base)
+    until = max((j["id"] for j in dataset.judgments), default=0)
     run_params_update(
-        run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=data.until_judgment_id,
-        groups=len(data.groups) + len(data.held_out), held_out_groups=len(data.held_out), judgments=data.judgments,
-        skipped_judgments=data.skipped, data_sha256=data.sha256,
+        run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=until,
+        groups=len(data.train) + len(data.held_out), held_out_groups=len(data.held_out),
+        judgments=len(dataset.judgments), skipped_judgments=data.skipped, snapshot=snapshot.pk, data_sha256=snapshot.sha256,
         reference="demonstrations" if data.reference_texts else "chosen responses",
     )
-    reporter.log(f"{len(data.groups)} groups from {data.judgments} judgments ({data.skipped} without comparisons); base {base}")
-    metrics = train_reward_model(data.groups, config, output_dir, progress=reporter, reference_texts=data.reference_texts,
+    reporter.log(f"{len(data.train)} groups from {len(dataset.judgments)} judgments of snapshot {snapshot.pk} "
+                 f"({data.skipped} without comparisons); base {base}")
+    metrics = train_reward_model(data.train, config, output_dir, progress=reporter, reference_texts=data.reference_texts,
                                  val_groups=data.held_out)
+    metrics["data"] = snapshot_facts(snapshot=snapshot, dataset=dataset)
     reporter.flush()
     parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)
     promote = params.get("promote", plan.DEFAULT_PROMOTE[plan.REWARD])
     result = run_succeed(run_id=run.pk, promote=promote == "always" or (promote == "if_none" and parent is None), version_fields={
         "project": run.project, "kind": ModelVersion.Kind.REWARD, "name": f"{run.project.slug}-reward-run{run.pk}",
         "base": base, "artifact_path": output_dir, "metrics": metrics,
-        "config": {**dataclasses.asdict(config), "data_sha256": data.sha256, "data_until_judgment_id": data.until_judgment_id},
+        "config": {**dataclasses.asdict(config), "data_sha256": snapshot.sha256, "data_until_judgment_id": until},
         "parent": parent if parent is not None and parent.project_id == run.project_id else base_version,
+        "snapshot": snapshot,
     })
     if result is None:
         shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder

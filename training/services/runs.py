@@ -25,6 +25,7 @@ from config.celery import task_send_on_commit
 from labeling.models import Project
 from training import plan
 from training.models import ModelVersion, TrainingRun
+from training.selectors.data import training_filters, training_snapshot_get
 from training.selectors.runs import run_active_get, run_pipeline_spec, runs_stale_list
 from training.selectors.versions import model_version_promoted_get
 from training.services.versions import model_version_promote, model_version_register
@@ -94,6 +95,10 @@ def run_request(
         params = plan.run_params(kind=kind, trigger=trigger, **options)
     except plan.PlanError as exc:
         raise ValidationError({exc.field: exc.message}) from None
+    if kind in plan.TRAINING_KINDS:  # refuse bad data options now, not when a worker picks the run up
+        training_filters(params=params)
+        if params.get("snapshot") and training_snapshot_get(project=project, snapshot_id=params["snapshot"]) is None:
+            raise ValidationError({"snapshot": f"No training snapshot {params['snapshot']} in this project."})
     make = run_queue if send else run_create
     return make(project=project, kind=kind, params=params, base_version=base_version, requested_by=requested_by)
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
+
 from labeling.models import Judgment
 from training.models import TrainingRun
 from training.services.runs import run_cancel
-from django.urls import reverse
 
 
 @pytest.mark.django_db

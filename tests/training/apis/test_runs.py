@@ -1,14 +1,16 @@
 """training.apis.runs: runs and versions over the REST API."""
 from __future__ import annotations
 
-import pytest
-from tests.training.conftest import separable_records
-from training.models import ModelVersion, TrainingRun
+import gzip
 import io
 import json
+
+import pytest
 from django.urls import reverse
-import gzip
+
 from labeling.models import Membership
+from tests.training.conftest import import_preferences, separable_records
+from training.models import ModelVersion, TrainingRun
 
 
 @pytest.mark.django_db
@@ -101,3 +103,25 @@ def test_bad_input_is_a_400_with_field_errors_not_a_500(project_factory, member,
                            {"step_params": {"nope": {}}}, format="json")
     assert pipeline.status_code == 400 and "step_params" in pipeline.json()
 
+
+
+@pytest.mark.django_db
+def test_training_runs_take_a_snapshot_and_filters_and_refuse_bad_ones(project_factory, member, api_client, no_broker):
+    from training.services.snapshots import training_snapshot_create
+
+    project = project_factory()
+    import_preferences(project, separable_records(4))
+    admin = member(project, "admin")
+    url = reverse("api-training-runs", args=[project.slug])
+    snapshot = training_snapshot_create(project=project)
+    other = training_snapshot_create(project=project_factory())
+
+    ok = api_client(admin).post(url, {"kind": "reward", "snapshot": snapshot.pk, "include_gold": True}, format="json")
+    assert ok.status_code == 201 and ok.json()["params"]["snapshot"] == snapshot.pk and ok.json()["params"]["include_gold"]
+    TrainingRun.objects.filter(pk=ok.json()["id"]).update(status=TrainingRun.Status.CANCELLED)
+    foreign = api_client(admin).post(url, {"kind": "reward", "snapshot": other.pk}, format="json")
+    assert foreign.status_code == 400 and "snapshot" in foreign.json()
+    bad = api_client(admin).post(url, {"kind": "dpo", "filters": {"consensus": "majority"}}, format="json")
+    assert bad.status_code == 400 and "filters" in bad.json()
+    unknown = api_client(admin).post(url, {"kind": "sft", "filters": {"colour": "blue"}}, format="json")
+    assert unknown.status_code == 400 and "colour" in unknown.json()

@@ -1,10 +1,13 @@
-"""training.selectors.data: what the trainers read, split by the product's one prompt split."""
+"""training.selectors.data: what a training snapshot holds, as the trainers see it (training.dataset)."""
 from __future__ import annotations
 
 import pytest
+
 from labeling.models import ComparisonTask, Demonstration, Prompt, Response, TaskResponse
-from training.selectors.data import reward_data_collect
 from tests.training.conftest import judge, ranked_task
+from training.dataset import reward_groups
+from training.selectors.data import training_dataset_collect, training_filters
+from training.services.snapshots import training_snapshot_create
 
 
 @pytest.mark.django_db
@@ -23,16 +26,20 @@ def test_reward_data_groups_one_per_live_judgment_with_ties_and_supersession(pro
     TaskResponse.objects.create(task=chat_task, response=x, position=1)
     last = judge(project, chat_task, [[x.pk], [y.pk]], "j-chat")
 
-    data = reward_data_collect(project=project)
+    dataset = training_dataset_collect(project=project, filters=training_filters(params={}))
+    data = reward_groups(dataset)
 
-    assert data.groups == [
+    assert data.train == [
         {"prompt": "Q?", "responses": ["a", "b", "c", "d"], "ranking": [[2], [0, 3], [1]]},
         {"prompt": "Q?", "responses": ["a", "b", "c", "d"], "ranking": [[3], [0], [1], [2]]},
         {"prompt": "\n\nHuman: hi\n\nAssistant:", "responses": ["go away", "hello"], "ranking": [[1], [0]]},
     ]
-    assert data.judgments == 4 and data.skipped == 1  # the superseded one is not a live judgment at all
-    assert data.until_judgment_id == last.pk and len(data.sha256) == 64
+    assert data.held_out == []  # "Q?" and "chat" are both on the train side of labeling.splits
+    assert len(dataset.judgments) == 4 and data.skipped == 1  # the superseded one is not a live judgment at all
+    assert max(j["id"] for j in dataset.judgments) == last.pk
+    assert len(training_snapshot_create(project=project).sha256) == 64
     assert data.reference_texts is None
     Demonstration.objects.create(project=project, prompt=messages_prompt, text="hello there")
-    assert reward_data_collect(project=project).reference_texts == [("\n\nHuman: hi\n\nAssistant:", "hello there")]
+    again = training_dataset_collect(project=project, filters=training_filters(params={}))
+    assert reward_groups(again).reference_texts == [("\n\nHuman: hi\n\nAssistant:", "hello there")]
 

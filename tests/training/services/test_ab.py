@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import pytest
-from labeling.models import ComparisonTask
-from training.models import TrainingRun
 from django.urls import reverse
-from labeling.models import Project
+
+from labeling.models import ComparisonTask, Project
+from tests.training.conftest import SFT_FAST, judge_all, policy_run
+from training.models import TrainingRun
 from training.selectors.ab import ab_leaderboard
 from training.selectors.versions import version_flag_rates
 from training.services.candidates import candidates_generate
-from tests.training.conftest import judge_all, SFT_FAST, policy_run
 
 
 @pytest.mark.django_db

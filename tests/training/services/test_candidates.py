@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import pytest
+
 from labeling.models import ComparisonTask, Response
+from tests.training.conftest import import_prompts
 from training.models import ModelVersion, TrainingRun
+from training.selectors.data import candidate_prompts_select
+from training.services.candidates import candidates_generate
 from training.services.runs import run_create
 from training.services.versions import base_models_install
-from training.services.candidates import candidates_generate
-from training.selectors.data import candidate_prompts_select
-from tests.training.conftest import import_prompts
 
 
 @pytest.mark.django_db

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import pytest
+
+from tests.training.conftest import EVAL_FAST, SFT_FAST, policy_run, train_reward
 from training.models import TrainingRun
-from training.services.runs import run_create
-from training.services.versions import model_version_demote
 from training.selectors.versions import model_version_promoted_get
 from training.services.evaluation import policy_evaluate
-from tests.training.conftest import EVAL_FAST, SFT_FAST, policy_run, train_reward
+from training.services.runs import run_create
+from training.services.versions import model_version_demote
 
 
 @pytest.mark.django_db

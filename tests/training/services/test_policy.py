@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import pytest
+
 from labeling.models import Prompt
-from training.models import ModelVersion, TrainingRun
 from labeling.splits import prompt_is_held_out
+from tests.training.conftest import DEMO_START, DPO_FAST, PPO_FAST, SFT_FAST, changed, policy_run, train_reward
+from training.models import ModelVersion, TrainingRun
 from training.selectors.versions import model_version_promoted_get
 from training.services.policy import policy_train
 from training.services.versions import base_models_install
-from tests.training.conftest import DEMO_START, DPO_FAST, PPO_FAST, SFT_FAST, policy_run, changed, train_reward
 
 
 @pytest.mark.django_db

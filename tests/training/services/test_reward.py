@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
-from tests.training.conftest import fast_params, import_preferences, separable_records
+
+from tests.training.conftest import REWARD, fast_params, import_preferences, separable_records
 from training.models import TrainingRun
 from training.services.reward import reward_model_evaluate, reward_model_train
 from training.services.runs import run_create
-from tests.training.conftest import REWARD
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,20 +3,20 @@ here through the services; each enqueue is checked on commit."""
 from __future__ import annotations
 
 from datetime import timedelta
+
 import pytest
 from django.utils import timezone
+
 from labeling.models import Judgment, Response
-from tests.training.conftest import fast_params, import_preferences, separable_records
+from tests.training.conftest import DPO_FAST, EVAL_FAST, fast_params, import_preferences, round_step, separable_records
 from training.models import TrainingRun
-from training.services.reward import reward_model_train
-from training.services.rounds import reward_retrain_check
-from training.services.runs import run_create, run_fail, run_params_update, run_start, run_succeed
-from training.services.evaluation import policy_evaluate
-from training.services.policy import policy_train
 from training.selectors.runs import pipeline_list, pipeline_spec, run_pipeline_spec
 from training.services.candidates import candidates_generate
-from training.services.rounds import pipeline_start
-from tests.training.conftest import DPO_FAST, EVAL_FAST, round_step
+from training.services.evaluation import policy_evaluate
+from training.services.policy import policy_train
+from training.services.reward import reward_model_train
+from training.services.rounds import pipeline_start, reward_retrain_check
+from training.services.runs import run_create, run_fail, run_params_update, run_start, run_succeed
 
 
 @pytest.mark.django_db

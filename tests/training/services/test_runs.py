@@ -3,15 +3,26 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.utils import timezone
-from tests.training.conftest import fast_params, import_preferences, separable_records
+
+from tests.training.conftest import REWARD, fast_params, import_preferences, separable_records
 from training.models import ModelVersion, TrainingRun
 from training.services import execution
 from training.services.reward import reward_model_train
-from training.services.runs import RunAlreadyActive, run_cancel, run_create, run_fail, run_heartbeat, run_params_update, run_start, run_succeed, runs_reap_stale
-from tests.training.conftest import REWARD
+from training.services.runs import (
+    RunAlreadyActive,
+    run_cancel,
+    run_create,
+    run_fail,
+    run_heartbeat,
+    run_params_update,
+    run_start,
+    run_succeed,
+    runs_reap_stale,
+)
 
 
 @pytest.mark.django_db

@@ -1,11 +1,13 @@
 """training.services.schedules: the beat schedules and their round options."""
 from __future__ import annotations
 
-import pytest
 import json
 from io import StringIO
+
+import pytest
 from django.core.management import call_command
 from django_celery_beat.models import PeriodicTask
+
 from training import tasks
 from training.services.schedules import RETRAIN_SCHEDULE_PREFIX
 

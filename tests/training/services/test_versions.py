@@ -1,12 +1,14 @@
 """training.services.versions: the registry, promotion and the base models."""
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
+
 from training.models import ModelVersion
 from training.services.versions import model_version_demote, model_version_promote, model_version_register
-from io import StringIO
-from django.core.management import call_command
 
 
 @pytest.mark.django_db

@@ -23,8 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--sync", action="store_true", help="Train here, with a progress bar, instead of queueing.")
         parser.add_argument("--config", default="", help='RewardConfig overrides as JSON, e.g. \'{"epochs": 2, "lr": 1e-5}\'.')
         parser.add_argument("--no-promote", action="store_true", help="Register the version without promoting it.")
+        parser.add_argument("--snapshot", type=int, default=None,
+                            help="Train from this frozen training snapshot (default: freeze the live data now).")
+        parser.add_argument("--include-gold", action="store_true", help="Also train on gold judgments.")
 
-    def handle(self, *args, project: str, base: str, sync: bool, config: str, no_promote: bool, **options):
+    def handle(self, *args, project: str, base: str, sync: bool, config: str, no_promote: bool, snapshot: int | None,
+               include_gold: bool, **options):
         found = project_get_live(slug=project)
         if found is None:
             raise CommandError(f"no project with slug {project!r}")
@@ -36,7 +40,8 @@ class Command(BaseCommand):
             raise CommandError("--config must be a JSON object of RewardConfig fields")
         try:
             run = run_request(project=found, kind=plan.REWARD, trigger="command", config=overrides, base=base,
-                              promote="never" if no_promote else None, send=not sync)
+                              promote="never" if no_promote else None, snapshot=snapshot, include_gold=include_gold,
+                              send=not sync)
         except RunAlreadyActive as exc:
             raise CommandError(exc.messages[0]) from None
         if not sync:

@@ -1,0 +1,115 @@
+"""training.services.snapshots: every training run trains from a frozen snapshot, the run and its
+version point at it, and training from the same snapshot with the same seed gives the same model."""
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from labeling.models import ComparisonTask, Judgment, Prompt, Response, TaskResponse
+from tests.training.conftest import fast_params, import_preferences, separable_records
+from training.models import TrainingRun
+from training.selectors.data import training_filters
+from training.services.reward import reward_model_train
+from training.services.runs import run_create
+from training.services.snapshots import training_snapshot_create
+
+pytestmark = pytest.mark.django_db
+
+
+def _train(project, tiny_reward_base, **params):
+    run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params={**fast_params(tiny_reward_base), **params})
+    version = reward_model_train(run_id=run.pk)
+    run.refresh_from_db()
+    return run, version
+
+
+def _gold_judgment(project) -> Judgment:
+    prompt = Prompt.objects.create(project=project, external_id="gold-1", text="gold question?")
+    task = ComparisonTask.objects.create(project=project, prompt=prompt, is_gold=True, gold_ranking=[])
+    rows = [Response.objects.create(prompt=prompt, text=t, source="t") for t in ("right", "wrong")]
+    for i, r in enumerate(rows):
+        TaskResponse.objects.create(task=task, response=r, position=i)
+    return Judgment.objects.create(project=project, task=task, ranking=[[rows[0].pk], [rows[1].pk]], idempotency_key="g1")
+
+
+def test_a_run_freezes_the_live_data_and_its_version_knows_the_snapshot(project_factory, tiny_reward_base, models_dir):
+    project = project_factory()
+    import_preferences(project, separable_records(24))
+
+    run, version = _train(project, tiny_reward_base)
+
+    assert version is not None, run.error
+    snapshot = run.snapshot
+    assert snapshot is not None and version.snapshot == snapshot and snapshot.format == "training"
+    assert Path(snapshot.path).is_file() and Path(snapshot.path + ".manifest.json").is_file()
+    data = version.metrics["data"]
+    assert data["snapshot"] == snapshot.pk and data["sha256"] == snapshot.sha256 == version.config["data_sha256"]
+    assert data["judgments"] == 24 and data["prompts"] == 24 and data["rows"] == snapshot.rows == 48
+    assert data["filters"]["exclude_gold"] is True
+    assert run.params["snapshot"] == snapshot.pk
+
+
+def test_the_same_snapshot_and_seed_give_the_same_metrics_whatever_came_since(project_factory, tiny_reward_base, models_dir):
+    project = project_factory()
+    import_preferences(project, separable_records(24))
+    snapshot = training_snapshot_create(project=project)
+    first_run, first = _train(project, tiny_reward_base, snapshot=snapshot.pk)
+    import_preferences(project, [dict(r, id=f"late-{i}") for i, r in enumerate(separable_records(30)[24:])])
+
+    second_run, second = _train(project, tiny_reward_base, snapshot=snapshot.pk)
+
+    assert first is not None and second is not None, (first_run.error, second_run.error)
+    assert first_run.snapshot == second_run.snapshot == snapshot
+    for key in ("train_loss", "final_train_loss", "val_accuracy", "val_log_loss", "comparisons", "bias"):
+        assert first.metrics[key] == second.metrics[key], key
+    assert [h["loss"] for h in first.metrics["history"]] == [h["loss"] for h in second.metrics["history"]]
+    # A run without a snapshot freezes the data as it is now, the late pairs included.
+    third_run, third = _train(project, tiny_reward_base)
+    assert third.metrics["data"]["judgments"] == 30 and third_run.snapshot != snapshot
+
+
+def test_gold_judgments_train_only_when_asked(project_factory):
+    project = project_factory()
+    import_preferences(project, separable_records(4))
+    gold = _gold_judgment(project)
+
+    plain = training_snapshot_create(project=project)
+    with_gold = training_snapshot_create(project=project, filters=training_filters(params={"include_gold": True}))
+
+    assert plain.rows + 1 == with_gold.rows
+    assert f'"id": {gold.pk}' not in Path(plain.path).read_text()
+    assert f'"id": {gold.pk}' in Path(with_gold.path).read_text()
+
+
+def test_a_changed_or_foreign_snapshot_fails_the_run_before_training(project_factory, tiny_reward_base, models_dir):
+    project, other = project_factory(), project_factory()
+    import_preferences(project, separable_records(8))
+    snapshot = training_snapshot_create(project=project)
+    with open(snapshot.path, "a") as f:
+        f.write("\n")
+
+    changed, version = _train(project, tiny_reward_base, snapshot=snapshot.pk)
+    foreign, _ = _train(other, tiny_reward_base, snapshot=snapshot.pk)
+
+    assert version is None and changed.status == TrainingRun.Status.FAILED and "changed since it was frozen" in changed.error
+    assert foreign.status == TrainingRun.Status.FAILED and f"no training snapshot {snapshot.pk}" in foreign.error
+
+
+def test_filters_that_select_pairs_are_refused():
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        training_filters(params={"filters": {"consensus": "majority"}})
+    assert "filters" in exc.value.message_dict
+
+
+def test_freeze_command_prints_the_snapshot_id_last(project_factory):
+    project = project_factory()
+    import_preferences(project, separable_records(3))
+    out = StringIO()
+    call_command("freeze_training_data", "--project", project.slug, stdout=out)
+    snapshot_id = int(out.getvalue().strip().splitlines()[-1])
+    assert project.snapshots.get(pk=snapshot_id).rows == 6

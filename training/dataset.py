@@ -1,0 +1,160 @@
+"""The frozen training dataset: what a training run reads, as one JSONL file, and what each trainer
+takes from it. Pure Python (no Django): the services write the file once at a run's start (or
+the user picks an earlier one), the run and the version it makes point at that snapshot, and the
+trainers read only the file. So a model always knows the exact data it came from, and training
+from the same snapshot with the same seed gives the same model.
+
+One record a line, in this order: every prompt, then demonstrations, then judgments.
+
+    {"type": "prompt", "prompt_id": ..., "prompt": text or chat messages, "rm_prompt": transcript}
+    {"type": "demonstration", "id": ..., "prompt_id": ..., "response": ..., "author": pseudonym}
+    {"type": "judgment", "id": ..., "prompt_id": ..., "responses": [K texts in slot order],
+     "ranking": [[slot indices], ...] best first (null when it no longer matches the task),
+     "annotator": pseudonym, "source": "human" or a dataset name, "gold": bool, "both_bad": bool}
+
+Every prompt's side of the product's one split (labeling.splits, keyed by prompt_id) decides where
+its data goes: trainers get the train side only; the held-out side is for validation and evaluation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from labeling.ranking import ranking_pairs
+from labeling.splits import prompt_is_held_out
+
+FORMAT = "training"  # DatasetSnapshot.format of these files
+MAX_REFERENCE_TEXTS = 4096
+
+
+@dataclass
+class TrainingDataset:
+    prompts: dict[str, dict[str, Any]] = field(default_factory=dict)  # prompt_id -> record, file order
+    demonstrations: list[dict[str, Any]] = field(default_factory=list)
+    judgments: list[dict[str, Any]] = field(default_factory=list)
+
+    def prompt(self, prompt_id: str) -> Any:
+        return self.prompts[prompt_id]["prompt"]
+
+    def rm_prompt(self, prompt_id: str) -> str:
+        return self.prompts[prompt_id]["rm_prompt"]
+
+    def counts(self) -> dict[str, int]:
+        annotators = {j["annotator"] for j in self.judgments if j.get("annotator")}
+        annotators |= {d["author"] for d in self.demonstrations if d.get("author")}
+        return {"prompts": len(self.prompts), "demonstrations": len(self.demonstrations),
+                "judgments": len(self.judgments), "annotators": len(annotators),
+                "held_out_prompts": sum(prompt_is_held_out(p) for p in self.prompts)}
+
+
+# ---------------------------------------------------------------------------------------- the file
+
+
+def dataset_records(dataset: TrainingDataset) -> Iterator[dict[str, Any]]:
+    yield from ({"type": "prompt", **p} for p in dataset.prompts.values())
+    yield from ({"type": "demonstration", **d} for d in dataset.demonstrations)
+    yield from ({"type": "judgment", **j} for j in dataset.judgments)
+
+
+def dataset_write(path: str | Path, dataset: TrainingDataset) -> tuple[int, str]:
+    """Write next to the target and rename (a reader never sees half a file). (rows, sha256)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial, digest, rows = path.with_name(path.name + ".part"), hashlib.sha256(), 0
+    with open(partial, "wb") as out:
+        for record in dataset_records(dataset):
+            line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+            out.write(line)
+            digest.update(line)
+            rows += 1
+    os.replace(partial, path)
+    return rows, digest.hexdigest()
+
+
+def dataset_read(path: str | Path) -> TrainingDataset:
+    """Read a snapshot file; a line that is not a known record is an error naming its number."""
+    dataset = TrainingDataset()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                kind = record.pop("type")
+            except (ValueError, KeyError, AttributeError) as exc:
+                raise ValueError(f"{path}: line {number}: not a training snapshot record ({exc})") from None
+            if kind == "prompt":
+                dataset.prompts[record["prompt_id"]] = record
+            elif kind == "demonstration":
+                dataset.demonstrations.append(record)
+            elif kind == "judgment":
+                dataset.judgments.append(record)
+            else:
+                raise ValueError(f"{path}: line {number}: unknown record type {kind!r}")
+    return dataset
+
+
+# ------------------------------------------------------------------------ what each trainer takes
+
+
+def _train(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [i for i in items if not prompt_is_held_out(i["prompt_id"])]
+
+
+def _comparable(judgment: dict[str, Any]) -> bool:
+    """A ranking that still covers the task's responses and is not one big tie."""
+    ranking = judgment.get("ranking")
+    return bool(ranking) and len(ranking) >= 2 and sum(len(t) for t in ranking) == len(judgment["responses"])
+
+
+@dataclass
+class RewardGroups:
+    train: list[dict[str, Any]]
+    held_out: list[dict[str, Any]]
+    skipped: int  # judgments without comparisons (fully tied, or no longer matching their task)
+    reference_texts: list[tuple[str, str]] | None  # demonstrations of train prompts, to set the RM's zero
+
+
+def reward_groups(dataset: TrainingDataset) -> RewardGroups:
+    """One group per judgment (InstructGPT: a judgment is one batch element): the RM's view of the
+    prompt, the K responses, the ranking as tie groups of indices."""
+    train, held, skipped = [], [], 0
+    for j in dataset.judgments:
+        if not _comparable(j):
+            skipped += 1
+            continue
+        group = {"prompt": dataset.rm_prompt(j["prompt_id"]), "responses": j["responses"], "ranking": j["ranking"]}
+        (held if prompt_is_held_out(j["prompt_id"]) else train).append(group)
+    reference = [(dataset.rm_prompt(d["prompt_id"]), d["response"]) for d in _train(dataset.demonstrations)]
+    return RewardGroups(train, held, skipped, reference[:MAX_REFERENCE_TEXTS] or None)
+
+
+def sft_examples(dataset: TrainingDataset, *, include_chosen: bool = False) -> list[dict[str, Any]]:
+    """Demonstrations of train prompts as {prompt, response}; with include_chosen also the single best
+    response of each judgment that is not marked both bad."""
+    examples = [{"prompt": dataset.prompt(d["prompt_id"]), "response": d["response"]} for d in _train(dataset.demonstrations)]
+    if include_chosen:
+        examples += [
+            {"prompt": dataset.prompt(j["prompt_id"]), "response": j["responses"][j["ranking"][0][0]]}
+            for j in _train(dataset.judgments)
+            if not j.get("both_bad") and _comparable(j) and len(j["ranking"][0]) == 1
+        ]
+    return examples
+
+
+def dpo_pairs(dataset: TrainingDataset) -> list[dict[str, Any]]:
+    """{prompt, chosen, rejected} for every comparison of every judgment on a train prompt, by the
+    product's one ranking-to-pairs rule (labeling.ranking.ranking_pairs: ties give no pair)."""
+    return [
+        {"prompt": dataset.prompt(j["prompt_id"]), "chosen": j["responses"][w], "rejected": j["responses"][loser]}
+        for j in _train(dataset.judgments) if _comparable(j)
+        for w, loser in ranking_pairs(j["ranking"])
+    ]
+
+
+def ppo_prompts(dataset: TrainingDataset) -> list[Any]:
+    return [p["prompt"] for p in _train(dataset.prompts.values())]

@@ -1,0 +1,39 @@
+"""Freeze a project's training data into a snapshot (training.dataset's JSONL file plus its
+manifest) and print its id, for `train_reward_model --snapshot ID` or the API's `snapshot`."""
+from __future__ import annotations
+
+import json
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from labeling.selectors.projects import project_get_live
+from training.selectors.data import training_filters
+from training.services.snapshots import training_snapshot_create
+
+
+class Command(BaseCommand):
+    help = "Freeze a project's training data (prompts, demonstrations, live judgments) into a snapshot; prints its id last."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument("--filters", default="", help='Export filters as JSON, e.g. \'{"date_from": "2026-01-01"}\'.')
+        parser.add_argument("--include-gold", action="store_true", help="Keep gold judgments (left out by default).")
+
+    def handle(self, *args, project: str, filters: str, include_gold: bool, **options):
+        found = project_get_live(slug=project)
+        if found is None:
+            raise CommandError(f"no project with slug {project!r}")
+        try:
+            given = json.loads(filters) if filters else {}
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--filters is not JSON: {exc}") from None
+        if not isinstance(given, dict):
+            raise CommandError("--filters must be a JSON object")
+        try:
+            snapshot = training_snapshot_create(
+                project=found, filters=training_filters(params={"filters": given, "include_gold": include_gold}))
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
+        self.stdout.write(f"snapshot {snapshot.pk}: {snapshot.rows} rows, sha256 {snapshot.sha256}, {snapshot.path}")
+        self.stdout.write(str(snapshot.pk))
