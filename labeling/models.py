@@ -4,6 +4,7 @@ leased assignments, immutable judgments and the pairwise preferences derived fro
 Models hold data and constraints only; every write goes through labeling.services.
 """
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -35,6 +36,11 @@ class Project(models.Model):
     gen_max_new_tokens = models.PositiveIntegerField(default=128)
     retrain_min_judgments = models.PositiveIntegerField(
         default=100, help_text="Scheduled retraining starts once this many new judgments exist."
+    )
+    training_min_gold_accuracy = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Leave the judgments and demonstrations of annotators whose gold accuracy is below this out of "
+                  "training data (empty keeps everyone; annotators with no gold answers yet are kept).",
     )
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

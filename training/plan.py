@@ -71,7 +71,7 @@ def run_params(
     *, kind: str, trigger: str, config: dict[str, Any] | None = None, promote: str | None = None, base: str = "",
     include_chosen: bool = False, auto_promote_margin: float | None = None, promote_metric: str = "",
     max_prompts: int | None = None, snapshot: int | None = None, include_gold: bool = False,
-    filters: dict[str, Any] | None = None,
+    filters: dict[str, Any] | None = None, min_gold_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """The params of a run started by hand (API, dashboard, command), with the per-kind defaults:
     training runs say whether they promote and which data they read (a frozen snapshot by id, else
@@ -93,6 +93,8 @@ def run_params(
             params["include_gold"] = True
         if filters:
             params["filters"] = dict(filters)
+        if min_gold_accuracy is not None:
+            params["min_gold_accuracy"] = float(min_gold_accuracy)
     if kind == REWARD and base:
         params["base"] = base
     if kind == SFT:

@@ -12,7 +12,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
-            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "created_at",
+            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "created_at",
         ]
         read_only_fields = fields
 
@@ -23,7 +23,7 @@ class ProjectInputSerializer(serializers.ModelSerializer):
         fields = [
             "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
-            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments",
+            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy",
         ]
         # The database enforces these too; repeating them here turns a violation into a field error.
         extra_kwargs = {

@@ -171,6 +171,13 @@ def annotator_report(*, rows: list[JudgmentRow]) -> list[dict[str, Any]]:
     ]
 
 
+def annotators_below_gold_accuracy(*, project: Project, threshold: float) -> set[int]:
+    """Annotators whose gold accuracy in the project is under `threshold` (those with no gold answers
+    yet have no accuracy and are not counted as below it)."""
+    report = annotator_report(rows=judgment_rows(project=project, human_only=True))
+    return {e["annotator_id"] for e in report if e["gold_accuracy"] is not None and e["gold_accuracy"] < threshold}
+
+
 def _first_shown_wins(row: JudgmentRow) -> tuple[int, int]:
     """(wins, decided) of the earlier-shown response over the later one, over every decided pair.
     With two responses this is exactly "the left one wins"."""

@@ -8,6 +8,7 @@ exactly the prompts evaluation answers.
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet
@@ -16,6 +17,7 @@ from django.core.exceptions import ValidationError
 
 from labeling.models import ComparisonTask, DatasetSnapshot, Demonstration, Judgment, Project, Prompt, TaskResponse
 from labeling.selectors.exports import ExportFilters, annotator_pseudonym, judgment_queryset
+from labeling.selectors.quality import annotators_below_gold_accuracy
 from labeling.splits import prompt_is_held_out, split_items
 from labeling.transcripts import prompt_transcript
 from training.dataset import FORMAT, TrainingDataset
@@ -76,9 +78,18 @@ def judgment_max_id(*, project: Project) -> int:
 TRAINING_FILTERS = {"exclude_gold": True}
 
 
-def training_filters(*, params: dict[str, Any]) -> ExportFilters:
+@dataclass(frozen=True)
+class TrainingFilters(ExportFilters):
+    """The export filters, plus who is trusted: the judgments and demonstrations of annotators whose
+    gold accuracy is under min_gold_accuracy are left out."""
+
+    min_gold_accuracy: float | None = None
+
+
+def training_filters(*, params: dict[str, Any], project: Project | None = None) -> TrainingFilters:
     """The run's data filters: the export filters (dates, annotator, judgment source, response
-    sources, model versions), gold judgments left out unless params["include_gold"]. Consensus and
+    sources, model versions), gold judgments left out unless params["include_gold"], and
+    params["min_gold_accuracy"] (else the project's training_min_gold_accuracy). Consensus and
     agreement filters select pairs, not judgments, so a training snapshot refuses them."""
     given = dict(params.get("filters") or {})
     given.setdefault("exclude_gold", not params.get("include_gold", False))
@@ -86,7 +97,10 @@ def training_filters(*, params: dict[str, Any]) -> ExportFilters:
     if filters.consensus != "all" or filters.min_agreement > 0 or filters.split:
         raise ValidationError({"filters": "consensus, min_agreement and split select pairs of an export; a training "
                                           "snapshot holds whole judgments and keeps the product's own split"})
-    return filters
+    threshold = params.get("min_gold_accuracy", project.training_min_gold_accuracy if project else None)
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ValidationError({"min_gold_accuracy": "must be between 0 and 1"})
+    return TrainingFilters(**asdict(filters), min_gold_accuracy=None if threshold is None else float(threshold))
 
 
 def _task_slots(task_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
@@ -99,12 +113,14 @@ def _task_slots(task_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
     return slots
 
 
-def _judgment_records(project: Project, filters: ExportFilters) -> list[dict[str, Any]]:
+def _judgment_records(project: Project, filters: ExportFilters, untrusted: set[int]) -> list[dict[str, Any]]:
     rows = list(judgment_queryset(project=project, filters=filters).values_list(
         "pk", "task_id", "task__prompt__external_id", "ranking", "annotator_id", "source", "task__is_gold", "both_bad"))
     slots = _task_slots({row[1] for row in rows})
     records = []
     for pk, task_id, prompt_id, ranking, annotator_id, source, gold, both_bad in rows:
+        if annotator_id in untrusted:
+            continue
         task_slots = slots.get(task_id, [])
         index = {rid: i for i, (rid, _) in enumerate(task_slots)}
         covered = all(r in index for tie in (ranking or []) for r in tie)
@@ -117,8 +133,10 @@ def _judgment_records(project: Project, filters: ExportFilters) -> list[dict[str
 
 
 def training_dataset_collect(*, project: Project, filters: ExportFilters) -> TrainingDataset:
-    """The project's training data as it is now (training.dataset's records): every prompt, every
-    demonstration, and the live judgments the filters keep, in id order."""
+    """The project's training data as it is now (training.dataset's records): every prompt, the
+    demonstrations and live judgments the filters keep, in id order."""
+    threshold = getattr(filters, "min_gold_accuracy", None)
+    untrusted = set() if threshold is None else annotators_below_gold_accuracy(project=project, threshold=threshold)
     dataset = TrainingDataset()
     for prompt in Prompt.objects.filter(project=project).order_by("id"):
         dataset.prompts[prompt.external_id] = {"prompt_id": prompt.external_id, "prompt": prompt_input(prompt),
@@ -126,8 +144,8 @@ def training_dataset_collect(*, project: Project, filters: ExportFilters) -> Tra
     demos = Demonstration.objects.filter(project=project).order_by("id").values_list(
         "pk", "prompt__external_id", "text", "author_id")
     dataset.demonstrations = [{"id": pk, "prompt_id": prompt_id, "response": text, "author": annotator_pseudonym(author)}
-                              for pk, prompt_id, text, author in demos]
-    dataset.judgments = _judgment_records(project, filters)
+                              for pk, prompt_id, text, author in demos if author not in untrusted]
+    dataset.judgments = _judgment_records(project, filters, untrusted)
     return dataset
 
 

@@ -96,7 +96,7 @@ def run_request(
     except plan.PlanError as exc:
         raise ValidationError({exc.field: exc.message}) from None
     if kind in plan.TRAINING_KINDS:  # refuse bad data options now, not when a worker picks the run up
-        training_filters(params=params)
+        training_filters(params=params, project=project)
         if params.get("snapshot") and training_snapshot_get(project=project, snapshot_id=params["snapshot"]) is None:
             raise ValidationError({"snapshot": f"No training snapshot {params['snapshot']} in this project."})
     make = run_queue if send else run_create

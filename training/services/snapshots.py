@@ -25,7 +25,7 @@ def training_snapshot_create(
 ) -> DatasetSnapshot:
     """Freeze what a training run would read now: the file (written atomically) and its snapshot row
     with sha256, row count and filters, plus the manifest beside the file."""
-    filters = filters or training_filters(params={})
+    filters = filters or training_filters(params={}, project=project)
     dataset = training_dataset_collect(project=project, filters=filters)
     stem = f"training-{timezone.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     path = Path(settings.PAIRWISE_EXPORTS_DIR) / project.slug / f"{stem}.jsonl"
@@ -42,8 +42,8 @@ def run_snapshot_use(*, run: TrainingRun) -> tuple[DatasetSnapshot, TrainingData
         if snapshot is None:
             raise ValueError(f"no training snapshot {params['snapshot']} in project {run.project.slug}")
     else:
-        snapshot = training_snapshot_create(project=run.project, filters=training_filters(params=params),
-                                            user=run.requested_by)
+        filters = training_filters(params=params, project=run.project)
+        snapshot = training_snapshot_create(project=run.project, filters=filters, user=run.requested_by)
     if not Path(snapshot.path).is_file() or file_sha256(Path(snapshot.path)) != snapshot.sha256:
         raise ValueError(f"the file of snapshot {snapshot.pk} is missing or changed since it was frozen ({snapshot.path})")
     with transaction.atomic():

@@ -6,6 +6,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from labeling.models import ComparisonTask, Judgment, Prompt, Response, TaskResponse
@@ -26,13 +27,26 @@ def _train(project, tiny_reward_base, **params):
     return run, version
 
 
-def _gold_judgment(project) -> Judgment:
-    prompt = Prompt.objects.create(project=project, external_id="gold-1", text="gold question?")
-    task = ComparisonTask.objects.create(project=project, prompt=prompt, is_gold=True, gold_ranking=[])
+def _task(project, external_id: str, *, gold: bool = False) -> tuple[ComparisonTask, list[Response]]:
+    prompt = Prompt.objects.create(project=project, external_id=external_id, text=f"{external_id} question?")
+    task = ComparisonTask.objects.create(project=project, prompt=prompt, is_gold=gold, gold_ranking=[] if gold else None)
     rows = [Response.objects.create(prompt=prompt, text=t, source="t") for t in ("right", "wrong")]
     for i, r in enumerate(rows):
         TaskResponse.objects.create(task=task, response=r, position=i)
-    return Judgment.objects.create(project=project, task=task, ranking=[[rows[0].pk], [rows[1].pk]], idempotency_key="g1")
+    if gold:
+        task.gold_ranking = [[rows[0].pk], [rows[1].pk]]
+        task.save(update_fields=["gold_ranking"])
+    return task, rows
+
+
+def _judge(project, task, ranking, annotator=None) -> Judgment:
+    return Judgment.objects.create(project=project, task=task, ranking=ranking, annotator=annotator,
+                                   idempotency_key=f"j{Judgment.objects.count()}")
+
+
+def _gold_judgment(project) -> Judgment:
+    task, (right, wrong) = _task(project, "gold-1", gold=True)
+    return _judge(project, task, [[right.pk], [wrong.pk]])
 
 
 def test_a_run_freezes_the_live_data_and_its_version_knows_the_snapshot(project_factory, tiny_reward_base, models_dir):
@@ -99,8 +113,6 @@ def test_a_changed_or_foreign_snapshot_fails_the_run_before_training(project_fac
 
 
 def test_filters_that_select_pairs_are_refused():
-    from django.core.exceptions import ValidationError
-
     with pytest.raises(ValidationError) as exc:
         training_filters(params={"filters": {"consensus": "majority"}})
     assert "filters" in exc.value.message_dict
@@ -113,3 +125,27 @@ def test_freeze_command_prints_the_snapshot_id_last(project_factory):
     call_command("freeze_training_data", "--project", project.slug, stdout=out)
     snapshot_id = int(out.getvalue().strip().splitlines()[-1])
     assert project.snapshots.get(pk=snapshot_id).rows == 6
+
+
+def test_annotators_under_the_project_s_gold_accuracy_are_left_out(project_factory, make_user):
+    project = project_factory()
+    careful, careless, new = make_user(), make_user(), make_user()
+    gold, (right, wrong) = _task(project, "gold-2", gold=True)
+    _judge(project, gold, [[right.pk], [wrong.pk]], careful)
+    _judge(project, gold, [[wrong.pk], [right.pk]], careless)
+    for who in (careful, careless, new):
+        task, (a, b) = _task(project, f"work-{who.pk}")
+        _judge(project, task, [[a.pk], [b.pk]], who)
+
+    everyone = training_snapshot_create(project=project)
+    project.training_min_gold_accuracy = 0.5
+    project.save(update_fields=["training_min_gold_accuracy"])
+    trusted = training_snapshot_create(project=project)
+    stricter = training_filters(params={"min_gold_accuracy": 1.0}, project=project)
+
+    assert everyone.filters["min_gold_accuracy"] is None and trusted.filters["min_gold_accuracy"] == 0.5
+    assert everyone.rows - trusted.rows == 1  # the careless annotator's one non-gold judgment
+    assert f'"id": {Judgment.objects.get(annotator=careless, task__is_gold=False).pk}' not in Path(trusted.path).read_text()
+    assert stricter.min_gold_accuracy == 1.0  # a run's own threshold wins over the project's
+    with pytest.raises(ValidationError):
+        training_filters(params={"min_gold_accuracy": 2}, project=project)

@@ -32,7 +32,8 @@ class Command(BaseCommand):
             raise CommandError("--filters must be a JSON object")
         try:
             snapshot = training_snapshot_create(
-                project=found, filters=training_filters(params={"filters": given, "include_gold": include_gold}))
+                project=found,
+                filters=training_filters(params={"filters": given, "include_gold": include_gold}, project=found))
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(f"snapshot {snapshot.pk}: {snapshot.rows} rows, sha256 {snapshot.sha256}, {snapshot.path}")
