@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db.models import Count, Max, Q, QuerySet
-
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Max, Q, QuerySet
 
 from labeling.models import ComparisonTask, DatasetSnapshot, Demonstration, Judgment, Project, Prompt, TaskResponse
 from labeling.selectors.exports import ExportFilters, annotator_pseudonym, judgment_queryset

@@ -17,6 +17,7 @@ from training.selectors.data import reward_new_judgments_count
 from training.selectors.runs import pipeline_spec, round_live_exists, run_active_get, run_last_get
 from training.services.runs import RunAlreadyActive, run_queue
 
+
 def pipeline_start(*, project: Project, spec: dict[str, Any] | None = None, trigger: str = "manual",
                    requested_by: AbstractUser | None = None, plain_params: bool = False) -> TrainingRun:
     """Queue a round's first step (reward retrain) under a new pipeline_id. RunAlreadyActive when a

@@ -2,12 +2,10 @@
 manifest) and print its id, for `train_reward_model --snapshot ID` or the API's `snapshot`."""
 from __future__ import annotations
 
-import json
-
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.selectors.projects import project_get_live
+from config.cli import json_object, project_from_slug
 from training.selectors.data import training_filters
 from training.services.snapshots import training_snapshot_create
 
@@ -21,15 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--include-gold", action="store_true", help="Keep gold judgments (left out by default).")
 
     def handle(self, *args, project: str, filters: str, include_gold: bool, **options):
-        found = project_get_live(slug=project)
-        if found is None:
-            raise CommandError(f"no project with slug {project!r}")
-        try:
-            given = json.loads(filters) if filters else {}
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--filters is not JSON: {exc}") from None
-        if not isinstance(given, dict):
-            raise CommandError("--filters must be a JSON object")
+        found = project_from_slug(project)
+        given = json_object(filters, "--filters")
         try:
             snapshot = training_snapshot_create(
                 project=found,

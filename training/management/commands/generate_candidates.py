@@ -2,7 +2,7 @@
 no open task yet, and the worker turns them into comparison tasks."""
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.selectors.projects import project_get_live
+from config.cli import project_from_slug
 from training import plan
 from training.services.runs import RunAlreadyActive, run_request
 
@@ -15,9 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-prompts", type=int, default=16, help="Prompts to sample for in this run.")
 
     def handle(self, *args, project: str, max_prompts: int, **options):
-        found = project_get_live(slug=project)
-        if found is None:
-            raise CommandError(f"no project with slug {project!r}")
+        found = project_from_slug(project)
         try:
             run = run_request(project=found, kind=plan.CANDIDATES, trigger="command", max_prompts=max_prompts)
         except RunAlreadyActive as exc:

@@ -4,11 +4,9 @@ With --sync the last line of output is the new version id (scripts read it with 
 """
 from __future__ import annotations
 
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.selectors.projects import project_get_live
+from config.cli import json_object, project_from_slug
 from training import plan
 from training.services.reward import reward_model_train
 from training.services.runs import RunAlreadyActive, run_request
@@ -29,15 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, project: str, base: str, sync: bool, config: str, no_promote: bool, snapshot: int | None,
                include_gold: bool, **options):
-        found = project_get_live(slug=project)
-        if found is None:
-            raise CommandError(f"no project with slug {project!r}")
-        try:
-            overrides = json.loads(config) if config else {}
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"--config is not JSON: {exc}") from None
-        if not isinstance(overrides, dict):
-            raise CommandError("--config must be a JSON object of RewardConfig fields")
+        found = project_from_slug(project)
+        overrides = json_object(config, "--config")
         try:
             run = run_request(project=found, kind=plan.REWARD, trigger="command", config=overrides, base=base,
                               promote="never" if no_promote else None, snapshot=snapshot, include_gold=include_gold,
