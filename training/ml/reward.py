@@ -385,7 +385,12 @@ def train_reward_model(
 ) -> dict[str, Any]:
     """Train on ranked groups, normalise, evaluate, and save atomically to output_dir. With
     val_groups the caller has split (every group trains, val_groups validate); without, the groups
-    are split by prompt (split_by_prompt, config.val_fraction and config.seed)."""
+    are split by prompt (split_by_prompt, config.val_fraction and config.seed).
+
+    Contract for the caller: output_dir appears whole or not at all (atomic rename); it holds the
+    sequence-classification checkpoint (save_reward_model), reward_config.json and metrics.json,
+    and never README.md, which is the model card's place: write it after this returns with
+    training.ml.card.write_model_card(output_dir, facts), using the returned metrics."""
     started = time.perf_counter()
     config = dataclasses.replace(config, base_model=config.base_model or str(default_reward_base()))
     with atomic_output_dir(output_dir) as tmp:
