@@ -6,18 +6,25 @@ holds every SQL record to its Python twin, byte for byte after parsing.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
 from labeling.transcripts import ANSWER_MARK, HUMAN_TURN, ROLE_TAGS, TRANSCRIPT_STARTS, hh_transcript, prompt_transcript
 
-FORMATS = ("trl", "trl-chat", "hh", "ranked", "judgments", "parquet", "csv")
-PAIR_FORMATS = frozenset({"trl", "trl-chat", "hh", "parquet", "csv"})
+# Hugging Face dataset folders (a .zip when streamed or saved as one file), by record shape:
+# TRL explicit (prompt/chosen/rejected), TRL conversational (messages) and InstructGPT ranked.
+HF_FORMATS = {"hf": "trl", "hf-chat": "trl-chat", "hf-ranked": "ranked"}
+FORMATS = ("trl", "trl-chat", "hh", "ranked", "judgments", "parquet", "csv", *HF_FORMATS)
+PAIR_FORMATS = frozenset({"trl", "trl-chat", "hh", "parquet", "csv", "hf", "hf-chat"})
 SQL_JSON_FORMATS = frozenset({"trl", "trl-chat", "hh"})
-JUDGMENT_FORMATS = frozenset({"ranked", "judgments"})
-EXTENSIONS = {"parquet": "parquet", "csv": "csv"}
-CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8"}
+JUDGMENT_FORMATS = frozenset({"ranked", "judgments", "hf-ranked"})
+FILE_FORMATS = frozenset({"parquet", *HF_FORMATS})  # written whole to a file, then sent; not streamed as lines
+EXTENSIONS = {"parquet": "parquet", "csv": "csv"} | {fmt: "zip" for fmt in HF_FORMATS}
+CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8"} | {
+    fmt: "application/zip" for fmt in HF_FORMATS}
+HF_SPLITS = ("train", "test")  # labeling.splits.TRAIN, TEST: the product's one split of prompts
 CSV_COLUMNS = ["id", "prompt", "chosen", "rejected", "chosen_source", "rejected_source", "annotator",
                "judgment_source", "created_at"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -82,6 +89,37 @@ def ranked_record(row: dict[str, Any], annotator: str | None, responses: dict[in
         "both_bad": row["both_bad"], "annotator": annotator, "source": row["source"],
         "created_at": row["created_at"],
     }
+
+
+# --- Hugging Face dataset folders ---------------------------------------------------------------
+
+def hf_data_file(split: str) -> str:
+    """The path `datasets` reads a split from, relative to the folder."""
+    return f"data/{split}-00000-of-00001.parquet"
+
+
+def hf_dataset_card(*, fmt: str, project: str, rows: dict[str, int], filters: dict[str, Any]) -> str:
+    """README.md of a dataset folder: YAML front matter with `configs` (one data_files entry per
+    written split) and a short card. Every free text goes through JSON quoting (valid YAML), so a
+    project name with newlines, quotes or markdown cannot break the front matter."""
+    shape = HF_FORMATS[fmt]
+    files = [{"split": split, "path": hf_data_file(split)} for split in HF_SPLITS if split in rows]
+    meta = {
+        "pretty_name": project,
+        "tags": ["rlhf", "preferences", "pairwise", {"trl": "trl", "trl-chat": "trl", "ranked": "ranking"}[shape]],
+        "task_categories": ["text-generation"],
+        "configs": [{"config_name": "default", "data_files": files}],
+    }
+    front = "\n".join(f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in meta.items())
+    described = {"trl": "TRL explicit preference shape: `prompt`, `chosen`, `rejected` (strings).",
+                 "trl-chat": "TRL conversational shape: `prompt` (messages), `chosen`, `rejected` (assistant messages).",
+                 "ranked": "InstructGPT ranked shape: one row per judgment, `responses` best first with their `rank`."}[shape]
+    counts = "\n".join(f"| {split} | {rows[split]} |" for split in HF_SPLITS if split in rows)
+    return (f"---\n{front}\n---\n\n# Preference data\n\n{described}\n\n"
+            "The train/test split is the product's held-out rule (labeling/splits.py): a prompt is in `test` "
+            "when the md5 bucket of its external id falls in the held-out fraction, so no prompt is in both.\n\n"
+            f"| split | rows |\n|---|---|\n{counts}\n\n"
+            f"Export filters: `{json.dumps(filters, sort_keys=True, default=str)}`\n")
 
 
 # --- the same pair records in Postgres SQL -----------------------------------------------------------

@@ -133,7 +133,7 @@ class ExportStreamApi(ProjectScopedMixin, APIView):
     def get(self, request, slug):
         fmt, filters, _ = _input(ExportInputSerializer, _query_data(request))
         _refuse_if_large(self.project, fmt, filters)
-        if fmt == "parquet":
+        if fmt in export_records.FILE_FORMATS:
             body = exports.export_stream_file(project=self.project, fmt=fmt, filters=filters)
             response = StreamingHttpResponse(iter(lambda: body.read(1 << 16), b""),
                                              content_type=export_records.content_type(fmt))

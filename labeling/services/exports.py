@@ -1,7 +1,8 @@
 """Getting preferences out: one service behind the API, the admin action and `manage.py export_preferences`.
 
 Formats: trl, trl-chat, hh, ranked (InstructGPT K-way, one line per judgment), judgments (raw),
-parquet (of trl) and csv. The reads (filters, querysets, row batches) are in
+parquet (of trl), csv, and Hugging Face dataset folders (hf, hf-chat, hf-ranked: a folder from
+the CLI, a .zip over HTTP and in files). The reads (filters, querysets, row batches) are in
 labeling.selectors.exports, the records in labeling.export_records; this module writes them out:
 streamed chunks, files, snapshots and background jobs. On Postgres the JSONL pair formats are built
 by Postgres itself and copied out with COPY, since JSON encoding in Python's loop was the
@@ -16,6 +17,8 @@ import json
 import os
 import tempfile
 import uuid
+import zipfile
+from dataclasses import replace
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -28,8 +31,8 @@ from django.utils import timezone
 
 from config.celery import task_send_on_commit
 from labeling.export_records import (
-    CSV_COLUMNS, JUDGMENT_FORMATS, SQL_JSON_FORMATS, csv_row, extension, jsonl, judgment_record, pair_record,
-    ranked_record,
+    CSV_COLUMNS, HF_FORMATS, HF_SPLITS, JUDGMENT_FORMATS, SQL_JSON_FORMATS, csv_row, extension, hf_data_file,
+    hf_dataset_card, jsonl, judgment_record, pair_record, ranked_record,
 )
 from labeling.models import DatasetSnapshot, ExportJob, Project
 from labeling.selectors.exports import (
@@ -116,6 +119,53 @@ def _parquet(project: Project, filters: ExportFilters, out: IO[bytes]) -> int:
     return rows
 
 
+def _hf_records(fmt: str, project: Project, filters: ExportFilters) -> Iterator[list[dict[str, Any]]]:
+    shape = HF_FORMATS[fmt]
+    if shape == "ranked":
+        for data, _ in _judgment_lines("ranked", project, filters):
+            yield [json.loads(line) for line in data.splitlines()]  # the same records as the ranked JSONL
+        return
+    for batch in pair_rows(project=project, filters=filters):
+        yield [pair_record(shape, row) for row in batch]
+
+
+def hf_dataset_write(*, project: Project, fmt: str, filters: ExportFilters, folder: Path) -> ExportResult:
+    """Write a Hugging Face dataset folder: data/{train,test}-00000-of-00001.parquet (the product's
+    split, or only the split the filters ask for; an empty split is left out) and README.md with
+    `configs`, so `datasets.load_dataset(folder)` loads it. Rows per split are in result.extra."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    format_validate(fmt=fmt, filters=filters)
+    folder = Path(folder)
+    counts: dict[str, int] = {}
+    for split in HF_SPLITS:
+        if filters.split and filters.split != split:
+            continue
+        records = [r for batch in _hf_records(fmt, project, replace(filters, split=split)) for r in batch]
+        if not records:
+            continue
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(records), folder / hf_data_file(split), compression="zstd",
+                       row_group_size=PARQUET_ROW_GROUP)
+        counts[split] = len(records)
+    if not counts:
+        raise ValidationError({"format": "no rows to write a dataset from"})
+    card = hf_dataset_card(fmt=fmt, project=project.name, rows=counts, filters=filters.as_dict())
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return ExportResult(rows=sum(counts.values()), extra={"splits": counts})
+
+
+def _hf_zip(fmt: str, project: Project, filters: ExportFilters, out: IO[bytes]) -> ExportResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = hf_dataset_write(project=project, fmt=fmt, filters=filters, folder=Path(tmp))
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:  # parquet is compressed
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(tmp).as_posix())
+    return result
+
+
 def _copy_pairs(fmt: str, project: Project, filters: ExportFilters, out: IO[bytes]) -> int:
     """COPY of JSON lines Postgres builds. CSV mode with quote and delimiter bytes JSON always escapes
     (\\x01, \\x02) passes each line through untouched; text mode would double every backslash."""
@@ -134,6 +184,8 @@ def preferences_export(
     format_validate(fmt=fmt, filters=filters)
     if fmt == "parquet":
         return ExportResult(rows=_parquet(project, filters, out))
+    if fmt in HF_FORMATS:
+        return _hf_zip(fmt, project, filters, out)
     if fmt in SQL_JSON_FORMATS and on_postgres():
         return ExportResult(rows=_copy_pairs(fmt, project, filters, _RowCounter(out, on_rows) if on_rows else out))
     result = ExportResult()

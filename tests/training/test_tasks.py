@@ -42,7 +42,7 @@ def test_reward_task_end_to_end_on_a_real_worker(celery_worker, project_factory,
     version = done.result_version
     assert version is not None and version.kind == ModelVersion.Kind.REWARD and version.project == project
     assert version.promoted
-    assert os.path.isfile(os.path.join(version.artifact_path, "reward_head.safetensors"))
+    assert os.path.isfile(os.path.join(version.artifact_path, "reward_config.json"))
     assert version.artifact_path.startswith(str(models_dir))
     assert version.metrics["val_accuracy"] is not None and "history" in version.metrics
     # No temp folder left beside it.

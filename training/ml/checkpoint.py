@@ -1,5 +1,7 @@
 """Saving a trained policy: weights (safetensors), tokenizer, and the run's config and metrics,
-written into a temporary folder and renamed into place so readers never see half a checkpoint."""
+written into a temporary folder and renamed into place so readers never see half a checkpoint.
+README.md is left free: the service writes the model card there after the rename
+(training.ml.card.write_model_card(folder, facts))."""
 from __future__ import annotations
 
 import dataclasses

@@ -22,12 +22,15 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+import shutil
+
+from safetensors.torch import load_file
 from tokenizers import Encoding, Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from labeling.ranking import ranking_pairs
 from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
+from training.ml.modeling_pairwise_reward import PairwiseRewardConfig, PairwiseRewardModel, pool, register
 from training.ml.common import (
     TrainerConfig,
     ProgressFn,
@@ -40,8 +43,11 @@ from training.ml.common import (
     set_seed,
 )
 
-CONFIG_FILE = "reward_config.json"
-HEAD_FILE = "reward_head.safetensors"
+CONFIG_FILE = "reward_config.json"  # our RewardConfig; in every layout, old and new
+HEAD_FILE = "reward_head.safetensors"  # old layout only: backbone folder + this head
+MODELING_FILE = "modeling_pairwise_reward.py"  # new layout: copied next to config.json (auto_map)
+
+register()
 METRICS_FILE = "metrics.json"
 
 
@@ -144,24 +150,6 @@ class RewardModel(nn.Module):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         pooled = pool(hidden.float(), attention_mask, self.pooling, token_type_ids)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
-
-
-def pool(
-    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, token_type_ids: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Shape: hidden [B, T, H], attention_mask, token_type_ids [B, T] -> [B, H]. Left or right padding.
-
-    'response' falls back to every token for a row without segment-1 tokens (a tokenizer whose
-    pair template gives no segment ids)."""
-    mask = attention_mask.to(hidden.dtype)
-    if pooling == "response" and token_type_ids is not None:
-        segment = mask * (token_type_ids == 1).to(hidden.dtype)
-        mask = torch.where(segment.sum(1, keepdim=True) > 0, segment, mask)
-    if pooling in ("mean", "response"):
-        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
-    positions = torch.arange(hidden.shape[1], device=hidden.device)
-    last = (attention_mask * positions).argmax(dim=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 def _override_dropout(config: Any, p: float) -> None:
@@ -397,7 +385,12 @@ def train_reward_model(
 ) -> dict[str, Any]:
     """Train on ranked groups, normalise, evaluate, and save atomically to output_dir. With
     val_groups the caller has split (every group trains, val_groups validate); without, the groups
-    are split by prompt (split_by_prompt, config.val_fraction and config.seed)."""
+    are split by prompt (split_by_prompt, config.val_fraction and config.seed).
+
+    Contract for the caller: output_dir appears whole or not at all (atomic rename); it holds the
+    sequence-classification checkpoint (save_reward_model), reward_config.json and metrics.json,
+    and never README.md, which is the model card's place: write it after this returns with
+    training.ml.card.write_model_card(output_dir, facts), using the returned metrics."""
     started = time.perf_counter()
     config = dataclasses.replace(config, base_model=config.base_model or str(default_reward_base()))
     with atomic_output_dir(output_dir) as tmp:
@@ -579,32 +572,56 @@ def _margin_stats(margins: Sequence[float]) -> dict[str, float]:
 
 
 def save_reward_model(folder: Path, model: RewardModel, tokenizer: PreTrainedTokenizerBase, config: RewardConfig) -> None:
-    # The backbone is a normal HF folder, so PPO can AutoModel.from_pretrained it for a value head.
-    model.backbone.save_pretrained(folder)
+    """Write a standard sequence-classification checkpoint (num_labels=1): config.json
+    (model_type "pairwise_reward", the backbone's config inside, auto_map -> modeling_pairwise_reward.py),
+    model.safetensors (`model.*` = backbone, `score.*` = head with the normalisation bias folded
+    into score.bias), the tokenizer, and our RewardConfig. So
+    `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` scores
+    exactly like `score`, and TRL's RewardTrainer/PPO take it as is."""
+    folder = Path(folder)
+    backbone = model.backbone
+    hf_config = PairwiseRewardConfig(
+        backbone=backbone.config.to_dict(), pooling=model.pooling, normalisation_bias=float(model.bias),
+        pad_token_id=_pad_id(tokenizer), architectures=[PairwiseRewardModel.__name__],
+        auto_map={"AutoConfig": f"{MODELING_FILE[:-3]}.{PairwiseRewardConfig.__name__}",
+                  "AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{PairwiseRewardModel.__name__}"},
+    )
+    with torch.device("meta"):
+        hf = PairwiseRewardModel(hf_config)
+    hf.model = backbone  # share, don't copy: the trained weights are saved as they are
+    hf.score = nn.Linear(backbone.config.hidden_size, 1).to(model.head.weight.device)
+    with torch.no_grad():
+        hf.score.weight.copy_(model.head.weight)
+        hf.score.bias.copy_(model.head.bias.float() + model.bias)
+    hf.save_pretrained(folder)
+    shutil.copyfile(Path(__file__).with_name(MODELING_FILE), folder / MODELING_FILE)
     tokenizer.save_pretrained(folder)
-    head = {
-        "head.weight": model.head.weight.detach().cpu().contiguous(),
-        "head.bias": model.head.bias.detach().cpu().contiguous(),
-        "bias": model.bias.detach().cpu().reshape(1),
-    }
-    save_file(head, str(folder / HEAD_FILE), metadata={"pooling": model.pooling})
     save_json(folder / CONFIG_FILE, dataclasses.asdict(config))
 
 
 def load_reward_model(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[RewardModel, PreTrainedTokenizerBase, RewardConfig]:
-    """One call: backbone (HF folder) + head + normalisation bias + tokenizer + config, in eval mode."""
+    """One call: backbone + head + normalisation bias + tokenizer + config, in eval mode. Reads both
+    layouts: the sequence-classification checkpoint (save_reward_model) and the old one (a backbone
+    folder plus reward_head.safetensors), which versions already deployed still have."""
     path = Path(path)
     saved = json.loads((path / CONFIG_FILE).read_text())
     known = {f.name for f in dataclasses.fields(RewardConfig)}
     config = RewardConfig(**{k: v for k, v in saved.items() if k in known})
-    model = RewardModel(AutoModel.from_pretrained(path), config.pooling)
-    head = load_file(str(path / HEAD_FILE))
+    if (path / HEAD_FILE).is_file():
+        model = RewardModel(AutoModel.from_pretrained(path), config.pooling)
+        head = load_file(str(path / HEAD_FILE))
+        weight, head_bias, bias = head["head.weight"], head["head.bias"], float(head["bias"].reshape(-1)[0])
+    else:
+        hf = PairwiseRewardModel.from_pretrained(path)
+        model = RewardModel(hf.model, hf.config.pooling)
+        bias = float(hf.config.normalisation_bias)
+        weight, head_bias = hf.score.weight.detach(), hf.score.bias.detach() - bias
     with torch.no_grad():
-        model.head.weight.copy_(head["head.weight"])
-        model.head.bias.copy_(head["head.bias"])
-        model.bias.fill_(float(head["bias"].reshape(-1)[0]))
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(head_bias)
+        model.bias.fill_(bias)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model.to(device).eval(), tokenizer, config
 
@@ -657,5 +674,5 @@ def pair_margins(
 __all__ = [
     "RewardConfig", "RewardModel", "grouped_ranking_loss", "groups_from_pairs",
     "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
-    "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS",
+    "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS", "pool",
 ]

@@ -10,8 +10,9 @@ from django.db.models import QuerySet
 from labeling.models import Judgment, Project, TaskResponse
 from training.models import ModelVersion, TrainingRun
 
-# training.ml.reward.HEAD_FILE, without importing torch into web processes.
-REWARD_HEAD_FILE = "reward_head.safetensors"
+# training.ml.reward.CONFIG_FILE, without importing torch into web processes: a trained reward
+# model has it in both layouts (old: backbone + reward_head.safetensors; new: a sequence-classification checkpoint).
+REWARD_HEAD_FILE = "reward_config.json"
 
 
 def model_version_list(*, project: Project | None = None, kind: str | None = None, include_base: bool = True) -> QuerySet[ModelVersion]:

@@ -1,22 +1,24 @@
-"""`manage.py export_preferences --project SLUG --format trl --output out.jsonl [filters]`."""
+"""`manage.py export_preferences --project SLUG --format trl --output out.jsonl [filters]`;
+`--format hf|hf-chat|hf-ranked --output FOLDER` writes a Hugging Face dataset folder."""
 import sys
+from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from labeling.export_records import FORMATS
+from labeling.export_records import FORMATS, HF_FORMATS
 from labeling.selectors.exports import CONSENSUS, ExportFilters
 from labeling.selectors.projects import project_get_live
-from labeling.services.exports import dataset_snapshot_create, preferences_export
+from labeling.services.exports import dataset_snapshot_create, hf_dataset_write, preferences_export
 
 
 class Command(BaseCommand):
-    help = "Export a project's preferences (trl, trl-chat, hh, ranked, judgments, parquet, csv)."
+    help = "Export a project's preferences (trl, trl-chat, hh, ranked, judgments, parquet, csv, hf, hf-chat, hf-ranked)."
 
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="Project slug.")
         parser.add_argument("--format", default="trl", choices=FORMATS)
-        parser.add_argument("--output", default="-", help="File path, or - for stdout (not for parquet).")
+        parser.add_argument("--output", default="-", help="File path, or - for stdout (not for parquet); a folder for the hf formats.")
         parser.add_argument("--snapshot", action="store_true", help="Freeze as a DatasetSnapshot under the exports dir.")
         parser.add_argument("--date-from")
         parser.add_argument("--date-to")
@@ -46,7 +48,12 @@ class Command(BaseCommand):
                 snapshot = dataset_snapshot_create(project=project, fmt=options["format"], filters=filters)
                 self.stderr.write(f"snapshot {snapshot.pk}: {snapshot.rows} rows, sha256 {snapshot.sha256}, {snapshot.path}")
                 return
-            if options["output"] == "-":
+            if options["format"] in HF_FORMATS:
+                if options["output"] == "-":
+                    raise CommandError("--format hf* writes a dataset folder: give --output FOLDER")
+                result = hf_dataset_write(project=project, fmt=options["format"], filters=filters,
+                                          folder=Path(options["output"]))
+            elif options["output"] == "-":
                 result = preferences_export(project=project, fmt=options["format"], filters=filters,
                                             out=sys.stdout.buffer)
                 sys.stdout.buffer.flush()

@@ -1,0 +1,57 @@
+"""Model cards: the YAML front matter parses, every section is there, missing facts say "not
+recorded", and hostile text (markdown, HTML, newlines, YAML) cannot break the front matter."""
+from __future__ import annotations
+
+import yaml
+
+from training.ml.card import CARD_FILE, NOT_RECORDED, ModelCardFacts, model_card, write_model_card
+
+SECTIONS = ["## Lineage", "## Training data", "## Training config", "## Evaluation", "### Safety flag rates",
+            "## Intended use", "## Limitations", "## Risks", "Misinformation", "Bias", "Transparency"]
+HOSTILE = 'evil\n---\nlicense: "gpl"\n<script>alert(1)</script> **bold** | # x'
+
+
+def front(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("\n---\n")[0][4:])
+
+
+def test_full_card_front_matter_and_sections(tmp_path):
+    facts = ModelCardFacts(
+        name="rm-v3", kind="reward", method="reward", license="apache-2.0", base_model="sentence-transformers/all-MiniLM-L6-v2",
+        parent="v2", project="demo", snapshot_sha256="ab" * 32, datasets=["pairwise/demo-snapshot-7"],
+        prompts=120, judgments=480, annotators=5, agreement=0.7234, training_config={"lr": 3e-5, "epochs": 1},
+        metrics={"val_accuracy": 0.675, "val_log_loss": 0.61}, flag_rates={"harmful": 0.02}, evaluation="held-out prompts",
+    )
+    path = write_model_card(tmp_path, facts)
+    assert path == tmp_path / CARD_FILE
+    text = path.read_text()
+    meta = front(text)
+    assert meta["license"] == "apache-2.0" and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["datasets"] == ["pairwise/demo-snapshot-7"] and "reward-model" in meta["tags"]
+    metrics = meta["model-index"][0]["results"][0]["metrics"]
+    assert {m["type"]: m["value"] for m in metrics} == {"val_accuracy": 0.675, "val_log_loss": 0.61}
+    for section in SECTIONS:
+        assert section in text
+    assert "- Agreement: 0.723" in text and "- Annotators (pseudonymous): 5" in text and "ab" * 32 in text
+    assert '"epochs": 1' in text and "| harmful | 0.02 |" in text
+
+
+def test_missing_facts_are_not_recorded():
+    text = model_card({"name": "bare", "unknown_key": 1})
+    meta = front(text)
+    assert meta["license"] == "other" and "base_model" not in meta and "model-index" not in meta
+    assert f"- Base model: {NOT_RECORDED}" in text and f"- Agreement: {NOT_RECORDED}" in text
+    assert text.count(NOT_RECORDED) >= 10
+
+
+def test_hostile_text_cannot_break_the_yaml_or_the_markdown():
+    text = model_card(ModelCardFacts(name=HOSTILE, kind="policy", method="dpo", base_model=HOSTILE,
+                                     datasets=[HOSTILE], project=HOSTILE, metrics={HOSTILE: 1.0},
+                                     training_config={"note": "```\n# heading"}))
+    meta = front(text)
+    assert meta["base_model"] == HOSTILE and meta["datasets"] == [HOSTILE] and meta["license"] == "other"
+    assert meta["model-index"][0]["name"] == HOSTILE
+    body = text.split("\n---\n", 1)[1]
+    assert "<script>" not in body and "\n---\nlicense" not in body
+    assert body.count("```") == 2  # the config block cannot be closed early

@@ -1,0 +1,163 @@
+"""Model cards: README.md with Hugging Face model-card YAML front matter, written into a version folder.
+
+Pure (no Django, no torch). The caller (a training service, after `train_reward_model` or a policy
+trainer has renamed its atomic folder into place) gathers the facts and calls
+`write_model_card(folder, facts)`; a fact that is None is written as "not recorded".
+Risks follow InstructGPT (section 5.3-5.4, ../shared/reference/instructgpt.md): aligned to these
+labelers and instructions, not to everyone; it can still make up facts, show bias, and follow
+harmful instructions.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+CARD_FILE = "README.md"
+NOT_RECORDED = "not recorded"
+
+
+@dataclass
+class ModelCardFacts:
+    name: str = field(default="", metadata={"help": "Version name shown as the card's title."})
+    kind: str = field(default="", metadata={"help": "'reward' or 'policy' (sft, dpo, ppo in method)."})
+    method: str | None = field(default=None, metadata={"help": "Training method: reward, sft, dpo, ppo."})
+    license: str | None = field(default=None, metadata={"help": "SPDX id of the weights' license (the base's)."})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id or path of the base model."})
+    parent: str | None = field(default=None, metadata={"help": "The version this one was trained from."})
+    project: str | None = field(default=None, metadata={"help": "Project whose judgments trained it."})
+    snapshot_sha256: str | None = field(default=None, metadata={"help": "sha256 of the frozen data snapshot."})
+    datasets: list[str] = field(default_factory=list, metadata={"help": "Dataset ids or snapshot names for the YAML."})
+    prompts: int | None = field(default=None, metadata={"help": "Distinct prompts in the training data."})
+    judgments: int | None = field(default=None, metadata={"help": "Judgments in the training data."})
+    annotators: int | None = field(default=None, metadata={"help": "Distinct (pseudonymous) annotators."})
+    agreement: float | None = field(default=None, metadata={"help": "Inter-annotator agreement of that data, 0..1."})
+    training_config: Mapping[str, Any] | None = field(default=None, metadata={"help": "The trainer's config."})
+    metrics: Mapping[str, float] | None = field(default=None, metadata={"help": "Evaluation metrics by name."})
+    flag_rates: Mapping[str, float] | None = field(default=None, metadata={"help": "Safety flag rates by flag."})
+    evaluation: str | None = field(default=None, metadata={"help": "How the metrics were measured."})
+
+
+def _yaml(value: Any) -> str:
+    """JSON is YAML: every string is quoted and escaped, so no text can end the front matter."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _text(value: Any) -> str:
+    """One line of markdown body: newlines folded, HTML and markdown control characters escaped."""
+    if value is None or value == "":
+        return NOT_RECORDED
+    text = " ".join(str(value).split())
+    for char in "\\`*_[]<>|#":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _table(values: Mapping[str, Any] | None) -> str:
+    if not values:
+        return NOT_RECORDED
+    return "| name | value |\n|---|---|\n" + "\n".join(f"| {_text(k)} | {_text(v)} |" for k, v in sorted(values.items()))
+
+
+def front_matter(facts: ModelCardFacts) -> dict[str, Any]:
+    """The YAML metadata: license, base_model, tags, datasets, and model-index when there are metrics."""
+    meta: dict[str, Any] = {
+        "license": facts.license or "other",
+        "tags": ["pairwise", "rlhf", facts.method or facts.kind or "model"]
+                + (["reward-model", "text-classification"] if facts.kind == "reward" else ["text-generation"]),
+        "library_name": "transformers",
+    }
+    if facts.base_model:
+        meta["base_model"] = facts.base_model
+    if facts.datasets:
+        meta["datasets"] = list(facts.datasets)
+    numeric = {k: v for k, v in (facts.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if numeric:
+        meta["model-index"] = [{"name": facts.name or "model", "results": [{
+            "task": {"type": "text-classification" if facts.kind == "reward" else "text-generation"},
+            "dataset": {"name": facts.project or "held-out prompts", "type": "held-out"},
+            "metrics": [{"type": k, "name": k, "value": v} for k, v in sorted(numeric.items())],
+        }]}]
+    return meta
+
+
+def model_card(facts: ModelCardFacts | Mapping[str, Any]) -> str:
+    """The card's text. Shape: facts -> README.md content (front matter + markdown)."""
+    if not isinstance(facts, ModelCardFacts):
+        known = set(ModelCardFacts.__dataclass_fields__)
+        facts = ModelCardFacts(**{k: v for k, v in dict(facts).items() if k in known})
+    meta = front_matter(facts)
+    front = "\n".join(f"{key}: {_yaml(value)}" for key, value in meta.items())
+    agreement = None if facts.agreement is None else f"{facts.agreement:.3f}"
+    config = NOT_RECORDED if facts.training_config is None else "```json\n" + json.dumps(
+        dict(facts.training_config), indent=2, sort_keys=True, default=str).replace("```", "'''") + "\n```"
+    return f"""---
+{front}
+---
+
+# {_text(facts.name or "Model")}
+
+A {_text(facts.kind)} model trained by Pairwise ({_text(facts.method)}).
+
+## Lineage
+
+- Base model: {_text(facts.base_model)}
+- Parent version: {_text(facts.parent)}
+- Project: {_text(facts.project)}
+- Data snapshot sha256: {_text(facts.snapshot_sha256)}
+
+## Training data
+
+- Prompts: {_text(facts.prompts)}
+- Judgments: {_text(facts.judgments)}
+- Annotators (pseudonymous): {_text(facts.annotators)}
+- Agreement: {_text(agreement)}
+
+## Training config
+
+{config}
+
+## Evaluation
+
+Method: {_text(facts.evaluation)}
+
+{_table(facts.metrics)}
+
+### Safety flag rates
+
+{_table(facts.flag_rates)}
+
+## Intended use
+
+Research and product iteration on the project named above: ranking or generating responses for
+prompts like those its annotators judged. A reward model scores (prompt, response) pairs; its
+scores are relative (normalised so reference responses average 0), not calibrated probabilities.
+
+## Limitations
+
+It learned the preferences of a small group of annotators under this project's instructions, not
+of everyone its outputs may affect. Held-out metrics come from the same distribution as the
+training prompts and say little about other domains or languages.
+
+## Risks
+
+- Misinformation: a policy can state made-up facts fluently; a reward model can prefer confident,
+  long or agreeable answers over correct ones.
+- Bias: annotators' and prompts' biases are learned and can be amplified by optimisation.
+- Transparency: who labeled, with which instructions and data, is recorded above; facts marked
+  "{NOT_RECORDED}" were not available when this card was written.
+"""
+
+
+def write_model_card(folder: str | Path, facts: ModelCardFacts | Mapping[str, Any]) -> Path:
+    """Write README.md into a version folder (after the trainer's atomic rename; the trainers leave
+    README.md free for it) and return its path. Overwrites an older card."""
+    path = Path(folder) / CARD_FILE
+    partial = path.with_name(CARD_FILE + ".part")
+    partial.write_text(model_card(facts), encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+__all__ = ["ModelCardFacts", "model_card", "front_matter", "write_model_card", "CARD_FILE", "NOT_RECORDED"]
