@@ -1,6 +1,7 @@
-"""Reading an import file: decoding (gzip, size limit, binary refusal), JSONL/JSON/CSV rows, and
-record validation with line-numbered issues. Nothing here writes; labeling.services.imports
-writes what this returns. The accepted shapes are listed in labeling.services.imports.
+"""Reading an import file: decoding (gzip, size limit, binary refusal), JSONL/JSON/CSV rows (Parquet
+and zip in labeling.services.import_files), turning other formats into native records
+(import_formats, import_external), and record validation with line-numbered issues. Nothing here
+writes; labeling.services.imports writes what this returns. The native shapes are listed there.
 """
 from __future__ import annotations
 
@@ -18,10 +19,18 @@ from django.conf import settings
 
 from labeling.models import Project
 from labeling.ranking import RankingError, ranking_validate
+from labeling.services import import_external, import_formats
+from labeling.services.import_files import FileUnreadable, parquet_rows, zip_members
+from labeling.services.import_formats import RowInvalid as _Invalid
+from labeling.services.import_formats import detect, judgments_lookup, row_object
 
 MAX_REPORTED_ISSUES = 100
+RAW_CHARS = 2000  # of a skipped record, echoed back so it can be fixed and imported again
 CHAT_ROLES = {"system", "user", "assistant"}
 SUFFIXES = (".jsonl", ".json", ".csv")
+BINARY_SUFFIXES = (".parquet", ".zip")  # never gzipped: both compress inside
+SUFFIXES_SAID = "a .jsonl, .json or .csv file (optionally .gz), a .parquet file or a .zip of a dataset folder"
+FORMATS = ("auto", "native", "trl", "trl-chat", "hh", "ranked", "judgments", "label-studio", "argilla")
 GZIP_MAGIC = b"\x1f\x8b"
 _SPACE = re.compile(r"\s*")
 MULTIPART_ALLOWANCE = 1024 * 1024  # boundaries and the other form fields around the file
@@ -32,6 +41,7 @@ class ImportIssue:
     line: int
     field: str
     message: str
+    raw: str = ""  # the record as read, for the skipped lines of a skip_invalid import
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line else ""  # line 0: the file as a whole
@@ -54,14 +64,16 @@ class Record:
     metadata: dict[str, Any] = field(default_factory=dict)
     responses: list[tuple[str, str]] = field(default_factory=list)
     gold_ranking: list[list[int]] | None = None
+    ranking: list[list[int]] | None = None  # of an imported judgment, as tie groups of response indices
     record_id: str = ""
     source: str = ""
     demonstration: str = ""
 
 
-class _Invalid(Exception):
-    def __init__(self, field_name: str, message: str):
-        self.field, self.message = field_name, message
+@dataclass
+class ParsedFile:
+    records: list[Record]
+    rejects: list[ImportIssue]  # rows left out by a skip_invalid import, each with its error
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -74,8 +86,9 @@ def import_upload_check(*, filename: str | None = None, size: int | None = None,
     """What is refused before a byte is read: a name that is not JSONL/JSON/CSV (optionally .gz),
     and a size over the limit. Views call it with the request's size before Django stores the body."""
     limit = max_bytes or settings.PAIRWISE_MAX_IMPORT_BYTES
-    if filename is not None and not filename.lower().removesuffix(".gz").endswith(SUFFIXES):
-        raise _file_error(f"must be a .jsonl, .json or .csv file (optionally .gz), not {filename[-80:]!r}")
+    name = (filename or "").lower()
+    if filename is not None and not (name.removesuffix(".gz").endswith(SUFFIXES) or name.endswith(BINARY_SUFFIXES)):
+        raise _file_error(f"must be {SUFFIXES_SAID}, not {filename[-80:]!r}")
     if size is not None and size > limit:
         raise _file_error(f"file is larger than the limit of {limit} bytes")
 
@@ -125,7 +138,7 @@ def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
-            yield number, _Invalid("json", f"invalid JSON: {exc.msg} at column {exc.colno}")
+            yield number, _Invalid("json", f"invalid JSON: {exc.msg} at column {exc.colno}", raw=line)
 
 
 def _json_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
@@ -183,8 +196,10 @@ def _column_order(name: str) -> tuple[int, str]:
 
 # --- validation ------------------------------------------------------------------------------
 
-def _text(value: Any, field_name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+def _text(value: Any, field_name: str, *, blank: bool = False) -> str:
+    """blank: a whitespace-only answer is real data (in hh-rlhf, saying nothing was preferred to a
+    harmful reply) and is kept as it is; an empty string is a missing value."""
+    if not isinstance(value, str) or not value or not (blank or value.strip()):
         raise _Invalid(field_name, "must be a non-empty string")
     if "\x00" in value:
         raise _Invalid(field_name, "contains a NUL character")
@@ -209,11 +224,7 @@ def _content_key(text: str, messages: list | None) -> str:
     return "sha1:" + hashlib.sha1(payload.encode("utf-8")).hexdigest()
 
 
-def _record(line: int, data: Any, project: Project, default_source: str) -> Record:
-    if isinstance(data, _Invalid):
-        raise data
-    if not isinstance(data, dict):
-        raise _Invalid("record", "must be a JSON object")
+def _record(line: int, data: dict[str, Any], project: Project, default_source: str) -> Record:
     messages = _messages(data["messages"]) if "messages" in data else None
     if messages is None and "prompt" not in data:
         raise _Invalid("prompt", "is required (or give 'messages')")
@@ -230,7 +241,15 @@ def _record(line: int, data: Any, project: Project, default_source: str) -> Reco
                     metadata=metadata, record_id=record_id, source=source)
     if "chosen" in data or "rejected" in data:
         record.kind = "preference"
-        record.responses = [(_text(data.get("chosen"), "chosen"), source), (_text(data.get("rejected"), "rejected"), source)]
+        record.responses = [(_text(data.get("chosen"), "chosen", blank=True), source),
+                            (_text(data.get("rejected"), "rejected", blank=True), source)]
+        # Identical texts are a tie: stored, but they give no pair.
+        record.ranking = [[0, 1]] if record.responses[0][0] == record.responses[1][0] else [[0], [1]]
+    elif "ranking" in data:  # a judgment of K responses: the ranked/judgments exports, other tools
+        record.kind = "preference"
+        record.responses = _responses(data.get("responses"), None, source)
+        record.ranking = _ranking(data["ranking"], "ranking", len(record.responses))
+    if record.kind == "preference":
         if not record_id:
             raise _Invalid("id", "is required for preference records (it makes re-imports skip duplicates)")
         return record
@@ -241,54 +260,104 @@ def _record(line: int, data: Any, project: Project, default_source: str) -> Reco
         return record
     if "responses" in data:
         record.kind = "responses"
-        record.responses = _responses(data["responses"], project, source)
+        record.responses = _responses(data["responses"], project.responses_per_task, source)
         if data.get("gold_ranking") is not None:
-            try:
-                record.gold_ranking = ranking_validate(data["gold_ranking"], range(len(record.responses)))
-            except RankingError as exc:
-                raise _Invalid("gold_ranking", str(exc)) from None
+            record.gold_ranking = _ranking(data["gold_ranking"], "gold_ranking", len(record.responses))
     return record
 
 
-def _responses(value: Any, project: Project, source: str) -> list[tuple[str, str]]:
+def _ranking(value: Any, field_name: str, count: int) -> list[list[int]]:
+    try:
+        return ranking_validate(value, range(count))
+    except RankingError as exc:
+        raise _Invalid(field_name, str(exc)) from None
+
+
+def _responses(value: Any, expected: int | None, source: str) -> list[tuple[str, str]]:
+    """expected: the project's K for open tasks; a judged task keeps however many it was judged with."""
     if not isinstance(value, list):
         raise _Invalid("responses", "must be a list")
-    if len(value) != project.responses_per_task:
-        raise _Invalid("responses", f"has {len(value)} responses; this project shows {project.responses_per_task} per task")
+    if expected is not None and len(value) != expected:
+        raise _Invalid("responses", f"has {len(value)} responses; this project shows {expected} per task")
+    if len(value) < 2 and expected is None:
+        raise _Invalid("responses", "a judgment needs at least two responses")
     out = []
     for i, item in enumerate(value):
         if isinstance(item, dict):
-            out.append((_text(item.get("text"), f"responses[{i}].text"), str(item.get("source") or source)[:255]))
+            out.append((_text(item.get("text"), f"responses[{i}].text", blank=True), str(item.get("source") or source)[:255]))
         else:
-            out.append((_text(item, f"responses[{i}]"), source))
+            out.append((_text(item, f"responses[{i}]", blank=True), source))
     return out
 
 
+def _rows(stream: IO[bytes], filename: str, limit: int) -> Iterator[tuple[int, Any]]:
+    name = filename.lower()
+    if name.endswith(".zip"):  # lines count on across the members, in name order
+        offset = 0
+        for member, data in zip_members(stream, limit):
+            if not member.lower().removesuffix(".gz").endswith(SUFFIXES + (".parquet",)):
+                raise FileUnreadable(f"{member}: the zip archive may hold only .parquet, .jsonl, .json and .csv files")
+            last = 0
+            for last, row in _rows(data, member, limit):
+                yield offset + last, row
+            offset += last
+        return
+    if name.endswith(".parquet"):
+        yield from parquet_rows(stream, limit)
+        return
+    text, name = _open_text(stream, filename, limit), name.removesuffix(".gz")
+    yield from _csv_rows(text) if name.endswith(".csv") else _json_rows(text) if name.endswith(".json") else (
+        _jsonl_rows(text))
+
+
+def _convert(fmt: str, data: Any, lookup: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row as read -> the native records it holds, in the chosen format or the one it looks like."""
+    row = row_object(data)
+    kind = detect(row) if fmt == "auto" else fmt
+    if kind == "judgments":
+        return import_formats.judgments_record(row, lookup)
+    converted = {**import_formats.CONVERTERS, **import_external.CONVERTERS}[kind](row)
+    for item in converted:
+        row_object(item)
+    return converted
+
+
+def _raw(data: Any, bad: _Invalid) -> str:
+    text = bad.raw if bad.raw is not None else json.dumps(data, ensure_ascii=False, default=str)
+    return text.rstrip("\n")[:RAW_CHARS]
+
+
 def import_records_parse(
-    *, stream: IO[bytes], filename: str, project: Project, default_source: str, limit: int,
-) -> list[Record]:
-    """Every record of the file, or DataImportError with every problem (up to MAX_REPORTED_ISSUES) by line."""
-    name = filename.lower().removesuffix(".gz")
-    records, issues = [], []
+    *, stream: IO[bytes], filename: str, project: Project, default_source: str, limit: int, fmt: str = "auto",
+    skip_invalid: bool = False,
+) -> ParsedFile:
+    """Every record of the file, or DataImportError with every problem (up to MAX_REPORTED_ISSUES) by line.
+    skip_invalid: the valid records and the rows left out, each with its error; what makes the whole
+    file unreadable (encoding, size, a broken gzip) still fails the import, as does a file with no
+    valid record at all."""
+    if fmt not in FORMATS:
+        raise DataImportError([ImportIssue(0, "format", f"must be one of {', '.join(FORMATS)}")])
+    records, issues, fatal = [], [], []
     try:
-        text = _open_text(stream, filename, limit)
-        rows = _csv_rows(text) if name.endswith(".csv") else _json_rows(text) if name.endswith(".json") else (
-            _jsonl_rows(text))
+        rows = list(_rows(stream, filename, limit))
+        lookup = judgments_lookup(rows) if fmt in ("auto", "judgments") else {}
         for line, data in rows:
-            try:
-                records.append(_record(line, data, project, default_source))
+            try:  # a row's records are taken together or not at all
+                records.extend([_record(line, item, project, default_source) for item in _convert(fmt, data, lookup)])
             except _Invalid as bad:
-                issues.append(ImportIssue(line, bad.field, bad.message))
-                if len(issues) >= MAX_REPORTED_ISSUES:
+                issues.append(ImportIssue(line, bad.field, bad.message, _raw(data, bad)))
+                if not skip_invalid and len(issues) >= MAX_REPORTED_ISSUES:
                     break
+    except FileUnreadable as exc:
+        fatal.append(ImportIssue(0, "file", str(exc)))
     except UnicodeDecodeError as exc:
-        issues.append(ImportIssue(0, "file", f"not UTF-8 text ({exc.reason})"))
+        fatal.append(ImportIssue(0, "file", f"not UTF-8 text ({exc.reason})"))
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        issues.append(ImportIssue(0, "file", f"unreadable (a damaged or truncated gzip file?): {exc}"))
+        fatal.append(ImportIssue(0, "file", f"unreadable (a damaged or truncated gzip file?): {exc}"))
     except csv.Error as exc:
-        issues.append(ImportIssue(0, "file", f"unreadable CSV: {exc}"))
-    if issues:
-        raise DataImportError(issues)
+        fatal.append(ImportIssue(0, "file", f"unreadable CSV: {exc}"))
+    if fatal or (issues and not (skip_invalid and records)):
+        raise DataImportError(fatal or issues[:MAX_REPORTED_ISSUES])
     if not records:
         raise DataImportError([ImportIssue(0, "file", "contains no records")])
-    return records
+    return ParsedFile(records=records, rejects=issues)

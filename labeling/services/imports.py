@@ -1,17 +1,22 @@
 """Getting data in: one service behind the admin upload, the API and `manage.py import_project_data`.
 
 Accepted, as JSONL, JSON (one record per line, or an array of records) or CSV, each optionally
-gzipped, one record per line/row:
+gzipped, Parquet, or a zip of a dataset folder of those, one record per line/row. The native shapes:
   - a prompt:                 {"id"?, "prompt": "..."} or {"id"?, "messages": [{"role", "content"}, ...]}
   - a prompt with responses:  {"prompt": ..., "responses": ["...", {"text": "...", "source": "..."}]}
                               optional "gold_ranking": tie groups of response indices, best first
   - a preference record:      {"id", "prompt", "chosen", "rejected", "source"?} (the ../shared/datasets shape),
                               stored as a judgment from a named external source plus its pair
   - a demonstration:          {"prompt": ..., "demonstration": "..."}
+  - a ranked judgment:        {"id", "prompt" or "messages", "responses": [...], "ranking": [[0], [1, 2]], "source"?}
+Other formats (fmt, auto-detected per row by default) become these shapes first: the product's own
+exports and raw hh-rlhf transcripts (labeling.services.import_formats), Label Studio and Argilla
+exports (labeling.services.import_external).
 
 The whole file is parsed and validated first (labeling.services.import_parsing), every problem reported
 with its line number, and only then written in one transaction with bulk inserts: an import is all or
-nothing.
+nothing. With skip_invalid the valid records are written (still in one transaction) and the rows
+left out come back in ImportResult.rejects, each with its error; the ImportBatch keeps them too.
 
 Uploads are refused by name (.jsonl, .json, .csv, optionally .gz) and by content: NUL bytes mean
 binary data, a .gz name must hold gzip data, and the size limit counts bytes after decompression.
@@ -19,7 +24,7 @@ binary data, a .gz name must hold gzip data, and the size limit counts bytes aft
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 from django.conf import settings
@@ -30,15 +35,16 @@ from labeling.models import (
     ComparisonTask, Demonstration, ImportBatch, Judgment, PreferencePair, Project, Prompt,
 )
 from labeling.services.import_parsing import (  # the checks and the error are part of this module's API
-    DataImportError, Record, import_records_parse, import_request_check, import_upload_check,
+    FORMATS, DataImportError, ImportIssue, Record, import_records_parse, import_request_check, import_upload_check,
 )
 from labeling.services.judgments import preference_pairs_build
 from labeling.services.tasks import NewResponse, NewTask, tasks_create
 
-__all__ = ["DataImportError", "ImportResult", "import_request_check", "import_upload_check",
-           "project_data_import"]
+__all__ = ["FORMATS", "DataImportError", "ImportIssue", "ImportResult", "import_request_check",
+           "import_upload_check", "project_data_import"]
 
 BATCH = 2000
+BATCH_REJECTS_KEPT = 1000  # an import's record stays small; the full list goes back to the caller
 
 
 @dataclass
@@ -50,10 +56,13 @@ class ImportResult:
     pairs: int = 0
     demonstrations: int = 0
     skipped_duplicates: int = 0
+    skipped_invalid: int = 0
     batch_id: int | None = None
+    rejects: list[ImportIssue] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int | None]:
-        return dict(self.__dict__)
+        """The counts (and batch id); the rejects are apart."""
+        return {key: value for key, value in self.__dict__.items() if key != "rejects"}
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -144,12 +153,10 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
         if record.gold_ranking is not None:
             task.gold_ranking = [[rows[i].pk for i in group] for group in record.gold_ranking]
         if record.kind == "preference":
-            chosen, rejected = rows
-            # Identical texts are a tie: stored, but they give no pair.
-            ranking = [[chosen.pk, rejected.pk]] if chosen.text == rejected.text else [[chosen.pk], [rejected.pk]]
             judgments.append(Judgment(
-                project=project, task=task, source=record.source, ranking=ranking,
-                shown_order=[chosen.pk, rejected.pk], idempotency_key=_dedupe_key(project, record)[1],
+                project=project, task=task, source=record.source,
+                ranking=[[rows[i].pk for i in group] for group in record.ranking],
+                shown_order=[row.pk for row in rows], idempotency_key=_dedupe_key(project, record)[1],
             ))
     gold = [made.task for made, r in zip(created, with_tasks) if r.gold_ranking is not None]
     ComparisonTask.objects.bulk_update(gold, ["gold_ranking"], batch_size=BATCH)
@@ -163,22 +170,28 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
 
 def project_data_import(
     *, project: Project, stream: IO[bytes], filename: str, user: AbstractUser | None = None,
-    source: str = "", max_bytes: int | None = None,
+    source: str = "", max_bytes: int | None = None, fmt: str = "auto", skip_invalid: bool = False,
 ) -> ImportResult:
-    """Validate the whole file, then write it in one transaction. Raises DataImportError with line numbers."""
+    """Validate the whole file, then write it in one transaction. Raises DataImportError with line numbers.
+    fmt: one of FORMATS ("auto" detects each row's); skip_invalid: write the valid records and return
+    the others in result.rejects instead of failing."""
     limit = max_bytes or settings.PAIRWISE_MAX_IMPORT_BYTES
     import_upload_check(filename=filename, size=getattr(stream, "size", None), max_bytes=limit)
     default_source = source or f"import:{filename}"[:255]
-    records = import_records_parse(stream=stream, filename=filename, project=project, default_source=default_source,
-                                   limit=limit)
-    result = ImportResult()
+    parsed = import_records_parse(stream=stream, filename=filename, project=project, default_source=default_source,
+                                  limit=limit, fmt=fmt, skip_invalid=skip_invalid)
+    records = parsed.records
+    result = ImportResult(skipped_invalid=len(parsed.rejects), rejects=parsed.rejects)
     with transaction.atomic():
         records = _drop_duplicates(project, records, result)
         prompts = _prompts(project, records, result)
         _write(project, records, prompts, result)
         kinds = sorted({r.kind for r in records}) or ["none"]
+        # The skipped rows (without their text) are kept in the batch's JSON: no schema change needed.
+        kept = [{"line": i.line, "field": i.field, "message": i.message} for i in result.rejects[:BATCH_REJECTS_KEPT]]
         batch = ImportBatch.objects.create(
-            project=project, filename=filename[:255], kind=",".join(kinds), created=result.as_dict(),
+            project=project, filename=filename[:255], kind=",".join(kinds),
+            created={**result.as_dict(), **({"rejects": kept} if kept else {})},
             skipped_duplicates=result.skipped_duplicates, created_by=user,
         )
         result.batch_id = batch.pk
