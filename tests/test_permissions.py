@@ -242,6 +242,7 @@ TABLE: dict[tuple[str, str], Call] = {
     ("api-training-versions", "GET"): Call(api(200)),
     ("api-training-version-promote", "POST"): Call(api(200, ADMINS), kwargs=_ids("version_id")),
     ("api-training-version-demote", "POST"): Call(api(200, ADMINS), kwargs=_ids("version_id")),
+    ("api-training-version-card", "GET"): Call(api(200), kwargs=_ids("version_id")),
     # 400: allowed through, then refused by the service (the seeded reward version has no files).
     ("api-training-version-evaluate", "POST"): Call(
         api(400, OVERSIGHT), kwargs=lambda side: {"slug": side.project.slug, "version_id": side.ids["reward_version_id"]},
@@ -258,6 +259,7 @@ TABLE: dict[tuple[str, str], Call] = {
     ("dashboard-project", "GET"): Call(page(200, OVERSIGHT)),
     ("training-runs", "GET"): Call(page(200)),
     ("training-runs-json", "GET"): Call(page(200)),
+    ("training-version-card", "GET"): Call(page(200), kwargs=_ids("version_id")),
     # Training dashboard buttons: POST forms that redirect back to the runs page with a message.
     ("training-train", "POST"): Call(page(BACK, ADMINS), fmt=None),
     ("training-run-cancel", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("run_id"), fmt=None),
@@ -418,7 +420,7 @@ def test_an_annotator_sees_only_their_own_judgments_and_demonstrations(world, cl
     ("api-export-job", "job_id"), ("api-export-job-download", "job_id"), ("api-snapshot-download", "snapshot_id"),
     ("api-training-run", "run_id"), ("api-training-run-cancel", "run_id"),
     ("api-training-version-promote", "version_id"), ("api-training-version-demote", "version_id"),
-    ("api-training-version-evaluate", "reward_version_id"), ("api-prompt-bradley-terry", "prompt_id"),
+    ("api-training-version-card", "version_id"), ("api-training-version-evaluate", "reward_version_id"), ("api-prompt-bradley-terry", "prompt_id"),
 ])
 def test_another_projects_ids_are_not_found_through_yours(world, client_for, route, kind):
     """P's admin names a row of Q under P's slug: 404, and Q's row is untouched."""
@@ -426,7 +428,8 @@ def test_another_projects_ids_are_not_found_through_yours(world, client_for, rou
     url = reverse(route, kwargs={"slug": world.p.project.slug, url_kind: world.q.ids[kind]})
     client = client_for("admin")
     response = client.get(url) if route in ("api-export-job", "api-export-job-download", "api-snapshot-download",
-                                            "api-training-run", "api-prompt-bradley-terry") else client.post(url)
+                                            "api-training-run", "api-prompt-bradley-terry",
+                                            "api-training-version-card") else client.post(url)
     assert response.status_code == 404, response.content
 
 

@@ -50,7 +50,8 @@ def test_specific_responses_are_documented(openapi):
     paths = openapi["paths"]
     assert "409" in paths["/api/assignments/{assignment_id}/skip/"]["post"]["responses"]
     stream = paths["/api/projects/{slug}/exports/stream/"]["get"]["responses"]
-    assert set(stream["200"]["content"]) == {"application/x-ndjson", "text/csv", "application/vnd.apache.parquet"}
+    assert set(stream["200"]["content"]) == {"application/x-ndjson", "text/csv", "application/vnd.apache.parquet",
+                                             "application/zip"}  # zip: the Hugging Face dataset folders
     assert "413" in stream
     for path in ("/api/projects/{slug}/quality/consensus/", "/api/projects/{slug}/quality/leaderboard/",
                  "/api/projects/{slug}/prompts/{prompt_id}/bradley-terry/"):

@@ -156,5 +156,23 @@ def dpo_pairs(dataset: TrainingDataset) -> list[dict[str, Any]]:
     ]
 
 
+def agreement(dataset: TrainingDataset) -> float | None:
+    """How often two judgments of the same task order a pair of its responses the same way (a tie is
+    an order too): agreeing (judgment pair, response pair) cases / all such cases. None when no task
+    was judged twice."""
+    by_task: dict[tuple, list[dict[int, int]]] = {}
+    for j in dataset.judgments:
+        if _comparable(j):
+            rank = {i: level for level, tie in enumerate(j["ranking"]) for i in tie}
+            by_task.setdefault((j["prompt_id"], tuple(j["responses"])), []).append(rank)
+    agree = cases = 0
+    for ranks in by_task.values():
+        for x, y in ((a, b) for n, a in enumerate(ranks) for b in ranks[n + 1:]):
+            for i, k in ((i, k) for i in x for k in x if i < k):
+                cases += 1
+                agree += (x[i] > x[k]) - (x[i] < x[k]) == (y[i] > y[k]) - (y[i] < y[k])
+    return agree / cases if cases else None
+
+
 def ppo_prompts(dataset: TrainingDataset) -> list[Any]:
     return [p["prompt"] for p in _train(dataset.prompts.values())]

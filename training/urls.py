@@ -12,5 +12,6 @@ urlpatterns = [
     path("<slug:slug>/pipelines/start/", views.pipeline_start, name="training-pipeline-start"),
     path("<slug:slug>/policy/train/", views.policy_train, name="training-policy-train"),
     path("<slug:slug>/versions/<int:version_id>/evaluate/", views.version_evaluate, name="training-version-evaluate"),
+    path("<slug:slug>/versions/<int:version_id>/card/", views.version_card, name="training-version-card"),
     path("<slug:slug>/ab/", views.ab_create, name="training-ab-create"),
 ]

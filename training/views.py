@@ -19,11 +19,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Membership, Project
 from labeling.selectors.projects import project_access_get
+from labeling.selectors.queue import markdown_render
 from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.ab import ab_evaluation_list, ab_leaderboard
 from training.selectors.runs import pipeline_list, pipeline_spec, run_as_dict, run_list
-from training.selectors.versions import model_version_list, version_flag_rates
+from training.selectors.versions import model_card_text, model_version_list, version_flag_rates
 from training.services import ab, rounds, runs, versions
 
 RUNS_SHOWN = 30
@@ -92,6 +93,19 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
         "policy_kinds": list(plan.POLICY_KINDS),
         "ab_evaluations": ab_evaluation_list(project=project),
         "leaderboard": ab_leaderboard(project=project, rounds=100),
+    })
+
+
+@login_required
+@require_GET
+def version_card(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
+    """A version's model card: its YAML metadata as text, its markdown body rendered and sanitised."""
+    project, _ = _project(request, slug)
+    version = get_object_or_404(model_version_list(project=project), pk=version_id)
+    text = model_card_text(version=version)
+    _, front, body = text.split("---\n", 2) if text.startswith("---\n") else ("", "", text)
+    return render(request, "training/card.html", {
+        "project": project, "version": version, "front_matter": front, "body_html": markdown_render(body),
     })
 
 

@@ -19,7 +19,7 @@ from labeling.apis.base import OVERSIGHT_ROLES, ProjectScopedMixin
 from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import run_list
-from training.selectors.versions import model_version_list
+from training.selectors.versions import model_card_text, model_version_list
 from training.services.reward import reward_model_evaluate
 from training.services.runs import RunAlreadyActive, run_cancel, run_request
 from training.services.versions import model_version_demote, model_version_promote
@@ -162,6 +162,17 @@ class VersionDemoteApi(_VersionActionApi):
     @extend_schema(request=None, responses=VersionOutputSerializer)
     def post(self, request, slug, version_id):
         return HttpResponse(VersionOutputSerializer(model_version_demote(version=self.version(version_id))).data)
+
+
+class VersionCardApi(ProjectScopedMixin, APIView):
+    """The version's model card (README.md with Hugging Face YAML metadata): the file in its folder,
+    else the card its registry facts make now (shared base models)."""
+
+    @extend_schema(responses=inline_serializer("ModelCard", fields={
+        "version": serializers.IntegerField(), "markdown": serializers.CharField()}))
+    def get(self, request, slug, version_id):
+        version = get_object_or_404(model_version_list(project=self.project), pk=version_id)
+        return HttpResponse({"version": version.pk, "markdown": model_card_text(version=version)})
 
 
 class VersionEvaluateApi(_VersionActionApi):

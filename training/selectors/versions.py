@@ -8,6 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from labeling.models import Judgment, Project, TaskResponse
+from training.ml.card import CARD_FILE, ModelCardFacts, model_card
 from training.models import ModelVersion, TrainingRun
 
 # training.ml.reward.CONFIG_FILE, without importing torch into web processes: a trained reward
@@ -71,6 +72,46 @@ def policy_parent_get(*, run: TrainingRun) -> ModelVersion:
     if parent is None or parent.kind != ModelVersion.Kind.POLICY:
         raise ValueError("no promoted policy version (run manage.py install_base_models)")
     return parent
+
+
+REWARD_EVALUATION = ("Pairwise accuracy and log loss of r(chosen) > r(rejected) on the judgments of held-out prompts "
+                     "(labeling/splits.py), which it never trained on.")
+POLICY_EVALUATION = ("Against its parent on held-out prompts (training/ml/evaluate.py): win rate and mean score by the "
+                     "project's reward model, KL to the parent, perplexity, BLEU and ROUGE-L on held-out demonstrations; "
+                     "flag rates from human judgments of its responses.")
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def model_card_facts(*, version: ModelVersion) -> ModelCardFacts:
+    """What a version's model card says, from the registry: lineage, the data snapshot's facts
+    (metrics["data"]), the config, the metrics (its evaluation's, once it has one) and flag rates."""
+    metrics, config = version.metrics or {}, version.config or {}
+    data = metrics.get("data") or {}
+    flags = version_flag_rates(version_ids=[version.pk]).get(version.pk) or {}
+    flag_rates = dict(flags.get("flag_rates") or {})
+    if flags.get("any_flag_rate") is not None:
+        flag_rates["any flag"] = flags["any_flag_rate"]
+    reward = version.kind == ModelVersion.Kind.REWARD
+    return ModelCardFacts(
+        name=version.name, kind=version.kind, method="reward" if reward else config.get("trainer"),
+        base_model=version.base or None, parent=version.parent.name if version.parent_id else None,
+        project=version.project.slug if version.project_id else None,
+        snapshot_sha256=data.get("sha256") or (version.snapshot.sha256 if version.snapshot_id else None),
+        datasets=[f"pairwise-snapshot-{data['snapshot']}"] if data.get("snapshot") else [],
+        prompts=data.get("prompts"), judgments=data.get("judgments"), annotators=data.get("annotators"),
+        agreement=data.get("agreement"), training_config=config or None,
+        metrics=_numbers(metrics.get("evaluation") or metrics) or None, flag_rates=flag_rates or None,
+        evaluation=REWARD_EVALUATION if reward else POLICY_EVALUATION,
+    )
+
+
+def model_card_text(*, version: ModelVersion) -> str:
+    """The card in the version's folder, else the card its registry facts make now (base models, old versions)."""
+    path = Path(version.artifact_path) / CARD_FILE
+    return path.read_text(encoding="utf-8") if path.is_file() else model_card(model_card_facts(version=version))
 
 
 def version_as_dict(version: ModelVersion) -> dict[str, Any]:

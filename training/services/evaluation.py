@@ -13,7 +13,7 @@ from training.selectors.data import held_out_collect, system_prompt_of
 from training.selectors.versions import model_version_promoted_get, trained_reward_get, version_flag_rates
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.runs import run_succeed
-from training.services.versions import model_version_metrics_update, model_version_promote
+from training.services.versions import model_version_card_write, model_version_metrics_update, model_version_promote
 
 
 def policy_evaluate(*, run_id: int, worker: str = "", echo: Callable | None = None) -> dict[str, Any] | None:
@@ -78,4 +78,6 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
 
     if run_succeed(run_id=run.pk, version_fields=None, inside=write) is None:
         return None
+    version.refresh_from_db()
+    model_version_card_write(version=version)  # the card now carries the evaluation's metrics
     return {**results, "promotion": decision}

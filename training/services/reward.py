@@ -17,6 +17,7 @@ from training.selectors.versions import model_version_promoted_get, reward_base_
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.runs import run_output_dir, run_params_update, run_succeed
 from training.services.snapshots import run_snapshot_use, snapshot_facts
+from training.services.versions import model_version_card_write
 
 
 def reward_model_train(
@@ -86,6 +87,7 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     if result is None:
         shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder
         return None
+    model_version_card_write(version=result[1])
     return result[1]
 
 

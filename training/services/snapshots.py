@@ -15,7 +15,7 @@ from django.utils import timezone
 from labeling.models import DatasetSnapshot, Project
 from labeling.selectors.exports import ExportFilters
 from labeling.services.exports import dataset_snapshot_freeze, file_sha256
-from training.dataset import FORMAT, TrainingDataset, dataset_read, dataset_write
+from training.dataset import FORMAT, TrainingDataset, agreement, dataset_read, dataset_write
 from training.models import TrainingRun
 from training.selectors.data import training_dataset_collect, training_filters, training_snapshot_get
 
@@ -55,4 +55,5 @@ def run_snapshot_use(*, run: TrainingRun) -> tuple[DatasetSnapshot, TrainingData
 def snapshot_facts(*, snapshot: DatasetSnapshot, dataset: TrainingDataset) -> dict[str, Any]:
     """What a version's metrics say about its data: which snapshot, its hash, rows, counts and filters."""
     return {"snapshot": snapshot.pk, "sha256": snapshot.sha256, "rows": snapshot.rows, **dataset.counts(),
+            "agreement": agreement(dataset),
             "filters": {k: v for k, v in (snapshot.filters or {}).items() if v not in (None, "", [], ())}}

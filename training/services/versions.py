@@ -14,7 +14,7 @@ from django.db import transaction
 from labeling.models import Project
 from training.plan import jsonable
 from training.models import ModelVersion
-from training.selectors.versions import base_policy_promoted_exists, base_version_get
+from training.selectors.versions import base_policy_promoted_exists, base_version_get, model_card_facts
 
 
 def model_version_register(
@@ -62,6 +62,17 @@ def model_version_demote(*, version: ModelVersion) -> ModelVersion:
             version.promoted = False
             version.save(update_fields=["promoted"])
     return version
+
+
+def model_version_card_write(*, version: ModelVersion) -> Path | None:
+    """(Re)write README.md, the model card, into a project version's folder from the registry's facts.
+    Shared base models are installed folders (site-packages, a user's checkout): never written into."""
+    from training.ml.card import write_model_card
+
+    folder = Path(version.artifact_path)
+    if version.project_id is None or not folder.is_dir():
+        return None
+    return write_model_card(folder, model_card_facts(version=version))
 
 
 def model_version_metrics_update(*, version: ModelVersion, **metrics: Any) -> ModelVersion:

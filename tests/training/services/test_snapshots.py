@@ -149,3 +149,26 @@ def test_annotators_under_the_project_s_gold_accuracy_are_left_out(project_facto
     assert stricter.min_gold_accuracy == 1.0  # a run's own threshold wins over the project's
     with pytest.raises(ValidationError):
         training_filters(params={"min_gold_accuracy": 2}, project=project)
+
+
+def test_every_trained_version_carries_a_model_card_the_api_and_page_serve(
+    project_factory, tiny_reward_base, models_dir, member, api_client, client,
+):
+    import yaml
+    from django.urls import reverse
+
+    project = project_factory(name="Card <b>project</b>")
+    import_preferences(project, separable_records(24))
+    run, version = _train(project, tiny_reward_base)
+
+    text = (Path(version.artifact_path) / "README.md").read_text()
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["tags"][:3] == ["pairwise", "rlhf", "reward"] and meta["base_model"] == str(tiny_reward_base)
+    assert f"Data snapshot sha256: {run.snapshot.sha256}" in text and "- Judgments: 24" in text
+    assert {m["name"] for m in meta["model-index"][0]["results"][0]["metrics"]} >= {"val_accuracy", "val_log_loss"}
+    viewer = member(project, "viewer")
+    served = api_client(viewer).get(reverse("api-training-version-card", args=[project.slug, version.pk]))
+    assert served.status_code == 200 and served.json()["markdown"] == text
+    client.force_login(viewer)
+    page = client.get(reverse("training-version-card", args=[project.slug, version.pk]))
+    assert page.status_code == 200 and b"Data snapshot sha256" in page.content and b"<b>project</b>" not in page.content
