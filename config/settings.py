@@ -194,6 +194,11 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 PAIRWISE_HEARTBEAT_STALE = timedelta(seconds=int(os.environ.get("PAIRWISE_HEARTBEAT_STALE_S", "120")))
+# A queued run whose task message no worker has picked up (a broker without persistence restarted,
+# a purge) is sent again after this, and failed once it has waited PAIRWISE_QUEUED_MAX_AGE: two days,
+# far longer than a run may train (PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S), so a run waiting behind others is not failed.
+PAIRWISE_QUEUED_RESEND_AFTER = timedelta(seconds=int(os.environ.get("PAIRWISE_QUEUED_RESEND_AFTER_S", "600")))
+PAIRWISE_QUEUED_MAX_AGE = timedelta(seconds=int(os.environ.get("PAIRWISE_QUEUED_MAX_AGE_S", str(48 * 3600))))
 PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S = int(os.environ.get("PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S", str(6 * 3600)))
 PAIRWISE_RETRAIN_CHECK_MINUTES = int(os.environ.get("PAIRWISE_RETRAIN_CHECK_MINUTES", "5"))
 PAIRWISE_PIPELINE_POLICY_KIND = os.environ.get("PAIRWISE_PIPELINE_POLICY_KIND", "dpo")

@@ -79,6 +79,8 @@ class TrainingRun(models.Model):
         "labeling.DatasetSnapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     pipeline_id = models.UUIDField(null=True, blank=True, help_text="Runs chained by one scheduled round.")
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last sent.")
+    sends = models.PositiveIntegerField(default=0, help_text="Task messages sent (more than one: a lost one was resent).")
     progress = models.FloatField(default=0.0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -344,3 +344,55 @@ def import_prompts(project, n):
     body = "\n".join(json.dumps({"prompt": f"say something about {i}"}) for i in range(n)).encode()
     project_data_import(project=project, stream=io.BytesIO(body), filename="prompts.jsonl")
 
+
+
+class PrivateRedis:
+    """A throwaway redis-server on a free loopback port that keeps nothing on disk, like the default
+    Redis broker: restart() loses every queued message (the system Redis is never touched)."""
+
+    def __init__(self, folder: Path):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.folder, self.proc = folder, None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(client), timeout=20, what="the private redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def queued(self, queue: str) -> int:
+        import redis
+
+        return redis.Redis(port=self.port).llen(queue)
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> PrivateRedis:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

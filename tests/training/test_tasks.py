@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
 
 import psutil
 import pytest
+from django.utils import timezone
 
 from tests.training.conftest import fast_params, import_preferences, separable_records, wait_for
 from training import tasks
@@ -143,3 +145,30 @@ def test_retrain_check_task_queues_a_run_the_worker_trains(celery_worker, projec
     assert done.status == TrainingRun.Status.SUCCEEDED, done.error
     assert done.params["base"] == str(tiny_reward_base)
     assert reward_retrain_check(project_id=project.pk) is None  # nothing new since
+
+
+def test_a_run_whose_message_a_broker_restart_lost_is_sent_again_and_trains(
+    celery_worker_factory, private_redis, project_factory, tiny_reward_base,
+):
+    from config.celery import app
+
+    project = project_factory()
+    import_preferences(project, separable_records(12))
+    run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=1))
+    TrainingRun.objects.filter(pk=run.pk).update(sent_at=timezone.now() - timedelta(hours=1), sends=1)
+    with app.connection_for_write(private_redis.url) as connection:
+        app.send_task(tasks.reward_model_train.name, kwargs={"run_id": run.pk}, connection=connection, queue="training")
+    assert private_redis.queued("training") == 1
+    private_redis.restart()  # Redis keeps nothing on disk: the queued message is gone
+    assert private_redis.queued("training") == 0
+
+    worker = celery_worker_factory(CELERY_BROKER_URL=private_redis.url, PAIRWISE_QUEUED_RESEND_AFTER_S=1)
+    assert _run(run.pk).status == TrainingRun.Status.QUEUED  # nothing will ever start it by itself
+    with app.connection_for_write(private_redis.url) as connection:  # what beat does every minute
+        app.send_task(tasks.runs_reap_stale.name, connection=connection, queue="celery")
+    done = wait_for(lambda: _final(run.pk), timeout=180, worker=worker, what="the resent run to finish")
+
+    assert done.status == TrainingRun.Status.SUCCEEDED, done.error
+    assert done.sends == 2 and done.result_version is not None
+    # Its project's single flight is free again: the next run can start.
+    assert run_create(project=project, kind=TrainingRun.Kind.REWARD).status == TrainingRun.Status.QUEUED

@@ -52,6 +52,14 @@ def runs_stale_list(*, now: datetime | None = None) -> QuerySet[TrainingRun]:
     return running.filter(heartbeat_at__lt=cutoff) | running.filter(heartbeat_at__isnull=True, started_at__lt=cutoff)
 
 
+def runs_queued_unpicked_list(*, now: datetime | None = None) -> QuerySet[TrainingRun]:
+    """QUEUED runs whose task message was last sent longer than PAIRWISE_QUEUED_RESEND_AFTER ago:
+    no worker took it, maybe because the broker lost it."""
+    cutoff = (now or timezone.now()) - settings.PAIRWISE_QUEUED_RESEND_AFTER
+    queued = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED)
+    return queued.filter(sent_at__lt=cutoff) | queued.filter(sent_at__isnull=True, created_at__lt=cutoff)
+
+
 def pipeline_spec(*, policy_kind: str = "", auto_promote_margin: float | None = None,
                   promote_metric: str = plan.DEFAULT_PROMOTE_METRIC, step_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """A validated round spec (training.plan.round_spec) with this deployment's defaults:

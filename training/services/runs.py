@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from labeling.models import Project
 from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.data import training_filters, training_snapshot_get
-from training.selectors.runs import run_active_get, run_pipeline_spec, runs_stale_list
+from training.selectors.runs import run_active_get, run_pipeline_spec, runs_queued_unpicked_list, runs_stale_list
 from training.selectors.versions import model_version_promoted_get
 from training.services.versions import model_version_promote, model_version_register
 
@@ -80,8 +81,15 @@ def run_queue(
             project=project, kind=kind, params=params, base_version=base_version, requested_by=requested_by,
             pipeline_id=pipeline_id,
         )
-        task_send_on_commit(plan.TASK_OF_KIND[kind], run_id=run.pk)
+        _run_send(run)
     return run
+
+
+def _run_send(run: TrainingRun) -> None:
+    """Send the run's task after the commit, and record the send (the row is the caller's to lock)."""
+    run.sent_at, run.sends = timezone.now(), run.sends + 1
+    TrainingRun.objects.filter(pk=run.pk).update(sent_at=run.sent_at, sends=run.sends)
+    task_send_on_commit(plan.TASK_OF_KIND[run.kind], run_id=run.pk)
 
 
 def run_request(
@@ -237,13 +245,15 @@ def run_cancel(*, run: TrainingRun) -> bool:
 
 
 def runs_reap_stale() -> list[int]:
-    """Fail RUNNING runs whose heartbeat went stale and remove their half-written artifact folders.
+    """Fail RUNNING runs whose heartbeat went stale and remove their half-written artifact folders;
+    send again the task of QUEUED runs that no worker picked up (runs_resend_lost). Returns the ids
+    of the runs it failed.
 
     With acks_late and reject_on_worker_lost off, Celery acknowledges a task whose worker process was
     SIGKILLed (OOM killer, node loss), so without this the run would stay RUNNING and block its
     project's single flight forever.
     """
-    reaped = []
+    reaped = runs_resend_lost()
     for run_id in list(runs_stale_list().values_list("pk", flat=True)):
         with transaction.atomic():
             run = runs_stale_list().select_for_update().filter(pk=run_id).first()
@@ -260,6 +270,32 @@ def runs_reap_stale() -> list[int]:
         reaped.append(run_id)
         logger.warning("reaped stale run %s", run_id)
     return reaped
+
+
+def runs_resend_lost(*, now: datetime | None = None) -> list[int]:
+    """A QUEUED run holds its project's single flight, and a broker that keeps nothing on disk (Redis
+    by default) loses queued messages when it restarts: then no worker will ever start the run.
+    Send its task again (a duplicate is harmless: run_start takes a QUEUED run once, under a row
+    lock); fail it with the reason once it has waited PAIRWISE_QUEUED_MAX_AGE. Returns the failed ids."""
+    now = now or timezone.now()
+    failed = []
+    for run_id in list(runs_queued_unpicked_list(now=now).values_list("pk", flat=True)):
+        with transaction.atomic():
+            run = runs_queued_unpicked_list(now=now).select_for_update().filter(pk=run_id).first()
+            if run is None:
+                continue
+            if now - run.created_at < settings.PAIRWISE_QUEUED_MAX_AGE:
+                _run_send(run)
+                logger.warning("run %s was not picked up since %s; sent its task again (send %s)",
+                               run.pk, run.sent_at, run.sends)
+                continue
+            run.status, run.finished_at = TrainingRun.Status.FAILED, now
+            run.error = (f"No worker started this run in {now - run.created_at} ({run.sends} task messages sent, limit "
+                         f"{settings.PAIRWISE_QUEUED_MAX_AGE}): is a worker consuming the queue of "
+                         f"{plan.TASK_OF_KIND[run.kind]} (celery -A config worker -Q celery,training)?")
+            run.save(update_fields=["status", "finished_at", "error"])
+        failed.append(run_id)
+    return failed
 
 
 def _partial_artifacts_remove(run: TrainingRun) -> None:

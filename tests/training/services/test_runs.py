@@ -156,3 +156,33 @@ def test_a_failing_run_records_the_error_and_leaves_nothing(project_factory, tmp
     assert not ModelVersion.objects.exists()
     assert not [p for p in (models_dir / project.slug).glob("*")]
 
+
+
+@pytest.mark.django_db
+def test_a_queued_run_no_worker_took_is_sent_again_then_failed_with_the_reason(
+    project_factory, no_broker, django_capture_on_commit_callbacks, settings,
+):
+    from training.services.runs import run_queue, runs_resend_lost
+
+    settings.PAIRWISE_QUEUED_RESEND_AFTER = timedelta(minutes=10)
+    settings.PAIRWISE_QUEUED_MAX_AGE = timedelta(hours=24)
+    project, other = project_factory(), project_factory()
+    with django_capture_on_commit_callbacks(execute=True):
+        fresh = run_queue(project=project, kind=REWARD)
+        lost = run_queue(project=other, kind=REWARD)
+    assert [m["run_id"] for m in no_broker] == [fresh.pk, lost.pk] and fresh.sends == 1 and fresh.sent_at
+    TrainingRun.objects.filter(pk=lost.pk).update(sent_at=timezone.now() - timedelta(minutes=11))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runs_resend_lost() == []
+    lost.refresh_from_db()
+    assert [m["run_id"] for m in no_broker][2:] == [lost.pk]  # the fresh one is left alone
+    assert lost.status == TrainingRun.Status.QUEUED and lost.sends == 2
+    assert timezone.now() - lost.sent_at < timedelta(minutes=1)
+
+    later = timezone.now() + timedelta(hours=25)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sorted(runs_resend_lost(now=later)) == sorted([fresh.pk, lost.pk])
+    lost.refresh_from_db()
+    assert lost.status == TrainingRun.Status.FAILED and "No worker started this run" in lost.error
+    assert "2 task messages sent" in lost.error and len(no_broker) == 3  # failing sends nothing
