@@ -42,6 +42,42 @@ def win_rate(policy_scores: Sequence[float], parent_scores: Sequence[float]) -> 
     return wins / max(len(policy_scores), 1)
 
 
+def win_rate_interval(outcomes: Sequence[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of the mean outcome, resampling prompts.
+
+    Shape: outcomes [N] in {0, 0.5, 1} (one per prompt) -> (low, high).
+    """
+    import numpy as np
+
+    values = np.asarray(outcomes, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(rounds, len(values)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def length_controlled_win_rate(outcomes: Sequence[float], length_diffs: Sequence[float], steps: int = 200) -> float:
+    """AlpacaEval 2's length control: fit P(win) = sigmoid(b + w * d / sd(d)) to the outcomes (a tie is
+    a target of 1/2) by Newton's method, and report sigmoid(b), the win rate at equal length.
+
+    Shape: outcomes [N], length_diffs [N] (policy tokens - parent tokens) -> scalar in (0, 1).
+    """
+    import numpy as np
+
+    y = np.asarray(outcomes, dtype=float)
+    d = np.asarray(length_diffs, dtype=float)
+    d = d / d.std() if d.std() > 0 else d * 0.0
+    x = np.stack([np.ones_like(d), d], axis=1)
+    theta = np.zeros(2)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-x @ theta))
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + 1e-6 * np.eye(2)  # tiny ridge: separable data stays finite
+        step = np.linalg.solve(hessian, x.T @ (y - p))
+        theta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(1.0 / (1.0 + np.exp(-theta[0])))
+
+
 @torch.no_grad()
 def perplexity(model, tokenizer, demonstrations: Sequence[dict[str, Any]], max_length: int = 512, batch_size: int = 8,
                system_prompt: str = DEFAULT_SYSTEM_PROMPT, precision: str = "fp32") -> float:
@@ -142,3 +178,45 @@ def evaluate_policy(
         results["bleu"] = bleu(greedy, references)
         results["rouge_l"] = rouge_l(greedy, references)
     return results
+
+
+def head_to_head(
+    policy_dir: str | Path, parent_dir: str | Path, judges: dict[str, str | Path], prompts: Sequence[Prompt],
+    max_new_tokens: int = 128, batch_size: int = 8, system_prompt: str = DEFAULT_SYSTEM_PROMPT, seed: int = 0,
+    device: str = "auto", precision: str = "fp32",
+) -> dict[str, Any]:
+    """The policy and its parent each answer every prompt (temperature 1, the same seed), and every
+    judge (a reward-model folder by name) scores both answers.
+
+    Returns {"rows": [{"policy", "parent", "policy_tokens", "parent_tokens", "outcome": {judge: 1|0.5|0}}],
+    "kl_per_token", "kl_per_response"} (KL of the policy to the parent on its own samples).
+    """
+    from .reward import load_reward_model
+
+    dev = pick_device(device)
+    precision = resolve_precision(precision, dev)
+    policy, tokenizer = load_policy(policy_dir, dev)
+    parent, _ = load_policy(parent_dir, dev)
+    policy.eval()
+    parent.eval()
+    set_seed(seed)
+    ours, raw = respond(policy, tokenizer, prompts, 1.0, max_new_tokens, batch_size, system_prompt, precision)
+    set_seed(seed)
+    theirs, _ = respond(parent, tokenizer, prompts, 1.0, max_new_tokens, batch_size, system_prompt, precision)
+    kls = [kl_to_reference(policy, parent, *out, batch_size=batch_size, precision=precision) for out in raw]
+    weights = [len(out[0]) for out in raw]
+    del policy, parent
+    rows = [{"policy": a, "parent": b, "policy_tokens": len(tokenizer(a, add_special_tokens=False)["input_ids"]),
+             "parent_tokens": len(tokenizer(b, add_special_tokens=False)["input_ids"]), "outcome": {}}
+            for a, b in zip(ours, theirs)]
+    for name, folder in judges.items():
+        rm, rm_tok, rm_config = load_reward_model(folder, dev)
+        mine = rm_scores(rm, rm_tok, prompts, ours, rm_config.max_length)
+        parents = rm_scores(rm, rm_tok, prompts, theirs, rm_config.max_length)
+        for row, a, b in zip(rows, mine, parents):
+            row["outcome"][name] = 1.0 if a > b else 0.5 if a == b else 0.0
+    return {
+        "rows": rows,
+        "kl_per_token": sum(k["kl_per_token"] * w for k, w in zip(kls, weights)) / max(sum(weights), 1),
+        "kl_per_response": sum(k["kl_per_response"] * w for k, w in zip(kls, weights)) / max(sum(weights), 1),
+    }

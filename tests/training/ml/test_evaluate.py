@@ -56,3 +56,24 @@ def test_evaluate_policy_reports_every_metric(tmp_path: Path) -> None:
     assert result["perplexity"] < same["perplexity"]
     assert result["rouge_l"] > same["rouge_l"], result["samples"]  # greedy now answers "hi"
     assert 0.0 <= result["bleu"] <= 100.0
+
+
+def test_length_control_removes_a_win_rate_that_length_alone_explains():
+    from training.ml.evaluate import length_controlled_win_rate
+
+    # Longer answers win 80% of the time, shorter ones 20%; 60 are longer, 40 shorter.
+    outcomes = [1.0] * 48 + [0.0] * 12 + [1.0] * 8 + [0.0] * 32
+    diffs = [1.0] * 60 + [-1.0] * 40
+    assert sum(outcomes) / len(outcomes) == pytest.approx(0.56)
+    # p(d=+1) = sigmoid(b + w) = 0.8 and p(d=-1) = sigmoid(b - w) = 0.2 give b = 0: 50% at equal length.
+    assert length_controlled_win_rate(outcomes, diffs) == pytest.approx(0.5, abs=1e-6)
+    # With no length difference at all it is the plain win rate (ties count one half).
+    assert length_controlled_win_rate([1.0, 0.5, 1.0, 0.0], [0, 0, 0, 0]) == pytest.approx(0.625, abs=1e-6)
+
+
+def test_win_rate_interval_resamples_prompts():
+    from training.ml.evaluate import win_rate_interval
+
+    assert win_rate_interval([1.0] * 20) == (1.0, 1.0)
+    low, high = win_rate_interval([1.0, 0.0] * 100, seed=3)
+    assert low < 0.5 < high and high - low < 0.2  # about ±1.96 * 0.5 / sqrt(200) = ±0.07

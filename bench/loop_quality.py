@@ -1,0 +1,230 @@
+"""Does a training round make the policy better? The real product, through its services, on the
+configured database (Postgres: set DATABASE_URL); nothing is trained by a side script.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/pairwise .venv/bin/python bench/loop_quality.py \
+        --train-data ../shared/datasets/hh-rlhf/helpful-base-test.jsonl.gz \
+        --judge-data ../shared/datasets/hh-rlhf/helpful-rejection-sampled-test.jsonl.gz \
+        --eval-prompts ../shared/datasets/pandalm/testset-v1.jsonl.gz --train-pairs 1000 --eval-n 100
+
+1. --train-data ({id, prompt, chosen, rejected} files) is imported into a project as judgments;
+   its round trains the reward model, then the policy (--policy, default dpo) from the promoted
+   base policy (SmolLM2-135M-Instruct after install_base_models, or --policy-base).
+2. --judge-data is imported into a second project, whose reward model is the independent judge:
+   it never sees the training data, and the policy never sees its data.
+3. --eval-prompts (only `prompt` is read; prompts found in either data set are dropped): the parent
+   and the new policy each answer them with the same sampling settings and seed, and the judge
+   decides. Ties count one half.
+
+Prints JSON: train_pairs, eval_prompts, rm_val_accuracy, judge_val_accuracy, win_rate (policy over
+parent by the judge), win_rate_ci95 (bootstrap over prompts), win_rate_own_rm (by the project's own
+reward model), length_ratio (mean response tokens, policy over parent), length_controlled_win_rate
+(AlpacaEval 2's: the length difference regressed out), kl_to_parent (per response), seconds per
+stage. Bad input (a file that does not parse, a prompt longer than the policy's context, an empty
+eval set, a judge with too little data) stops it with a message before anything trains.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+MIN_JUDGE_PAIRS = 50
+
+
+class BenchError(SystemExit):
+    """A clear message and exit status 2, before anything trains."""
+
+    def __init__(self, message: str):
+        super().__init__(f"loop_quality: {message}")
+
+
+def read_records(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """gzip or plain JSONL; each line must be an object with string `fields`."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    records = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BenchError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                missing = [k for k in fields if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+                if missing:
+                    raise BenchError(f"{path}:{number}: missing or non-string {', '.join(missing)}")
+                records.append(record)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path}: cannot read ({exc})") from None
+    return records
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train-data", action="append", required=True, help="{id, prompt, chosen, rejected} JSONL(.gz)")
+    parser.add_argument("--judge-data", action="append", required=True, help="the judge's own pairs, same shape")
+    parser.add_argument("--eval-prompts", required=True, help="JSONL(.gz) whose `prompt` fields are asked")
+    parser.add_argument("--train-pairs", type=int, default=1000, help="pairs imported for training (0: all)")
+    parser.add_argument("--judge-pairs", type=int, default=0, help="pairs the judge trains on (0: all)")
+    parser.add_argument("--eval-n", type=int, default=100, help="evaluation prompts")
+    parser.add_argument("--policy", choices=["dpo", "ppo", "sft"], default="dpo")
+    parser.add_argument("--policy-base", default="", help="HF causal-LM folder (default: the installed SmolLM2)")
+    parser.add_argument("--reward-base", default="", help="reward backbone folder (default: MiniLM)")
+    parser.add_argument("--judge-base", default="", help="the judge's backbone folder (default: --reward-base)")
+    parser.add_argument("--policy-config", default="{}", help="trainer config overrides as JSON")
+    parser.add_argument("--reward-config", default="{}", help="RewardConfig overrides as JSON (both reward models)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--json", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    for name in ("policy_config", "reward_config"):
+        try:
+            setattr(args, name, json.loads(getattr(args, name)))
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"--{name.replace('_', '-')} is not JSON: {exc}") from None
+    return args
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[str]]:
+    rng = random.Random(args.seed)
+    train = [r for path in args.train_data for r in read_records(path, ("prompt", "chosen", "rejected"))]
+    judge = [r for path in args.judge_data for r in read_records(path, ("prompt", "chosen", "rejected"))]
+    rng.shuffle(train)
+    rng.shuffle(judge)
+    train = train[: args.train_pairs] if args.train_pairs else train
+    judge = judge[: args.judge_pairs] if args.judge_pairs else judge
+    seen = {r["prompt"] for r in train} | {r["prompt"] for r in judge}
+    prompts = list(dict.fromkeys(r["prompt"] for r in read_records(args.eval_prompts, ("prompt",)) if r["prompt"] not in seen))
+    rng.shuffle(prompts)
+    prompts = prompts[: args.eval_n]
+    if not train:
+        raise BenchError("no training pairs")
+    if not prompts:
+        raise BenchError(f"no evaluation prompt left in {args.eval_prompts} (every one is empty or in the training data)")
+    if len(judge) < MIN_JUDGE_PAIRS:
+        raise BenchError(f"the judge has {len(judge)} pairs; it needs at least {MIN_JUDGE_PAIRS} to mean anything")
+    return train, judge, prompts
+
+
+def check_context(policy_dir: str, prompts: list[str], max_new_tokens: int, system_prompt: str) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from training.ml.text import encode_prompt
+
+    limit = getattr(AutoConfig.from_pretrained(policy_dir), "max_position_embeddings", None)
+    if not limit:
+        return
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    for i, prompt in enumerate(prompts, start=1):
+        n = len(encode_prompt(tokenizer, prompt, system_prompt))
+        if n + max_new_tokens > limit:
+            raise BenchError(f"evaluation prompt {i} has {n} tokens; with {max_new_tokens} new ones it exceeds the "
+                             f"policy's context of {limit} ({prompt[:60]!r}...)")
+
+
+def import_pairs(project, records: list[dict]) -> None:
+    from labeling.services.imports import project_data_import
+
+    lines = (json.dumps({"id": f"{i}:{r.get('id', '')}", "prompt": r["prompt"], "chosen": r["chosen"],
+                         "rejected": r["rejected"]}) for i, r in enumerate(records))
+    project_data_import(project=project, stream=io.BytesIO("\n".join(lines).encode()), filename="loop-quality.jsonl")
+
+
+def train(project, kind: str, params: dict[str, Any]):
+    from training.models import TrainingRun
+    from training.services.policy import policy_train
+    from training.services.reward import reward_model_train
+    from training.services.runs import run_create
+
+    run = run_create(project=project, kind=kind, params=params)
+    version = (reward_model_train if kind == "reward" else policy_train)(run_id=run.pk, worker="bench/loop_quality.py")
+    if version is None:
+        raise SystemExit(f"loop_quality: the {kind} run failed: {TrainingRun.objects.get(pk=run.pk).error[:2000]}")
+    return version
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    train_records, judge_records, prompts = load_inputs(args)
+    import django
+
+    django.setup()
+    import torch
+
+    from labeling.services.projects import project_create
+    from training.ml.evaluate import head_to_head, length_controlled_win_rate, win_rate_interval
+    from training.ml.text import DEFAULT_SYSTEM_PROMPT
+    from training.models import ModelVersion
+    from training.services.versions import base_models_install
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    parent = base_models_install(policy_dir=args.policy_base or None, reward_base_dir=args.reward_base or None)[
+        ModelVersion.Kind.POLICY]
+    check_context(parent.artifact_path, prompts, args.max_new_tokens, DEFAULT_SYSTEM_PROMPT)
+    tag = uuid.uuid4().hex[:8]
+    project = project_create(name=f"loop quality {tag}", slug=f"loop-{tag}", mode="pairwise")
+    judge_project = project_create(name=f"loop quality judge {tag}", slug=f"loop-judge-{tag}", mode="pairwise")
+    import_pairs(project, train_records)
+    import_pairs(judge_project, judge_records)
+    seconds["import"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    common = {"threads": args.threads} if args.threads else {}
+    reward_params = {**common, "config": {**args.reward_config, "seed": args.seed}}
+    rm = train(project, "reward", {**reward_params, **({"base": args.reward_base} if args.reward_base else {})})
+    seconds["reward"], clock = time.perf_counter() - clock, time.perf_counter()
+    judge_base = args.judge_base or args.reward_base
+    judge = train(judge_project, "reward", {**reward_params, **({"base": judge_base} if judge_base else {})})
+    seconds["judge"], clock = time.perf_counter() - clock, time.perf_counter()
+    # SFT learns from the chosen answers: pairs are all these projects hold.
+    chosen = {"include_chosen": True} if args.policy == "sft" else {}
+    policy = train(project, args.policy, {**common, **chosen, "config": {**args.policy_config, "seed": args.seed}})
+    seconds["policy"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    duel = head_to_head(policy.artifact_path, parent.artifact_path,
+                        {"judge": judge.artifact_path, "own": rm.artifact_path}, prompts,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed)
+    seconds["evaluate"] = time.perf_counter() - clock
+    rows = duel["rows"]
+    outcomes = [r["outcome"]["judge"] for r in rows]
+    low, high = win_rate_interval(outcomes, seed=args.seed)
+    mean_tokens = lambda side: sum(r[f"{side}_tokens"] for r in rows) / len(rows)  # noqa: E731
+    result = {
+        "train_pairs": len(train_records), "judge_pairs": len(judge_records), "eval_prompts": len(prompts),
+        "policy": args.policy, "parent": parent.artifact_path, "policy_version": policy.pk, "project": project.slug,
+        "rm_val_accuracy": rm.metrics.get("val_accuracy"), "judge_val_accuracy": judge.metrics.get("val_accuracy"),
+        "win_rate": sum(outcomes) / len(outcomes), "win_rate_ci95": [low, high],
+        "win_rate_own_rm": sum(r["outcome"]["own"] for r in rows) / len(rows),
+        "length_ratio": mean_tokens("policy") / max(mean_tokens("parent"), 1e-9),
+        "length_controlled_win_rate": length_controlled_win_rate(
+            outcomes, [r["policy_tokens"] - r["parent_tokens"] for r in rows]),
+        "kl_to_parent": duel["kl_per_response"], "kl_per_token": duel["kl_per_token"],
+        "policy_config": policy.config.get("values"), "seconds": seconds,
+        "samples": [{"prompt": p[:300], "policy": r["policy"][:300], "parent": r["parent"][:300]}
+                    for p, r in list(zip(prompts, rows))[:3]],
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

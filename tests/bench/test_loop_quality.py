@@ -1,0 +1,76 @@
+"""bench/loop_quality.py end to end on tiny models, through the product's services; and its refusals."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+import loop_quality
+from tests.tiny_models import tiny_llama
+from tests.training.conftest import DPO_FAST
+
+
+def _write(path, records) -> str:
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    return str(path)
+
+
+def _pairs(prefix: str, n: int) -> list[dict]:
+    return [{"id": f"{prefix}{i}", "prompt": f"{prefix} question {i}?", "chosen": "yes, glad to help!", "rejected": "no."}
+            for i in range(n)]
+
+
+@pytest.fixture
+def files(tmp_path, settings):
+    settings.PAIRWISE_MODELS_DIR = tmp_path / "models"
+    settings.PAIRWISE_EXPORTS_DIR = tmp_path / "exports"
+    return {
+        "train": _write(tmp_path / "train.jsonl.gz", _pairs("train", 16)),
+        "judge": _write(tmp_path / "judge.jsonl.gz", _pairs("judge", 60)),
+        "eval": _write(tmp_path / "eval.jsonl.gz", [{"prompt": f"fresh question {i}?"} for i in range(6)]
+                       + [{"prompt": "train question 0?"}]),  # seen in training: dropped
+    }
+
+
+@pytest.mark.django_db
+def test_a_dpo_round_is_judged_against_its_parent(files, tmp_path, bert_dir):
+    policy_dir = tiny_llama(tmp_path / "policy")
+    out = tmp_path / "result.json"
+    result = loop_quality.main([
+        "--train-data", files["train"], "--judge-data", files["judge"], "--eval-prompts", files["eval"],
+        "--policy-base", str(policy_dir), "--reward-base", str(bert_dir), "--eval-n", "10", "--max-new-tokens", "6",
+        "--threads", "1", "--policy-config", json.dumps(DPO_FAST),
+        "--reward-config", json.dumps({"max_length": 48, "batch_size": 4, "epochs": 1, "precision": "fp32", "device": "cpu"}),
+        "--json", str(out),
+    ])
+    assert result["train_pairs"] == 16 and result["judge_pairs"] == 60 and result["eval_prompts"] == 6
+    assert 0.0 <= result["win_rate"] <= 1.0 and result["win_rate"] * 12 == int(result["win_rate"] * 12)  # halves of 6
+    low, high = result["win_rate_ci95"]
+    assert low <= result["win_rate"] <= high
+    assert 0.0 < result["length_controlled_win_rate"] < 1.0 and result["length_ratio"] > 0
+    assert result["rm_val_accuracy"] is None or 0.0 <= result["rm_val_accuracy"] <= 1.0
+    assert result["kl_to_parent"] is not None and set(result["seconds"]) == {"import", "reward", "judge", "policy", "evaluate"}
+    assert json.loads(out.read_text())["win_rate"] == result["win_rate"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("broken", "train.jsonl.gz:2: not JSON"), ("no_eval", "no evaluation prompt left"),
+    ("small_judge", "needs at least 50"), ("missing_field", "missing or non-string chosen"),
+])
+def test_bad_input_stops_before_anything_trains(files, tmp_path, case, message):
+    args = {"train": files["train"], "judge": files["judge"], "eval": files["eval"]}
+    if case == "broken":
+        args["train"] = str(tmp_path / "train.jsonl.gz")
+        with gzip.open(args["train"], "wt") as f:
+            f.write(json.dumps(_pairs("train", 1)[0]) + "\n{not json\n")
+    elif case == "no_eval":
+        args["eval"] = _write(tmp_path / "seen.jsonl.gz", [{"prompt": "train question 1?"}])
+    elif case == "small_judge":
+        args["judge"] = _write(tmp_path / "small.jsonl.gz", _pairs("judge", 10))
+    else:
+        args["train"] = _write(tmp_path / "partial.jsonl.gz", [{"prompt": "p", "rejected": "r"}])
+    with pytest.raises(SystemExit, match=message):
+        loop_quality.main(["--train-data", args["train"], "--judge-data", args["judge"], "--eval-prompts", args["eval"]])
