@@ -15,7 +15,9 @@ from django.urls import reverse
 
 from labeling.forms import THROTTLED, ThrottledAuthenticationForm
 from labeling.selectors.projects import WORK_ROLES, project_access_get
-from labeling.selectors.queue import annotator_progress, assignment_payloads, markdown_render, projects_for_worker
+from labeling.selectors.queue import (
+    annotator_progress, assignment_payloads, judgment_last_payload, markdown_render, projects_for_worker,
+)
 from labeling.services.assignment import task_assign_next
 
 
@@ -57,11 +59,15 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
             "next": reverse("api-next", args=[project.slug]),
             "submit": reverse("api-submit", args=[0]),
             "skip": reverse("api-skip", args=[0]),
+            "correct": reverse("api-judgment-correct", args=[0]),
         },
         "progress": annotator_progress(annotator=request.user, project=project),
         "overlap": project.overlap,
         "current": payloads[0] if payloads else None,
         "next": payloads[1] if len(payloads) > 1 else None,
+        # The judgment "revise last" reopens (demonstrations are not revised).
+        "last": None if project.mode == project.Mode.DEMONSTRATE
+        else judgment_last_payload(annotator=request.user, project=project),
     }
     return render(request, "labeling/label.html", {
         "project": project, "config": config, "instructions_html": markdown_render(project.instructions or ""),

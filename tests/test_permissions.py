@@ -7,6 +7,8 @@ test_every_endpoint_is_in_the_table. Policy, as the code has it:
   so project names and ids do not leak between tenants; a member whose role is too low gets 403;
 - annotating (next, the labeling page) is for annotators and admins: viewers get 404 there;
 - an assignment that is not yours is a 409 "foreign" (the same answer as one that does not exist);
+- a judgment is revised by its own annotator: others who label in the project get 409 "foreign", and
+  those who do not label there (viewers, outsiders) 404, as for the labeling API;
 - exports, imports, members and training actions are for project admins; quality, tasks and responses
   for admins and viewers (annotators must not learn gold flags or response sources);
 - staff superusers act as admins of every project; the Django admin is for staff only;
@@ -74,8 +76,8 @@ def _seed(project: Project, *, admin, annotators, tmp) -> Side:
         {"id": "solo", "prompt": "Write the ideal answer"},
     )
     voted = project.tasks.get(prompt__external_id="open1")
+    judged = [judge(voted, annotator, [[0], [1]]) for annotator in annotators]
     for annotator in annotators:
-        judge(voted, annotator, [[0], [1]])
         Demonstration.objects.create(project=project, prompt=project.prompts.get(external_id="solo"),
                                      author=annotator, text=f"ideal by {annotator.username}")
     assignment = task_assign_next(annotator=annotators[0], project=project).assignment
@@ -92,7 +94,7 @@ def _seed(project: Project, *, admin, annotators, tmp) -> Side:
     reward = ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.REWARD, name=f"{project.slug}-r",
                                          base="base", artifact_path=str(tmp / f"{project.slug}-r"))
     return Side(project=project, ids={
-        "assignment_id": assignment.pk, "job_id": job.pk, "snapshot_id": snapshot.pk, "run_id": run.pk,
+        "assignment_id": assignment.pk, "judgment_id": judged[0].pk, "job_id": job.pk, "snapshot_id": snapshot.pk, "run_id": run.pk,
         "prompt_id": voted.prompt_id, "solo_prompt_id": project.prompts.get(external_id="solo").pk,
         "version_id": policies[0].pk, "version_b_id": policies[1].pk, "reward_version_id": reward.pk,
     })
@@ -181,6 +183,11 @@ def _ranking(side):
     return {"idempotency_key": "perm", "ranking": [[rid] for rid in order]}
 
 
+def _correction(side):
+    order = Judgment.objects.get(pk=side.ids["judgment_id"]).shown_order
+    return {"idempotency_key": "perm-correct", "ranking": [[rid] for rid in reversed(order)]}
+
+
 def _upload(side):
     upload = io.BytesIO(b'{"prompt": "imported in a test"}\n')
     upload.name = "new.jsonl"
@@ -220,6 +227,8 @@ TABLE: dict[tuple[str, str], Call] = {
     ("api-next", "POST"): Call(api(200, WORKERS, members=WORKERS)),
     ("api-submit", "POST"): Call({**OWN_ASSIGNMENT, "annotator": 201}, kwargs=_assignment, data=_ranking),
     ("api-skip", "POST"): Call({**OWN_ASSIGNMENT, "annotator": 200}, kwargs=_assignment),
+    ("api-judgment-correct", "POST"): Call({**api(409, WORKERS, members=WORKERS), "annotator": 201},
+                                           kwargs=lambda side: {"judgment_id": side.ids["judgment_id"]}, data=_correction),
     # Exports
     ("api-export-stream", "GET"): Call(api(200, ADMINS), query={"format": "trl"}),
     ("api-export-jobs", "GET"): Call(api(200, ADMINS)),

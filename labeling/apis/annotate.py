@@ -1,4 +1,4 @@
-"""The annotator's hot path: next task (with the one after it), submit, skip.
+"""The annotator's hot path: next task (with the one after it), submit, skip; and revising a judgment.
 
 Kept thin on purpose: one query resolves the project and the caller's role, the services do the
 rest, and the output is built from plain dicts instead of serializers.
@@ -12,10 +12,10 @@ from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
 from labeling.models import Assignment
-from labeling.selectors.projects import WORK_ROLES, project_access_get
+from labeling.selectors.projects import WORK_ROLES, judgment_get_for_worker, project_access_get
 from labeling.selectors.queue import assignment_payloads
 from labeling.services.assignment import (
-    AssignmentConflict, assignment_skip, demonstration_submit, judgment_submit, task_assign_next,
+    AssignmentConflict, assignment_skip, demonstration_submit, judgment_correct, judgment_submit, task_assign_next,
 )
 
 
@@ -33,6 +33,26 @@ class SubmitInputSerializer(serializers.Serializer):
     rationale = serializers.CharField(required=False, allow_blank=True)
     time_spent_ms = serializers.IntegerField(required=False, min_value=0)
     text = serializers.CharField(required=False, help_text="Demonstrate mode: the ideal response.")
+
+
+class CorrectInputSerializer(serializers.Serializer):
+    """Documentation of the body; the service validates it, as for a submit."""
+    idempotency_key = serializers.CharField(max_length=128)
+    ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+    both_bad = serializers.BooleanField(required=False, default=False)
+    likert = serializers.DictField(child=serializers.IntegerField(), required=False)
+    flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    rationale = serializers.CharField(required=False, allow_blank=True)
+    time_spent_ms = serializers.IntegerField(required=False, min_value=0)
+
+
+def _verdict(data: dict) -> dict:
+    """The judgment fields of a submit or correction body, as the services take them."""
+    return {
+        "ranking": data.get("ranking"), "likert": data.get("likert"), "flags": data.get("flags"),
+        "rationale": data.get("rationale") or "", "time_spent_ms": data.get("time_spent_ms") or 0,
+        "idempotency_key": data.get("idempotency_key"), "both_bad": bool(data.get("both_bad", False)),
+    }
 
 
 class ProjectNextApi(APIView):
@@ -66,12 +86,7 @@ class AssignmentSubmitApi(APIView):
                     idempotency_key=str(data.get("idempotency_key") or ""), time_spent_ms=data.get("time_spent_ms") or 0,
                 )
                 return HttpResponse({"demonstration": demonstration.pk}, status=status.HTTP_201_CREATED)
-            judgment = judgment_submit(
-                assignment=stub, annotator=request.user, ranking=data.get("ranking"), likert=data.get("likert"),
-                flags=data.get("flags"), rationale=data.get("rationale") or "",
-                time_spent_ms=data.get("time_spent_ms") or 0, idempotency_key=data.get("idempotency_key"),
-                both_bad=bool(data.get("both_bad", False)),
-            )
+            judgment = judgment_submit(assignment=stub, annotator=request.user, **_verdict(data))
         except AssignmentConflict as exc:
             return _conflict(exc)
         return HttpResponse({"judgment": judgment.pk, "assignment": assignment_id}, status=status.HTTP_201_CREATED)
@@ -88,3 +103,20 @@ class AssignmentSkipApi(APIView):
         except AssignmentConflict as exc:
             return _conflict(exc)
         return HttpResponse({"assignment": assignment.pk, "state": assignment.state})
+
+
+class JudgmentCorrectApi(APIView):
+    @extend_schema(request=CorrectInputSerializer, responses={
+        201: OpenApiResponse(description="the new judgment, which supersedes this one (or the first result of a retry)"),
+        404: OpenApiResponse(description="no such judgment in a project where you label"),
+        409: OpenApiResponse(description="another annotator's judgment, or one already corrected (correct the newest)"),
+    })
+    def post(self, request: Request, judgment_id: int):
+        """Revise your own judgment: a new judgment supersedes it and takes over its preference pairs."""
+        data = request.data if isinstance(request.data, dict) else {}
+        judgment = judgment_get_for_worker(judgment_id=judgment_id, user=request.user)
+        try:
+            corrected = judgment_correct(judgment=judgment, annotator=request.user, **_verdict(data))
+        except AssignmentConflict as exc:
+            return _conflict(exc)
+        return HttpResponse({"judgment": corrected.pk, "supersedes": judgment.pk}, status=status.HTTP_201_CREATED)

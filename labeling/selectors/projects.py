@@ -90,3 +90,13 @@ def project_access_get(*, slug: str | None, user: AbstractUser, roles: Collectio
     if roles is not None and role not in roles:
         raise PermissionDenied(denied or f"Your role '{role}' cannot do this in project '{project.slug}'.")
     return project, role
+
+
+def judgment_get_for_worker(*, judgment_id: int, user: AbstractUser) -> Judgment:
+    """A judgment in a live project where the user labels (Http404 otherwise, as for the labeling API,
+    so judgments of other tenants do not leak); whose judgment it is, the correction service checks."""
+    judgment = Judgment.objects.select_related("project").filter(pk=judgment_id).first()
+    if judgment is None:
+        raise Http404("No such judgment.")
+    project_access_get(slug=judgment.project.slug, user=user, roles=WORK_ROLES, hide=True)
+    return judgment

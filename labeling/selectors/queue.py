@@ -7,10 +7,10 @@ from functools import lru_cache
 import nh3
 from django.contrib.auth.models import AbstractUser
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from markdown_it import MarkdownIt
 
-from labeling.models import Assignment, ComparisonTask, Project
+from labeling.models import Assignment, ComparisonTask, Judgment, Project
 from labeling.selectors.projects import WORK_ROLES
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
@@ -49,14 +49,7 @@ def assignment_payloads(*, assignments: list[Assignment]) -> list[dict]:
     deliberately left out."""
     if not assignments:
         return []
-    task_ids = sorted({a.task_id for a in assignments})
-    prompts, texts = {}, {}
-    with connection.cursor() as cursor:
-        cursor.execute(_PAYLOAD_SQL.format(ids=", ".join(["%s"] * len(task_ids))), task_ids)
-        for task_id, prompt_id, prompt_text, messages, response_id, response_text in cursor.fetchall():
-            prompts[task_id] = (prompt_id, prompt_text, _json_value(messages))
-            if response_id is not None:
-                texts[response_id] = response_text
+    prompts, texts = _task_texts(task_ids=[a.task_id for a in assignments])
     return [
         {
             "assignment": a.pk,
@@ -67,6 +60,38 @@ def assignment_payloads(*, assignments: list[Assignment]) -> list[dict]:
         }
         for a in assignments
     ]
+
+
+def _task_texts(*, task_ids: list[int]) -> tuple[dict[int, tuple], dict[int, str]]:
+    """({task id: (prompt id, prompt text, messages)}, {response id: text}) in one query."""
+    task_ids = sorted(set(task_ids))
+    prompts, texts = {}, {}
+    with connection.cursor() as cursor:
+        cursor.execute(_PAYLOAD_SQL.format(ids=", ".join(["%s"] * len(task_ids))), task_ids)
+        for task_id, prompt_id, prompt_text, messages, response_id, response_text in cursor.fetchall():
+            prompts[task_id] = (prompt_id, prompt_text, _json_value(messages))
+            if response_id is not None:
+                texts[response_id] = response_text
+    return prompts, texts
+
+
+def judgment_last_payload(*, annotator: AbstractUser, project: Project) -> dict | None:
+    """The annotator's newest current judgment in the project, as the labeling page shows it to be
+    revised: the task as it was shown (same order) and the verdict given. Off the hot path (page load)."""
+    judgment = (Judgment.objects.filter(project=project, annotator=annotator)
+                .exclude(Exists(Judgment.objects.filter(supersedes_id=OuterRef("pk"))))
+                .order_by("-id").first())
+    if judgment is None:
+        return None
+    prompts, texts = _task_texts(task_ids=[judgment.task_id])
+    return {
+        "judgment": judgment.pk,
+        "task": judgment.task_id,
+        "prompt": _prompt_payload(*prompts[judgment.task_id]),
+        "responses": [_response_payload(rid, texts[rid]) for rid in judgment.shown_order if rid in texts],
+        "ranking": judgment.ranking, "both_bad": judgment.both_bad, "likert": judgment.likert,
+        "flags": judgment.flags, "rationale": judgment.rationale,
+    }
 
 
 def _json_value(value):

@@ -3,6 +3,8 @@
 Accepted, as JSONL, JSON (one record per line, or an array of records) or CSV, each optionally
 gzipped, Parquet, or a zip of a dataset folder of those, one record per line/row. The native shapes:
   - a prompt:                 {"id"?, "prompt": "..."} or {"id"?, "messages": [{"role", "content"}, ...]}
+                              (in a demonstrate project each one also gets a task, with no responses,
+                              for an annotator to write the demonstration)
   - a prompt with responses:  {"prompt": ..., "responses": ["...", {"text": "...", "source": "..."}]}
                               optional "gold_ranking": tie groups of response indices, best first
   - a preference record:      {"id", "prompt", "chosen", "rejected", "source"?} (the ../shared/datasets shape),
@@ -137,8 +139,10 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
                 idempotency_key=_dedupe_key(project, record)[1],
             ))
             continue
-        if record.kind == "prompt":
-            continue
+        if record.kind == "prompt" and project.mode != Project.Mode.DEMONSTRATE:
+            continue  # a prompt to generate candidates for later
+        # In a demonstrate project a bare prompt becomes a task with no responses: the queue serves it
+        # and the labeling page asks for the ideal response (labeling.services.assignment.demonstration_submit).
         is_preference = record.kind == "preference"
         specs.append(NewTask(
             prompt=prompt, responses=[NewResponse(text=text, source=source) for text, source in record.responses],

@@ -1,4 +1,5 @@
-// The labeling page: InstructGPT flow (rate each response, then rank), keyboard first.
+// The labeling page: InstructGPT flow (rate each response, then rank), keyboard first. "Revise last"
+// reopens the annotator's newest judgment over the current task and posts a correction that supersedes it.
 // Response HTML arrives sanitized by the server (markdown-it without HTML, then nh3).
 (function () {
   "use strict";
@@ -12,6 +13,8 @@
   };
   const LETTERS = "ABCDEFGHI";
   let state = null; // the task on screen
+  let paused = null; // the task set aside while the last judgment is revised
+  let last = cfg.last; // the newest judgment of this annotator here: what "revise last" reopens
   let prefetched = cfg.next;
   let done = cfg.progress.done;
   let busy = false;
@@ -65,21 +68,47 @@
   function show(payload) {
     $("empty").hidden = !!payload;
     $("task").hidden = !payload;
-    state = null;
-    if (!payload) return;
-    state = {
+    state = payload ? newState(payload, null) : null;
+    if (state) render();
+    showRevise();
+  }
+
+  // prior: a judgment record ({judgment, ranking, both_bad, likert, flags, rationale}) to revise.
+  function newState(payload, prior) {
+    const s = {
       payload, key: randomKey(), started: performance.now(), cursor: 0, picked: null, verdict: null,
-      likert: {}, flags: {},
+      likert: {}, flags: {}, rationale: "", revising: null,
       phase: cfg.mode === "demonstrate" ? "write" : (cfg.likert || cfg.flags.length ? "rate" : "rank"),
       order: payload.responses.map((r) => ({ id: r.id, tied: false })),
     };
-    renderPrompt(payload.prompt);
+    if (!prior) return s;
+    const ids = payload.responses.map((r) => r.id);
+    Object.assign(s, {
+      revising: prior.judgment, phase: "rank", likert: { ...prior.likert }, flags: { ...prior.flags },
+      rationale: prior.rationale || "",
+      order: prior.ranking.flatMap((group) => group.map((id, j) => ({ id, tied: j > 0 }))),
+      verdict: prior.both_bad ? "X" : prior.ranking.length === 1 ? "=" : prior.ranking[0][0] === ids[0] ? "A" : "B",
+    });
+    return s;
+  }
+
+  function render() {
+    $("empty").hidden = true;
+    $("task").hidden = false;
+    $("task").classList.toggle("revising", !!state.revising);
+    renderPrompt(state.payload.prompt);
     renderResponses();
     renderRanking();
-    $("rationale").value = "";
+    $("rationale").value = state.rationale;
     $("submit").disabled = false;
     renderPhase();
     window.scrollTo(0, 0);
+  }
+
+  function showRevise() {
+    const b = $("revise");
+    b.hidden = cfg.mode === "demonstrate" || !last;
+    b.disabled = !!paused;
   }
 
   function renderPrompt(prompt) {
@@ -136,6 +165,7 @@
         for (const [key, text] of cfg.flags) {
           const lab = el("label");
           const box2 = el("input", { type: "checkbox", "data-flag": key });
+          box2.checked = (state.flags[r.id] || []).includes(key);
           box2.addEventListener("change", () => toggleFlag(r.id, key, box2.checked));
           lab.append(box2, " " + text);
           fs.append(lab);
@@ -172,13 +202,25 @@
         draggable: "true", "data-id": String(item.id), class: (item.tied ? "tied " : "") + (state.picked === item.id ? "picked" : ""),
       });
       li.append(el("span", { class: "badge" }, label(idx)), el("span", { class: "tie-mark" }, item.tied ? "= tied with above" : ""));
-      li.addEventListener("click", () => { state.picked = item.id; state.phase = "rank"; renderRanking(); renderPhase(); });
-      li.addEventListener("dragstart", (e) => { e.dataTransfer.setData("text/plain", String(item.id)); });
-      li.addEventListener("dragover", (e) => e.preventDefault());
+      if (pos > 0) { // ties by mouse: the same toggle as T
+        const tie = el("button", {
+          type: "button", class: "tie", "aria-pressed": String(item.tied), title: "Tie with the one above (T)",
+          "aria-label": "Tie " + label(idx) + " with the one above",
+        }, "=");
+        tie.addEventListener("click", (e) => { e.stopPropagation(); pick(item.id); toggleTie(); });
+        li.append(tie);
+      }
+      li.addEventListener("click", () => pick(item.id));
+      // Drag and drop: the dragged response takes the place of the one it is dropped on.
+      li.addEventListener("dragstart", (e) => { e.dataTransfer.setData("text/plain", String(item.id)); li.classList.add("dragging"); });
+      li.addEventListener("dragend", () => li.classList.remove("dragging"));
+      li.addEventListener("dragover", (e) => { e.preventDefault(); li.classList.add("drop-target"); });
+      li.addEventListener("dragleave", () => li.classList.remove("drop-target"));
       li.addEventListener("drop", (e) => {
         e.preventDefault();
-        const id = Number(e.dataTransfer.getData("text/plain"));
-        moveTo(id, pos);
+        state.phase = "rank";
+        moveTo(Number(e.dataTransfer.getData("text/plain")), pos);
+        renderPhase();
       });
       list.append(li);
     });
@@ -188,7 +230,8 @@
   function renderPhase() {
     if (!state) return;
     const names = { rate: "Step 1: rate each response (1–7) and flag problems", rank: "Step 2: rank the responses", write: "Write the ideal response" };
-    $("phase").textContent = names[state.phase] + " · press ? for shortcuts";
+    $("phase").textContent = state.revising ? "Revising your last judgment · Enter saves the revision · Esc cancels"
+      : names[state.phase] + " · press ? for shortcuts";
     document.querySelectorAll(".response").forEach((card, i) => {
       card.classList.toggle("current", state.phase === "rate" && i === state.cursor);
       const r = state.payload.responses[i];
@@ -199,6 +242,13 @@
   }
 
   // --- actions ----------------------------------------------------------------------------------
+  function pick(id) {
+    state.picked = id;
+    state.phase = "rank";
+    renderRanking();
+    renderPhase();
+  }
+
   function rate(value) {
     const r = state.payload.responses[state.cursor];
     state.likert[r.id] = value;
@@ -273,8 +323,10 @@
     body.time_spent_ms = Math.round(performance.now() - s.started);
     busy = true;
     $("submit").disabled = true;
+    if (s.revising) { correct(s, body); return; }
     postRetrying(assignmentUrl(cfg.urls.submit, s.payload.assignment), body).then(({ status, data }) => {
       busy = false;
+      if (status === 201 && data.judgment) remember(data.judgment, s.payload, body);
       if (status === 201) {
         done += 1;
         cfg.progress.tasks_complete += 1 / cfg.overlap;
@@ -291,14 +343,56 @@
     }, () => { busy = false; $("submit").disabled = false; setStatus("Network error; press Enter to retry.", "error"); });
   }
 
+  function remember(judgment, payload, body) {
+    last = { judgment, prompt: payload.prompt, responses: payload.responses, ranking: body.ranking,
+             both_bad: body.both_bad, likert: body.likert, flags: body.flags, rationale: body.rationale };
+  }
+
+  // --- revising the last judgment ----------------------------------------------------------------
+  function revise() {
+    if (busy || paused || !last || cfg.mode === "demonstrate") return;
+    if (state) state.rationale = $("rationale").value;
+    paused = { state };
+    state = newState(last, last);
+    render();
+    showRevise();
+    setStatus("");
+  }
+
+  function resume(text, kind) {
+    state = paused.state;
+    paused = null;
+    if (state) render(); else show(null);
+    showRevise();
+    setStatus(text, kind);
+  }
+
+  function correct(s, body) {
+    postRetrying(assignmentUrl(cfg.urls.correct, s.revising), body).then(({ status, data }) => {
+      busy = false;
+      if (status === 201) { remember(data.judgment, s.payload, body); resume("Revised.", "ok"); }
+      else if (status === 409 || status === 404) resume(data.detail || "This judgment can no longer be revised.", "error");
+      else {
+        $("submit").disabled = false;
+        setStatus(Object.entries(data).map(([k, v]) => k + ": " + [].concat(v).join(" ")).join(" · ") || "Could not save.", "error");
+      }
+    }, () => { busy = false; $("submit").disabled = false; setStatus("Network error; press Enter to retry.", "error"); });
+  }
+
   function skip() {
-    if (!state || busy) return;
+    if (!state || busy || state.revising) return;
     busy = true;
     post(assignmentUrl(cfg.urls.skip, state.payload.assignment)).then(({ status, data }) => {
       busy = false;
       setStatus(status === 200 ? "Skipped." : (data.detail || "Could not skip."), status === 200 ? "ok" : "error");
       advance();
     }, () => { busy = false; setStatus("Network error.", "error"); });
+  }
+
+  // A task that arrives while the last judgment is being revised waits until the revision is done.
+  function present(payload) {
+    if (paused) paused.state = payload ? newState(payload, null) : null;
+    else show(payload);
   }
 
   // The prefetched task is shown at once; the refill of the next one runs in the background.
@@ -309,7 +403,7 @@
     else { $("task").hidden = true; setStatus("Loading…"); }
     postRetrying(cfg.urls.next).then(({ status, data }) => {
       if (status !== 200) { setStatus(data.detail || "Could not load the next task.", "error"); return; }
-      if (!upcoming || !data.current || data.current.assignment !== upcoming.assignment) show(data.current);
+      if (!upcoming || !data.current || data.current.assignment !== upcoming.assignment) present(data.current);
       prefetched = data.next;
       if (!upcoming && data.current) setStatus("");
     }, () => setStatus("Could not load the next task; check the connection and reload.", "error"));
@@ -323,6 +417,11 @@
       if (e.key === "Escape") e.target.blur();
       else if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); }
       return;
+    }
+    const plain = !(e.ctrlKey || e.metaKey || e.altKey);
+    if (plain && (e.key === "e" || e.key === "E")) { e.preventDefault(); revise(); return; }
+    if (plain && e.key === "Escape" && paused && !busy && !(e.target instanceof HTMLInputElement)) {
+      e.preventDefault(); resume("Revision cancelled."); return;
     }
     if (e.ctrlKey || e.metaKey || e.altKey || !state) {
       if (e.key === "?") $("help").showModal();
@@ -371,6 +470,7 @@
   $("submit").addEventListener("click", submit);
   $("skip").addEventListener("click", skip);
   $("help-button").addEventListener("click", () => $("help").showModal());
+  $("revise").addEventListener("click", revise);
   showProgress();
   show(cfg.current);
   if (!cfg.current) setStatus("");

@@ -197,11 +197,29 @@ def judgment_correct(
     existing = Judgment.objects.filter(idempotency_key=idempotency_key, supersedes=judgment).first()
     if existing is not None:
         return existing
+    try:
+        return _judgment_correct_locked(
+            judgment=judgment, annotator=annotator, ranking=ranking, likert=likert, flags=flags, rationale=rationale,
+            time_spent_ms=time_spent_ms, idempotency_key=idempotency_key, both_bad=both_bad,
+        )
+    except IntegrityError:
+        # The key is taken: by this correction's retry that lost a race, or by another submission.
+        existing = Judgment.objects.filter(idempotency_key=idempotency_key, supersedes=judgment).first()
+        if existing is None:
+            raise AssignmentConflict("This idempotency key was already used for another judgment.", code="key_reused")
+        return existing
+
+
+def _judgment_correct_locked(*, judgment: Judgment, annotator, ranking, likert, flags, rationale, time_spent_ms,
+                             idempotency_key: str, both_bad: bool) -> Judgment:
     with transaction.atomic():
         old = Judgment.objects.select_for_update().select_related("project", "task").get(pk=judgment.pk)
         if old.annotator_id != annotator.pk:
             raise AssignmentConflict("Only the annotator who made a judgment can correct it.", code="foreign")
-        if Judgment.objects.filter(supersedes=old).exists():
+        newer = Judgment.objects.filter(supersedes=old).first()
+        if newer is not None and newer.idempotency_key == idempotency_key:
+            return newer  # a concurrent retry of this correction got here first
+        if newer is not None:
             raise AssignmentConflict("This judgment was already corrected; correct the newest one.", code="superseded")
         old.pairs.all().delete()
         source = Assignment(project=old.project, task=old.task, shown_order=old.shown_order)
