@@ -5,6 +5,8 @@ from django.urls import path, reverse
 
 from labeling import models
 from labeling.forms import ThrottledAdminAuthenticationForm
+from labeling.selectors.exports import ExportFilters
+from labeling.services.exports import export_job_create
 from labeling.services.imports import DataImportError, project_data_import
 from labeling.services.projects import project_restore, project_soft_delete
 
@@ -70,9 +72,6 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export preferences (trl)")
     def export_preferences_trl(self, request, queryset):
-        from labeling.selectors.exports import ExportFilters
-        from labeling.services.exports import export_job_create
-
         for project in queryset:
             job = export_job_create(project=project, fmt="trl", filters=ExportFilters(), user=request.user, snapshot=True)
             url = reverse("api-export-job", kwargs={"slug": project.slug, "job_id": job.pk})

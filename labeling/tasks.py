@@ -2,6 +2,7 @@
 from celery import shared_task
 
 from labeling.services import exports
+from labeling.services.assignment import assignments_expire_sweep as sweep
 
 
 @shared_task(name="labeling.tasks.export_run", acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
@@ -13,6 +14,4 @@ def export_run(job_id: int) -> None:
 @shared_task(name="labeling.tasks.assignments_expire_sweep", acks_late=True, soft_time_limit=300, time_limit=360)
 def assignments_expire_sweep() -> int:
     # The hot path reclaims a few expired leases lazily; this sweep returns the rest to the pool.
-    from labeling.services.assignment import assignments_expire_sweep as sweep
-
     return sweep()
