@@ -135,6 +135,14 @@ def respond(model, tokenizer, prompts: Sequence[Prompt], temperature: float, max
     return texts, raw
 
 
+def _load_pair(policy_dir: str | Path, parent_dir: str | Path, device: str, precision: str):
+    """(device, precision, policy, parent, tokenizer), both models in eval mode; they share a tokenizer."""
+    dev = pick_device(device)
+    policy, tokenizer = load_policy(policy_dir, dev)
+    parent, _ = load_policy(parent_dir, dev)
+    return dev, resolve_precision(precision, dev), policy.eval(), parent.eval(), tokenizer
+
+
 def evaluate_policy(
     policy_dir: str | Path, parent_dir: str | Path, reward_dir: str | Path | None, prompts: Sequence[Prompt],
     demonstrations: Sequence[dict[str, Any]] = (), max_new_tokens: int = 64, batch_size: int = 8,
@@ -144,12 +152,7 @@ def evaluate_policy(
     opponent. reward_dir None skips the RM metrics. demonstrations [{"prompt", "response"}] give
     perplexity, BLEU and ROUGE-L."""
     set_seed(seed)
-    dev = pick_device(device)
-    precision = resolve_precision(precision, dev)
-    policy, tokenizer = load_policy(policy_dir, dev)
-    parent, _ = load_policy(parent_dir, dev)
-    policy.eval()
-    parent.eval()
+    dev, precision, policy, parent, tokenizer = _load_pair(policy_dir, parent_dir, device, precision)
     results: dict[str, Any] = {"prompts": len(prompts), "demonstrations": len(demonstrations)}
 
     if prompts:
@@ -193,12 +196,7 @@ def head_to_head(
     """
     from .reward import load_reward_model
 
-    dev = pick_device(device)
-    precision = resolve_precision(precision, dev)
-    policy, tokenizer = load_policy(policy_dir, dev)
-    parent, _ = load_policy(parent_dir, dev)
-    policy.eval()
-    parent.eval()
+    dev, precision, policy, parent, tokenizer = _load_pair(policy_dir, parent_dir, device, precision)
     set_seed(seed)
     ours, raw = respond(policy, tokenizer, prompts, 1.0, max_new_tokens, batch_size, system_prompt, precision)
     set_seed(seed)

@@ -3,7 +3,6 @@ project's train-side data (training.selectors.data), registered as a new policy 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,9 +14,8 @@ from training.dataset import TrainingDataset, dpo_pairs, ppo_prompts, sft_exampl
 from training.selectors.data import system_prompt_of
 from training.selectors.versions import policy_parent_get, trained_reward_get
 from training.services.execution import RunReporter, run_execute, threads_set
-from training.services.runs import run_output_dir, run_params_update, run_succeed
+from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
 from training.services.snapshots import run_snapshot_use, snapshot_facts
-from training.services.versions import model_version_card_write
 
 
 def policy_train(*, run_id: int, worker: str = "", echo: Callable | None = None) -> ModelVersion | None:
@@ -103,14 +101,11 @@ def _policy_train(run: TrainingRun, echo) -> ModelVersion | None:
     metrics["data"] = snapshot_facts(snapshot=snapshot, dataset=dataset)
     reporter.flush()
 
-    result = run_succeed(run_id=run.pk, promote=params.get("promote") == "always", version_fields={
+    fields = {
         "project": project, "kind": ModelVersion.Kind.POLICY, "name": f"{project.slug}-{run.kind}-run{run.pk}",
         "base": parent.base or parent.artifact_path, "artifact_path": output_dir, "metrics": metrics,
         "config": {"trainer": run.kind, "values": dataclasses.asdict(job.config), **job.stats}, "parent": parent,
         "snapshot": snapshot,
-    })
-    if result is None:
-        shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder
-        return None
-    model_version_card_write(version=result[1])
-    return result[1]
+    }
+    return run_succeed_with_version(run_id=run.pk, output_dir=output_dir, version_fields=fields,
+                                    promote=params.get("promote") == "always")

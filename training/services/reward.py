@@ -4,7 +4,6 @@ inside functions, so web and beat processes never load them."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,9 +14,8 @@ from training.dataset import reward_groups
 from training.models import ModelVersion, TrainingRun
 from training.selectors.versions import model_version_promoted_get, reward_base_get
 from training.services.execution import RunReporter, run_execute, threads_set
-from training.services.runs import run_output_dir, run_params_update, run_succeed
+from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
 from training.services.snapshots import run_snapshot_use, snapshot_facts
-from training.services.versions import model_version_card_write
 
 
 def reward_model_train(
@@ -77,18 +75,15 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     reporter.flush()
     parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)
     promote = params.get("promote", plan.DEFAULT_PROMOTE[plan.REWARD])
-    result = run_succeed(run_id=run.pk, promote=promote == "always" or (promote == "if_none" and parent is None), version_fields={
+    fields = {
         "project": run.project, "kind": ModelVersion.Kind.REWARD, "name": f"{run.project.slug}-reward-run{run.pk}",
         "base": base, "artifact_path": output_dir, "metrics": metrics,
         "config": {**dataclasses.asdict(config), "data_sha256": snapshot.sha256, "data_until_judgment_id": until},
         "parent": parent if parent is not None and parent.project_id == run.project_id else base_version,
         "snapshot": snapshot,
-    })
-    if result is None:
-        shutil.rmtree(output_dir, ignore_errors=True)  # reaped or cancelled while finishing: no orphan folder
-        return None
-    model_version_card_write(version=result[1])
-    return result[1]
+    }
+    return run_succeed_with_version(run_id=run.pk, output_dir=output_dir, version_fields=fields,
+                                    promote=promote == "always" or (promote == "if_none" and parent is None))
 
 
 def reward_model_evaluate(*, version: ModelVersion, records: list[dict[str, Any]], max_length: int | None = None) -> dict[str, Any]:

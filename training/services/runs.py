@@ -29,7 +29,7 @@ from training.models import ModelVersion, TrainingRun
 from training.selectors.data import training_filters, training_snapshot_get
 from training.selectors.runs import run_active_get, run_pipeline_spec, runs_queued_unpicked_list, runs_stale_list
 from training.selectors.versions import model_version_promoted_get
-from training.services.versions import model_version_promote, model_version_register
+from training.services.versions import model_version_card_write, model_version_promote, model_version_register
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,20 @@ def pipeline_advance(*, run: TrainingRun, version: ModelVersion | None) -> Train
         run.params = {**(run.params or {}), "pipeline_stopped": stopped}
         run.save(update_fields=["params"])
     return nxt
+
+
+def run_succeed_with_version(
+    *, run_id: int, output_dir: Path, version_fields: dict[str, Any], promote: bool = False,
+) -> ModelVersion | None:
+    """The end of a training run: run_succeed registering the folder it trained as a version, whose
+    model card is then written; None (and the folder removed, so no orphan is left) when the run was
+    reaped or cancelled while it finished."""
+    result = run_succeed(run_id=run_id, version_fields=version_fields, promote=promote)
+    if result is None:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return None
+    model_version_card_write(version=result[1])
+    return result[1]
 
 
 def run_fail(*, run_id: int, error: str) -> bool:
