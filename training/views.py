@@ -24,7 +24,7 @@ from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.ab import ab_evaluation_list, ab_leaderboard
 from training.selectors.runs import pipeline_list, pipeline_spec, run_as_dict, run_list
-from training.selectors.versions import model_card_text, model_version_list, version_flag_rates
+from training.selectors.versions import model_card_text, model_version_list, policy_win_rate_series, version_flag_rates
 from training.services import ab, rounds, runs, versions
 
 RUNS_SHOWN = 30
@@ -80,7 +80,9 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
     for version in versions:
         version.evaluation = (version.metrics or {}).get("evaluation") or {}
         version.flags = flags.get(version.pk) or {}
+    win_rates = policy_win_rate_series(project=project)
     return render(request, "training/runs.html", {
+        "win_rates": win_rates, "win_chart": curve_svg(win_rates, "win_rate", "win rate against the first policy, by version"),
         "project": project,
         "is_admin": role == Membership.Role.ADMIN,
         "runs": runs,

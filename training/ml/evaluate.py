@@ -36,10 +36,14 @@ def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return sum(scores) / max(len(scores), 1)
 
 
+def outcomes_of(policy_scores: Sequence[float], other_scores: Sequence[float]) -> list[float]:
+    """Per prompt: 1 when the policy's score beats the other's, 1/2 for a tie, else 0."""
+    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(policy_scores, other_scores)]
+
+
 def win_rate(policy_scores: Sequence[float], parent_scores: Sequence[float]) -> float:
     """Share of prompts where the policy's score beats the parent's; a tie counts one half."""
-    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(policy_scores, parent_scores))
-    return wins / max(len(policy_scores), 1)
+    return sum(outcomes_of(policy_scores, parent_scores)) / max(len(policy_scores), 1)
 
 
 def win_rate_interval(outcomes: Sequence[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -147,10 +151,12 @@ def evaluate_policy(
     policy_dir: str | Path, parent_dir: str | Path, reward_dir: str | Path | None, prompts: Sequence[Prompt],
     demonstrations: Sequence[dict[str, Any]] = (), max_new_tokens: int = 64, batch_size: int = 8,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT, seed: int = 0, device: str = "auto", precision: str = "fp32",
+    base_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """All metrics for the policy at policy_dir; the parent is the KL reference and the win-rate
     opponent. reward_dir None skips the RM metrics. demonstrations [{"prompt", "response"}] give
-    perplexity, BLEU and ROUGE-L."""
+    perplexity, BLEU and ROUGE-L. base_dir (the first policy of the lineage, when it is not the
+    parent) adds the win rate against it, so versions of several rounds sit on one scale."""
     set_seed(seed)
     dev, precision, policy, parent, tokenizer = _load_pair(policy_dir, parent_dir, device, precision)
     results: dict[str, Any] = {"prompts": len(prompts), "demonstrations": len(demonstrations)}
@@ -172,6 +178,14 @@ def evaluate_policy(
             results["reward_mean"] = sum(mine) / len(mine)
             results["parent_reward_mean"] = sum(parents) / len(parents)
             results["win_rate_vs_parent"] = win_rate(mine, parents)
+            results["win_rate_vs_parent_ci95"] = list(win_rate_interval(outcomes_of(mine, parents), seed=seed))
+            if base_dir is not None:
+                base, _ = load_policy(base_dir, dev)
+                based = rm_scores(rm, rm_tok, prompts, respond(base.eval(), tokenizer, prompts, 1.0, max_new_tokens,
+                                                               batch_size, system_prompt, precision)[0], rm_config.max_length)
+                del base
+                results["win_rate_vs_base"] = win_rate(mine, based)
+                results["win_rate_vs_base_ci95"] = list(win_rate_interval(outcomes_of(mine, based), seed=seed))
         results["samples"] = [{"prompt": prompt_as_transcript(p), "policy": a, "parent": b} for p, a, b in list(zip(prompts, ours, theirs))[:5]]
 
     if demonstrations:

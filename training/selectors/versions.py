@@ -114,6 +114,33 @@ def model_card_text(*, version: ModelVersion) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else model_card(model_card_facts(version=version))
 
 
+def policy_root_get(*, version: ModelVersion) -> ModelVersion:
+    """The first policy of a version's lineage (its parent's parent's ...): the common scale that
+    versions of several rounds are compared on."""
+    root, seen = version, {version.pk}
+    while root.parent_id is not None and root.parent_id not in seen:
+        root = root.parent
+        seen.add(root.pk)
+    return root
+
+
+def policy_win_rate_series(*, project: Project) -> list[dict[str, Any]]:
+    """Evaluated policy versions in creation order, each with its win rate against the lineage's first
+    policy (against its parent when that is the first policy) and the interval, for the runs page."""
+    out = []
+    versions = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.POLICY).order_by("created_at", "id")
+    for version in versions:
+        evaluation = (version.metrics or {}).get("evaluation") or {}
+        if evaluation.get("win_rate_vs_base") is not None:
+            rate, interval = evaluation["win_rate_vs_base"], evaluation.get("win_rate_vs_base_ci95")
+        else:
+            rate, interval = evaluation.get("win_rate_vs_parent"), evaluation.get("win_rate_vs_parent_ci95")
+        if rate is not None:
+            out.append({"step": len(out) + 1, "version": version.pk, "name": version.name, "win_rate": rate,
+                        "ci95": interval})
+    return out
+
+
 def version_as_dict(version: ModelVersion) -> dict[str, Any]:
     metrics = {k: v for k, v in (version.metrics or {}).items() if k != "history"}
     return {

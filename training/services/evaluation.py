@@ -10,7 +10,9 @@ from django.utils import timezone
 from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.data import held_out_collect, system_prompt_of
-from training.selectors.versions import model_version_promoted_get, trained_reward_get, version_flag_rates
+from training.selectors.versions import (
+    model_version_promoted_get, policy_root_get, trained_reward_get, version_flag_rates,
+)
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.runs import run_succeed
 from training.services.versions import model_version_card_write, model_version_metrics_update, model_version_promote
@@ -33,7 +35,7 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
     version = run.base_version
     if version is None or version.kind != ModelVersion.Kind.POLICY:
         raise ValueError("an evaluation run needs a policy version as its base version")
-    parent = version.parent
+    parent, base = version.parent, policy_root_get(version=version)
     rm = trained_reward_get(project=project)
     prompts, demos, held_out = held_out_collect(
         project=project, max_prompts=int(params.get("max_prompts", 32)),
@@ -49,6 +51,7 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
         max_new_tokens=int(params.get("max_new_tokens", min(project.gen_max_new_tokens, 64))),
         batch_size=int(params.get("batch_size", 8)), system_prompt=system_prompt_of(project), seed=run.pk,
         device=params.get("device", "auto"), precision=params.get("precision", "fp32"),
+        base_dir=base.artifact_path if base is not None and base not in (parent, version) else None,
     )
     flags = version_flag_rates(version_ids=[v.pk for v in (version, parent) if v is not None])
     results.update({

@@ -62,3 +62,37 @@ def test_auto_promotion_by_margin_only_over_the_promoted_parent(setup, tiny_rewa
     assert low["promoted"] and version.promoted
     assert model_version_promoted_get(project=project, kind="policy") == version
 
+
+
+@pytest.mark.django_db
+def test_a_second_round_s_version_is_also_judged_against_the_first_policy(setup, tiny_reward_base, client, member):
+    from django.urls import reverse
+
+    from training.selectors.versions import policy_win_rate_series
+
+    project, base = setup
+    train_reward(project, tiny_reward_base)
+    _, first = policy_run(project, TrainingRun.Kind.SFT, SFT_FAST)
+    run = run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=first, params=EVAL_FAST)
+    assert policy_evaluate(run_id=run.pk) is not None
+    from training.services.versions import model_version_promote
+
+    model_version_promote(version=first)  # the next round trains from it
+    _, second = policy_run(project, TrainingRun.Kind.SFT, SFT_FAST)
+    run = run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=second, params=EVAL_FAST)
+    assert policy_evaluate(run_id=run.pk) is not None
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert second.parent == first and "win_rate_vs_base" not in first.metrics["evaluation"]  # its parent is the base
+    evaluation = second.metrics["evaluation"]
+    assert 0.0 <= evaluation["win_rate_vs_base"] <= 1.0
+    for key in ("win_rate_vs_parent_ci95", "win_rate_vs_base_ci95"):
+        low, high = evaluation[key]
+        assert 0.0 <= low <= high <= 1.0
+    series = policy_win_rate_series(project=project)
+    assert [p["version"] for p in series] == [first.pk, second.pk]
+    assert series[1]["win_rate"] == evaluation["win_rate_vs_base"] and series[0]["ci95"] == first.metrics["evaluation"]["win_rate_vs_parent_ci95"]
+    client.force_login(member(project, "viewer"))
+    page = client.get(reverse("training-runs", args=[project.slug]))
+    assert page.status_code == 200 and b"Win rate across versions" in page.content and b"win-rates" in page.content
