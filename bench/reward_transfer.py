@@ -135,7 +135,17 @@ def summary(matrix: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the matrix, prints its JSON (and writes it to --json) and returns it."""
     args = parse_args(argv)
+    result = transfer(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return result
+
+
+def transfer(args: argparse.Namespace) -> dict[str, Any]:
     data = load_sources(parse_sources(args.source), args.held_out, args.seed)
     import django
 
@@ -172,18 +182,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "train_seconds": trained, "eval_seconds": time.perf_counter() - clock - trained}
         print(json.dumps({"row": name, **rows[name], "accuracy": {e: c["accuracy"] for e, c in matrix[name].items()}}),
               file=sys.stderr, flush=True)
-    result = {
+    return {
         "sources": {n: {k: d[k] for k in ("files", "pairs", "dropped_blank")} | {"train_side": len(d["train"]),
                     "held_out_side": len(d["held_out"])} for n, d in data.items()},
         "train_pairs": args.train_pairs, "eval_pairs": args.eval_pairs, "base": args.base or "default",
         "config": args.config, "seed": args.seed, **summary(matrix), "rows": rows, "matrix": matrix,
         "seconds": time.perf_counter() - started,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return result
 
 
 if __name__ == "__main__":
