@@ -36,7 +36,7 @@ def test_train_sync_prints_the_version_id_last_and_evaluate_prints_json(project_
     data = write_pairs_gz(tmp_path / "pairs.jsonl.gz", separable_records(10))
     out, _ = _call("evaluate_reward_model", "--version", str(version.pk), "--data", str(data))
     result = json.loads(out)
-    assert set(result) == {"pairs", "accuracy", "mean_margin", "log_loss"}
+    assert set(result) == {"pairs", "accuracy", "mean_margin", "log_loss", "length_baseline", "by_length"}
     assert result["pairs"] == 10 and result["accuracy"] >= 0.9
 
     with pytest.raises(CommandError):

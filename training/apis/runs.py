@@ -87,6 +87,9 @@ class VersionOutputSerializer(serializers.ModelSerializer):
 EVAL_RESULT = inline_serializer("RewardEvaluation", fields={
     "pairs": serializers.IntegerField(), "accuracy": serializers.FloatField(allow_null=True),
     "mean_margin": serializers.FloatField(allow_null=True), "log_loss": serializers.FloatField(allow_null=True),
+    "length_baseline": serializers.FloatField(allow_null=True, help_text="Accuracy of 'the longer answer wins' (ties half)."),
+    "by_length": serializers.ListField(child=serializers.DictField(), help_text=(
+        "{bucket, pairs, accuracy, length_baseline} by how much longer the chosen answer is, in characters.")),
 })
 
 

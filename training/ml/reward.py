@@ -421,6 +421,9 @@ def train_reward_model(
         reference = list(reference_texts)[: config.reference_limit]
         model.bias.fill_(-_mean_reward(model, encoder, reference, config, device, precision, pad_id))
         val = _evaluate_groups(model, val_tok, config, device, precision, pad_id)
+        # Same order as the comparisons of tokenize_groups: (winner text, loser text) per comparison.
+        val_texts = [(g["responses"][w], g["responses"][lo]) for g in val_groups for w, lo in ranking_pairs(g["ranking"])]
+        by_length = length_report(val.get("margins", []), [w for w, _ in val_texts], [lo for _, lo in val_texts])
 
         metrics = {
             "train_loss": _mean([h["loss"] for h in history]),
@@ -429,6 +432,8 @@ def train_reward_model(
             "val_log_loss": val["log_loss"],
             "val_comparisons": val["comparisons"],
             "val_groups": len(val_tok),
+            "val_length_baseline": by_length["length_baseline"],
+            "val_by_length": by_length["by_length"],
             "comparisons": sum(len(g.comparisons) for g in usable),
             "groups": len(usable),
             "groups_without_comparisons": len(train_tok) - len(usable),
@@ -554,7 +559,7 @@ def _evaluate_groups(model, groups: list[TokenizedGroup], config, device, precis
     for g in groups:
         r = [next(rewards) for _ in g.responses]
         margins.extend(r[w] - r[l] for w, l in g.comparisons)
-    return _margin_stats(margins) | {"comparisons": len(margins)}
+    return _margin_stats(margins) | {"comparisons": len(margins), "margins": margins}
 
 
 def _margin_stats(margins: Sequence[float]) -> dict[str, float]:
@@ -655,6 +660,64 @@ def evaluate_pairs(
     return {"pairs": len(records)} | _margin_stats(pair_margins(model, tokenizer, records, **options))
 
 
+# Length: a reward model that learned "longer is better" looks good wherever people preferred the
+# longer answer. These compare it with that rule and split its accuracy by how much longer the
+# chosen answer is, so the difference is visible per version and per data set.
+
+LENGTH_BUCKETS = (  # (name, upper bound of (len(chosen) - len(rejected)) / max of the two, in characters)
+    ("chosen shorter by >50%", -0.5), ("chosen shorter by 10-50%", -0.1), ("within 10%", 0.1),
+    ("chosen longer by 10-50%", 0.5), ("chosen longer by >50%", math.inf),
+)
+
+
+def length_outcomes(chosen: Sequence[str], rejected: Sequence[str]) -> list[float]:
+    """The length-only baseline per pair: 1 when the chosen answer has more characters, 0 when fewer,
+    0.5 on a tie. Shape: [N], [N] -> [N]."""
+    return [1.0 if len(c) > len(r) else 0.0 if len(c) < len(r) else 0.5 for c, r in zip(chosen, rejected)]
+
+
+def margin_outcomes(margins: Sequence[float]) -> list[float]:
+    """1 when r(chosen) > r(rejected), 0.5 on a tie, 0 otherwise (like _margin_stats's accuracy)."""
+    return [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins]
+
+
+def length_bucket(chosen: str, rejected: str) -> str:
+    """The LENGTH_BUCKETS name of one pair; two empty answers are 'within 10%'."""
+    diff = (len(chosen) - len(rejected)) / max(len(chosen), len(rejected), 1)
+    # Bounds are inclusive on the side nearer zero: exactly 10% longer is still "within 10%".
+    for name, upper in LENGTH_BUCKETS:
+        if (diff < upper) if upper < 0 else (diff <= upper):
+            return name
+    return LENGTH_BUCKETS[-1][0]
+
+
+def length_report(margins: Sequence[float], chosen: Sequence[str], rejected: Sequence[str]) -> dict[str, Any]:
+    """The model's accuracy next to the length-only baseline, overall and per LENGTH_BUCKETS bucket
+    (empty buckets left out): {"length_baseline": float | None, "by_length": [{"bucket", "pairs",
+    "accuracy", "length_baseline"}]}. Shape: margins, chosen, rejected [N]."""
+    if not len(margins) == len(chosen) == len(rejected):
+        raise ValueError("margins, chosen and rejected differ in length")
+    model, baseline = margin_outcomes(margins), length_outcomes(chosen, rejected)
+    buckets: dict[str, list[int]] = {name: [] for name, _ in LENGTH_BUCKETS}
+    for i, (c, r) in enumerate(zip(chosen, rejected)):
+        buckets[length_bucket(c, r)].append(i)
+    return {
+        "length_baseline": _mean(baseline),
+        "by_length": [
+            {"bucket": name, "pairs": len(idx), "accuracy": _mean([model[i] for i in idx]),
+             "length_baseline": _mean([baseline[i] for i in idx])}
+            for name, idx in buckets.items() if idx
+        ],
+    }
+
+
+def margin_report(margins: Sequence[float], chosen: Sequence[str], rejected: Sequence[str]) -> dict[str, Any]:
+    """evaluate_pairs's figures from margins already computed, plus length_report's:
+    {pairs, accuracy, mean_margin, log_loss, length_baseline, by_length}."""
+    stats = _margin_stats(margins) if len(margins) else {"accuracy": None, "log_loss": None, "mean_margin": None}
+    return {"pairs": len(margins)} | stats | length_report(margins, chosen, rejected)
+
+
 def pair_margins(
     model: RewardModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -675,4 +738,5 @@ __all__ = [
     "RewardConfig", "RewardModel", "grouped_ranking_loss", "groups_from_pairs",
     "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
     "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS", "pool",
+    "length_report", "margin_report", "length_outcomes", "margin_outcomes", "LENGTH_BUCKETS",
 ]

@@ -86,11 +86,16 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
                                     promote=promote == "always" or (promote == "if_none" and parent is None))
 
 
-def reward_model_evaluate(*, version: ModelVersion, records: list[dict[str, Any]], max_length: int | None = None) -> dict[str, Any]:
-    """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy, mean_margin, log_loss}."""
+def reward_model_evaluate(
+    *, version: ModelVersion, records: list[dict[str, Any]], max_length: int | None = None, with_margins: bool = False,
+) -> dict[str, Any]:
+    """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy,
+    mean_margin, log_loss, length_baseline, by_length} (training.ml.reward.length_report: the
+    longer-answer-wins baseline, and both accuracies by how much longer the chosen answer is);
+    with_margins adds the per-record margins r(chosen) - r(rejected)."""
     if version.kind != ModelVersion.Kind.REWARD or (version.config or {}).get("role") == "base":
         raise ValidationError("Only a trained reward model can be evaluated.")
-    from training.ml.reward import CONFIG_FILE, evaluate_pairs, load_reward_model
+    from training.ml.reward import CONFIG_FILE, load_reward_model, margin_report, pair_margins
 
     for i, record in enumerate(records):
         missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(record.get(k), str)]
@@ -99,5 +104,6 @@ def reward_model_evaluate(*, version: ModelVersion, records: list[dict[str, Any]
     if not (Path(version.artifact_path) / CONFIG_FILE).is_file():
         raise ValidationError(f"The files of version {version.pk} are gone from {version.artifact_path}.")
     model, tokenizer, config = load_reward_model(version.artifact_path)
-    result = evaluate_pairs(model, tokenizer, records, max_length=max_length or config.max_length)
-    return {k: result[k] for k in ("pairs", "accuracy", "mean_margin", "log_loss")}
+    margins = pair_margins(model, tokenizer, records, max_length=max_length or config.max_length) if records else []
+    result = margin_report(margins, [r["chosen"] for r in records], [r["rejected"] for r in records])
+    return result | ({"margins": margins} if with_margins else {})

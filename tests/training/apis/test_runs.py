@@ -61,7 +61,8 @@ def test_versions_promote_demote_and_evaluate(trained, member, api_client):
     evaluate = reverse("api-training-version-evaluate", kwargs=kw)
     as_json = api_client(viewer).post(evaluate, {"records": separable_records(6)}, format="json")
     assert as_json.status_code == 200, as_json.content
-    assert set(as_json.json()) == {"pairs", "accuracy", "mean_margin", "log_loss"} and as_json.json()["pairs"] == 6
+    assert set(as_json.json()) == {"pairs", "accuracy", "mean_margin", "log_loss", "length_baseline", "by_length"}
+    assert as_json.json()["pairs"] == 6 and as_json.json()["length_baseline"] == 1.0
 
     body = gzip.compress("\n".join(json.dumps(r) for r in separable_records(5)).encode())
     upload = io.BytesIO(body)

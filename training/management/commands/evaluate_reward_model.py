@@ -1,5 +1,7 @@
 """Evaluate a reward-model version on a ../shared/datasets-shaped file (gzip or plain JSONL of
-{id, prompt, chosen, rejected}) and print {"pairs", "accuracy", "mean_margin", "log_loss"} as JSON."""
+{id, prompt, chosen, rejected}) and print {"pairs", "accuracy", "mean_margin", "log_loss", "length_baseline",
+"by_length"} as JSON (the last two: "the longer answer wins" on the same pairs, and both accuracies by
+how much longer the chosen answer is)."""
 from __future__ import annotations
 
 import json

@@ -1,0 +1,195 @@
+"""Does the reward model transfer? Train on one preference source, evaluate on every other, through
+the product's own path, on the configured database (Postgres: set DATABASE_URL).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/pairwise .venv/bin/python bench/reward_transfer.py \
+        --train-pairs 1000 --eval-pairs 500
+
+Sources are NAME=FILE[,FILE...] (--source, repeatable; the files of one source are pooled); without
+--source, the shared ../shared/datasets next to the repository: hh-base, hh-rs (hh-rlhf
+helpful-base / helpful-rejection-sampled), pandalm, llmbar (its eight subsets pooled) and hhh.
+
+Per source (a row): its prompts are split by the product's split rule (labeling.splits, keyed by
+the prompt text, --held-out of them); up to --train-pairs pairs of the training side are imported
+into a throwaway project (labeling.services.imports), a reward run trains on them
+(training.services.runs.run_create + training.services.reward.reward_model_train, in process), and
+the version is scored with training.services.reward.reward_model_evaluate (what the
+evaluate_reward_model command runs) on the source's own held-out side (the diagonal) and on every
+other source (up to --eval-pairs pairs each, the same sample for every row).
+
+Prints JSON: "matrix" {train: {eval: {pairs, accuracy, ci95 (percentile bootstrap over pairs),
+length_baseline (longer answer wins, ties half; the same pairs), by_length}}}, "rows" (version,
+its own validation accuracy and seconds), "mean_off_diagonal" (mean of the off-diagonal cells'
+accuracies), "mean_off_diagonal_length_baseline", "off_diagonal_above_length_baseline" and seconds.
+Pairs with an empty (whitespace-only) response are dropped, as the import would refuse them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from loop_quality import import_pairs, read_records, train  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "datasets"
+LLMBAR = ("natural", "adversarial-neighbor", "adversarial-gptinst", "adversarial-gptout", "adversarial-manual",
+          "processed-mt-bench", "processed-llmeval2", "processed-faireval")
+DEFAULT_SOURCES = {
+    "hh-base": ["hh-rlhf/helpful-base-test.jsonl.gz"],
+    "hh-rs": ["hh-rlhf/helpful-rejection-sampled-test.jsonl.gz"],
+    "pandalm": ["pandalm/testset-v1.jsonl.gz"],
+    "llmbar": [f"llmbar/{name}.jsonl.gz" for name in LLMBAR],
+    "hhh": ["hhh-alignment/hhh-alignment.jsonl.gz"],
+}
+FIELDS = ("prompt", "chosen", "rejected")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", action="append", default=[], metavar="NAME=FILE[,FILE...]",
+                        help="a named source (repeatable); default: the shared data sets")
+    parser.add_argument("--train-pairs", type=int, default=1000, help="pairs imported per row (0: all of its training side)")
+    parser.add_argument("--eval-pairs", type=int, default=500, help="pairs scored per cell (0: all)")
+    parser.add_argument("--held-out", type=float, default=0.2, help="fraction of each source's prompts kept for its diagonal")
+    parser.add_argument("--base", default="", help="reward backbone folder (default: the product's)")
+    parser.add_argument("--config", default="{}", help="RewardConfig overrides as JSON")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--json", help="also write the JSON here")
+    args = parser.parse_args(argv)
+    try:
+        args.config = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"reward_transfer: --config is not JSON: {exc}") from None
+    if not isinstance(args.config, dict):
+        raise SystemExit("reward_transfer: --config must be a JSON object")
+    return args
+
+
+def parse_sources(specs: Sequence[str]) -> dict[str, list[str]]:
+    if not specs:
+        return {name: [str(SHARED / f) for f in files] for name, files in DEFAULT_SOURCES.items()}
+    sources: dict[str, list[str]] = {}
+    for spec in specs:
+        name, sep, files = spec.partition("=")
+        if not sep or not name or not files:
+            raise SystemExit(f"reward_transfer: --source {spec!r} is not NAME=FILE[,FILE...]")
+        if name in sources:
+            raise SystemExit(f"reward_transfer: source {name!r} given twice")
+        sources[name] = files.split(",")
+    if len(sources) < 2:
+        raise SystemExit("reward_transfer: give at least two sources (a row evaluates on every other)")
+    return sources
+
+
+def load_sources(sources: dict[str, list[str]], held_out: float, seed: int) -> dict[str, dict[str, Any]]:
+    """Per source: its training side (shuffled) and its held-out side, split by prompt text."""
+    from labeling.splits import TEST, prompt_split
+
+    loaded = {}
+    for name, files in sources.items():
+        records = [r for path in files for r in read_records(path, FIELDS)]
+        kept = [r for r in records if r["chosen"].strip() and r["rejected"].strip()]
+        if not kept:
+            raise SystemExit(f"reward_transfer: source {name} has no usable pairs")
+        random.Random(f"{seed}:{name}").shuffle(kept)
+        sides: dict[bool, list[dict]] = {True: [], False: []}
+        for r in kept:
+            sides[prompt_split(r["prompt"], fraction=held_out, seed=str(seed)) == TEST].append(r)
+        loaded[name] = {"files": files, "pairs": len(kept), "dropped_blank": len(records) - len(kept),
+                        "all": kept, "held_out": sides[True], "train": sides[False]}
+    return loaded
+
+
+def cell(margins: Sequence[float], report: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One matrix cell from reward_model_evaluate's report and margins: accuracy with a 95% bootstrap interval."""
+    from training.ml.evaluate import win_rate_interval
+    from training.ml.reward import margin_outcomes
+
+    if not margins:
+        return {"pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None, "by_length": []}
+    low, high = win_rate_interval(margin_outcomes(margins), seed=seed)
+    return {"pairs": report["pairs"], "accuracy": report["accuracy"], "ci95": [low, high],
+            "length_baseline": report["length_baseline"], "by_length": report["by_length"]}
+
+
+def summary(matrix: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean off-diagonal accuracy and length baseline (cells with pairs), and how many cells beat the baseline."""
+    off = [c for t, row in matrix.items() for e, c in row.items() if t != e and c["pairs"]]
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {
+        "mean_off_diagonal": mean([c["accuracy"] for c in off]),
+        "mean_off_diagonal_length_baseline": mean([c["length_baseline"] for c in off]),
+        "off_diagonal_above_length_baseline": f"{sum(c['accuracy'] > c['length_baseline'] for c in off)}/{len(off)}",
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the matrix, prints its JSON (and writes it to --json) and returns it."""
+    args = parse_args(argv)
+    result = transfer(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return result
+
+
+def transfer(args: argparse.Namespace) -> dict[str, Any]:
+    data = load_sources(parse_sources(args.source), args.held_out, args.seed)
+    import django
+
+    django.setup()
+    import torch
+
+    from labeling.services.projects import project_create
+    from training.services.reward import reward_model_evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    cap = lambda records: records[: args.eval_pairs] if args.eval_pairs else records  # noqa: E731
+    evals = {name: cap(d["all"]) for name, d in data.items()}
+    matrix: dict[str, dict[str, Any]] = {}
+    rows: dict[str, Any] = {}
+    params = {**({"threads": args.threads} if args.threads else {}), **({"base": args.base} if args.base else {}),
+              "config": {**args.config, "seed": args.seed}}
+    for name, d in data.items():
+        clock = time.perf_counter()
+        records = d["train"][: args.train_pairs] if args.train_pairs else d["train"]
+        tag = uuid.uuid4().hex[:8]
+        project = project_create(name=f"reward transfer {name} {tag}", slug=f"transfer-{tag}", mode="pairwise")
+        import_pairs(project, records)
+        version = train(project, "reward", params)
+        trained = time.perf_counter() - clock
+        matrix[name] = {}
+        for other in data:
+            pairs = cap(d["held_out"]) if other == name else evals[other]
+            report = reward_model_evaluate(version=version, records=pairs, with_margins=True)
+            matrix[name][other] = cell(report["margins"], report, args.seed)
+        rows[name] = {"version": version.pk, "train_pairs": len(records), "val_accuracy": version.metrics.get("val_accuracy"),
+                      "val_length_baseline": version.metrics.get("val_length_baseline"),
+                      "train_seconds": trained, "eval_seconds": time.perf_counter() - clock - trained}
+        print(json.dumps({"row": name, **rows[name], "accuracy": {e: c["accuracy"] for e, c in matrix[name].items()}}),
+              file=sys.stderr, flush=True)
+    return {
+        "sources": {n: {k: d[k] for k in ("files", "pairs", "dropped_blank")} | {"train_side": len(d["train"]),
+                    "held_out_side": len(d["held_out"])} for n, d in data.items()},
+        "train_pairs": args.train_pairs, "eval_pairs": args.eval_pairs, "base": args.base or "default",
+        "config": args.config, "seed": args.seed, **summary(matrix), "rows": rows, "matrix": matrix,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+if __name__ == "__main__":
+    main()
