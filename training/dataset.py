@@ -43,6 +43,11 @@ class TrainingDataset:
     def rm_prompt(self, prompt_id: str) -> str:
         return self.prompts[prompt_id]["rm_prompt"]
 
+    @property
+    def last_judgment_id(self) -> int:
+        """The newest judgment in the snapshot (0 without any): how far a retrain check counts as trained."""
+        return max((j["id"] for j in self.judgments), default=0)
+
     def counts(self) -> dict[str, int]:
         annotators = {j["annotator"] for j in self.judgments if j.get("annotator")}
         annotators |= {d["author"] for d in self.demonstrations if d.get("author")}

@@ -20,14 +20,6 @@ def project_list_for_user(*, user: AbstractUser) -> QuerySet[Project]:
     return projects.filter(memberships__user=user).distinct()
 
 
-def project_role_get(*, project: Project, user: AbstractUser) -> str | None:
-    """The user's role in the project; superusers act as admins everywhere."""
-    if not user.is_authenticated:
-        return None
-    if user.is_superuser:
-        return Membership.Role.ADMIN
-    return Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
-
 
 def prompt_list(*, project: Project) -> QuerySet[Prompt]:
     return project.prompts.order_by("id")

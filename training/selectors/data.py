@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from labeling.models import ComparisonTask, DatasetSnapshot, Demonstration, Judgment, Project, Prompt, TaskResponse
 from labeling.selectors.exports import ExportFilters, annotator_pseudonym, judgment_queryset
@@ -65,9 +65,6 @@ def reward_new_judgments_count(*, project: Project) -> int:
     since = reward_last_trained_judgment_id(project=project)
     return judgments_for_training(project=project).filter(pk__gt=since).count()
 
-
-def judgment_max_id(*, project: Project) -> int:
-    return judgments_for_training(project=project).aggregate(m=Max("id"))["m"] or 0
 
 
 # ------------------------------------------------------------------------------ training dataset

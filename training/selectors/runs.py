@@ -15,9 +15,6 @@ from training import plan
 from training.models import TrainingRun
 
 
-def run_get(*, run_id: int) -> TrainingRun | None:
-    return TrainingRun.objects.select_related("project", "result_version", "base_version").filter(pk=run_id).first()
-
 
 def run_list(*, project: Project | None = None, kind: str | None = None, status: str | None = None) -> QuerySet[TrainingRun]:
     runs = TrainingRun.objects.select_related("project", "result_version", "base_version").order_by("-created_at", "-id")

@@ -141,24 +141,6 @@ def policy_win_rate_series(*, project: Project) -> list[dict[str, Any]]:
     return out
 
 
-def version_as_dict(version: ModelVersion) -> dict[str, Any]:
-    metrics = {k: v for k, v in (version.metrics or {}).items() if k != "history"}
-    return {
-        "id": version.pk,
-        "project": version.project.slug if version.project_id else None,
-        "kind": version.kind,
-        "name": version.name,
-        "base": version.base,
-        "parent": version.parent_id,
-        "artifact_path": version.artifact_path,
-        "status": version.status,
-        "promoted": version.promoted,
-        "snapshot": version.snapshot_id,
-        "metrics": metrics,
-        "config": version.config,
-        "created_at": version.created_at.isoformat() if version.created_at else None,
-    }
-
 
 def version_flag_rates(*, version_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Per model version, over live human judgments of tasks showing its responses (in any project,

@@ -54,7 +54,7 @@ def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
              defaults: dict) -> _Job:
     from training.ml.dpo import DPOConfig, train_dpo
 
-    pairs, until = dpo_pairs(dataset), max((j["id"] for j in dataset.judgments), default=0)
+    pairs, until = dpo_pairs(dataset), dataset.last_judgment_id
     if not pairs:
         raise ValueError(f"no preference pairs in project {project.slug}")
     config = plan.trainer_config(DPOConfig, params, **defaults)

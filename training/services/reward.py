@@ -60,7 +60,7 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     base, base_version = _reward_base(run)
     overrides = {k: v for k, v in (params.get("config") or {}).items() if k != "base_model"}  # the backbone is chosen above
     config = plan.trainer_config(RewardConfig, {"config": overrides}, base_model=base)
-    until = max((j["id"] for j in dataset.judgments), default=0)
+    until = dataset.last_judgment_id
     run_params_update(
         run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=until,
         groups=len(data.train) + len(data.held_out), held_out_groups=len(data.held_out),
