@@ -200,6 +200,10 @@ PAIRWISE_HEARTBEAT_STALE = timedelta(seconds=int(os.environ.get("PAIRWISE_HEARTB
 PAIRWISE_QUEUED_RESEND_AFTER = timedelta(seconds=int(os.environ.get("PAIRWISE_QUEUED_RESEND_AFTER_S", "600")))
 PAIRWISE_QUEUED_MAX_AGE = timedelta(seconds=int(os.environ.get("PAIRWISE_QUEUED_MAX_AGE_S", str(48 * 3600))))
 PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S = int(os.environ.get("PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S", str(6 * 3600)))
+# Called with project=... inside project_create's transaction (labeling does not import training).
+PAIRWISE_PROJECT_CREATED_HOOKS = ["training.services.schedules.project_schedule_ensure"]
+# Panels on the console's overview, each called with project=... ({"title", "rows": [{label, value, url}]}).
+PAIRWISE_OVERVIEW_PANELS = ["training.selectors.overview.project_training_summary"]
 PAIRWISE_RETRAIN_CHECK_MINUTES = int(os.environ.get("PAIRWISE_RETRAIN_CHECK_MINUTES", "5"))
 PAIRWISE_PIPELINE_POLICY_KIND = os.environ.get("PAIRWISE_PIPELINE_POLICY_KIND", "dpo")
 PAIRWISE_AUTO_PROMOTE_MARGIN = (

@@ -10,7 +10,7 @@ urlpatterns = [
          name="api-docs"),
     path("api/", include("labeling.apis.urls")),
     path("api/training/", include("training.apis.urls")),
-    path("dashboard/", include("labeling.dashboard_urls")),
     path("", include("labeling.urls")),
+    path("", include("labeling.console.urls")),
     path("training/", include("training.urls")),
 ]

@@ -14,3 +14,16 @@ INSTRUCTGPT_FLAGS: tuple[tuple[str, str], ...] = (
     ("expresses_moral_judgment", "Expresses moral judgment"),
 )
 BUILTIN_FLAG_KEYS = frozenset(key for key, _ in INSTRUCTGPT_FLAGS)
+
+
+def custom_flags_problem(value: object) -> str:
+    """Why a project's custom flags are malformed ("" when they are fine): a list of ["key", "Label"] pairs
+    of non-empty strings, no key repeated or taken by a built-in flag. The API and the console ask this."""
+    if not isinstance(value, list) or not all(
+        isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) and x.strip() for x in f) for f in value
+    ):
+        return 'must be a list of ["key", "Label"] pairs'
+    keys = [f[0] for f in value]
+    if len(set(keys)) != len(keys) or BUILTIN_FLAG_KEYS & set(keys):
+        return "each key once, and none of the built-in InstructGPT flags"
+    return ""

@@ -13,10 +13,11 @@ from django.middleware.csrf import get_token
 from django.shortcuts import render
 from django.urls import reverse
 
+from labeling.console.common import OVERSIGHT
 from labeling.forms import THROTTLED, ThrottledAuthenticationForm
 from labeling.selectors.projects import WORK_ROLES, project_access_get
 from labeling.selectors.queue import (
-    annotator_progress, assignment_payloads, judgment_last_payload, markdown_render, projects_for_worker,
+    annotator_progress, assignment_payloads, judgment_last_payload, markdown_render, projects_for_member,
 )
 from labeling.services.assignment import task_assign_next
 
@@ -36,8 +37,9 @@ class LoginView(auth_views.LoginView):
 @login_required
 def project_list(request: HttpRequest) -> HttpResponse:
     rows = [
-        {"project": project, **annotator_progress(annotator=request.user, project=project)}
-        for project in projects_for_worker(user=request.user)
+        {"project": project, "role": role, "labels": role in WORK_ROLES, "oversees": role in OVERSIGHT,
+         **annotator_progress(annotator=request.user, project=project)}
+        for project, role in projects_for_member(user=request.user)
     ]
     for row in rows:
         row["percent"] = round(100 * row["tasks_complete"] / row["tasks_total"]) if row["tasks_total"] else 0

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import views
+from training import views, views_detail
 
 urlpatterns = [
     path("<slug:slug>/", views.runs_page, name="training-runs"),
@@ -14,4 +14,6 @@ urlpatterns = [
     path("<slug:slug>/versions/<int:version_id>/evaluate/", views.version_evaluate, name="training-version-evaluate"),
     path("<slug:slug>/versions/<int:version_id>/card/", views.version_card, name="training-version-card"),
     path("<slug:slug>/ab/", views.ab_create, name="training-ab-create"),
+    path("<slug:slug>/versions/<int:version_id>/", views_detail.version_detail, name="training-version-detail"),
+    path("<slug:slug>/runs/<int:run_id>/", views_detail.run_detail, name="training-run-detail"),
 ]

@@ -13,18 +13,20 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Membership, Project
+from labeling.console.common import tabs_context
 from labeling.selectors.projects import project_access_get
 from labeling.selectors.queue import markdown_render
 from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.ab import ab_evaluation_list, ab_leaderboard
 from training.selectors.runs import pipeline_list, pipeline_spec, run_as_dict, run_list
-from training.selectors.versions import model_card_text, model_version_list, policy_win_rate_series, version_flag_rates
+from training.selectors.versions import (
+    model_card_text, model_version_list, policy_win_rate_series, reward_accuracy_series, version_flag_rates,
+)
+from training.charts import curve_svg
 from training.services import ab, rounds, runs, versions
 
 RUNS_SHOWN = 30
@@ -33,33 +35,6 @@ RUNS_SHOWN = 30
 def _project(request: HttpRequest, slug: str, *, admin: bool = False) -> tuple[Project, str]:
     return project_access_get(slug=slug, user=request.user, roles=[Membership.Role.ADMIN] if admin else None,
                               denied="Only project admins can do this.")
-
-
-def curve_svg(points: list[dict], key: str, title: str, width: int = 360, height: int = 140) -> SafeString:
-    """A polyline of metric `key` over `step`. Numbers only go into the markup; the title is escaped."""
-    series = [(p["step"], float(p[key])) for p in points if isinstance(p.get(key), (int, float)) and "step" in p]
-    pad = 28
-    head = (f'<svg class="curve" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-            f'aria-label="{escape(title)}"><title>{escape(title)}</title>')
-    if len(series) < 2:
-        return mark_safe(head + f'<text x="{pad}" y="{height // 2}">{escape(title)}: not enough points</text></svg>')
-    xs, ys = [s for s, _ in series], [v for _, v in series]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    if y1 == y0:
-        y0, y1 = y0 - 0.5, y1 + 0.5
-    sx = lambda x: pad + (x - x0) / max(x1 - x0, 1e-12) * (width - 2 * pad)  # noqa: E731
-    sy = lambda y: height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)  # noqa: E731
-    coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in series)
-    return mark_safe(
-        head
-        + f'<rect x="{pad}" y="{pad}" width="{width - 2 * pad}" height="{height - 2 * pad}" class="frame"/>'
-        + f'<polyline points="{coords}" class="line"/>'
-        + f'<text x="{pad}" y="{pad - 8}">{escape(title)}</text>'
-        + f'<text x="2" y="{pad + 4}" class="tick">{y1:.3g}</text>'
-        + f'<text x="2" y="{height - pad}" class="tick">{y0:.3g}</text>'
-        + f'<text x="{width - pad}" y="{height - 8}" class="tick" text-anchor="end">step {x1}</text>'
-        + "</svg>"
-    )
 
 
 @login_required
@@ -81,10 +56,12 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
         version.evaluation = (version.metrics or {}).get("evaluation") or {}
         version.flags = flags.get(version.pk) or {}
     win_rates = policy_win_rate_series(project=project)
+    rewards = reward_accuracy_series(project=project)
     return render(request, "training/runs.html", {
+        **tabs_context(project=project, role=role, tab="training"),
         "win_rates": win_rates, "win_chart": curve_svg(win_rates, "win_rate", "win rate against the first policy, by version"),
-        "project": project,
-        "is_admin": role == Membership.Role.ADMIN,
+        "reward_series": rewards,
+        "reward_chart": curve_svg(rewards, "val_accuracy", "reward model held-out accuracy, by version"),
         "runs": runs,
         "active_statuses": list(TrainingRun.ACTIVE_STATUSES),
         "charted": charted,
@@ -102,12 +79,12 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def version_card(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
     """A version's model card: its YAML metadata as text, its markdown body rendered and sanitised."""
-    project, _ = _project(request, slug)
+    project, role = _project(request, slug)
     version = get_object_or_404(model_version_list(project=project), pk=version_id)
     text = model_card_text(version=version)
     _, front, body = text.split("---\n", 2) if text.startswith("---\n") else ("", "", text)
     return render(request, "training/card.html", {
-        "project": project, "version": version, "front_matter": front, "body_html": markdown_render(body),
+        **tabs_context(project=project, role=role, tab="training"), "version": version, "front_matter": front, "body_html": markdown_render(body),
     })
 
 

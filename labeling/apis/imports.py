@@ -17,6 +17,8 @@ class ImportFormatField(serializers.ChoiceField):
 class ImportQuerySerializer(serializers.Serializer):
     skip_invalid = serializers.BooleanField(
         default=False, help_text="Import the valid records and return the others in `rejects` (default: all or nothing).")
+    dry_run = serializers.BooleanField(
+        default=False, help_text="Parse, check and count as an import would, return the first rows, write nothing (200).")
 
 
 class ImportUploadSerializer(ImportInputSerializer, ImportQuerySerializer):
@@ -30,9 +32,22 @@ class ImportRejectSerializer(serializers.Serializer):
     raw = serializers.CharField(help_text="The record as read (first 2,000 characters).")
 
 
+class ImportPreviewSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    kind = serializers.CharField()
+    id = serializers.CharField()
+    prompt = serializers.CharField()
+    responses = serializers.ListField(child=serializers.DictField())
+    ranking = serializers.JSONField(allow_null=True)
+    demonstration = serializers.CharField()
+    source = serializers.CharField()
+
+
 class ImportOutcomeSerializer(ImportResultSerializer):
     skipped_invalid = serializers.IntegerField()
+    dry_run = serializers.BooleanField()
     rejects = ImportRejectSerializer(many=True)
+    preview = ImportPreviewSerializer(many=True, help_text="The first records as parsed (texts clipped).")
 
 
 class ImportListCreateApi(ProjectScopedMixin, generics.ListAPIView):
@@ -47,11 +62,11 @@ class ImportListCreateApi(ProjectScopedMixin, generics.ListAPIView):
         return self.project.imports.order_by("-id")
 
     @extend_schema(request={"multipart/form-data": ImportUploadSerializer}, parameters=[ImportQuerySerializer],
-                   responses={201: ImportOutcomeSerializer})
+                   responses={201: ImportOutcomeSerializer, 200: ImportOutcomeSerializer})
     def post(self, request, slug):
         try:
             import_request_check(content_length=request.META.get("CONTENT_LENGTH"))  # before request.data is read
-            query = ImportQuerySerializer(data=request.query_params)  # ?skip_invalid=true, or the form field
+            query = ImportQuerySerializer(data=request.query_params)  # ?skip_invalid=true&dry_run=true, or form fields
             query.is_valid(raise_exception=True)
             serializer = ImportUploadSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
@@ -60,6 +75,7 @@ class ImportListCreateApi(ProjectScopedMixin, generics.ListAPIView):
                 project=self.project, stream=upload, filename=upload.name, user=request.user,
                 source=options["source"], fmt=options["format"],
                 skip_invalid=options["skip_invalid"] or query.validated_data["skip_invalid"],
+                dry_run=options["dry_run"] or query.validated_data["dry_run"],
             )
         except DataImportError as exc:
             errors = [{"line": i.line, "field": i.field, "message": i.message} for i in exc.issues]
@@ -69,5 +85,5 @@ class ImportListCreateApi(ProjectScopedMixin, generics.ListAPIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         rejects = [{"line": i.line, "field": i.field, "message": i.message, "raw": i.raw} for i in result.rejects]
-        body = ImportOutcomeSerializer({**result.as_dict(), "rejects": rejects}).data
-        return HttpResponse(body, status=status.HTTP_201_CREATED)
+        body = ImportOutcomeSerializer({**result.as_dict(), "rejects": rejects, "preview": result.preview}).data
+        return HttpResponse(body, status=status.HTTP_200_OK if result.dry_run else status.HTTP_201_CREATED)

@@ -1,6 +1,8 @@
 """Input validation and output shapes only; no business logic."""
 from rest_framework import serializers
 
+from labeling.flags import custom_flags_problem
+
 from labeling.models import (
     ComparisonTask, Demonstration, ImportBatch, Judgment, Membership, PreferencePair, Project, Prompt, Response,
 )
@@ -12,7 +14,8 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
-            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "created_at",
+            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -23,7 +26,7 @@ class ProjectInputSerializer(serializers.ModelSerializer):
         fields = [
             "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
-            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy",
+            "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
         ]
         # The database enforces these too; repeating them here turns a violation into a field error.
         extra_kwargs = {
@@ -37,10 +40,9 @@ class ProjectInputSerializer(serializers.ModelSerializer):
         }
 
     def validate_custom_flags(self, value):
-        if not isinstance(value, list) or not all(
-            isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) and x for x in f) for f in value
-        ):
-            raise serializers.ValidationError('must be a list of ["key", "Label"] pairs')
+        problem = custom_flags_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
 
@@ -125,4 +127,4 @@ class ImportResultSerializer(serializers.Serializer):
     pairs = serializers.IntegerField()
     demonstrations = serializers.IntegerField()
     skipped_duplicates = serializers.IntegerField()
-    batch_id = serializers.IntegerField()
+    batch_id = serializers.IntegerField(allow_null=True, help_text="None for a dry run.")

@@ -10,8 +10,7 @@ from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q
 from markdown_it import MarkdownIt
 
-from labeling.models import Assignment, ComparisonTask, Judgment, Project
-from labeling.selectors.projects import WORK_ROLES
+from labeling.models import Assignment, ComparisonTask, Judgment, Membership, Project
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
 _ALLOWED_TAGS = {
@@ -127,8 +126,10 @@ def annotator_progress(*, annotator: AbstractUser, project: Project) -> dict:
     return {"done": done, "tasks_total": tasks["total"], "tasks_complete": tasks["complete"]}
 
 
-def projects_for_worker(*, user: AbstractUser) -> list[Project]:
+def projects_for_member(*, user: AbstractUser) -> list[tuple[Project, str]]:
+    """The live projects the user is a member of, with their role (superusers: every project, as admin)."""
     projects = Project.objects.filter(deleted_at__isnull=True).order_by("name")
-    if not user.is_superuser:
-        projects = projects.filter(memberships__user=user, memberships__role__in=WORK_ROLES)
-    return list(projects)
+    if user.is_superuser:
+        return [(project, Membership.Role.ADMIN) for project in projects]
+    roles = dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
+    return [(project, roles[project.pk]) for project in projects.filter(pk__in=roles)]

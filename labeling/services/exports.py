@@ -18,6 +18,7 @@ import os
 import tempfile
 import uuid
 import zipfile
+from contextlib import closing
 from dataclasses import replace
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,22 @@ def export_chunks(*, project: Project, fmt: str, filters: ExportFilters) -> Iter
     if fmt in JUDGMENT_FORMATS:
         return _judgment_lines(fmt, project, filters)
     raise ValidationError({"format": f"{fmt} is written to a file, not streamed as lines"})
+
+
+PREVIEW_LINES = 5
+
+
+def export_preview(*, project: Project, fmt: str, filters: ExportFilters, lines: int = PREVIEW_LINES) -> tuple[str, list[str]]:
+    """The first lines of an export as the console shows them before a download: (shape, lines). File
+    formats (Parquet, HF folders) show the rows of the text format they are written from."""
+    shape = {"parquet": "trl", **HF_FORMATS}.get(fmt, fmt)
+    out: list[str] = []
+    with closing(export_chunks(project=project, fmt=shape, filters=filters)) as chunks:  # closes the cursor early
+        for chunk, _ in chunks:
+            out += chunk.decode().splitlines()
+            if len(out) >= lines + 1:  # a CSV header counts as a line
+                break
+    return shape, out[: lines + (1 if shape == "csv" else 0)]
 
 
 # --- one export to a file object -------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -60,11 +60,30 @@ class ImportResult:
     skipped_duplicates: int = 0
     skipped_invalid: int = 0
     batch_id: int | None = None
+    dry_run: bool = False
     rejects: list[ImportIssue] = field(default_factory=list)
+    preview: list[dict[str, Any]] = field(default_factory=list)  # the first records as parsed
 
     def as_dict(self) -> dict[str, int | None]:
-        """The counts (and batch id); the rejects are apart."""
-        return {key: value for key, value in self.__dict__.items() if key != "rejects"}
+        """The counts (and batch id); the rejects and the preview are apart."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("rejects", "preview")}
+
+
+PREVIEW_ROWS = 10
+PREVIEW_CHARS = 300
+
+
+def _preview(records: list[Record]) -> list[dict[str, Any]]:
+    """What the importer made of the first rows, clipped: the console shows it before anything is written."""
+    def clip(text: str) -> str:
+        return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
+
+    return [{
+        "line": r.line, "kind": r.kind, "id": r.record_id,
+        "prompt": clip(r.text or (r.messages[-1]["content"] if r.messages else "")),
+        "responses": [{"text": clip(text), "source": source} for text, source in r.responses],
+        "ranking": r.ranking, "demonstration": clip(r.demonstration), "source": r.source,
+    } for r in records[:PREVIEW_ROWS]]
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -175,17 +194,20 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
 def project_data_import(
     *, project: Project, stream: IO[bytes], filename: str, user: AbstractUser | None = None,
     source: str = "", max_bytes: int | None = None, fmt: str = "auto", skip_invalid: bool = False,
+    dry_run: bool = False,
 ) -> ImportResult:
     """Validate the whole file, then write it in one transaction. Raises DataImportError with line numbers.
     fmt: one of FORMATS ("auto" detects each row's); skip_invalid: write the valid records and return
-    the others in result.rejects instead of failing."""
+    the others in result.rejects instead of failing. dry_run: do all of it, then roll the transaction
+    back, so the counts (duplicates included) are exactly what the import would write; nothing is kept."""
     limit = max_bytes or settings.PAIRWISE_MAX_IMPORT_BYTES
     import_upload_check(filename=filename, size=getattr(stream, "size", None), max_bytes=limit)
     default_source = source or f"import:{filename}"[:255]
     parsed = import_records_parse(stream=stream, filename=filename, project=project, default_source=default_source,
                                   limit=limit, fmt=fmt, skip_invalid=skip_invalid)
     records = parsed.records
-    result = ImportResult(skipped_invalid=len(parsed.rejects), rejects=parsed.rejects)
+    result = ImportResult(skipped_invalid=len(parsed.rejects), rejects=parsed.rejects, dry_run=dry_run,
+                          preview=_preview(records))
     with transaction.atomic():
         records = _drop_duplicates(project, records, result)
         prompts = _prompts(project, records, result)
@@ -199,4 +221,7 @@ def project_data_import(
             skipped_duplicates=result.skipped_duplicates, created_by=user,
         )
         result.batch_id = batch.pk
+        if dry_run:
+            transaction.set_rollback(True)
+            result.batch_id = None
     return result

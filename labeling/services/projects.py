@@ -2,17 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from labeling.models import ComparisonTask, Membership, Project
 
 EDITABLE_FIELDS = {
     "name", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled", "flags_enabled",
     "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature", "gen_top_p",
-    "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy",
+    "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
 }
 
 
@@ -32,7 +34,16 @@ def project_create(*, name: str, slug: str, created_by: AbstractUser | None = No
     project.save()
     if created_by is not None:
         Membership.objects.create(project=project, user=created_by, role=Membership.Role.ADMIN)
+    _created_hooks_run(project=project)
     return project
+
+
+def _created_hooks_run(*, project: Project) -> None:
+    """What other apps set up for every new project (settings.PAIRWISE_PROJECT_CREATED_HOOKS: the training
+    app's retraining schedule), in this transaction, so a project never exists without it. Named in
+    settings rather than imported: labeling does not depend on the apps built on it."""
+    for path in getattr(settings, "PAIRWISE_PROJECT_CREATED_HOOKS", ()):
+        import_string(path)(project=project)
 
 
 @transaction.atomic

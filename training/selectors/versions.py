@@ -141,6 +141,13 @@ def policy_win_rate_series(*, project: Project) -> list[dict[str, Any]]:
     return out
 
 
+def reward_accuracy_series(*, project: Project) -> list[dict[str, Any]]:
+    """Trained reward versions in creation order with their held-out accuracy, for the runs page's plot."""
+    versions = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD).order_by("created_at", "id")
+    accuracies = [(v, (v.metrics or {}).get("val_accuracy")) for v in versions]
+    return [{"step": i + 1, "version": v.pk, "name": v.name, "val_accuracy": a}
+            for i, (v, a) in enumerate((v, a) for v, a in accuracies if isinstance(a, (int, float)))]
+
 
 def version_flag_rates(*, version_ids: list[int]) -> dict[int, dict[str, Any]]:
     """Per model version, over live human judgments of tasks showing its responses (in any project,
@@ -173,3 +180,18 @@ def version_flag_rates(*, version_ids: list[int]) -> dict[int, dict[str, Any]]:
             "flag_rates": {k: c / seen[v] for k, c in sorted(per_flag[v].items())}}
         for v in ids
     }
+
+
+def version_lineage(*, version: ModelVersion) -> list[ModelVersion]:
+    """The version's ancestors, parent first, up to the first policy or base model."""
+    chain, seen, current = [], {version.pk}, version
+    while current.parent_id is not None and current.parent_id not in seen:
+        current = current.parent
+        seen.add(current.pk)
+        chain.append(current)
+    return chain
+
+
+def version_run_get(*, version: ModelVersion) -> TrainingRun | None:
+    """The training run that made the version (None for base models and imports)."""
+    return TrainingRun.objects.filter(result_version=version).order_by("-id").first()

@@ -35,11 +35,13 @@ def reward_retrain_check(
     step_params: dict[str, Any] | None = None,
 ) -> TrainingRun | None:
     """The per-project beat schedule: start a training round when >= project.retrain_min_judgments new
-    judgments exist since the last succeeded reward run. The keyword arguments come from the
-    schedule's kwargs; none given means the defaults. After a failed reward run it waits
+    judgments exist since the last succeeded reward run, unless the project's settings pause it. The
+    keyword arguments come from the schedule's kwargs; none given means the defaults. After a failed reward run it waits
     PAIRWISE_RETRY_AFTER before trying again; it never starts a round while a round's step is live."""
     project = Project.objects.filter(pk=project_id, deleted_at__isnull=True).first()
-    if project is None or run_active_get(project=project, kind=TrainingRun.Kind.REWARD) is not None:
+    if project is None or project.retrain_paused:
+        return None
+    if run_active_get(project=project, kind=TrainingRun.Kind.REWARD) is not None:
         return None
     if round_live_exists(project=project):
         return None

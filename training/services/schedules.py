@@ -45,14 +45,32 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
                 "training.tasks.reward_retrain_check", check_every, {"project_id": project.pk, **(pipeline_options or {})},
             )
         for name, (task, interval, kwargs) in wanted.items():
-            _, created = PeriodicTask.objects.get_or_create(name=name, defaults={
-                "task": task, "interval": interval, "kwargs": json.dumps(kwargs), "queue": "celery",
-                "description": "Created by manage.py setup_schedules; edit freely (per-project kwargs: policy_kind, "
-                               "auto_promote_margin, promote_metric, step_params).",
-            })
-            counts["created" if created else "existing"] += 1
+            counts["created" if _schedule_get_or_create(name, task, interval, kwargs) else "existing"] += 1
         stale = PeriodicTask.objects.filter(name__startswith=RETRAIN_SCHEDULE_PREFIX, enabled=True).exclude(name__in=wanted)
         counts["disabled"] = stale.update(enabled=False)
         if counts["disabled"]:
             PeriodicTasks.update_changed()  # a bulk update sends no signal; tell beat to reload
     return counts
+
+
+def _schedule_get_or_create(name: str, task: str, interval, kwargs: dict[str, Any]) -> bool:
+    from django_celery_beat.models import PeriodicTask
+
+    _, created = PeriodicTask.objects.get_or_create(name=name, defaults={
+        "task": task, "interval": interval, "kwargs": json.dumps(kwargs), "queue": "celery",
+        "description": "Created with the project or by manage.py setup_schedules; edit freely (per-project kwargs: "
+                       "policy_kind, auto_promote_margin, promote_metric, step_params). Pause it from the project's "
+                       "settings (retrain_paused).",
+    })
+    return created
+
+
+def project_schedule_ensure(*, project: Project) -> bool:
+    """The project's training-round check, made with the project (settings.PAIRWISE_PROJECT_CREATED_HOOKS):
+    every PAIRWISE_RETRAIN_CHECK_MINUTES with the default round options. True when it was created."""
+    from django_celery_beat.models import IntervalSchedule
+
+    minutes = int(getattr(settings, "PAIRWISE_RETRAIN_CHECK_MINUTES", 5))
+    every, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
+    return _schedule_get_or_create(f"{RETRAIN_SCHEDULE_PREFIX}{project.slug}", "training.tasks.reward_retrain_check",
+                                   every, {"project_id": project.pk})

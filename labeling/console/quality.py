@@ -1,4 +1,4 @@
-"""The quality dashboard: one page per project, plots drawn as server-side SVG (no JS, no CDN).
+"""The quality tab (the dashboard): one page per project, plots drawn as server-side SVG (no JS, no CDN).
 
 Geometry is computed here; the template only places it, and Django's autoescaping covers every
 annotator and source name that reaches the page.
@@ -10,11 +10,10 @@ from typing import Any, Iterable
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from labeling.models import Membership
+from labeling.console.common import OVERSIGHT, tabs_context
 from labeling.selectors.projects import project_access_get
 from labeling.selectors.quality import PERIODS, quality_report
 
-DASHBOARD_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
 ROW, LABEL_W, PLOT_W = 22, 170, 360
 
 
@@ -60,9 +59,9 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
 
 @login_required
 def project_dashboard(request, slug: str):
-    project, _ = project_access_get(slug=slug, user=request.user, roles=DASHBOARD_ROLES,
+    project, role = project_access_get(slug=slug, user=request.user, roles=OVERSIGHT,
                                     denied="Only project admins and viewers see the quality dashboard.")
     period = request.GET.get("period", "week")
     report = quality_report(project=project, period=period if period in PERIODS else "week", rounds=100)
-    context = {"project": project, "report": report, "charts": _charts(report), "periods": PERIODS, "period": period}
+    context = {**tabs_context(project=project, role=role, tab="quality"), "report": report, "charts": _charts(report), "periods": PERIODS, "period": period}
     return render(request, "dashboard/project.html", context)

@@ -1,0 +1,67 @@
+"""The annotators tab (members, roles, throughput, gold accuracy, agreement) and each user's API token."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from labeling.console.common import ADMIN, OVERSIGHT, form_status, project_for, tabs_context
+from labeling.console.forms import MemberForm, MemberRemoveForm
+from labeling.selectors.console import api_token_get, member_rows, user_get_by_username
+from labeling.services.projects import membership_remove, membership_set
+from labeling.services.tokens import api_token_create, api_token_revoke
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_annotators(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: the table. POST (admins): add a member or change a role, by username."""
+    project, role = project_for(request, slug, roles=ADMIN if request.method == "POST" else OVERSIGHT)
+    form = MemberForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = user_get_by_username(username=form.cleaned_data["username"])
+        if user is None:
+            form.add_error("username", "No active user has this username.")
+        else:
+            membership_set(project=project, user=user, role=form.cleaned_data["role"])
+            messages.success(request, f"{user.username} is now {form.cleaned_data['role']} in this project.")
+            return redirect("console-annotators", slug=slug)
+    return render(request, "console/annotators.html", {
+        **tabs_context(project=project, role=role, tab="annotators"), "form": form,
+        "members": member_rows(project=project),
+    }, status=form_status(form))
+
+
+@login_required
+@require_POST
+def project_annotator_remove(request: HttpRequest, slug: str) -> HttpResponse:
+    project, _ = project_for(request, slug, roles=ADMIN)
+    form = MemberRemoveForm(request.POST)
+    if form.is_valid():
+        if form.cleaned_data["username"] == request.user.username:
+            messages.error(request, "You cannot remove yourself; ask another admin.")
+        else:
+            user = user_get_by_username(username=form.cleaned_data["username"])
+            if user is not None:
+                membership_remove(project=project, user=user)
+                messages.success(request, f"{user.username} removed from the project (their judgments stay).")
+    return redirect("console-annotators", slug=slug)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_token(request: HttpRequest) -> HttpResponse:
+    """A user's own API token: create (or replace), revoke. The key is shown in full once, when made."""
+    created = None
+    if request.method == "POST":
+        if request.POST.get("action") == "revoke":
+            revoked = api_token_revoke(user=request.user)
+            messages.success(request, "Token revoked." if revoked else "You had no token.")
+            return redirect("console-token")
+        created = api_token_create(user=request.user)
+    token = api_token_get(user=request.user)
+    return render(request, "console/token.html", {
+        "created": created, "token": token, "hint": token.key[:4] + "…" if token else "",
+    }, status=201 if created else 200)

@@ -1,0 +1,196 @@
+// The project console's few interactive parts, under the strict CSP (no inline script): the upload
+// panel (dry-run preview, then import, with an upload progress bar), the instructions' markdown
+// preview, and background exports with a progress bar. Text from the server or the file is only ever
+// set as textContent, never as HTML, except the preview, which the server has sanitised.
+(function () {
+  "use strict";
+
+  function csrf(root) {
+    var input = (root || document).querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  function el(tag, text, cls) {
+    var node = document.createElement(tag);
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    if (cls) { node.className = cls; }
+    return node;
+  }
+
+  // --- upload: preview (dry run), then import -------------------------------------------------
+  function upload(section) {
+    var file = section.querySelector("#upload-file");
+    var previewButton = section.querySelector("#upload-preview");
+    var commitButton = section.querySelector("#upload-commit");
+    var bar = section.querySelector("#upload-progress");
+    var status = section.querySelector("#upload-status");
+    var result = section.querySelector("#upload-result");
+    var url = section.getAttribute("data-import-url");
+
+    function send(dryRun) {
+      if (!file.files.length) { status.textContent = "Choose a file first."; return; }
+      var form = new FormData();
+      form.append("file", file.files[0]);
+      form.append("format", section.querySelector("#upload-format").value);
+      form.append("source", section.querySelector("#upload-source").value);
+      form.append("skip_invalid", section.querySelector("#upload-skip").checked ? "true" : "false");
+      form.append("dry_run", dryRun ? "true" : "false");
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      xhr.setRequestHeader("X-CSRFToken", csrf(section));
+      xhr.setRequestHeader("Accept", "application/json");
+      bar.hidden = false; bar.value = 0;
+      previewButton.disabled = commitButton.disabled = true;
+      status.textContent = dryRun ? "Uploading for a preview…" : "Uploading…";
+      xhr.upload.onprogress = function (e) { if (e.lengthComputable) { bar.value = e.loaded / e.total; } };
+      xhr.upload.onload = function () { status.textContent = "Checking every record…"; };
+      xhr.onload = function () {
+        previewButton.disabled = false;
+        var body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
+        if (xhr.status === 200 || xhr.status === 201) {
+          bar.value = 1;
+          show(body, dryRun);
+          commitButton.disabled = !dryRun;
+          status.textContent = dryRun ? "Nothing written yet: check the preview, then Import." : "Imported.";
+          section.setAttribute("data-state", dryRun ? "previewed" : "imported");
+        } else {
+          showErrors(body, xhr.status);
+          status.textContent = "Nothing was written.";
+          section.setAttribute("data-state", "error");
+        }
+      };
+      xhr.onerror = function () { previewButton.disabled = false; status.textContent = "The upload failed (network)."; };
+      xhr.send(form);
+    }
+
+    function counts(body) {
+      return ["prompts", "responses", "tasks", "judgments", "pairs", "demonstrations"].map(function (k) {
+        return body[k] + " " + k;
+      }).join(", ") + "; " + body.skipped_duplicates + " duplicates skipped" +
+        (body.skipped_invalid ? ", " + body.skipped_invalid + " invalid records skipped" : "");
+    }
+
+    function show(body, dryRun) {
+      result.textContent = "";
+      result.appendChild(el("p", (dryRun ? "Would create " : "Created ") + counts(body) + ".", "upload-counts"));
+      if (body.preview && body.preview.length && dryRun) {
+        var table = el("table", null, "preview-rows");
+        var head = el("tr");
+        ["Line", "Kind", "Prompt", "Responses", "Ranking / demonstration"].forEach(function (h) { head.appendChild(el("th", h)); });
+        table.appendChild(head);
+        body.preview.forEach(function (row) {
+          var tr = el("tr");
+          tr.appendChild(el("td", row.line));
+          tr.appendChild(el("td", row.kind));
+          var prompt = el("td", row.prompt); prompt.dir = "auto"; tr.appendChild(prompt);
+          var responses = el("td");
+          row.responses.forEach(function (r, i) {
+            var div = el("div", (i + 1) + ". " + r.text); div.dir = "auto"; responses.appendChild(div);
+          });
+          tr.appendChild(responses);
+          tr.appendChild(el("td", row.ranking ? JSON.stringify(row.ranking) : row.demonstration));
+          table.appendChild(tr);
+        });
+        result.appendChild(table);
+      }
+      if (body.rejects && body.rejects.length) {
+        result.appendChild(el("p", body.rejects.length + " records left out:", "error"));
+        var list = el("ul", null, "rejects");
+        body.rejects.slice(0, 200).forEach(function (r) { list.appendChild(el("li", "line " + r.line + ": " + r.field + ": " + r.message)); });
+        result.appendChild(list);
+        var blob = new Blob([body.rejects.map(function (r) { return JSON.stringify(r); }).join("\n") + "\n"], { type: "application/x-ndjson" });
+        var link = el("a", "Download the skipped lines with their errors");
+        link.href = URL.createObjectURL(blob);
+        link.download = "skipped-lines.jsonl";
+        result.appendChild(link);
+      }
+    }
+
+    function showErrors(body, code) {
+      result.textContent = "";
+      var list = el("ul", null, "errorlist upload-errors");
+      var errors = (body && body.errors) || [];
+      if (!errors.length && body) {
+        Object.keys(body).forEach(function (k) { [].concat(body[k]).forEach(function (m) { errors.push({ line: 0, field: k, message: typeof m === "string" ? m : JSON.stringify(m) }); }); });
+      }
+      if (!errors.length) { errors.push({ line: 0, field: "file", message: "the server answered " + code }); }
+      errors.slice(0, 200).forEach(function (e) {
+        list.appendChild(el("li", (e.line ? "line " + e.line + ": " : "") + e.field + ": " + e.message));
+      });
+      result.appendChild(list);
+    }
+
+    previewButton.addEventListener("click", function () { send(true); });
+    commitButton.addEventListener("click", function () { send(false); });
+    file.addEventListener("change", function () { commitButton.disabled = true; result.textContent = ""; status.textContent = ""; });
+  }
+
+  // --- markdown preview of the instructions ---------------------------------------------------
+  function markdownPreview(form) {
+    var url = form.getAttribute("data-preview-url");
+    form.querySelectorAll("[data-markdown-preview]").forEach(function (area) {
+      var out = form.querySelector('[data-preview-for="' + area.id + '"]');
+      if (!out) { return; }
+      var timer = null;
+      function render() {
+        var body = new FormData();
+        body.append("text", area.value);
+        fetch(url, { method: "POST", body: body, headers: { "X-CSRFToken": csrf(form) }, credentials: "same-origin" })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (data) { if (data) { out.innerHTML = data.html; out.hidden = !area.value; } });  // sanitised on the server
+      }
+      area.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(render, 250); });
+      if (area.value) { render(); }
+    });
+  }
+
+  // --- background export with progress --------------------------------------------------------
+  function exportJob(button) {
+    var box = document.getElementById("export-job-status");
+    var bar = box.querySelector("progress");
+    var text = box.querySelector("span");
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      fetch(button.getAttribute("data-jobs-url"), {
+        method: "POST", credentials: "same-origin", body: button.getAttribute("data-body"),
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(document.getElementById("export-preview")) },
+      }).then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
+        .then(function (res) {
+          if (!res.ok) { text.textContent = "Refused: " + JSON.stringify(res.body); button.disabled = false; return; }
+          bar.hidden = false;
+          poll(button.getAttribute("data-jobs-url") + res.body.id + "/");
+        });
+    });
+
+    function poll(url) {
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (job) {
+          bar.value = job.progress || 0;
+          text.textContent = "Job " + job.id + ": " + job.status + ", " + job.rows + " rows";
+          if (job.status === "succeeded") {
+            bar.value = 1;
+            var link = el("a", "Download the export", "button primary");
+            link.id = "export-job-download";
+            link.href = job.download_url;
+            box.appendChild(link);
+            button.disabled = false;
+          } else if (job.status === "failed") {
+            text.textContent += ": " + (job.error || "failed");
+            button.disabled = false;
+          } else {
+            setTimeout(function () { poll(url); }, 1000);
+          }
+        });
+    }
+  }
+
+  var section = document.getElementById("upload");
+  if (section) { upload(section); }
+  var form = document.getElementById("project-form");
+  if (form) { markdownPreview(form); }
+  var job = document.getElementById("export-job");
+  if (job) { exportJob(job); }
+  document.body.setAttribute("data-console-ready", "1");
+})();
