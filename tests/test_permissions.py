@@ -195,6 +195,13 @@ def _upload(side):
 
 
 NO_SLUG = lambda side: {}  # noqa: E731
+
+
+def _project_form() -> dict:
+    """Every required field of the console's project form (labeling.console.forms.ProjectForm)."""
+    return {"name": "Perm console", "mode": "pairwise", "responses_per_task": 2, "overlap": 1, "gold_rate": 0,
+            "lease_seconds": 900, "retrain_min_judgments": 100, "gen_temperature": 1, "gen_top_p": 0.95,
+            "gen_max_new_tokens": 64, "custom_flags": "[]"}
 # The annotator holds the assignment: anyone else submitting or skipping it is told it is foreign.
 OWN_ASSIGNMENT = {**{role: 409 for role in ROLES}, "anonymous": 401}
 
@@ -269,6 +276,28 @@ TABLE: dict[tuple[str, str], Call] = {
     ("training-runs", "GET"): Call(page(200)),
     ("training-runs-json", "GET"): Call(page(200)),
     ("training-version-card", "GET"): Call(page(200), kwargs=_ids("version_id")),
+    ("training-version-detail", "GET"): Call(page(200), kwargs=_ids("version_id")),
+    ("training-run-detail", "GET"): Call(page(200), kwargs=_ids("run_id")),
+    # The project console: staff create projects; admins and viewers read; admins change.
+    ("console-project-create", "GET"): Call({**everyone(403), "anonymous": LOGIN, "superuser": 200}, kwargs=NO_SLUG),
+    ("console-project-create", "POST"): Call({**everyone(403), "anonymous": LOGIN, "superuser": BACK}, kwargs=NO_SLUG,
+                                             data=lambda side: {**_project_form(), "slug": "perm-console-new"}, fmt=None),
+    ("console-markdown-preview", "POST"): Call({**everyone(200), "anonymous": LOGIN}, kwargs=NO_SLUG,
+                                               data=lambda side: {"text": "# hi"}, fmt=None),
+    ("console-overview", "GET"): Call(page(200, OVERSIGHT)),
+    ("console-data", "GET"): Call(page(200, OVERSIGHT), query={"view": "judgments"}),
+    ("console-annotators", "GET"): Call(page(200, OVERSIGHT)),
+    ("console-annotators", "POST"): Call(page(BACK, ADMINS), fmt=None,
+                                         data=lambda side: {"username": "perm-outsider", "role": "viewer"}),
+    ("console-annotator-remove", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"username": "perm-viewer"}),
+    ("console-export", "GET"): Call(page(200, ADMINS), query={"preview": "1", "format": "trl"}),
+    ("console-export", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"format": "trl"}),
+    ("console-snapshot", "GET"): Call(page(200, ADMINS), kwargs=_ids("snapshot_id")),
+    ("console-settings", "GET"): Call(page(200, OVERSIGHT)),
+    ("console-settings", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: _project_form()),
+    ("console-project-delete", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"confirm": side.project.slug}),
+    ("console-token", "GET"): Call({**everyone(200), "anonymous": LOGIN}, kwargs=NO_SLUG),
+    ("console-token", "POST"): Call({**everyone(201), "anonymous": LOGIN}, kwargs=NO_SLUG, data=lambda side: {}, fmt=None),
     # Training dashboard buttons: POST forms that redirect back to the runs page with a message.
     ("training-train", "POST"): Call(page(BACK, ADMINS), fmt=None),
     ("training-run-cancel", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("run_id"), fmt=None),

@@ -46,11 +46,20 @@ def version_detail(request: HttpRequest, slug: str, version_id: int) -> HttpResp
     })
 
 
+FIRST_CURVES = ("loss", "accuracy", "reward", "score", "kl", "val_accuracy")
+
+
 def run_curves(run: TrainingRun) -> list:
-    """One chart per metric the run recorded, over its steps (PPO: iterations)."""
+    """One chart per metric the run recorded at two steps or more (PPO: iterations), the usual ones first."""
     x = "iteration" if run.kind == TrainingRun.Kind.PPO else "step"
     points = [{**p, "step": p.get(x)} for p in run.metrics_history or [] if x in p]
-    keys = sorted({k for p in points for k, v in p.items() if isinstance(v, (int, float)) and k not in (x, "step")})
+    seen: dict[str, int] = {}
+    for point in points:
+        for key, value in point.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in (x, "step"):
+                seen[key] = seen.get(key, 0) + 1
+    keys = sorted((k for k, n in seen.items() if n >= 2),
+                  key=lambda k: (FIRST_CURVES.index(k) if k in FIRST_CURVES else len(FIRST_CURVES), k))
     return [curve_svg(points, key, f"run {run.pk} {key}") for key in keys[:CURVE_KEYS_MAX]]
 
 

@@ -32,7 +32,10 @@ def _parse(data) -> tuple[str, ExportFilters]:
     values = {key: data.get(key) for key in FILTER_KEYS if data.get(key) not in (None, "")}
     if "sources" in values:
         values["sources"] = [s.strip() for s in values["sources"].split(",") if s.strip()]
-    values.setdefault("pseudonymous", "pseudonymous" in data or "format" not in data)
+    # An unticked checkbox sends nothing: the form's hidden "checkboxes" field says it was shown, so
+    # only a form where the box was really unticked exports usernames; anything else stays pseudonymous.
+    values["pseudonymous"] = "pseudonymous" in data or "checkboxes" not in data
+    values["exclude_gold"] = "exclude_gold" in data
     return fmt, ExportFilters.from_dict(values)
 
 

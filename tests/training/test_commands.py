@@ -71,7 +71,7 @@ def test_sync_run_that_fails_exits_with_an_error(project_factory, tiny_reward_ba
 def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     a, b = project_factory(), project_factory()
     out, _ = _call("setup_schedules")
-    assert "4 created" in out
+    assert "2 created, 2 already there" in out  # the projects' own were made with them
     names = set(PeriodicTask.objects.values_list("name", flat=True))
     sweep = PeriodicTask.objects.get(name=LEASE_SWEEP_SCHEDULE_NAME)
     assert sweep.task == "labeling.tasks.assignments_expire_sweep" and sweep.queue == "celery"
@@ -90,6 +90,7 @@ def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     b.deleted_at = timezone.now()
     b.save()
     c = project_factory()
+    PeriodicTask.objects.filter(name=RETRAIN_SCHEDULE_PREFIX + c.slug).delete()  # as for a project made before schedules
     out, _ = _call("setup_schedules", "--check-minutes", "2")
     assert "1 created" in out and "1 disabled" in out
     assert PeriodicTask.objects.get(name=RETRAIN_SCHEDULE_PREFIX + c.slug).interval.every == 2

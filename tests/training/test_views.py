@@ -21,7 +21,7 @@ def test_runs_page_json_svg_and_buttons(trained, member, client, no_broker):
     assert "<svg" in html and "polyline" in html  # loss and accuracy curves, drawn on the server
     assert "training/runs.js" in html and "<script>" not in html  # no inline scripts
     assert f'data-run-id="{version.produced_by.first().pk}"' in html and version.name in html
-    assert "<button" not in html and "<form" not in html  # a viewer gets no buttons
+    assert 'action="/training/' not in html and "Train now" not in html  # a viewer gets no buttons
 
     data = client.get(reverse("training-runs-json", kwargs={"slug": project.slug})).json()
     assert data["runs"][0]["status"] == "succeeded" and data["runs"][0]["progress"] == 1.0
@@ -51,3 +51,27 @@ def test_runs_page_csrf_is_enforced(project_factory, member, db):
     assert csrf_client.post(reverse("training-train", kwargs={"slug": project.slug})).status_code == 403
     assert not TrainingRun.objects.exists()
 
+
+
+@pytest.mark.django_db
+def test_version_and_run_pages_show_lineage_metrics_and_every_curve(trained, member, client):
+    project, version = trained
+    run = version.produced_by.first()
+    child = ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.REWARD, name="child<script>",
+                                        base="b", parent=version, artifact_path=version.artifact_path)
+    client.force_login(member(project, Membership.Role.VIEWER))
+    html = client.get(reverse("training-version-detail", args=[project.slug, child.pk])).content.decode()
+    lineage = html.split('id="lineage"', 1)[1].split("</dd>", 1)[0]
+    assert version.name in lineage and "child&lt;script&gt;" in html and "<script>" not in html
+    html = client.get(reverse("training-version-detail", args=[project.slug, version.pk])).content.decode()
+    assert f"snapshot {version.snapshot_id}" in html and "val_accuracy" in html
+    assert reverse("training-run-detail", args=[project.slug, run.pk]) in html
+    assert reverse("training-version-card", args=[project.slug, version.pk]) in html
+    html = client.get(reverse("training-run-detail", args=[project.slug, run.pk])).content.decode()
+    counts = {}
+    for point in (p for p in run.metrics_history if "step" in p):
+        for key in (k for k, v in point.items() if isinstance(v, (int, float)) and k != "step"):
+            counts[key] = counts.get(key, 0) + 1
+    curves = [k for k, n in counts.items() if n >= 2]
+    assert "loss" in curves and html.count("<polyline") == min(len(curves), 8)
+    assert html.index("run %d loss" % run.pk) < html.index("</svg>")  # the loss curve comes first

@@ -17,14 +17,15 @@ RETRAIN_SCHEDULE_PREFIX = "pairwise: reward retrain check: "
 
 def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[str, Any] | None = None) -> dict[str, int]:
     """Create the django-celery-beat schedules. Idempotent, and it never overwrites a schedule that
-    exists (so edits made in the admin survive); schedules of deleted projects are disabled.
+    was edited (so edits made in the admin survive); schedules of deleted projects are disabled.
 
     - the reaper, every minute;
     - the sweep that returns expired annotator leases to the pool, every minute;
     - per project, the training round check every `check_minutes` (PAIRWISE_RETRAIN_CHECK_MINUTES, 5):
       reward retrain -> policy retrain -> evaluation -> optional auto-promotion -> candidates
       (reward_retrain_check). pipeline_options (policy_kind, auto_promote_margin, promote_metric,
-      step_params) go into the new schedules' kwargs, where an admin can edit them later.
+      step_params) go into the kwargs of new schedules and of those still holding the defaults they
+      were made with at project creation, where an admin can edit them later.
     Both go to the `celery` queue, so they are never stuck behind a training run.
     """
     if pipeline_options:
@@ -32,7 +33,7 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
     from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
     minutes = check_minutes or int(getattr(settings, "PAIRWISE_RETRAIN_CHECK_MINUTES", 5))
-    counts = {"created": 0, "existing": 0, "disabled": 0}
+    counts = {"created": 0, "existing": 0, "disabled": 0, "updated": 0}
     with transaction.atomic():
         every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
         check_every, _ = IntervalSchedule.objects.get_or_create(every=minutes, period=IntervalSchedule.MINUTES)
@@ -46,11 +47,28 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
             )
         for name, (task, interval, kwargs) in wanted.items():
             counts["created" if _schedule_get_or_create(name, task, interval, kwargs) else "existing"] += 1
+        if pipeline_options:
+            counts["updated"] = _defaults_replace(wanted)
         stale = PeriodicTask.objects.filter(name__startswith=RETRAIN_SCHEDULE_PREFIX, enabled=True).exclude(name__in=wanted)
         counts["disabled"] = stale.update(enabled=False)
         if counts["disabled"]:
             PeriodicTasks.update_changed()  # a bulk update sends no signal; tell beat to reload
     return counts
+
+
+def _defaults_replace(wanted: dict[str, tuple]) -> int:
+    """Give the round options to project schedules that still hold the defaults they were made with
+    (kwargs exactly {"project_id": ...}, as project_schedule_ensure writes them); edited ones are kept."""
+    from django_celery_beat.models import PeriodicTask
+
+    updated = 0
+    for schedule in PeriodicTask.objects.filter(name__in=wanted, name__startswith=RETRAIN_SCHEDULE_PREFIX):
+        kwargs = wanted[schedule.name][2]
+        if json.loads(schedule.kwargs or "{}") == {"project_id": kwargs["project_id"]}:
+            schedule.kwargs = json.dumps(kwargs)
+            schedule.save(update_fields=["kwargs"])
+            updated += 1
+    return updated
 
 
 def _schedule_get_or_create(name: str, task: str, interval, kwargs: dict[str, Any]) -> bool:

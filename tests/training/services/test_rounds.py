@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from labeling.models import Judgment, Response
+from labeling.models import Judgment, Project, Response
 from tests.training.conftest import DPO_FAST, EVAL_FAST, fast_params, import_preferences, round_step, separable_records
 from training.models import TrainingRun
 from training.selectors.runs import pipeline_list, pipeline_spec, run_pipeline_spec
@@ -26,6 +26,9 @@ def test_retrain_check_counts_new_judgments_since_the_last_succeeded_run(project
     import_preferences(project, separable_records(4))
     assert reward_retrain_check(project_id=project.pk) is None
     import_preferences(project, [dict(r, id="n" + r["id"], prompt="n " + r["prompt"]) for r in separable_records(1)])
+    Project.objects.filter(pk=project.pk).update(retrain_paused=True)  # paused in the project's settings
+    assert reward_retrain_check(project_id=project.pk) is None and not TrainingRun.objects.exists()
+    Project.objects.filter(pk=project.pk).update(retrain_paused=False)
     run = reward_retrain_check(project_id=project.pk)
     assert run is not None and run.status == TrainingRun.Status.QUEUED and run.params == {"trigger": "schedule"}
     assert reward_retrain_check(project_id=project.pk) is None  # single flight

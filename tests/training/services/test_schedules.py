@@ -26,3 +26,16 @@ def test_setup_schedules_writes_pipeline_options_into_the_kwargs(project_factory
     with pytest.raises(Exception):
         call_command("setup_schedules", "--step-params", json.dumps({"nope": {}}), stdout=out)
 
+
+
+@pytest.mark.django_db
+def test_a_new_project_gets_its_schedule_in_the_same_transaction(project_factory, settings):
+    settings.PAIRWISE_RETRAIN_CHECK_MINUTES = 7
+    project = project_factory()
+    schedule = PeriodicTask.objects.get(name=RETRAIN_SCHEDULE_PREFIX + project.slug)
+    assert schedule.task == "training.tasks.reward_retrain_check" and schedule.enabled and schedule.queue == "celery"
+    assert json.loads(schedule.kwargs) == {"project_id": project.pk} and schedule.interval.every == 7
+    # A project that fails validation leaves no schedule behind.
+    with pytest.raises(Exception):
+        project_factory(slug="bad-k", responses_per_task=12, mode="rank")
+    assert not PeriodicTask.objects.filter(name=RETRAIN_SCHEDULE_PREFIX + "bad-k").exists()

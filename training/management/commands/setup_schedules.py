@@ -47,6 +47,6 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(
-            f"schedules: {result['created']} created, {result['existing']} already there, {result['disabled']} disabled "
-            f"(deleted projects)"
+            f"schedules: {result['created']} created, {result['existing']} already there, "
+            f"{result['updated']} given the options, {result['disabled']} disabled (deleted projects)"
         )
