@@ -43,7 +43,7 @@ class Project(models.Model):
                   "training data (empty keeps everyone; annotators with no gold answers yet are kept).",
     )
     retrain_paused = models.BooleanField(
-        default=False, help_text="Pause scheduled training rounds (the schedule stays; a round can still be started by hand).",
+        default=False, db_default=False, help_text="Pause scheduled training rounds (the schedule stays; a round can still be started by hand).",
     )
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
