@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 
 from labeling.models import Membership, Project, Prompt
 from training.models import ModelVersion, TrainingRun
@@ -22,7 +23,10 @@ from training.models import ModelVersion, TrainingRun
 pytestmark = pytest.mark.django_db
 
 # Forms with no action post to the page they are on; the template decides which URL that is.
-SELF_POSTING = {"admin/labeling/project/import.html": "admin:labeling_project_import"}
+SELF_POSTING = {"admin/labeling/project/import.html": "admin:labeling_project_import",
+                "console/project_create.html": "console-project-create", "console/settings.html": "console-settings",
+                "console/annotators.html": "console-annotators", "console/export.html": "console-export",
+                "console/token.html": "console-token"}
 
 
 @dataclass
@@ -35,8 +39,9 @@ class World:
 
 
 @pytest.fixture
-def world(project_factory, member, settings) -> World:
+def world(project_factory, member, settings, tmp_path) -> World:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.PAIRWISE_EXPORTS_DIR = tmp_path
     project = project_factory()
     Prompt.objects.create(project=project, external_id="p1", text="hello")
     admin = member(project, Membership.Role.ADMIN)
@@ -55,9 +60,10 @@ class Case:
     data: Callable[[World], dict[str, Any]]
     done: Callable[[World], bool]  # the post had its effect
     logged_in: bool = True
+    status: int = 302  # with the token
 
 
-def training(name: str, **kwargs: Callable[[World], Any]) -> Callable[[World], str]:
+def scoped(name: str, **kwargs: Callable[[World], Any]) -> Callable[[World], str]:
     return lambda w: reverse(name, kwargs={"slug": w.project.slug, **{k: f(w) for k, f in kwargs.items()}})
 
 
@@ -66,24 +72,51 @@ def queued(kind: str) -> Callable[[World], bool]:
 
 
 no_data: Callable[[World], dict] = lambda w: {}  # noqa: E731
+PROJECT_FORM = {"mode": "pairwise", "responses_per_task": 2, "overlap": 1, "gold_rate": 0, "lease_seconds": 900,
+                "retrain_min_judgments": 100, "gen_temperature": 1, "gen_top_p": 0.95, "gen_max_new_tokens": 64,
+                "custom_flags": "[]"}
+
+
+def other_member(w: World, username: str) -> dict[str, Any]:
+    """A second user, made a member so that removing them has an effect to check."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username=username)
+    Membership.objects.create(project=w.project, user=user, role=Membership.Role.ANNOTATOR)
+    return {"username": username}
 CASES: dict[str, Case] = {
     "login": Case(lambda w: reverse("login"), lambda w: {"username": w.admin.username, "password": f"pw-{w.admin.username}"},
                   lambda w: True, logged_in=False),
     "logout": Case(lambda w: reverse("logout"), no_data, lambda w: True),
-    "training-train": Case(training("training-train"), no_data, queued("reward")),
-    "training-policy-train": Case(training("training-policy-train"), lambda w: {"kind": "dpo"}, queued("dpo")),
-    "training-pipeline-start": Case(training("training-pipeline-start"), lambda w: {"policy_kind": "dpo"}, queued("reward")),
-    "training-run-cancel": Case(training("training-run-cancel", run_id=lambda w: w.run.pk), no_data,
+    "training-train": Case(scoped("training-train"), no_data, queued("reward")),
+    "training-policy-train": Case(scoped("training-policy-train"), lambda w: {"kind": "dpo"}, queued("dpo")),
+    "training-pipeline-start": Case(scoped("training-pipeline-start"), lambda w: {"policy_kind": "dpo"}, queued("reward")),
+    "training-run-cancel": Case(scoped("training-run-cancel", run_id=lambda w: w.run.pk), no_data,
                                 lambda w: TrainingRun.objects.get(pk=w.run.pk).status == "cancelled"),
-    "training-version-promote": Case(training("training-version-promote", version_id=lambda w: w.reward.pk), no_data,
+    "training-version-promote": Case(scoped("training-version-promote", version_id=lambda w: w.reward.pk), no_data,
                                      lambda w: ModelVersion.objects.get(pk=w.reward.pk).promoted),
-    "training-version-demote": Case(training("training-version-demote", version_id=lambda w: w.reward.pk), no_data,
+    "training-version-demote": Case(scoped("training-version-demote", version_id=lambda w: w.reward.pk), no_data,
                                     lambda w: not ModelVersion.objects.get(pk=w.reward.pk).promoted),
-    "training-version-evaluate": Case(training("training-version-evaluate", version_id=lambda w: w.policies[0].pk),
+    "training-version-evaluate": Case(scoped("training-version-evaluate", version_id=lambda w: w.policies[0].pk),
                                       no_data, queued("evaluate")),
-    "training-ab-create": Case(training("training-ab-create"),
+    "training-ab-create": Case(scoped("training-ab-create"),
                                lambda w: {"version_a": w.policies[0].pk, "version_b": w.policies[1].pk, "prompts": 1},
                                lambda w: Project.objects.filter(slug__startswith=f"{w.project.slug}-ab-").exists()),
+    "console-project-create": Case(lambda w: reverse("console-project-create"),
+                                   lambda w: {**PROJECT_FORM, "name": "Made", "slug": "csrf-made"},
+                                   lambda w: Project.objects.filter(slug="csrf-made").exists()),
+    "console-settings": Case(scoped("console-settings"), lambda w: {**PROJECT_FORM, "name": "Renamed"},
+                             lambda w: Project.objects.get(pk=w.project.pk).name == "Renamed"),
+    "console-project-delete": Case(scoped("console-project-delete"), lambda w: {"confirm": w.project.slug},
+                                   lambda w: Project.objects.get(pk=w.project.pk).deleted_at is not None),
+    "console-annotators": Case(scoped("console-annotators"), lambda w: other_member(w, "csrf-viewer") | {"role": "viewer"},
+                               lambda w: w.project.memberships.filter(user__username="csrf-viewer", role="viewer").exists()),
+    "console-annotator-remove": Case(scoped("console-annotator-remove"), lambda w: other_member(w, "csrf-gone"),
+                                     lambda w: not w.project.memberships.filter(user__username="csrf-gone").exists()),
+    "console-export": Case(scoped("console-export"), lambda w: {"format": "trl"},
+                           lambda w: w.project.snapshots.exists()),
+    "console-token": Case(lambda w: reverse("console-token"), lambda w: {"action": "create"},
+                          lambda w: Token.objects.filter(user=w.admin).exists(), status=201),
     "admin:login": Case(lambda w: reverse("admin:login"),
                         lambda w: {"username": w.admin.username, "password": f"pw-{w.admin.username}"},
                         lambda w: True, logged_in=False),
@@ -105,7 +138,7 @@ def template_form_targets() -> set[str]:
         for form in re.findall(r"<form\b[^>]*>", text):
             if 'method="post"' not in form.lower():
                 continue
-            name = re.search(r"\{% url '([^']+)'", form)
+            name = re.search(r"action=\"\{% url '([^']+)'", form)
             targets.add(name.group(1) if name else SELF_POSTING[path.relative_to(root).as_posix()])
     return targets
 
@@ -142,6 +175,6 @@ def test_post_with_token_succeeds(world, name):
     assert client.get(reverse("login")).status_code in (200, 302)  # sets the csrftoken cookie
     data = {**case.data(world), "csrfmiddlewaretoken": client.cookies["csrftoken"].value}
     response = client.post(case.url(world), data)
-    assert response.status_code == 302, response.content.decode()[:2000]
+    assert response.status_code == case.status, response.content.decode()[:2000]
     assert case.done(world)
     assert ("_auth_user_id" in client.session) == (name != "logout")

@@ -54,6 +54,7 @@
           commitButton.disabled = !dryRun;
           status.textContent = dryRun ? "Nothing written yet: check the preview, then Import." : "Imported.";
           section.setAttribute("data-state", dryRun ? "previewed" : "imported");
+          if (!dryRun) { refreshTables(); }
         } else {
           showErrors(body, xhr.status);
           status.textContent = "Nothing was written.";
@@ -62,6 +63,22 @@
       };
       xhr.onerror = function () { previewButton.disabled = false; status.textContent = "The upload failed (network)."; };
       xhr.send(form);
+    }
+
+    // After an import the browser and the import history below would still show the page as it was
+    // loaded ("No rows."): take them from a fresh copy of this page (the server's escaped HTML).
+    function refreshTables() {
+      fetch(location.href, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) { return; }
+          var fresh = new DOMParser().parseFromString(html, "text/html");
+          ["table.browse", "p.pager", "table.imports", "#browse-sources"].forEach(function (selector) {
+            var now = document.querySelector(selector);
+            var next = fresh.querySelector(selector);
+            if (now && next) { now.replaceWith(document.importNode(next, true)); }
+          });
+        }, function () { /* the import itself succeeded; a reload shows the tables */ });
     }
 
     function counts(body) {
@@ -150,23 +167,38 @@
     var box = document.getElementById("export-job-status");
     var bar = box.querySelector("progress");
     var text = box.querySelector("span");
+
+    // A refusal or a failure ends in words and a button that works again, never in a silent stop
+    // (an HTML error page, e.g. a 403 after the session ended, is not JSON).
+    function json(r) {
+      return r.json().then(function (body) { return { ok: r.ok, status: r.status, body: body }; },
+                           function () { return { ok: false, status: r.status, body: null }; });
+    }
+    function fail(message) { text.textContent = message; bar.hidden = true; button.disabled = false; }
+
     button.addEventListener("click", function () {
       button.disabled = true;
+      var old = document.getElementById("export-job-download");  // a second run replaces the first's link
+      if (old) { old.remove(); }
+      bar.value = 0;
+      text.textContent = "Queuing…";
       fetch(button.getAttribute("data-jobs-url"), {
         method: "POST", credentials: "same-origin", body: button.getAttribute("data-body"),
         headers: { "Content-Type": "application/json", "X-CSRFToken": csrf(document.getElementById("export-preview")) },
-      }).then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
+      }).then(json)
         .then(function (res) {
-          if (!res.ok) { text.textContent = "Refused: " + JSON.stringify(res.body); button.disabled = false; return; }
+          if (!res.ok) { fail("Refused (" + res.status + "): " + (res.body ? JSON.stringify(res.body) : "the server answered " + res.status)); return; }
           bar.hidden = false;
           poll(button.getAttribute("data-jobs-url") + res.body.id + "/");
-        });
+        }, function () { fail("The request failed (network)."); });
     });
 
     function poll(url) {
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then(function (r) { return r.json(); })
-        .then(function (job) {
+        .then(json)
+        .then(function (res) {
+          if (!res.ok) { fail("Could not read the job (" + res.status + ")."); return; }
+          var job = res.body;
           bar.value = job.progress || 0;
           text.textContent = "Job " + job.id + ": " + job.status + ", " + job.rows + " rows";
           if (job.status === "succeeded") {
@@ -177,12 +209,11 @@
             box.appendChild(link);
             button.disabled = false;
           } else if (job.status === "failed") {
-            text.textContent += ": " + (job.error || "failed");
-            button.disabled = false;
+            fail(text.textContent + ": " + (job.error || "failed"));
           } else {
             setTimeout(function () { poll(url); }, 1000);
           }
-        });
+        }, function () { setTimeout(function () { poll(url); }, 3000); });  // a network blip: keep polling
     }
   }
 

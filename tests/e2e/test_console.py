@@ -50,8 +50,10 @@ def console_ready(page) -> None:
 
 def open_tab(page, name: str) -> None:
     """Move between console pages the way a user does: by the shared tab bar."""
-    page.locator("nav.tabs").get_by_role("link", name=name, exact=True).click()
-    page.wait_for_load_state("load")
+    link = page.locator("nav.tabs").get_by_role("link", name=name, exact=True)
+    href = link.evaluate("a => a.href")
+    link.click()
+    page.wait_for_url(href)  # the new page, not the one we left (which is console-ready too)
     console_ready(page)
 
 
@@ -60,6 +62,10 @@ def int_text(locator) -> int:
 
 
 def download_lines(page, selector: str) -> tuple[list[str], bytes]:
+    # First ask for the link's URL directly, so a refusal fails with the server's words rather than
+    # as a download that never starts (the browser shows the error page instead).
+    answer = page.request.get(page.locator(selector).evaluate("a => a.href"))
+    assert answer.ok, (selector, answer.status, answer.text()[:500])
     with page.expect_download() as info:
         page.click(selector)
     body = open(info.value.path(), "rb").read()
@@ -97,6 +103,9 @@ def test_new_staff_user_runs_a_project_from_the_console(page_for, live_server, m
     page.fill("#id_overlap", "1")
     page.uncheck("#id_likert_enabled")
     page.uncheck("#id_flags_enabled")
+    for name in ("Likert enabled", "Flags enabled", "Retrain paused"):  # each box on the line of its label
+        box, label = page.get_by_label(name).bounding_box(), page.locator("label", has_text=name).bounding_box()
+        assert label["y"] <= box["y"] + box["height"] / 2 <= label["y"] + label["height"], name
     page.fill("#id_instructions", "# Rank by helpfulness\n\nPrefer **correct**, short answers.")
     preview = page.locator(".md-preview[data-preview-for=id_instructions]")
     expect(preview.locator("h1")).to_have_text("Rank by helpfulness")
@@ -139,9 +148,7 @@ def test_new_staff_user_runs_a_project_from_the_console(page_for, live_server, m
     tasks = ComparisonTask.objects.filter(project=project)
     assert tasks.count() == 4 and all(t.slots.count() == 3 for t in tasks)
     assert ImportBatch.objects.get(project=project).filename == "support.jsonl"
-    # After a reload the browser and the import history show it.
-    page.reload()
-    console_ready(page)
+    # The browser and the import history below show it without a reload.
     expect(page.locator("table.browse[data-view=prompts] tbody tr")).to_have_count(4)
     expect(page.locator("table.imports tbody")).to_contain_text("support.jsonl")
     page.select_option("#browse-form select[name=view]", "tasks")
@@ -204,10 +211,16 @@ def test_new_staff_user_runs_a_project_from_the_console(page_for, live_server, m
     assert all({"prompt", "chosen", "rejected"} <= set(json.loads(line)) for line in lines)
 
     page.click("#export-job")
-    page.wait_for_selector("#export-job-download", timeout=60_000)
-    expect(page.locator("#export-job-status span")).to_contain_text(f"succeeded, {count} rows")
-    job_lines, _ = download_lines(page, "#export-job-download")
+    # The status line says "failed: <error>" if the worker's run fails, so this shows why.
+    expect(page.locator("#export-job-status span")).to_contain_text(f"succeeded, {count} rows", timeout=60_000)
+    job_lines, job_file = download_lines(page, "#export-job-download")
     assert len(job_lines) == count, worker.log()[-2000:]
+    # A second run replaces the first one's link rather than adding another with the same id.
+    first_job = page.locator("#export-job-status span").inner_text()
+    page.click("#export-job")
+    expect(page.locator("#export-job-status span")).not_to_have_text(first_job)
+    expect(page.locator("#export-job-status span")).to_contain_text(f"succeeded, {count} rows", timeout=60_000)
+    expect(page.locator("#export-job-download")).to_have_count(1)
 
     page.click("#export-snapshot")
     page.wait_for_url(re.compile(rf"{re.escape(live_server.url)}/projects/support-answers/snapshots/\d+/$"))
@@ -216,8 +229,8 @@ def test_new_staff_user_runs_a_project_from_the_console(page_for, live_server, m
     assert int_text(page.locator("#snapshot-rows")) == count == snapshot.rows
     sha = page.locator("#snapshot-sha").inner_text().strip()
     assert re.fullmatch(r"[0-9a-f]{64}", sha) and sha == snapshot.sha256
-    # The frozen file holds the very bytes the download streamed.
-    assert sha == hashlib.sha256(streamed).hexdigest()
+    # The frozen file holds the very bytes the download streamed and the job wrote.
+    assert sha == hashlib.sha256(streamed).hexdigest() == hashlib.sha256(job_file).hexdigest()
 
     # 7. No page needed anything the CSP forbids.
     assert violations == [] and annotator_violations == [], (violations, annotator_violations)
