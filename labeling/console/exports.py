@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -39,6 +41,17 @@ def _parse(data) -> tuple[str, ExportFilters]:
     return fmt, ExportFilters.from_dict(values)
 
 
+def _api_params(fmt: str, filters: ExportFilters) -> dict[str, Any]:
+    """The export API's parameters for exactly these filters: the preview, the download and the job
+    then export the same rows (blank form fields left out; booleans written either way)."""
+    params: dict[str, Any] = {"format": fmt}
+    for key, value in filters.as_dict().items():
+        if key in ("test_fraction", "split_seed", "model_versions") or value in (None, [], ""):
+            continue
+        params[key] = value
+    return params
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_export(request: HttpRequest, slug: str) -> HttpResponse:
@@ -55,13 +68,10 @@ def project_export(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect("console-snapshot", slug=slug, snapshot_id=snapshot.pk)
         if data.get("preview"):
             shape, lines = export_preview(project=project, fmt=fmt, filters=filters)
-            query = data.copy()
-            query.pop("preview", None)
-            query.setlist("sources", [",".join(filters.sources)] if filters.sources else [])
+            chosen = _api_params(fmt, filters)
             context.update(count=export_count(project=project, fmt=fmt, filters=filters), shape=shape, lines=lines,
-                           download_url=f"{reverse('api-export-stream', args=[slug])}?{query.urlencode()}",
-                           job_body=json.dumps({"format": fmt, **{k: v for k, v in filters.as_dict().items()
-                                                                   if v not in (None, [], "")}}))
+                           download_url=f"{reverse('api-export-stream', args=[slug])}?{urlencode(chosen, doseq=True)}",
+                           job_body=json.dumps(chosen))
     except ValidationError as exc:
         context["errors"] = exc.message_dict
         return render(request, "console/export.html", context, status=400)

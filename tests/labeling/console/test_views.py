@@ -276,6 +276,13 @@ def test_export_preview_count_download_and_snapshot(admin_project, member, setti
     streamed = b"".join(client.get(download).streaming_content).decode().splitlines()
     assert len(streamed) == pairs
 
+    # The link carries exactly the previewed filters: no blank fields (the API refuses `split=`), and an
+    # unticked "pseudonymous" box as an explicit False, so the file matches the preview.
+    page = client.get(url, {"preview": "1", "format": "trl", "checkboxes": "1", "split": "", "date_from": ""}).content.decode()
+    download = re.search(r'id="export-download" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert "pseudonymous=False" in download and "split=" not in download and "date_from" not in download
+    assert client.get(download).status_code == 200
+
     test_only = client.get(url, {"preview": "1", "format": "trl", "split": "test"}).content.decode()
     count = export_count(project=project, fmt="trl", filters=ExportFilters(split="test"))
     assert re.search(rf'id="export-count">{count}<', test_only)
