@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from .common import atomic_output_dir, config_to_dict, save_json
+from .lora import is_lora, load_causal_lm, save_adapter
 
 CONFIG_FILE = "pairwise_config.json"
 METRICS_FILE = "pairwise_metrics.json"
@@ -28,12 +29,18 @@ def describe_config(config: Any) -> dict[str, Any]:
 
 def save_policy(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, config: Any,
-    metrics: dict[str, Any],
+    metrics: dict[str, Any], base_dir: str | Path | None = None,
 ) -> Path:
+    """A LoRA model is saved as its adapters on base_dir (the parent it was trained from), others whole."""
     with atomic_output_dir(out_dir) as tmp:
         tmp.chmod(0o755)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        if is_lora(model):
+            if base_dir is None:
+                raise ValueError("saving LoRA adapters needs the folder of the model they adapt")
+            save_adapter(model, tokenizer, tmp, base_dir)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         save_json(tmp / CONFIG_FILE, describe_config(config))
         save_json(tmp / METRICS_FILE, metrics)
     return Path(out_dir)
@@ -47,3 +54,20 @@ def make_optimizer(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warmup = int(total_steps * warmup_ratio)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+
+
+def adapter_merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """Merge an adapter folder (and every adapter under it) into a new plain folder: the explicit step
+    that turns a LoRA version into full weights. The adapter's config and metrics go along."""
+    from transformers import AutoTokenizer
+
+    model = load_causal_lm(adapter_dir)
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    with atomic_output_dir(out_dir) as tmp:
+        tmp.chmod(0o755)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name in (CONFIG_FILE, METRICS_FILE):
+            if (Path(adapter_dir) / name).is_file():
+                (tmp / name).write_bytes((Path(adapter_dir) / name).read_bytes())
+    return Path(out_dir)

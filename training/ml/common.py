@@ -15,14 +15,16 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .lora import LoraSettings
+
 ProgressFn = Callable[[float, dict[str, Any]], None]
 """progress(fraction_done_0_to_1, metrics) — called by trainers; the Celery layer stores it."""
 
 
 @dataclass
-class TrainerConfig:
-    """What every trainer's config shares. Each trainer's config extends it, and is saved whole
-    inside its checkpoint."""
+class TrainerConfig(LoraSettings):
+    """What every trainer's config shares (LoRA and memory options included). Each trainer's config
+    extends it, and is saved whole inside its checkpoint."""
 
     precision: str = field(default="auto", metadata={"help": "'auto' (bf16 autocast where the hardware does it natively, else fp32), 'bf16' or 'fp32'."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda if present), 'cpu', 'cuda', 'cuda:1', ..."})

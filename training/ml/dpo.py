@@ -1,12 +1,14 @@
 """Direct Preference Optimization (Rafailov et al. 2023) on {prompt, chosen, rejected} pairs.
 
 The reference is the parent model, frozen. Its log-probabilities never change, so they are
-computed once up front and the reference model is freed before training starts: one forward per
-pair instead of one per pair per epoch, and only one model in memory while training.
-Chosen and rejected go through the policy in one forward pass (2B rows) per micro-batch.
+computed once up front, by the policy itself before its first update (it *is* the parent then;
+with LoRA, by the policy with its adapters switched off): one forward per pair instead of one per
+pair per epoch, and one model in memory, never a second copy. Chosen and rejected go through the
+policy in one forward pass (2B rows) per micro-batch.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
+from .lora import adapters_disabled, describe, is_lora, lora_apply
 from .text import SupervisedConfig, batches, collate, encode_example, load_policy, sequence_token_logprobs, to_device
 
 
@@ -71,16 +74,17 @@ def pair_logps(model: torch.nn.Module, micro: Sequence[tuple], pad_id: int, devi
 
 
 @torch.no_grad()
-def reference_logps(parent_dir: str | Path, encoded: Sequence[tuple], config: DPOConfig, device: torch.device, precision: str) -> torch.Tensor:
-    """Shape: -> [N, 2] (chosen, rejected) summed logps under the frozen parent."""
-    ref, tokenizer = load_policy(parent_dir, device)
-    ref.eval()
+def reference_logps(model: torch.nn.Module, pad_id: int, encoded: Sequence[tuple], config: DPOConfig, device: torch.device,
+                    precision: str) -> torch.Tensor:
+    """Shape: -> [N, 2] (chosen, rejected) summed logps under the parent: the untrained policy, or
+    the LoRA policy with its adapters disabled."""
+    model.eval()
     out = []
-    for micro in batches(encoded, max(config.micro_batch_size * 2, 1)):
-        with autocast(device, precision):
-            chosen, rejected = pair_logps(ref, micro, tokenizer.pad_token_id, device)
-        out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
-    del ref
+    with adapters_disabled(model) if is_lora(model) else contextlib.nullcontext():
+        for micro in batches(encoded, max(config.micro_batch_size * 2, 1)):
+            with autocast(device, precision):
+                chosen, rejected = pair_logps(model, micro, pad_id, device)
+            out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
     return torch.cat(out)
 
 
@@ -94,8 +98,9 @@ def train_dpo(
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
     model, tokenizer = load_policy(parent_dir, device)
+    model = lora_apply(model, config)
     encoded = encode_pairs(tokenizer, pairs, config)
-    ref = reference_logps(parent_dir, encoded, config, device, precision)
+    ref = reference_logps(model, tokenizer.pad_token_id, encoded, config, device, precision)
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -132,8 +137,8 @@ def train_dpo(
     metrics = {
         "final_loss": history[-1]["loss"] if history else None, "steps": len(history), "pairs": len(encoded),
         "train_seconds": elapsed, "pairs_per_s": len(encoded) * config.epochs / max(elapsed, 1e-9),
-        "precision": precision, "history": history,
+        "precision": precision, "adaptation": describe(model, config), "history": history,
     }
     if out_dir is not None:
-        save_policy(model, tokenizer, out_dir, config, metrics)
+        save_policy(model, tokenizer, out_dir, config, metrics, base_dir=parent_dir)
     return metrics

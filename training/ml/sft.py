@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
+from .lora import describe, lora_apply
 from .text import IGNORE_INDEX, SupervisedConfig, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
 
 
@@ -30,19 +31,6 @@ class SFTConfig(SupervisedConfig):
     batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
     micro_batch_size: int = field(default=4, metadata={"help": "Examples per forward pass; lower it to save memory (gradients accumulate)."})
     max_length: int = field(default=512, metadata={"help": "Prompt + response tokens kept per example; older prompt tokens are cut first."})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains all weights. LoRA adapters are merged before saving."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-
-
-def apply_lora(model: torch.nn.Module, r: int, alpha: int, dropout: float) -> torch.nn.Module:
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"))
-
-
-def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 def response_nll_sum(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -62,8 +50,7 @@ def train_sft(
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
     model, tokenizer = load_policy(parent_dir, device)
-    if config.lora_r > 0:
-        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
+    model = lora_apply(model, config)
     encoded = [encode_example(tokenizer, ex["prompt"], ex["response"], config.max_length, config.system_prompt) for ex in examples]
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -99,7 +86,7 @@ def train_sft(
     metrics = {
         "final_loss": history[-1]["loss"] if history else None, "steps": step, "examples": len(encoded),
         "response_tokens_per_s": tokens / max(elapsed, 1e-9), "seconds": elapsed, "precision": precision,
-        "history": history,
+        "adaptation": describe(model, config), "history": history,
     }
-    save_policy(merge_lora(model), tokenizer, out_dir, config, metrics)
+    save_policy(model, tokenizer, out_dir, config, metrics, base_dir=parent_dir)
     return metrics

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Sequence, Union
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from labeling.transcripts import messages_transcript
 
 from .common import TrainerConfig
+from .lora import load_causal_lm
 
 Messages = list[dict[str, str]]
 Prompt = Union[str, Messages]
@@ -163,10 +164,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
 
 
 def load_policy(path: str | Path, device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A policy and its tokenizer from a plain folder or a LoRA adapter folder (merged onto its base in
+    memory, training.ml.lora), so generation, evaluation and every trainer serve adapter versions as they are."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = load_causal_lm(path, dtype=torch.float32)
     if device is not None:
         model.to(device)
     return model, tokenizer
