@@ -77,6 +77,23 @@ PROJECT_FORM = {"mode": "pairwise", "responses_per_task": 2, "overlap": 1, "gold
                 "custom_flags": "[]"}
 
 
+def lora_version(w: World) -> ModelVersion:
+    """A real LoRA adapter version (on a tiny random Llama), made once per test, for the merge button."""
+    if getattr(w, "lora", None) is None:
+        from tests.tiny_models import tiny_llama
+        from training.ml.lora import LoraSettings, lora_apply, save_adapter
+        from training.ml.text import load_policy
+
+        root = Path(settings.PAIRWISE_EXPORTS_DIR)
+        base = tiny_llama(root / "base")
+        model, tokenizer = load_policy(base)
+        (root / "lora").mkdir()
+        save_adapter(lora_apply(model, LoraSettings(lora_r=2)), tokenizer, root / "lora", base)
+        w.lora = ModelVersion.objects.create(project=w.project, kind="policy", name="lora", base=str(base),
+                                             artifact_path=str(root / "lora"))
+    return w.lora
+
+
 def other_member(w: World, username: str) -> dict[str, Any]:
     """A second user, made a member so that removing them has an effect to check."""
     from django.contrib.auth import get_user_model
@@ -102,6 +119,8 @@ CASES: dict[str, Case] = {
     "training-ab-create": Case(scoped("training-ab-create"),
                                lambda w: {"version_a": w.policies[0].pk, "version_b": w.policies[1].pk, "prompts": 1},
                                lambda w: Project.objects.filter(slug__startswith=f"{w.project.slug}-ab-").exists()),
+    "training-version-merge": Case(scoped("training-version-merge", version_id=lambda w: lora_version(w).pk), no_data,
+                                   lambda w: ModelVersion.objects.filter(name="lora-merged").exists()),
     "console-project-create": Case(lambda w: reverse("console-project-create"),
                                    lambda w: {**PROJECT_FORM, "name": "Made", "slug": "csrf-made"},
                                    lambda w: Project.objects.filter(slug="csrf-made").exists()),

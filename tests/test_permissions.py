@@ -259,6 +259,8 @@ TABLE: dict[tuple[str, str], Call] = {
     ("api-training-version-promote", "POST"): Call(api(200, ADMINS), kwargs=_ids("version_id")),
     ("api-training-version-demote", "POST"): Call(api(200, ADMINS), kwargs=_ids("version_id")),
     ("api-training-version-card", "GET"): Call(api(200), kwargs=_ids("version_id")),
+    # 400: allowed through, then refused by the service (the seeded policy is not a LoRA adapter).
+    ("api-training-version-merge", "POST"): Call(api(400, ADMINS), kwargs=_ids("version_id")),
     # 400: allowed through, then refused by the service (the seeded reward version has no files).
     ("api-training-version-evaluate", "POST"): Call(
         api(400, OVERSIGHT), kwargs=lambda side: {"slug": side.project.slug, "version_id": side.ids["reward_version_id"]},
@@ -306,6 +308,7 @@ TABLE: dict[tuple[str, str], Call] = {
     ("training-pipeline-start", "POST"): Call(page(BACK, ADMINS), fmt=None),
     ("training-policy-train", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"kind": "dpo"}),
     ("training-version-evaluate", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("version_id"), fmt=None),
+    ("training-version-merge", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("version_id"), fmt=None),
     ("training-ab-create", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {
         "version_a": side.ids["version_id"], "version_b": side.ids["version_b_id"], "prompts": 2}),
 }

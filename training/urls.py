@@ -8,6 +8,7 @@ urlpatterns = [
     path("<slug:slug>/train/", views.train_now, name="training-train"),
     path("<slug:slug>/runs/<int:run_id>/cancel/", views.run_cancel, name="training-run-cancel"),
     path("<slug:slug>/versions/<int:version_id>/promote/", views.version_promote, name="training-version-promote"),
+    path("<slug:slug>/versions/<int:version_id>/merge/", views.version_merge, name="training-version-merge"),
     path("<slug:slug>/versions/<int:version_id>/demote/", views.version_demote, name="training-version-demote"),
     path("<slug:slug>/pipelines/start/", views.pipeline_start, name="training-pipeline-start"),
     path("<slug:slug>/policy/train/", views.policy_train, name="training-policy-train"),

@@ -25,6 +25,7 @@ from training.selectors.ab import ab_evaluation_list, ab_leaderboard
 from training.selectors.runs import pipeline_list, pipeline_spec, run_as_dict, run_list
 from training.selectors.versions import (
     model_card_text, model_version_list, policy_win_rate_series, reward_accuracy_series, version_flag_rates,
+    version_is_adapter,
 )
 from training.charts import curve_svg
 from training.services import ab, rounds, runs, versions
@@ -54,6 +55,7 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
     flags = version_flag_rates(version_ids=[v.pk for v in policies])
     for version in versions:
         version.evaluation = (version.metrics or {}).get("evaluation") or {}
+        version.adapter = version.kind == ModelVersion.Kind.POLICY and version_is_adapter(version=version)
         version.flags = flags.get(version.pk) or {}
     win_rates = policy_win_rate_series(project=project)
     rewards = reward_accuracy_series(project=project)
@@ -115,9 +117,18 @@ def admin_action(view: Callable[..., str | None]) -> Callable[..., HttpResponse]
     return wrapper
 
 
+def _lora_config(request: HttpRequest) -> dict | None:
+    """The form's LoRA rank as a trainer config override (blank or 0: every weight trains)."""
+    rank = _int_field(request, "lora_r", 0)
+    if not 0 <= rank <= 1024:
+        raise ValidationError("The LoRA rank must be between 0 and 1024.")
+    return {"lora_r": rank, "lora_alpha": 2 * rank} if rank else None
+
+
 @admin_action
 def train_now(request: HttpRequest, project: Project) -> str:
-    run = runs.run_request(project=project, kind=plan.REWARD, trigger="dashboard", requested_by=request.user)
+    run = runs.run_request(project=project, kind=plan.REWARD, trigger="dashboard", requested_by=request.user,
+                           config=_lora_config(request))
     return f"Queued reward run {run.pk}."
 
 
@@ -139,6 +150,13 @@ def version_demote(request: HttpRequest, project: Project, version_id: int) -> s
     version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
     versions.model_version_demote(version=version)
     return f"Demoted {version.name}."
+
+
+@admin_action
+def version_merge(request: HttpRequest, project: Project, version_id: int) -> str:
+    version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
+    merged = versions.model_version_merge(version=version)
+    return f"Merged {version.name} into the plain version {merged.name} (id {merged.pk})."
 
 
 def _margin(value: str | None) -> float | None:
@@ -165,7 +183,7 @@ def policy_train(request: HttpRequest, project: Project) -> str:
     if kind not in plan.POLICY_KINDS:
         raise ValidationError(f"Unknown policy run kind {kind!r}.")
     run = runs.run_request(project=project, kind=kind, trigger="dashboard", requested_by=request.user,
-                           include_chosen=request.POST.get("include_chosen") == "on")
+                           include_chosen=request.POST.get("include_chosen") == "on", config=_lora_config(request))
     return f"Queued {kind} run {run.pk}."
 
 

@@ -15,7 +15,7 @@ from labeling.selectors.projects import project_access_get
 from training.charts import curve_svg
 from training.models import TrainingRun
 from training.selectors.runs import run_list
-from training.selectors.versions import model_version_list, version_lineage, version_run_get
+from training.selectors.versions import model_version_list, version_is_adapter, version_lineage, version_run_get
 
 CURVE_KEYS_MAX = 8
 
@@ -42,6 +42,7 @@ def version_detail(request: HttpRequest, slug: str, version_id: int) -> HttpResp
     return render(request, "training/version.html", {
         **tabs_context(project=project, role=role, tab="training"), "version": version,
         "lineage": version_lineage(version=version), "run": version_run_get(version=version),
+        "adapter": version_is_adapter(version=version),
         "metrics": _numbers(version.metrics), "config": json.dumps(version.config, indent=2, sort_keys=True)[:20_000],
     })
 

@@ -117,3 +117,16 @@ def test_generate_candidates_queues_one_run_and_refuses_a_second(project_factory
     assert run.kind == "candidates" and run.status == "queued" and run.params["max_prompts"] == 3
     with pytest.raises(CommandError, match="already"):
         _call("generate_candidates", "--project", project.slug)
+
+
+@pytest.mark.django_db
+def test_train_policy_queues_a_run_with_the_config_overrides(project_factory):
+    project = project_factory()
+    out, _ = _call("train_policy", "--project", project.slug, "--kind", "dpo", "--config", '{"lora_r": 8, "lora_alpha": 16}')
+    run = TrainingRun.objects.get(project=project)
+    assert out.strip() == f"queued dpo run {run.pk}" and run.kind == "dpo"
+    assert run.params["config"] == {"lora_r": 8, "lora_alpha": 16} and run.status == TrainingRun.Status.QUEUED
+    with pytest.raises(CommandError, match="--config"):
+        _call("train_policy", "--project", project.slug, "--kind", "dpo", "--config", "[1]")
+    with pytest.raises(CommandError, match="--parent 999999"):
+        _call("train_policy", "--project", project.slug, "--kind", "sft", "--parent", "999999")

@@ -22,7 +22,7 @@ from training.selectors.runs import run_list
 from training.selectors.versions import model_card_text, model_version_list
 from training.services.reward import reward_model_evaluate
 from training.services.runs import RunAlreadyActive, run_cancel, run_request
-from training.services.versions import model_version_demote, model_version_promote
+from training.services.versions import model_version_demote, model_version_merge, model_version_promote
 
 MAX_EVAL_RECORDS = 20000
 
@@ -165,6 +165,15 @@ class VersionDemoteApi(_VersionActionApi):
     @extend_schema(request=None, responses=VersionOutputSerializer)
     def post(self, request, slug, version_id):
         return HttpResponse(VersionOutputSerializer(model_version_demote(version=self.version(version_id))).data)
+
+
+class VersionMergeApi(_VersionActionApi):
+    """Merge a LoRA policy version into a new plain version (project admins)."""
+
+    @extend_schema(request=None, responses={201: VersionOutputSerializer})
+    def post(self, request, slug, version_id):
+        merged = model_version_merge(version=self.version(version_id))
+        return HttpResponse(VersionOutputSerializer(merged).data, status=status.HTTP_201_CREATED)
 
 
 class VersionCardApi(ProjectScopedMixin, APIView):

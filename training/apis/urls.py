@@ -11,6 +11,8 @@ urlpatterns = [
          name="api-training-version-promote"),
     path("projects/<slug:slug>/versions/<int:version_id>/demote/", runs.VersionDemoteApi.as_view(),
          name="api-training-version-demote"),
+    path("projects/<slug:slug>/versions/<int:version_id>/merge/", runs.VersionMergeApi.as_view(),
+         name="api-training-version-merge"),
     path("projects/<slug:slug>/versions/<int:version_id>/card/", runs.VersionCardApi.as_view(),
          name="api-training-version-card"),
     path("projects/<slug:slug>/versions/<int:version_id>/evaluate/", runs.VersionEvaluateApi.as_view(),

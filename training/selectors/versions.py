@@ -11,6 +11,8 @@ from labeling.models import Judgment, Project, TaskResponse
 from training.ml.card import CARD_FILE, ModelCardFacts, model_card
 from training.models import ModelVersion, TrainingRun
 
+# training.ml.lora's marker files, without importing torch into web processes.
+ADAPTER_FILES = ("adapter_config.json", "pairwise_adapter.json")
 # training.ml.reward.CONFIG_FILE, without importing torch into web processes: a trained reward
 # model has it in both layouts (old: backbone + reward_head.safetensors; new: a sequence-classification checkpoint).
 REWARD_HEAD_FILE = "reward_config.json"
@@ -195,3 +197,8 @@ def version_lineage(*, version: ModelVersion) -> list[ModelVersion]:
 def version_run_get(*, version: ModelVersion) -> TrainingRun | None:
     """The training run that made the version (None for base models and imports)."""
     return TrainingRun.objects.filter(result_version=version).order_by("-id").first()
+
+
+def version_is_adapter(*, version: ModelVersion) -> bool:
+    """A LoRA version: its folder holds adapters on its parent's folder, not full weights."""
+    return all((Path(version.artifact_path) / name).is_file() for name in ADAPTER_FILES)

@@ -14,7 +14,9 @@ from django.db import transaction
 from labeling.models import Project
 from training.plan import jsonable
 from training.models import ModelVersion
-from training.selectors.versions import base_policy_promoted_exists, base_version_get, model_card_facts
+from training.selectors.versions import (
+    base_policy_promoted_exists, base_version_get, model_card_facts, version_is_adapter,
+)
 
 
 def model_version_register(
@@ -107,3 +109,24 @@ def base_models_install(*, policy_dir: str | os.PathLike | None = None, reward_b
         if not base_policy_promoted_exists():
             installed[ModelVersion.Kind.POLICY] = model_version_promote(version=policy)
     return installed
+
+
+def model_version_merge(*, version: ModelVersion) -> ModelVersion:
+    """Merge a LoRA policy version into full weights: a new plain version beside it (same parent,
+    config and metrics, `merged_from` in its metrics), not promoted. The adapter version stays as it
+    is. Runs in the request: merging is one load and one save (seconds at 135M, minutes at 8B)."""
+    from training.ml.checkpoint import adapter_merge
+
+    if version.kind != ModelVersion.Kind.POLICY or not version_is_adapter(version=version):
+        raise ValidationError({"version": f"{version.name} is not a LoRA adapter policy version; nothing to merge."})
+    folder = Path(version.artifact_path).with_name(f"{Path(version.artifact_path).name}-merged")
+    if folder.exists():
+        raise ValidationError({"version": f"{version.name} was merged already ({folder.name})."})
+    adapter_merge(version.artifact_path, folder)
+    merged = model_version_register(
+        project=version.project, kind=version.kind, name=f"{version.name}-merged", base=version.base,
+        artifact_path=folder, config=version.config,
+        metrics={**(version.metrics or {}), "merged_from": version.pk}, parent=version.parent, snapshot=version.snapshot,
+    )
+    model_version_card_write(version=merged)
+    return merged

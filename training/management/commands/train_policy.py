@@ -1,0 +1,43 @@
+"""Queue a policy run (sft, dpo or ppo) for a project, with trainer config overrides such as LoRA:
+
+    manage.py train_policy --project demo --kind dpo --config '{"lora_r": 16, "lora_alpha": 32}'
+
+The run trains from the promoted policy (or --parent VERSION_ID) on a snapshot frozen at its start
+(or --snapshot ID); a LoRA run makes an adapter version (merge it with the versions API or page).
+"""
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from config.cli import json_object, project_from_slug
+from training import plan
+from training.selectors.versions import model_version_list
+from training.services.runs import RunAlreadyActive, run_request
+
+
+class Command(BaseCommand):
+    help = "Queue an SFT, DPO or PPO run for a project."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument("--kind", required=True, choices=sorted(plan.POLICY_KINDS), help="The policy trainer.")
+        parser.add_argument("--config", default="", help='Trainer config overrides as JSON, e.g. \'{"lora_r": 16, "epochs": 2}\'.')
+        parser.add_argument("--parent", type=int, default=None, help="Train from this policy version (default: the promoted one).")
+        parser.add_argument("--snapshot", type=int, default=None, help="Train from this frozen training snapshot.")
+        parser.add_argument("--include-chosen", action="store_true", help="SFT: also train on chosen responses.")
+
+    def handle(self, *args, project: str, kind: str, config: str, parent: int | None, snapshot: int | None,
+               include_chosen: bool, **options):
+        found = project_from_slug(project)
+        base_version = None
+        if parent is not None:
+            base_version = model_version_list(project=found, kind="policy").filter(pk=parent).first()
+            if base_version is None:
+                raise CommandError(f"--parent {parent}: no policy version with that id in {found.slug}")
+        try:
+            run = run_request(project=found, kind=kind, trigger="command", base_version=base_version,
+                              config=json_object(config, "--config"), snapshot=snapshot, include_chosen=include_chosen)
+        except (RunAlreadyActive, ValidationError) as exc:
+            raise CommandError("; ".join(exc.messages)) from None
+        self.stdout.write(f"queued {kind} run {run.pk}")
