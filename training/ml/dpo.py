@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
+from .distributed import micro_batches, ranks_get
 from .lora import adapters_disabled, describe, is_lora, lora_apply
 from .text import SupervisedConfig, batches, collate, encode_example, load_policy, sequence_token_logprobs, to_device
 
@@ -97,6 +98,7 @@ def train_dpo(
     set_seed(config.seed)
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
+    ranks = ranks_get(device)
     model, tokenizer = load_policy(parent_dir, device)
     model = lora_apply(model, config)
     encoded = encode_pairs(tokenizer, pairs, config)
@@ -104,9 +106,10 @@ def train_dpo(
 
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    model = ranks.prepare(model)  # DDP over the processes a launcher started; the model itself when alone
     optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup_ratio)
     model.train()
-    rng = random.Random(config.seed)
+    rng = random.Random(config.seed)  # the same seed on every rank: the same order, shared out by shard()
     history: list[dict[str, float]] = []
     started = time.time()
     for epoch in range(config.epochs):
@@ -114,31 +117,39 @@ def train_dpo(
         rng.shuffle(order)
         for step_ids in batches(order, config.batch_size):
             stats = {"loss": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0, "accuracy": 0.0}
-            for micro_ids in batches(step_ids, config.micro_batch_size):
-                with autocast(device, precision):
-                    chosen, rejected = pair_logps(model, [encoded[i] for i in micro_ids], tokenizer.pad_token_id, device)
-                r = ref[micro_ids].to(device)
-                loss, cr, rr = dpo_loss(chosen, rejected, r[:, 0], r[:, 1], config.beta)
-                # Weight by the micro-batch's share so accumulated gradients equal one big batch's.
-                share = len(micro_ids) / len(step_ids)
-                (loss * share).backward()
-                stats["loss"] += loss.item() * share
-                stats["chosen_reward"] += cr.mean().item() * share
-                stats["rejected_reward"] += rr.mean().item() * share
-                stats["accuracy"] += (cr > rr).float().mean().item() * share
+            mine, weight = ranks.shard(step_ids)
+            for micro_ids, last in micro_batches(mine, config.micro_batch_size):
+                with ranks.no_sync(model, last):
+                    with autocast(device, precision):
+                        chosen, rejected = pair_logps(model, [encoded[i] for i in micro_ids], tokenizer.pad_token_id, device)
+                    r = ref[micro_ids].to(device)
+                    loss, cr, rr = dpo_loss(chosen, rejected, r[:, 0], r[:, 1], config.beta)
+                    # The micro-batch's share of the whole step, so accumulated gradients equal one big
+                    # batch's (times the rank count that DDP's averaging divides out; 0 for a filler).
+                    share = len(micro_ids) / len(step_ids)
+                    (loss * share * weight).backward()
+                logged = share * (weight > 0)
+                stats["loss"] += loss.item() * logged
+                stats["chosen_reward"] += cr.mean().item() * logged
+                stats["rejected_reward"] += rr.mean().item() * logged
+                stats["accuracy"] += (cr > rr).float().mean().item() * logged
+            stats = ranks.sum(stats)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             history.append({"step": len(history) + 1, "epoch": epoch, "grad_norm": grad_norm, **stats})
-            progress(len(history) / total_steps, history[-1])
+            if ranks.is_main:
+                progress(len(history) / total_steps, history[-1])
 
     elapsed = time.time() - started
+    model = ranks.unwrap(model)
     metrics = {
         "final_loss": history[-1]["loss"] if history else None, "steps": len(history), "pairs": len(encoded),
         "train_seconds": elapsed, "pairs_per_s": len(encoded) * config.epochs / max(elapsed, 1e-9),
-        "precision": precision, "adaptation": describe(model, config), "history": history,
+        "precision": precision, "adaptation": describe(model, config), "processes": ranks.count, "history": history,
     }
-    if out_dir is not None:
+    if out_dir is not None and ranks.is_main:  # rank 0 alone writes the artifact (atomically, as always)
         save_policy(model, tokenizer, out_dir, config, metrics, base_dir=parent_dir)
+    ranks.barrier()
     return metrics

@@ -19,9 +19,22 @@ decoder backbone with the policy's vocabulary. When the RM is an encoder or uses
 (e.g. MiniLM), its per-position states would see the future tokens or not line up with the
 policy's, so the value model is then the policy's backbone with a zero-initialised head
 (value_init="policy"); the metrics record which one ran.
+
+LoRA (lora_r > 0). The policy trains adapters on its frozen parent, so the parent is the policy
+with its adapters switched off: the reference log-probs come from the policy itself under
+`adapters_disabled`, and no second copy of the weights is loaded. The value model shares the
+backbone too: its backbone is a second module tree over the *same* frozen Parameter objects (of
+the policy, or of the RM for value_init="reward"), with its own LoRA adapters on top, and a
+trainable head. So the weights sit in memory once, and only adapters and the head get gradients
+and optimizer state. The value keeps adapters of its own rather than reading the policy's hidden
+states: with shared adapters the value loss would move the policy (and the policy loss the value),
+its separate learning rate and gradient clipping would mean nothing, and the clipped PPO ratio
+would no longer compare the policy only with itself. The price is one more forward pass over the
+frozen weights per micro-batch, the same as without LoRA.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
@@ -31,11 +44,12 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from transformers import AutoModel
+from transformers import PreTrainedModel
 
 from .checkpoint import save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
 from .generate import decode_responses, sample
+from .lora import adapters_disabled, describe, is_lora, lora_apply
 from .sft import response_nll_sum
 from .text import (
     PolicyConfig, Prompt, batches, collate, encode_example, load_policy, masked_mean, position_ids,
@@ -64,6 +78,7 @@ class PPOConfig(PolicyConfig):
     value_init: str = field(default="auto", metadata={"help": "'reward' (copy of the RM), 'policy' (policy backbone, zero head) or 'auto' (reward when the RM is a decoder sharing the policy's vocabulary)."})
     rm_max_length: int = field(default=256, metadata={"help": "Tokens the reward model reads per (prompt, response)."})
     max_length: int = field(default=512, metadata={"help": "Tokens per demonstration for the ptx term."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapters' input. 0 for PPO: with dropout the policy that is optimised is not the one that sampled, so the ratio starts away from 1 and clip and target_kl measure noise."})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,17 +223,34 @@ def reward_is_causal_on_policy_tokens(reward_model: nn.Module, rm_tokenizer, pol
     return same_vocab and is_causal(reward_model.backbone, len(policy_tokenizer))
 
 
-def build_value_model(config: PPOConfig, policy_dir: str | Path, reward_model: nn.Module, rm_tokenizer, policy_tokenizer) -> tuple[ValueModel, str]:
+def value_backbone(source: nn.Module, share_weights: bool) -> nn.Module:
+    """The value model's copy of a backbone. Shared: a new module tree whose parameters are the
+    source's own Parameter objects (deepcopy's memo hands them back instead of copying), for a LoRA
+    run where both sides are frozen and only adapters added to the new tree train. Otherwise a full
+    copy that trains whole (requires_grad set: the RM it may come from is frozen)."""
+    if share_weights:
+        return copy.deepcopy(source, memo={id(p): p for p in source.parameters()})
+    return copy.deepcopy(source).requires_grad_(True)
+
+
+def build_value_model(config: PPOConfig, policy: PreTrainedModel, reward_model: nn.Module, rm_tokenizer, policy_tokenizer) -> tuple[ValueModel, str]:
+    """The value model, from the RM or from `policy` (the loaded parent, before lora_apply wraps it).
+    With LoRA its backbone shares the frozen weights and gets adapters of its own (module docstring)."""
+    if is_lora(policy):
+        raise ValueError("build the value model from the parent, before lora_apply wraps the policy")
     init = config.value_init
     if init == "auto":
         init = "reward" if reward_is_causal_on_policy_tokens(reward_model, rm_tokenizer, policy_tokenizer) else "policy"
+    share = config.lora_r > 0
     if init == "reward":
-        return ValueModel(copy.deepcopy(reward_model.backbone), copy.deepcopy(reward_model.head), float(reward_model.bias)), init
-    backbone = AutoModel.from_pretrained(policy_dir)
-    head = nn.Linear(backbone.config.hidden_size, 1)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    return ValueModel(backbone, head), init
+        backbone = value_backbone(reward_model.backbone, share)
+        head, bias = copy.deepcopy(reward_model.head).requires_grad_(True), float(reward_model.bias)
+    else:
+        backbone = value_backbone(policy.base_model, share)
+        head, bias = nn.Linear(backbone.config.hidden_size, 1), 0.0
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    return ValueModel(lora_apply(backbone, config, task_type="FEATURE_EXTRACTION"), head, bias), init
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,8 +266,13 @@ def score_responses(reward_model, rm_tokenizer, prompts: Sequence[Prompt], respo
 
 @torch.no_grad()
 def rollout(policy, ref, value_model, reward_model, rm_tokenizer, tokenizer, prompts: Sequence[Prompt], config: PPOConfig, device, precision: str) -> dict[str, torch.Tensor]:
-    """Sample, score and evaluate one batch. Every [B, T-1] tensor follows the action layout."""
+    """Sample, score and evaluate one batch. Every [B, T-1] tensor follows the action layout.
+    ref=None: the reference is the LoRA policy with its adapters disabled (its parent).
+
+    Sampling runs in eval mode under no_grad, where gradient checkpointing is off and generate
+    keeps its KV cache (HF only drops the cache for a checkpointed layer in training with grads)."""
     policy.eval()
+    value_model.eval()
     with autocast(device, precision):
         seqs, attention, response = sample(policy, tokenizer, prompts, 1, config.temperature, 1.0, config.max_new_tokens, config.system_prompt)
     responses = decode_responses(tokenizer, seqs, response)
@@ -246,7 +283,8 @@ def rollout(policy, ref, value_model, reward_model, rm_tokenizer, tokenizer, pro
         ids, att = seqs[rows], attention[rows]
         with autocast(device, precision):
             logprobs.append(token_logprobs(policy(input_ids=ids, attention_mask=att, position_ids=position_ids(att)).logits, ids))
-            ref_logprobs.append(token_logprobs(ref(input_ids=ids, attention_mask=att, position_ids=position_ids(att)).logits, ids))
+            with adapters_disabled(policy) if ref is None else contextlib.nullcontext(ref) as reference:
+                ref_logprobs.append(token_logprobs(reference(input_ids=ids, attention_mask=att, position_ids=position_ids(att)).logits, ids))
             values.append(value_model(ids, att).float())
     logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
     rewards = kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, config.beta)
@@ -294,6 +332,7 @@ def train_ppo(
     """Optimise the SFT policy at policy_dir against the RM at reward_dir on prompts; save to out_dir.
 
     demonstrations [{"prompt", "response"}] feed the ptx term when config.ptx_coef > 0.
+    With config.lora_r > 0 the policy trains adapters and is saved as an adapter folder on policy_dir.
     Returns metrics with one history entry per iteration.
     """
     from .reward import load_reward_model
@@ -302,14 +341,18 @@ def train_ppo(
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
     policy, tokenizer = load_policy(policy_dir, device)
-    ref, _ = load_policy(policy_dir, device)
-    ref.eval().requires_grad_(False)
+    ref = None  # with LoRA the reference is the policy with its adapters disabled: no second copy
+    if config.lora_r <= 0:
+        ref, _ = load_policy(policy_dir, device)
+        ref.eval().requires_grad_(False)
     reward_model, rm_tokenizer, _ = load_reward_model(reward_dir, device)
     reward_model.requires_grad_(False)
-    value_model, value_init = build_value_model(config, policy_dir, reward_model, rm_tokenizer, tokenizer)
+    # Before lora_apply: the value backbone copies (or, with LoRA, shares) the parent's weights.
+    value_model, value_init = build_value_model(config, policy, reward_model, rm_tokenizer, tokenizer)
     value_model.to(device)
-    policy_opt = torch.optim.AdamW(policy.parameters(), lr=config.lr)
-    value_opt = torch.optim.AdamW(value_model.parameters(), lr=config.value_lr)
+    policy = lora_apply(policy, config)
+    policy_opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.lr)
+    value_opt = torch.optim.AdamW([p for p in value_model.parameters() if p.requires_grad], lr=config.value_lr)
     demos = [encode_example(tokenizer, d["prompt"], d["response"], config.max_length, config.system_prompt) for d in demonstrations]
     use_ptx = config.ptx_coef > 0 and bool(demos)
 
@@ -355,8 +398,10 @@ def train_ppo(
 
     metrics = {
         "iterations": config.iterations, "value_init": value_init, "precision": precision,
-        "seconds": time.time() - started, "final_score": history[-1]["score"] if history else None, "history": history,
+        "seconds": time.time() - started, "final_score": history[-1]["score"] if history else None,
+        # The value model's total counts the frozen weights it shares with the policy or the RM under LoRA.
+        "adaptation": describe(policy, config), "value_adaptation": describe(value_model, config), "history": history,
     }
     if out_dir is not None:
-        save_policy(policy, tokenizer, out_dir, config, metrics)
+        save_policy(policy, tokenizer, out_dir, config, metrics, base_dir=policy_dir)
     return metrics
