@@ -30,6 +30,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from labeling.ranking import ranking_pairs
 from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
+from training.ml.lora import describe, is_lora, lora_apply
 from training.ml.modeling_pairwise_reward import PairwiseRewardConfig, PairwiseRewardModel, pool, register
 from training.ml.common import (
     TrainerConfig,
@@ -150,6 +151,39 @@ class RewardModel(nn.Module):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         pooled = pool(hidden.float(), attention_mask, self.pooling, token_type_ids)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
+
+
+def trainable_reward_model(config: RewardConfig) -> RewardModel:
+    """The model a run trains: config.base_model's backbone and a fresh head. With config.lora_r > 0
+    the backbone's weights are frozen under LoRA adapters on config.lora_target_modules (only the
+    adapters and the head train); with config.gradient_checkpointing its blocks recompute their
+    activations in the backward pass (same loss and gradients, less memory)."""
+    model = RewardModel.from_backbone_path(config.base_model, config.pooling, config.dropout)
+    # The head sits outside the peft wrapper, so peft's freezing leaves it trainable.
+    model.backbone = lora_apply(model.backbone, config, task_type="FEATURE_EXTRACTION")
+    return model
+
+
+def merge_adapters(model: RewardModel) -> RewardModel:
+    """Fold LoRA adapters into the backbone's weights (W + alpha/r * B A) and switch the training-only
+    options (gradient checkpointing, input grads) off: the plain model that is evaluated and saved.
+    In place; a plain model only loses those options.
+
+    Why merged, when policies are saved as adapters on their parent (training.ml.lora): the reward
+    folder must load as ONE model, with AutoModelForSequenceClassification, in TRL (PPO,
+    RewardTrainer) and any other tool, none of which knows our adapter chains; and reward backbones
+    here are small (MiniLM is 22M parameters, ~90 MB), so a full copy per version costs little,
+    while a policy version would cost gigabytes."""
+    if is_lora(model.backbone):
+        model.backbone = model.backbone.merge_and_unload()
+    backbone = model.backbone
+    if any(getattr(m, "gradient_checkpointing", False) is True for m in backbone.modules()):
+        # transformers 5 renamed it (the old name warns); 4.x has only the old one
+        off = getattr(backbone, "activation_checkpointing_disable", None) or backbone.gradient_checkpointing_disable
+        off()
+    if getattr(backbone, "_require_grads_hooks", None) or hasattr(backbone, "_require_grads_hook"):
+        backbone.disable_input_require_grads()
+    return model
 
 
 def _override_dropout(config: Any, p: float) -> None:
@@ -398,7 +432,7 @@ def train_reward_model(
         device = pick_device(config.device)
         precision = resolve_precision(config.precision, device)
         tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-        model = RewardModel.from_backbone_path(config.base_model, config.pooling, config.dropout).to(device)
+        model = trainable_reward_model(config).to(device)
         config = dataclasses.replace(config, pooling=model.pooling)
         encoder = PairEncoder(tokenizer, config.max_length, add_eos=model.pooling == "last")
         pad_id = _pad_id(tokenizer)
@@ -414,6 +448,8 @@ def train_reward_model(
             raise ValueError("no training comparisons (every group is empty, fully tied, or held out)")
 
         history, train_seconds = _train_loop(model, usable, config, device, precision, pad_id, progress)
+        adaptation = describe(model, config)  # trainable (adapters + head) vs total, before merging
+        merge_adapters(model)  # normalise, evaluate and save the very model the folder holds
 
         model.eval()
         if reference_texts is None:
@@ -445,6 +481,7 @@ def train_reward_model(
             "device": str(device),
             "train_seconds": train_seconds,
             "comparisons_per_s": sum(len(g.comparisons) for g in usable) * config.epochs / max(train_seconds, 1e-9),
+            "adaptation": adaptation,
             "history": history,
         }
         save_reward_model(tmp, model, tokenizer, config)
@@ -582,8 +619,10 @@ def save_reward_model(folder: Path, model: RewardModel, tokenizer: PreTrainedTok
     model.safetensors (`model.*` = backbone, `score.*` = head with the normalisation bias folded
     into score.bias), the tokenizer, and our RewardConfig. So
     `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` scores
-    exactly like `score`, and TRL's RewardTrainer/PPO take it as is."""
+    exactly like `score`, and TRL's RewardTrainer/PPO take it as is. LoRA adapters are merged into
+    the backbone first (merge_adapters, in place), so the folder never holds an adapter."""
     folder = Path(folder)
+    merge_adapters(model)
     backbone = model.backbone
     hf_config = PairwiseRewardConfig(
         backbone=backbone.config.to_dict(), pooling=model.pooling, normalisation_bias=float(model.bias),
@@ -739,4 +778,5 @@ __all__ = [
     "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
     "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS", "pool",
     "length_report", "margin_report", "length_outcomes", "margin_outcomes", "LENGTH_BUCKETS",
+    "trainable_reward_model", "merge_adapters",
 ]
