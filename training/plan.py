@@ -67,11 +67,17 @@ def trainer_config(cls: type, params: dict[str, Any], **fixed: Any) -> Any:
 
 
 
+# The trainers that run on a group of processes (training.ml.launch), and the largest group.
+GROUP_KINDS = frozenset({DPO, REWARD})
+MAX_PROCESSES = 64
+
+
 def run_params(
     *, kind: str, trigger: str, config: dict[str, Any] | None = None, promote: str | None = None, base: str = "",
     include_chosen: bool = False, auto_promote_margin: float | None = None, promote_metric: str = "",
     max_prompts: int | None = None, snapshot: int | None = None, include_gold: bool = False,
-    filters: dict[str, Any] | None = None, min_gold_accuracy: float | None = None,
+    filters: dict[str, Any] | None = None, min_gold_accuracy: float | None = None, processes: int | None = None,
+    accelerate_config: str = "",
 ) -> dict[str, Any]:
     """The params of a run started by hand (API, dashboard, command), with the per-kind defaults:
     training runs say whether they promote and which data they read (a frozen snapshot by id, else
@@ -95,6 +101,15 @@ def run_params(
             params["filters"] = dict(filters)
         if min_gold_accuracy is not None:
             params["min_gold_accuracy"] = float(min_gold_accuracy)
+    if processes is not None or accelerate_config:
+        if kind not in GROUP_KINDS:
+            raise PlanError("processes", f"Only {', '.join(sorted(GROUP_KINDS))} runs train on several processes.")
+        if processes is not None and not 1 <= int(processes) <= MAX_PROCESSES:
+            raise PlanError("processes", f"From 1 to {MAX_PROCESSES}.")
+        if processes is not None:
+            params["processes"] = int(processes)
+        if accelerate_config:
+            params["accelerate_config"] = str(accelerate_config)
     if kind == REWARD and base:
         params["base"] = base
     if kind == SFT:

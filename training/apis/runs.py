@@ -54,6 +54,9 @@ class RunInputSerializer(serializers.Serializer):
     snapshot = serializers.IntegerField(required=False, min_value=1, help_text="Training runs: train from this frozen "
                                         "training snapshot (default: one frozen from the live data at the run's start).")
     include_gold = serializers.BooleanField(default=False, help_text="Training runs: also train on gold judgments.")
+    processes = serializers.IntegerField(required=False, min_value=1, max_value=plan.MAX_PROCESSES,
+                                         help_text="DPO and reward runs: train on this many processes (torchrun on the "
+                                                   "CPU, accelerate launch on GPUs; default PAIRWISE_TRAIN_PROCESSES).")
     min_gold_accuracy = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1,
                                                help_text="Training runs: leave out annotators whose gold accuracy is "
                                                          "below this (default: the project's setting).")
@@ -120,7 +123,7 @@ class RunListApi(ProjectScopedMixin, generics.ListAPIView):
                 include_chosen=valid["include_chosen"], auto_promote_margin=valid.get("auto_promote_margin"),
                 promote_metric=valid["promote_metric"], max_prompts=valid.get("max_prompts"),
                 snapshot=valid.get("snapshot"), include_gold=valid["include_gold"], filters=valid.get("filters"),
-                min_gold_accuracy=valid.get("min_gold_accuracy"),
+                min_gold_accuracy=valid.get("min_gold_accuracy"), processes=valid.get("processes"),
             )
         except RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)

@@ -35,9 +35,10 @@ def _dpo(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
 def _reward(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
     from .reward import RewardConfig, train_reward_model
 
-    val = _read_jsonl(job["val_data"]) if job.get("val_data") else None
+    val = job.get("val_groups") or (_read_jsonl(job["val_data"]) if job.get("val_data") else None)
+    references = [tuple(pair) for pair in job["reference_texts"]] if job.get("reference_texts") else None
     return train_reward_model(_read_jsonl(job["data"]), RewardConfig(**job["config"]), job["out_dir"], progress=progress,
-                              val_groups=val)
+                              val_groups=val, reference_texts=references)
 
 
 TRAINERS: dict[str, Callable[[dict[str, Any], Callable], dict[str, Any]]] = {"dpo": _dpo, "reward": _reward}

@@ -14,6 +14,7 @@ from training.dataset import TrainingDataset, dpo_pairs, ppo_prompts, sft_exampl
 from training.selectors.data import system_prompt_of
 from training.selectors.versions import policy_parent_get, trained_reward_get
 from training.services.execution import RunReporter, run_execute, threads_set
+from training.services.groups import group_size, group_train
 from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
 from training.services.snapshots import run_snapshot_use, snapshot_facts
 
@@ -58,9 +59,18 @@ def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
     if not pairs:
         raise ValueError(f"no preference pairs in project {project.slug}")
     config = plan.trainer_config(DPOConfig, params, **defaults)
-    return _Job(config, {"pairs": len(pairs), "data_until_judgment_id": until},
-                f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}",
-                lambda progress: train_dpo(parent.artifact_path, pairs, output_dir, config, progress=progress))
+    processes = group_size(params=params)
+
+    def train(progress: RunReporter) -> dict[str, Any]:
+        if processes == 1:
+            return train_dpo(parent.artifact_path, pairs, output_dir, config, progress=progress)
+        job = {"parent_dir": parent.artifact_path, "out_dir": str(output_dir), "config": dataclasses.asdict(config)}
+        return group_train(trainer="dpo", job=job, rows=list(pairs), processes=processes, reporter=progress,
+                           scratch=output_dir.with_name(f".group-{output_dir.name}"),
+                           accelerate_config=params.get("accelerate_config", ""))
+
+    return _Job(config, {"pairs": len(pairs), "data_until_judgment_id": until, "processes": processes},
+                f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}", train)
 
 
 def _ppo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,

@@ -14,6 +14,7 @@ from training.dataset import reward_groups
 from training.models import ModelVersion, TrainingRun
 from training.selectors.versions import model_version_promoted_get, reward_base_get
 from training.services.execution import RunReporter, run_execute, threads_set
+from training.services.groups import group_size, group_train
 from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
 from training.services.snapshots import run_snapshot_use, snapshot_facts
 
@@ -65,12 +66,20 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
         run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=until,
         groups=len(data.train) + len(data.held_out), held_out_groups=len(data.held_out),
         judgments=len(dataset.judgments), skipped_judgments=data.skipped, snapshot=snapshot.pk, data_sha256=snapshot.sha256,
-        reference="demonstrations" if data.reference_texts else "chosen responses",
+        reference="demonstrations" if data.reference_texts else "chosen responses", processes=group_size(params=params),
     )
     reporter.log(f"{len(data.train)} groups from {len(dataset.judgments)} judgments of snapshot {snapshot.pk} "
                  f"({data.skipped} without comparisons); base {base}")
-    metrics = train_reward_model(data.train, config, output_dir, progress=reporter, reference_texts=data.reference_texts,
-                                 val_groups=data.held_out)
+    processes = group_size(params=params)
+    if processes == 1:
+        metrics = train_reward_model(data.train, config, output_dir, progress=reporter,
+                                     reference_texts=data.reference_texts, val_groups=data.held_out)
+    else:
+        job = {"out_dir": str(output_dir), "config": dataclasses.asdict(config), "val_groups": list(data.held_out),
+               "reference_texts": [list(pair) for pair in data.reference_texts or []]}
+        metrics = group_train(trainer="reward", job=job, rows=list(data.train), processes=processes, reporter=reporter,
+                              scratch=output_dir.with_name(f".group-{output_dir.name}"),
+                              accelerate_config=params.get("accelerate_config", ""))
     metrics["data"] = snapshot_facts(snapshot=snapshot, dataset=dataset)
     reporter.flush()
     parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)

@@ -26,9 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--parent", type=int, default=None, help="Train from this policy version (default: the promoted one).")
         parser.add_argument("--snapshot", type=int, default=None, help="Train from this frozen training snapshot.")
         parser.add_argument("--include-chosen", action="store_true", help="SFT: also train on chosen responses.")
+        parser.add_argument("--processes", type=int, default=None,
+                            help="DPO: train on this many processes (default: PAIRWISE_TRAIN_PROCESSES).")
 
     def handle(self, *args, project: str, kind: str, config: str, parent: int | None, snapshot: int | None,
-               include_chosen: bool, **options):
+               include_chosen: bool, processes: int | None, **options):
         found = project_from_slug(project)
         base_version = None
         if parent is not None:
@@ -37,7 +39,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--parent {parent}: no policy version with that id in {found.slug}")
         try:
             run = run_request(project=found, kind=kind, trigger="command", base_version=base_version,
-                              config=json_object(config, "--config"), snapshot=snapshot, include_chosen=include_chosen)
+                              config=json_object(config, "--config"), snapshot=snapshot, include_chosen=include_chosen,
+                              processes=processes)
         except (RunAlreadyActive, ValidationError) as exc:
             raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(f"queued {kind} run {run.pk}")

@@ -1,0 +1,79 @@
+"""training.services.groups: a run on a group of processes (torchrun, gloo, on the CPU) trains, reports
+its progress through the run, fails with the group's log when a rank dies, and is ended, every rank of
+it, when the run is cancelled."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import DPO_FAST, policy_run
+from training.models import TrainingRun
+from training.services.execution import RunAborted
+from training.services.groups import group_train
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.django_db
+def test_a_dpo_run_on_two_processes_makes_a_version(setup):
+    project, base = setup
+    run, version = policy_run(project, "dpo", {**DPO_FAST, "epochs": 2}, processes=2)
+    assert version is not None, run.error
+    assert version.metrics["processes"] == 2 and version.parent_id == base.pk
+    assert run.progress == 1.0 and run.params["processes"] == 2
+    assert "training on 2 processes" in run.log_tail and "step=" in run.log_tail  # rank 0's progress, forwarded
+    assert (Path(version.artifact_path) / "model.safetensors").exists()
+    assert not list(Path(version.artifact_path).parent.glob(".group-*"))  # the scratch folder is gone
+
+
+@pytest.mark.django_db
+def test_a_rank_that_dies_fails_the_run_with_the_groups_log(setup):
+    project, _ = setup
+    run, version = policy_run(project, "dpo", {**DPO_FAST, "device": "no-such-device"}, processes=2)
+    assert version is None and run.status == TrainingRun.Status.FAILED
+    assert "process group failed" in run.error and "no-such-device" in run.error
+    assert not Path(run.params["output_dir"]).exists()
+
+
+class CancelAfterFirstStep:
+    """A RunReporter stand-in: the run is cancelled once the group has reported a step."""
+
+    def __init__(self):
+        self.points = []
+
+    def __call__(self, fraction, metrics):
+        self.points.append(metrics)
+        raise RunAborted("cancelled")
+
+    def flush(self):
+        pass
+
+    def log(self, line):
+        pass
+
+
+def test_cancelling_ends_every_process_of_the_group(tmp_path, tiny_policy, monkeypatch):
+    import subprocess
+
+    started = []
+    real = subprocess.Popen
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+    pairs = [{"prompt": f"pick {i}", "chosen": "yes", "rejected": "no"} for i in range(64)]
+    job = {"parent_dir": str(tiny_policy), "out_dir": str(tmp_path / "out"),
+           "config": {**DPO_FAST, "epochs": 50, "batch_size": 2, "micro_batch_size": 1}}
+    reporter = CancelAfterFirstStep()
+    begin = time.monotonic()
+    with pytest.raises(RunAborted):
+        group_train(trainer="dpo", job=job, rows=pairs, processes=2, scratch=tmp_path / "scratch", reporter=reporter)
+    assert reporter.points and reporter.points[0]["step"] == 1
+    assert started and not _alive(started[0].pid)  # the launcher and both ranks: one process group
+    assert time.monotonic() - begin < 120 and not (tmp_path / "scratch").exists() and not (tmp_path / "out").exists()
