@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
 from .distributed import micro_batches, ranks_get
-from .lora import adapters_disabled, describe, is_lora, lora_apply
+from .lora import quantize_for_lora as _quantize, adapters_disabled, describe, is_lora, lora_apply
 from .text import SupervisedConfig, batches, collate, encode_example, load_policy, sequence_token_logprobs, to_device
 
 
@@ -99,7 +99,7 @@ def train_dpo(
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
     ranks = ranks_get(device)
-    model, tokenizer = load_policy(parent_dir, device)
+    model, tokenizer = load_policy(parent_dir, device, quantize=_quantize(config))
     model = lora_apply(model, config)
     encoded = encode_pairs(tokenizer, pairs, config)
     ref = reference_logps(model, tokenizer.pad_token_id, encoded, config, device, precision)

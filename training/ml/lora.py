@@ -37,6 +37,7 @@ class LoraSettings:
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapters' input."})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules that get adapters: 'all-linear' (every linear layer but the output head, as QLoRA recommends) or comma-separated names such as 'q_proj,v_proj'."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in the backward pass instead of keeping them: about 30% slower, far less activation memory at long sequence lengths."})
+    quantize_base: str = field(default="", metadata={"help": "'4bit' (QLoRA: NF4 weights, bf16 compute) or '8bit' loading of the frozen base of a LoRA policy run, through bitsandbytes; CUDA only. Empty: full precision."})
 
 
 def _targets(settings: LoraSettings) -> str | list[str]:
@@ -109,9 +110,45 @@ def adapter_chain(path: str | Path) -> list[Path]:
     return list(reversed(chain))
 
 
-def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """A plain model from a plain folder or an adapter folder (each adapter of the chain merged in memory)."""
+QUANTIZATIONS = ("", "4bit", "8bit")
+
+
+def quantization_config(quantize: str, device: torch.device) -> Any:
+    """bitsandbytes loading for a frozen base (QLoRA, Dettmers et al. 2023); refused off CUDA, where
+    bitsandbytes has no kernels, with a message that says so."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize_base must be one of {QUANTIZATIONS[1:]} or empty, not {quantize!r}")
+    if not quantize:
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"quantize_base={quantize!r} needs a CUDA device (bitsandbytes); this run is on {device.type}")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def quantize_for_lora(settings: LoraSettings) -> str:
+    """The base quantization a run asks for; only LoRA runs may have one (quantized weights cannot train)."""
+    if settings.quantize_base and settings.lora_r <= 0:
+        raise ValueError("quantize_base needs lora_r > 0: quantized weights are frozen, only adapters train")
+    return settings.quantize_base
+
+
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, quantization: Any = None) -> PreTrainedModel:
+    """A plain model from a plain folder or an adapter folder (each adapter of the chain merged in memory).
+    With a quantization config the base is loaded quantized (adapter chains are merged before, so
+    the quantized weights are the parent's)."""
     chain = adapter_chain(path)
+    if quantization is not None:
+        if len(chain) > 1:
+            raise ValueError("quantize_base needs a plain parent folder: merge the adapter version first")
+        from peft import prepare_model_for_kbit_training
+
+        model = AutoModelForCausalLM.from_pretrained(chain[0], quantization_config=quantization, device_map={"": 0})
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = AutoModelForCausalLM.from_pretrained(chain[0], dtype=dtype)
     if len(chain) > 1:
         from peft import PeftModel

@@ -340,6 +340,8 @@ def train_ppo(
     set_seed(config.seed)
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
+    if config.quantize_base:  # its value model copies or shares the parent's weights, which must be full ones
+        raise ValueError("PPO does not train on a quantized base; use quantize_base with SFT or DPO")
     policy, tokenizer = load_policy(policy_dir, device)
     ref = None  # with LoRA the reference is the policy with its adapters disabled: no second copy
     if config.lora_r <= 0:

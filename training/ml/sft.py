@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
-from .lora import describe, lora_apply
+from .lora import quantize_for_lora as _quantize, describe, lora_apply
 from .text import IGNORE_INDEX, SupervisedConfig, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
 
 
@@ -49,7 +49,7 @@ def train_sft(
     set_seed(config.seed)
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
-    model, tokenizer = load_policy(parent_dir, device)
+    model, tokenizer = load_policy(parent_dir, device, quantize=_quantize(config))
     model = lora_apply(model, config)
     encoded = [encode_example(tokenizer, ex["prompt"], ex["response"], config.max_length, config.system_prompt) for ex in examples]
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)

@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from labeling.transcripts import messages_transcript
 
 from .common import TrainerConfig
-from .lora import load_causal_lm
+from .lora import load_causal_lm, quantization_config
 
 Messages = list[dict[str, str]]
 Prompt = Union[str, Messages]
@@ -163,14 +163,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def load_policy(path: str | Path, device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_policy(path: str | Path, device: torch.device | None = None, quantize: str = "") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A policy and its tokenizer from a plain folder or a LoRA adapter folder (merged onto its base in
-    memory, training.ml.lora), so generation, evaluation and every trainer serve adapter versions as they are."""
+    memory, training.ml.lora), so generation, evaluation and every trainer serve adapter versions as they
+    are. quantize ('4bit', '8bit'): the frozen base of a LoRA run, loaded through bitsandbytes on CUDA."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_causal_lm(path, dtype=torch.float32)
-    if device is not None:
+    quantization = quantization_config(quantize, device or torch.device("cpu")) if quantize else None
+    model = load_causal_lm(path, dtype=torch.float32, quantization=quantization)
+    if device is not None and quantization is None:
         model.to(device)
     return model, tokenizer
 

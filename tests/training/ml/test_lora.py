@@ -116,3 +116,20 @@ def test_named_target_modules_and_gradient_checkpointing(parent: Path) -> None:
     grads = [p.grad for n, p in wrapped.named_parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)
     assert not any(p.requires_grad for n, p in wrapped.named_parameters() if "lora_" not in n)
+
+
+def test_quantized_bases_are_refused_clearly_where_they_cannot_work(parent: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs lora_r > 0"):
+        train_dpo(parent, PAIRS, None, DPOConfig(quantize_base="4bit", device="cpu"))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        train_sft(parent, DEMOS, tmp_path / "q", SFTConfig(quantize_base="4bit", lora_r=4, device="cpu"))
+    with pytest.raises(ValueError, match="one of"):
+        train_dpo(parent, PAIRS, None, DPOConfig(quantize_base="3bit", lora_r=4, device="cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: bitsandbytes 4-bit loading; runs in bench/gpu_check.sh")
+def test_qlora_dpo_trains_adapters_on_a_4bit_base(parent: Path, tmp_path: Path) -> None:
+    config = DPOConfig(beta=0.5, epochs=2, lr=5e-3, batch_size=4, micro_batch_size=2, warmup_ratio=0.0, lora_r=4,
+                       quantize_base="4bit", device="cuda")
+    metrics = train_dpo(parent, PAIRS, tmp_path / "qlora", config)
+    assert is_adapter_dir(tmp_path / "qlora") and metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
