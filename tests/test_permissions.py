@@ -128,6 +128,12 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
             User.objects.filter(username__startswith="perm-").delete()
 
 
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(settings, tmp_path):
+    """Rows that write files (an endpoint's folder, a snapshot) write them under the test's tmp_path."""
+    settings.PAIRWISE_MODELS_DIR = tmp_path / "models"
+
+
 @pytest.fixture
 def client_for(world, db):
     def make(role: str) -> APIClient:
@@ -265,6 +271,8 @@ TABLE: dict[tuple[str, str], Call] = {
     ("api-training-version-evaluate", "POST"): Call(
         api(400, OVERSIGHT), kwargs=lambda side: {"slug": side.project.slug, "version_id": side.ids["reward_version_id"]},
         data=lambda side: {"records": [{"prompt": "p", "chosen": "a", "rejected": "b"}]}),
+    ("api-training-endpoints", "POST"): Call(api(201, ADMINS), data=lambda side: {
+        "name": "perm-endpoint", "base_url": "http://127.0.0.1:9/v1", "model": "m"}),
     ("api-training-pipelines", "GET"): Call(api(200)),
     ("api-training-pipelines", "POST"): Call(api(201, ADMINS), data=lambda side: {}),
     ("api-training-ab-evaluations", "GET"): Call(api(200)),

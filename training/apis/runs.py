@@ -20,6 +20,7 @@ from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import run_list
 from training.selectors.versions import model_card_text, model_version_list
+from training.services.endpoints import endpoint_version_register
 from training.services.reward import reward_model_evaluate
 from training.services.runs import RunAlreadyActive, run_cancel, run_request
 from training.services.versions import model_version_demote, model_version_merge, model_version_promote
@@ -168,6 +169,32 @@ class VersionDemoteApi(_VersionActionApi):
     @extend_schema(request=None, responses=VersionOutputSerializer)
     def post(self, request, slug, version_id):
         return HttpResponse(VersionOutputSerializer(model_version_demote(version=self.version(version_id))).data)
+
+
+class EndpointInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, help_text="The version's name, shown as the responses' source.")
+    base_url = serializers.URLField(help_text="The server's OpenAI-compatible base URL, e.g. http://gpu-1:8000/v1.")
+    model = serializers.CharField(max_length=200, help_text="The model name the server expects.")
+    api_key_env = serializers.CharField(required=False, allow_blank=True, default="", max_length=200,
+                                        help_text="Name of the environment variable (on the workers) holding the key.")
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=5)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=32768)
+    concurrency = serializers.IntegerField(required=False, default=4, min_value=1, max_value=256)
+    timeout_s = serializers.FloatField(required=False, default=60.0, min_value=0.1, max_value=3600)
+
+
+class EndpointCreateApi(ProjectScopedMixin, APIView):
+    """Register an OpenAI-compatible server (vLLM, TGI, llama.cpp, OpenAI) as a policy version of the
+    project, for candidate generation and blind A/B evaluations (project admins). The key stays in the
+    workers' environment; only its variable's name is stored."""
+
+    @extend_schema(request=EndpointInputSerializer, responses={201: VersionOutputSerializer})
+    def post(self, request, slug):
+        data = EndpointInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = endpoint_version_register(project=self.project, **data.validated_data)
+        return HttpResponse(VersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
 class VersionMergeApi(_VersionActionApi):

@@ -17,6 +17,7 @@ urlpatterns = [
          name="api-training-version-card"),
     path("projects/<slug:slug>/versions/<int:version_id>/evaluate/", runs.VersionEvaluateApi.as_view(),
          name="api-training-version-evaluate"),
+    path("projects/<slug:slug>/endpoints/", runs.EndpointCreateApi.as_view(), name="api-training-endpoints"),
     path("projects/<slug:slug>/pipelines/", policy.PipelineListApi.as_view(), name="api-training-pipelines"),
     path("projects/<slug:slug>/ab-evaluations/", policy.AbEvaluationListApi.as_view(), name="api-training-ab-evaluations"),
     path("projects/<slug:slug>/leaderboard/", policy.LeaderboardApi.as_view(), name="api-training-leaderboard"),

@@ -75,9 +75,12 @@ def ranks_get(device: torch.device) -> Ranks:
     """The group this process belongs to: an Accelerator when a launcher started several processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Ranks()
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    return Ranks(Accelerator(cpu=device.type == "cpu"))
+    # Some trainable parameters can get no gradient (a BERT pooler the reward model never reads):
+    # DDP then has to look for them each step, or it waits for their gradients for ever.
+    unused = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Ranks(Accelerator(cpu=device.type == "cpu", kwargs_handlers=[unused]))
 
 
 def micro_batches(ids: Sequence[int], size: int) -> Iterator[tuple[list[int], bool]]:

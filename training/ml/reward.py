@@ -8,6 +8,7 @@ nanoGPT's model.py; split across files, its loss would sit away from the batches
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import inspect
@@ -30,6 +31,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from labeling.ranking import ranking_pairs
 from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
+from training.ml.distributed import Ranks, ranks_get
 from training.ml.lora import describe, is_lora, lora_apply
 from training.ml.modeling_pairwise_reward import PairwiseRewardConfig, PairwiseRewardModel, pool, register
 from training.ml.common import (
@@ -73,7 +75,7 @@ def default_reward_base() -> Path:
 class RewardConfig(TrainerConfig):
     base_model: str = field(default="", metadata={"help": "HF model folder of the backbone; empty = bundled MiniLM."})
     max_length: int = field(default=256, metadata={"help": "Tokens per (prompt, response); the prompt is cut from the left."})
-    batch_size: int = field(default=16, metadata={"help": "Judgments (ranked groups) per micro-batch; each brings K responses."})
+    batch_size: int = field(default=16, metadata={"help": "Judgments (ranked groups) per micro-batch, each bringing K responses; shared out among the processes when several train."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     lr: float = field(default=3e-5, metadata={"help": "Peak AdamW learning rate."})
     epochs: int = field(default=1, metadata={"help": "Passes over the data; the paper uses 1 because the RM overfits after one."})
@@ -424,13 +426,18 @@ def train_reward_model(
     Contract for the caller: output_dir appears whole or not at all (atomic rename); it holds the
     sequence-classification checkpoint (save_reward_model), reward_config.json and metrics.json,
     and never README.md, which is the model card's place: write it after this returns with
-    training.ml.card.write_model_card(output_dir, facts), using the returned metrics."""
+    training.ml.card.write_model_card(output_dir, facts), using the returned metrics.
+
+    Under a launcher (training.ml.launch) every process runs this: each trains on its share of every
+    step (_train_loop), then normalises and evaluates the same merged model on all the data, so all
+    return the same metrics; rank 0 alone reports progress and writes output_dir."""
     started = time.perf_counter()
     config = dataclasses.replace(config, base_model=config.base_model or str(default_reward_base()))
-    with atomic_output_dir(output_dir) as tmp:
-        set_seed(config.seed)
-        device = pick_device(config.device)
-        precision = resolve_precision(config.precision, device)
+    set_seed(config.seed)  # the same seed on every rank: the same head, adapters and batch order
+    device = pick_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    ranks = ranks_get(device)
+    with atomic_output_dir(output_dir) if ranks.is_main else contextlib.nullcontext() as tmp:
         tokenizer = AutoTokenizer.from_pretrained(config.base_model)
         model = trainable_reward_model(config).to(device)
         config = dataclasses.replace(config, pooling=model.pooling)
@@ -447,7 +454,8 @@ def train_reward_model(
         if not usable:
             raise ValueError("no training comparisons (every group is empty, fully tied, or held out)")
 
-        history, train_seconds = _train_loop(model, usable, config, device, precision, pad_id, progress)
+        history, train_seconds = _train_loop(model, usable, config, device, precision, pad_id,
+                                             progress if ranks.is_main else no_progress, ranks)
         adaptation = describe(model, config)  # trainable (adapters + head) vs total, before merging
         merge_adapters(model)  # normalise, evaluate and save the very model the folder holds
 
@@ -482,12 +490,17 @@ def train_reward_model(
             "train_seconds": train_seconds,
             "comparisons_per_s": sum(len(g.comparisons) for g in usable) * config.epochs / max(train_seconds, 1e-9),
             "adaptation": adaptation,
+            "processes": ranks.count,
             "history": history,
         }
-        save_reward_model(tmp, model, tokenizer, config)
+        if ranks.is_main:  # rank 0 alone writes the folder (atomically, as always); tmp is None elsewhere
+            save_reward_model(tmp, model, tokenizer, config)
         metrics["seconds"] = time.perf_counter() - started
-        save_json(tmp / METRICS_FILE, metrics)
-    progress(1.0, {k: v for k, v in metrics.items() if k != "history"})
+        if ranks.is_main:
+            save_json(tmp / METRICS_FILE, metrics)
+    ranks.barrier()  # no rank returns before the folder is in place
+    if ranks.is_main:
+        progress(1.0, {k: v for k, v in metrics.items() if k != "history"})
     return metrics
 
 
@@ -499,7 +512,15 @@ def _train_loop(
     precision: str,
     pad_id: int,
     progress: ProgressFn,
+    ranks: Ranks | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
+    """Optimizer steps of config.grad_accum micro-batches of config.batch_size judgments each; trains
+    model in place. With several processes (ranks), every one walks the same micro-batches (same seed)
+    and takes its share of each (Ranks.shard): its loss, a mean over its judgments, is weighed by its
+    share of the micro-batch (times the rank count, which DDP's averaging divides out), so the ranks'
+    gradients sum to the one-process step's exactly, a short micro-batch included. Alone, share and
+    weight are 1: the same arithmetic and random numbers as ever."""
+    ranks = ranks or Ranks()
     rng = random.Random(config.seed)
     micro_per_epoch = math.ceil(len(groups) / config.batch_size)
     total_steps = math.ceil(micro_per_epoch * config.epochs / config.grad_accum)
@@ -509,30 +530,36 @@ def _train_loop(
         optimizer, lambda s: cosine_with_warmup(s, total_steps, warmup, config.min_lr_ratio)
     )
     micro = [b for _ in range(config.epochs) for b in batch_order(groups, config.batch_size, config.group_by_length, rng)]
+    wrapped = ranks.prepare(model)  # DDP over the processes a launcher started; the model itself when alone
     history: list[dict[str, Any]] = []
     model.train()
     t0 = time.perf_counter()
     for step in range(total_steps):
         chunk = micro[step * config.grad_accum:(step + 1) * config.grad_accum]
-        loss_sum, correct, seen = 0.0, 0, 0
-        for indices in chunk:
-            batch = make_batch([groups[i] for i in indices], pad_id, device)
-            with autocast(device, precision):
-                rewards = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            loss = grouped_ranking_loss(rewards, batch["winners"], batch["losers"], batch["group_index"], batch["num_groups"])
-            (loss / len(chunk)).backward()
-            loss_sum += loss.item()
+        stats = {"loss": 0.0, "correct": 0, "seen": 0}  # this rank's part of the step's sums
+        for m, indices in enumerate(chunk):
+            mine, weight = ranks.shard(indices)  # weight 0: a filler, only to join the all-reduce
+            share = len(mine) / len(indices)
+            with ranks.no_sync(wrapped, last=m == len(chunk) - 1):
+                batch = make_batch([groups[i] for i in mine], pad_id, device)
+                with autocast(device, precision):
+                    rewards = wrapped(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                loss = grouped_ranking_loss(rewards, batch["winners"], batch["losers"], batch["group_index"], batch["num_groups"])
+                (loss * share * weight / len(chunk)).backward()
+            counted = weight > 0
+            stats["loss"] += loss.item() * share * counted
             margins = (rewards[batch["winners"]] - rewards[batch["losers"]]).detach()
-            correct += int((margins > 0).sum())
-            seen += margins.numel()
-        grad_norm = _clip(model, config.max_grad_norm)
+            stats["correct"] += int((margins > 0).sum()) * counted
+            stats["seen"] += margins.numel() * counted
+        stats = ranks.sum(stats)
+        grad_norm = _clip(wrapped, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         record = {
             "step": step + 1,
-            "loss": loss_sum / len(chunk),
-            "accuracy": correct / max(1, seen),
+            "loss": stats["loss"] / len(chunk),
+            "accuracy": stats["correct"] / max(1, stats["seen"]),
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": grad_norm,
             "seconds": time.perf_counter() - t0,

@@ -18,6 +18,7 @@ from labeling.services.projects import membership_set, project_create
 from labeling.services.tasks import NewResponse, NewTask, tasks_create
 from training.models import ModelVersion, TrainingRun
 from training.selectors.data import ab_source_prompts, prompt_input, prompts_without_tasks, system_prompt_of
+from training.services.endpoints import endpoint_config_of, endpoint_samples, is_endpoint_version
 from training.services.execution import RunReporter
 from training.services.runs import run_queue, run_succeed
 
@@ -94,15 +95,24 @@ def ab_candidates_generate(*, run: TrainingRun, echo: Callable | None = None) ->
         raise ValueError("no prompt without a task")
     generation = {"temperature": project.gen_temperature, "top_p": project.gen_top_p,
                   "max_new_tokens": project.gen_max_new_tokens, "system_prompt": system_prompt_of(project)}
-    samples = []
+    samples, per_version = [], []
     for i, version in enumerate(versions):
+        per_version.append({**generation, "model_version": version.pk, "seed": int(ab.get("seed", 0)) + i})
         reporter = RunReporter(run_id=run.pk, span=(0.49 * i, 0.49 * (i + 1)), echo=echo)
-        samples.append(generate_candidates(
-            version.artifact_path, [prompt_input(p) for p in prompts], k=1, temperature=project.gen_temperature,
-            top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens, system_prompt=generation["system_prompt"],
-            batch_size=int(params.get("batch_size", 16)), seed=int(ab.get("seed", 0)) + i, progress=reporter,
-            device=params.get("device", "auto"),
-        ))
+        if is_endpoint_version(version):  # a model server (training.services.endpoints)
+            endpoint = endpoint_config_of(version=version, temperature=project.gen_temperature,
+                                          top_p=project.gen_top_p, max_tokens=project.gen_max_new_tokens)
+            per_version[i].update(temperature=endpoint.temperature, top_p=endpoint.top_p, max_new_tokens=endpoint.max_tokens,
+                                  endpoint={"base_url": endpoint.base_url, "model": endpoint.model})
+            samples.append(endpoint_samples(endpoint, prompts, k=1, system_prompt=generation["system_prompt"],
+                                            seed=int(ab.get("seed", 0)) + i, progress=reporter))
+        else:
+            samples.append(generate_candidates(
+                version.artifact_path, [prompt_input(p) for p in prompts], k=1, temperature=project.gen_temperature,
+                top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens, system_prompt=generation["system_prompt"],
+                batch_size=int(params.get("batch_size", 16)), seed=int(ab.get("seed", 0)) + i, progress=reporter,
+                device=params.get("device", "auto"),
+            ))
         reporter.flush()
     rng = random.Random(ab.get("seed", 0))
     created = {"tasks": 0, "responses": 0, "prompts_skipped": 0}
@@ -115,8 +125,7 @@ def ab_candidates_generate(*, run: TrainingRun, echo: Callable | None = None) ->
                 created["prompts_skipped"] += 1  # an empty or identical pair tells the labeler nothing
                 continue
             sides = [
-                NewResponse(text=t, source=v.name, model_version_id=v.pk,
-                            generation={**generation, "model_version": v.pk, "seed": int(ab.get("seed", 0)) + i})
+                NewResponse(text=t, source=v.name, model_version_id=v.pk, generation=per_version[i])
                 for i, (v, t) in enumerate(zip(versions, texts))
             ]
             rng.shuffle(sides)  # sides randomised per task

@@ -12,6 +12,7 @@ from training.models import ModelVersion, TrainingRun
 from training.selectors.data import candidate_prompts_select, prompt_input, system_prompt_of
 from training.selectors.versions import model_version_promoted_get
 from training.services.ab import ab_candidates_generate
+from training.services.endpoints import endpoint_config_of, endpoint_samples, is_endpoint_version
 from training.services.execution import RunReporter, run_execute
 from training.services.runs import run_params_update, run_succeed
 
@@ -61,14 +62,23 @@ def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:
         "max_new_tokens": project.gen_max_new_tokens, "k": project.responses_per_task,
         "system_prompt": system_prompt_of(project), "seed": run.pk, "model_version": policy.pk,
     }
+    endpoint = endpoint_config_of(version=policy, temperature=project.gen_temperature, top_p=project.gen_top_p,
+                                  max_tokens=project.gen_max_new_tokens) if is_endpoint_version(policy) else None
+    if endpoint is not None:  # a model server: its own sampling settings where it has them
+        generation.update(temperature=endpoint.temperature, top_p=endpoint.top_p, max_new_tokens=endpoint.max_tokens,
+                          endpoint={"base_url": endpoint.base_url, "model": endpoint.model})
     run_params_update(run_id=run.pk, policy_version=policy.pk, prompts=len(prompts), generation=generation)
     reporter = RunReporter(run_id=run.pk, span=(0.0, 0.98), echo=echo)
-    samples = generate_candidates(
-        policy.artifact_path, [prompt_input(p) for p in prompts], k=project.responses_per_task,
-        temperature=project.gen_temperature, top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens,
-        system_prompt=generation["system_prompt"], batch_size=int(params.get("batch_size", 16)), seed=run.pk,
-        progress=reporter, device=params.get("device", "auto"),
-    )
+    if endpoint is not None:
+        samples = endpoint_samples(endpoint, prompts, k=project.responses_per_task,
+                                   system_prompt=generation["system_prompt"], seed=run.pk, progress=reporter)
+    else:
+        samples = generate_candidates(
+            policy.artifact_path, [prompt_input(p) for p in prompts], k=project.responses_per_task,
+            temperature=project.gen_temperature, top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens,
+            system_prompt=generation["system_prompt"], batch_size=int(params.get("batch_size", 16)), seed=run.pk,
+            progress=reporter, device=params.get("device", "auto"),
+        )
     reporter.flush()
     created: dict[str, int] = {}
 

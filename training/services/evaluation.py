@@ -13,6 +13,7 @@ from training.selectors.data import held_out_collect, system_prompt_of
 from training.selectors.versions import (
     model_version_promoted_get, policy_root_get, trained_reward_get, version_flag_rates,
 )
+from training.services.endpoints import is_endpoint_version
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.runs import run_succeed
 from training.services.versions import model_version_card_write, model_version_metrics_update, model_version_promote
@@ -35,6 +36,8 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
     version = run.base_version
     if version is None or version.kind != ModelVersion.Kind.POLICY:
         raise ValueError("an evaluation run needs a policy version as its base version")
+    if is_endpoint_version(version):  # no weights here: compare it with blind A/B evaluations instead
+        raise ValueError(f"{version.name} is a model endpoint; evaluate it with a blind A/B evaluation")
     parent, base = version.parent, policy_root_get(version=version)
     rm = trained_reward_get(project=project)
     prompts, demos, held_out = held_out_collect(

@@ -13,6 +13,7 @@ from training.models import ModelVersion, TrainingRun
 from training.dataset import TrainingDataset, dpo_pairs, ppo_prompts, sft_examples
 from training.selectors.data import system_prompt_of
 from training.selectors.versions import policy_parent_get, trained_reward_get
+from training.services.endpoints import is_endpoint_version
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.groups import group_size, group_train
 from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
@@ -100,6 +101,9 @@ def _policy_train(run: TrainingRun, echo) -> ModelVersion | None:
     params, project = run.params or {}, run.project
     threads_set(params=params)
     parent = policy_parent_get(run=run)
+    if is_endpoint_version(parent):
+        raise ValueError(f"{parent.name} is a model endpoint, not weights: promote a trained policy to train from, "
+                         "or pick one as the run's parent")
     output_dir = run_output_dir(run=run)
     reporter = RunReporter(run_id=run.pk, echo=echo)
     snapshot, dataset = run_snapshot_use(run=run)

@@ -126,3 +126,24 @@ def test_training_runs_take_a_snapshot_and_filters_and_refuse_bad_ones(project_f
     assert bad.status_code == 400 and "filters" in bad.json()
     unknown = api_client(admin).post(url, {"kind": "sft", "filters": {"colour": "blue"}}, format="json")
     assert unknown.status_code == 400 and "colour" in unknown.json()
+
+
+@pytest.mark.django_db
+def test_endpoint_registration_api_validates_and_never_stores_the_key(project_factory, member, models_dir, monkeypatch):
+    from rest_framework.test import APIClient
+
+    monkeypatch.setenv("PAIRWISE_TEST_KEY", "sk-secret-value")
+    project = project_factory()
+    client = APIClient()
+    client.force_authenticate(member(project, "admin"))
+    url = f"/api/training/projects/{project.slug}/endpoints/"
+    bad = client.post(url, {"name": "", "base_url": "not a url", "model": "m", "concurrency": 0}, format="json")
+    assert bad.status_code == 400 and {"name", "base_url", "concurrency"} <= set(bad.json())
+    made = client.post(url, {"name": "vllm-8b", "base_url": "http://127.0.0.1:9/v1", "model": "llama",
+                             "api_key_env": "PAIRWISE_TEST_KEY"}, format="json")
+    assert made.status_code == 201, made.content
+    body = made.json()
+    assert body["kind"] == "policy" and body["config"]["endpoint"]["api_key_env"] == "PAIRWISE_TEST_KEY"
+    assert "sk-secret-value" not in made.content.decode()
+    duplicate = client.post(url, {"name": "vllm-8b", "base_url": "http://127.0.0.1:9/v1", "model": "llama"}, format="json")
+    assert duplicate.status_code == 400 and "name" in duplicate.json()
