@@ -230,13 +230,15 @@ class EndpointClient:
         return texts
 
 
-def unique_texts(texts: Sequence[str], k: int) -> list[str]:
-    """First k distinct non-empty texts, compared after stripping whitespace."""
+def unique_responses(responses: Sequence[str], k: int) -> list[str]:
+    """First k distinct non-empty responses, compared after stripping whitespace: the one rule for
+    samples from an endpoint and from local generation (training.ml.generate imports it from here,
+    which needs no torch)."""
     seen: list[str] = []
-    for t in texts:
-        t = t.strip()
-        if t and t not in seen:
-            seen.append(t)
+    for r in responses:
+        r = r.strip()
+        if r and r not in seen:
+            seen.append(r)
     return seen[:k]
 
 
@@ -263,7 +265,7 @@ def endpoint_generate(
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for future in done:
                 i = pending.pop(future)
-                results[i] = unique_texts(future.result(), k)  # raises the job's EndpointError
+                results[i] = unique_responses(future.result(), k)  # raises the job's EndpointError
                 done_count += 1
             if progress is not None:
                 progress(done_count / max(1, len(prompts)), {"prompts_done": done_count})

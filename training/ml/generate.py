@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .common import ProgressFn, no_progress, pick_device, set_seed
+from .endpoint import unique_responses  # noqa: F401  (one rule for every sampler; tests import it here)
 from .text import DEFAULT_SYSTEM_PROMPT, Prompt, load_policy, prompt_text
 
 
@@ -66,16 +67,6 @@ def decode_responses(tokenizer: PreTrainedTokenizerBase, sequences: torch.Tensor
         tokenizer.decode(seq[mask.bool()], skip_special_tokens=True).strip()
         for seq, mask in zip(sequences, response_mask)
     ]
-
-
-def unique_responses(responses: Sequence[str], k: int) -> list[str]:
-    """First k distinct non-empty responses, compared after stripping whitespace."""
-    seen: list[str] = []
-    for r in responses:
-        r = r.strip()
-        if r and r not in seen:
-            seen.append(r)
-    return seen[:k]
 
 
 def generate_candidates(
