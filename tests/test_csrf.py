@@ -42,6 +42,7 @@ class World:
 def world(project_factory, member, settings, tmp_path) -> World:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PAIRWISE_EXPORTS_DIR = tmp_path
+    settings.PAIRWISE_MODELS_DIR = tmp_path / "models"
     project = project_factory()
     Prompt.objects.create(project=project, external_id="p1", text="hello")
     admin = member(project, Membership.Role.ADMIN)
@@ -119,6 +120,9 @@ CASES: dict[str, Case] = {
     "training-ab-create": Case(scoped("training-ab-create"),
                                lambda w: {"version_a": w.policies[0].pk, "version_b": w.policies[1].pk, "prompts": 1},
                                lambda w: Project.objects.filter(slug__startswith=f"{w.project.slug}-ab-").exists()),
+    "training-endpoint-create": Case(scoped("training-endpoint-create"),
+                                     lambda w: {"name": "csrf-endpoint", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
+                                     lambda w: ModelVersion.objects.filter(name="csrf-endpoint").exists()),
     "training-version-merge": Case(scoped("training-version-merge", version_id=lambda w: lora_version(w).pk), no_data,
                                    lambda w: ModelVersion.objects.filter(name="lora-merged").exists()),
     "console-project-create": Case(lambda w: reverse("console-project-create"),

@@ -317,6 +317,8 @@ TABLE: dict[tuple[str, str], Call] = {
     ("training-policy-train", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"kind": "dpo"}),
     ("training-version-evaluate", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("version_id"), fmt=None),
     ("training-version-merge", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("version_id"), fmt=None),
+    ("training-endpoint-create", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {
+        "name": "perm-endpoint-page", "base_url": "http://127.0.0.1:9/v1", "model": "m"}),
     ("training-ab-create", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {
         "version_a": side.ids["version_id"], "version_b": side.ids["version_b_id"], "prompts": 2}),
 }

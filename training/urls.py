@@ -15,6 +15,7 @@ urlpatterns = [
     path("<slug:slug>/versions/<int:version_id>/evaluate/", views.version_evaluate, name="training-version-evaluate"),
     path("<slug:slug>/versions/<int:version_id>/card/", views.version_card, name="training-version-card"),
     path("<slug:slug>/ab/", views.ab_create, name="training-ab-create"),
+    path("<slug:slug>/endpoints/", views.endpoint_create, name="training-endpoint-create"),
     path("<slug:slug>/versions/<int:version_id>/", views_detail.version_detail, name="training-version-detail"),
     path("<slug:slug>/runs/<int:run_id>/", views_detail.run_detail, name="training-run-detail"),
 ]

@@ -28,7 +28,7 @@ from training.selectors.versions import (
     version_is_adapter,
 )
 from training.charts import curve_svg
-from training.services import ab, rounds, runs, versions
+from training.services import ab, endpoints, rounds, runs, versions
 
 RUNS_SHOWN = 30
 
@@ -157,6 +157,25 @@ def version_merge(request: HttpRequest, project: Project, version_id: int) -> st
     version = get_object_or_404(model_version_list(project=project, include_base=False), pk=version_id)
     merged = versions.model_version_merge(version=version)
     return f"Merged {version.name} into the plain version {merged.name} (id {merged.pk})."
+
+
+@admin_action
+def endpoint_create(request: HttpRequest, project: Project) -> str:
+    """Register an OpenAI-compatible server as a policy version (the API's form, for the page)."""
+    def number(name: str, cast):
+        value = (request.POST.get(name) or "").strip()
+        try:
+            return cast(value) if value else None
+        except ValueError:
+            raise ValidationError(f"{name} must be a number.") from None
+
+    version = endpoints.endpoint_version_register(
+        project=project, name=request.POST.get("name", ""), base_url=request.POST.get("base_url", "").strip(),
+        model=request.POST.get("model", "").strip(), api_key_env=request.POST.get("api_key_env", "").strip(),
+        temperature=number("temperature", float), max_tokens=number("max_tokens", int),
+        concurrency=number("concurrency", int) or 4,
+    )
+    return f"Registered the endpoint {version.name} (version {version.pk}); pick it for candidates or a blind A/B."
 
 
 def _margin(value: str | None) -> float | None:

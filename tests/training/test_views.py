@@ -75,3 +75,17 @@ def test_version_and_run_pages_show_lineage_metrics_and_every_curve(trained, mem
     curves = [k for k, n in counts.items() if n >= 2]
     assert "loss" in curves and html.count("<polyline") == min(len(curves), 8)
     assert html.index("run %d loss" % run.pk) < html.index("</svg>")  # the loss curve comes first
+
+
+@pytest.mark.django_db
+def test_the_runs_page_registers_a_model_server(project_factory, member, client, models_dir):
+    project = project_factory()
+    client.force_login(member(project, Membership.Role.ADMIN))
+    url = reverse("training-endpoint-create", kwargs={"slug": project.slug})
+    client.post(url, {"name": "vllm", "base_url": "http://127.0.0.1:9/v1", "model": "m", "temperature": "hot"})
+    assert not ModelVersion.objects.filter(project=project).exists()  # refused: nothing registered
+    response = client.post(url, {"name": "vllm", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                                 "api_key_env": "VLLM_KEY", "max_tokens": "64"}, follow=True)
+    version = ModelVersion.objects.get(project=project, name="vllm")
+    assert version.config["endpoint"]["api_key_env"] == "VLLM_KEY" and version.kind == "policy"
+    assert "Registered the endpoint vllm" in response.content.decode()
