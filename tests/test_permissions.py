@@ -29,6 +29,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.test import override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
@@ -42,6 +43,7 @@ from labeling.services.exports import dataset_snapshot_create
 from labeling.services.projects import membership_set, project_create
 from tests.labeling.judging import import_rows, judge
 from training.models import ModelVersion, TrainingRun
+from training.services.schedules import RETRAIN_SCHEDULE_PREFIX
 
 ROLES = ["anonymous", "outsider", "annotator_q", "annotator", "viewer", "admin", "superuser"]
 LOGIN, BACK, ADMIN_LOGIN = "login redirect", "redirect back", "admin login redirect"
@@ -125,6 +127,8 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
             yield built
         finally:
             Project.objects.filter(pk__in=[p.pk, q.pk]).delete()
+            # Their retraining schedules, made with them (PAIRWISE_PROJECT_CREATED_HOOKS), are not rows of theirs.
+            PeriodicTask.objects.filter(name__in=[RETRAIN_SCHEDULE_PREFIX + x.slug for x in (p, q)]).delete()
             User.objects.filter(username__startswith="perm-").delete()
 
 
