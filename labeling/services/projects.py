@@ -18,7 +18,13 @@ EDITABLE_FIELDS = {
 }
 
 
+# Slugs the console's URLs use for pages of their own (/projects/new/, /projects/markdown-preview/).
+RESERVED_SLUGS = frozenset({"new", "markdown-preview"})
+
+
 def _validated(project: Project) -> Project:
+    if project.slug in RESERVED_SLUGS:
+        raise ValidationError({"slug": f"'{project.slug}' is reserved for the console's own pages"})
     if project.mode == Project.Mode.PAIRWISE:
         project.responses_per_task = 2
     project.full_clean()

@@ -64,14 +64,16 @@ def test_staff_creates_a_project_with_its_schedule_and_becomes_its_admin(staff):
     ("custom_flags", '[["hallucination", "again"]]', "built-in"),
     ("custom_flags", '{"not": "a list"}', "pairs"),
     ("slug", "has spaces", "slug"),
+    ("slug", "new", "reserved"),  # /projects/new/ is the create page
 ])
 def test_bad_project_form_answers_400_naming_the_field_and_writes_nothing(staff, field, value, message):
+    slug = value if field == "slug" else "bad-one"
     response = client_for(staff).post(reverse("console-project-create"), {**FORM, "slug": "bad-one", field: value})
     assert response.status_code == 400
     errors = re.findall(rf'data-field="{field}">([^<]*)<', response.content.decode())
     assert errors and message in " ".join(errors).replace("&#x27;", "'").lower()
-    assert not Project.objects.filter(slug="bad-one").exists()
-    assert not PeriodicTask.objects.filter(name=RETRAIN_SCHEDULE_PREFIX + "bad-one").exists()
+    assert not Project.objects.filter(slug=slug).exists()
+    assert not PeriodicTask.objects.filter(name=RETRAIN_SCHEDULE_PREFIX + slug).exists()
 
 
 def test_settings_save_changed_fields_and_pause_the_schedule(admin_project):
