@@ -84,7 +84,9 @@ def test_two_processes_take_the_same_reward_steps_as_one(tmp_path: Path, tiny_re
         assert two["loss"] == pytest.approx(one["loss"], abs=1e-4), (one, two)
         assert two["accuracy"] == pytest.approx(one["accuracy"], abs=1e-4)
         assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3, abs=1e-5)
-    assert alone["history"][-1]["loss"] < alone["history"][0]["loss"]  # it trained, so the steps mattered
+    # Every step moved the weights (four steps over different groups are too few for the loss to fall
+    # reliably; the per-step losses above differ from step to step, so the match is not vacuous).
+    assert all(h["grad_norm"] > 1e-6 for h in alone["history"]) and len({round(h["loss"], 6) for h in alone["history"]}) > 1
     for key in ("val_log_loss", "val_accuracy"):  # the same model, evaluated the same way
         assert group[key] == pytest.approx(alone[key], abs=1e-4), key
     assert group["groups"] == alone["groups"] == 7 and group["val_comparisons"] == alone["val_comparisons"] == 3
