@@ -37,7 +37,9 @@ def run_ours(args: argparse.Namespace, pairs: list[dict], lora_r: int = 0) -> fl
     config = DPOConfig(
         beta=0.1, epochs=1, lr=5e-6 if not lora_r else 5e-5, batch_size=args.batch, micro_batch_size=args.micro,
         max_length=args.max_length, precision=args.precision, warmup_ratio=0.0, lora_r=lora_r, lora_alpha=2 * lora_r,
-        device=args.device,
+        device=args.device, gradient_checkpointing=args.checkpointing,
+        # No adapter dropout: peft keeps a dropped-out copy of every adapted layer's input for the backward.
+        lora_dropout=0.0,
     )
     start = time.perf_counter()
     train_dpo(MODEL_DIR, pairs, None, config)
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--lora", action="store_true", help="compare our full DPO with our LoRA DPO instead of TRL")
     parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank for --lora (alpha = 2r, all linear layers)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing on both sides")
     parser.add_argument("--json", help="also write the JSON here")
     parser.add_argument("--side", choices=["ours", "trl", "full", "lora"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,6 +129,7 @@ def main() -> None:
             "lora_memory_ratio": round(lora["peak_rss_mb"] / full["peak_rss_mb"], 3),
             "lora_speed_ratio": round(lora["pairs_per_s"] / full["pairs_per_s"], 3),
             "settings": {**settings, "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "target_modules": "all-linear",
+                         "lora_dropout": 0.0, "checkpointing": args.checkpointing,
                          "memory": "cuda max_memory_allocated" if "cuda" in (args.device or "") else "peak RSS"},
         }
         print(json.dumps(payload, indent=2))

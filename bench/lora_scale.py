@@ -68,9 +68,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--sides", default="lora,full", help="which sides to run, in order")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--side", choices=["lora", "full"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=["lora", "full", "build"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.side == "build":
+        print(build(Path(args.model)))
+        return
     if args.side:
         return child(args)
 
@@ -80,7 +83,10 @@ def main() -> None:
     out: dict = {"shape": SHAPE, "settings": {"steps": args.steps, "batch": args.batch, "max_length": args.max_length}}
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as tmp:
         model = Path(tmp) / "llama-1.1b-random"
-        out["parameters"] = build(model)
+        # Built in a child too: this process must not hold the model's memory while a side measures its peak.
+        built = subprocess.run([sys.executable, __file__, "--side", "build", "--model", str(model)],
+                               capture_output=True, text=True, check=True)
+        out["parameters"] = int(built.stdout.strip().splitlines()[-1])
         for side in args.sides.split(","):
             cmd = [sys.executable, __file__, "--side", side, "--model", str(model), "--data", args.data,
                    "--steps", str(args.steps), "--batch", str(args.batch), "--max-length", str(args.max_length)]
