@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from labeling.console.common import form_status, project_for, tabs_context
 from labeling.console.forms import BrowseForm
 from labeling.models import ComparisonTask
-from labeling.selectors.console import BROWSE_VIEWS, BrowseFilters, browse_page, browse_sources
+from labeling.selectors.console import BROWSE_VIEWS, BrowseFilters, browse_page, browse_sources, import_list
 from labeling.services.imports import FORMATS
 
 IMPORTS_SHOWN = 10
@@ -39,6 +39,6 @@ def project_data(request: HttpRequest, slug: str) -> HttpResponse:
         "first_url": f"?{query.urlencode()}" if form.is_bound and form.data.get("before") else "",
         "sources": browse_sources(project=project),
         "task_statuses": ComparisonTask.Status.values, "judgment_statuses": ["current", "superseded"],
-        "imports": list(project.imports.select_related("created_by").order_by("-id")[:IMPORTS_SHOWN]),
+        "imports": import_list(project=project, limit=IMPORTS_SHOWN),
         "import_url": reverse("api-imports", args=[project.slug]), "formats": FORMATS,
     }, status=form_status(form))

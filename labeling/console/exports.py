@@ -18,12 +18,14 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from labeling import export_records, splits
 from labeling.console.common import ADMIN, project_for, tabs_context
+from labeling.selectors.console import snapshot_list
 from labeling.selectors.exports import CONSENSUS, ExportFilters, export_count
 from labeling.services.exports import dataset_snapshot_create, export_preview, manifest_path
 
 FILTER_KEYS = ("date_from", "date_to", "annotator", "sources", "judgment_source", "min_agreement", "consensus",
                "exclude_gold", "split", "pseudonymous")
 SNAPSHOT_PREVIEW_LINES = 20
+SNAPSHOTS_SHOWN = 10
 
 
 def _parse(data) -> tuple[str, ExportFilters]:
@@ -32,8 +34,6 @@ def _parse(data) -> tuple[str, ExportFilters]:
     if fmt not in export_records.FORMATS:
         raise ValidationError({"format": f"must be one of {', '.join(export_records.FORMATS)}"})
     values = {key: data.get(key) for key in FILTER_KEYS if data.get(key) not in (None, "")}
-    if "sources" in values:
-        values["sources"] = [s.strip() for s in values["sources"].split(",") if s.strip()]
     # An unticked checkbox sends nothing: the form's hidden "checkboxes" field says it was shown, so
     # only a form where the box was really unticked exports usernames; anything else stays pseudonymous.
     values["pseudonymous"] = "pseudonymous" in data or "checkboxes" not in data
@@ -75,7 +75,7 @@ def project_export(request: HttpRequest, slug: str) -> HttpResponse:
     except ValidationError as exc:
         context["errors"] = exc.message_dict
         return render(request, "console/export.html", context, status=400)
-    context["snapshots"] = list(project.snapshots.order_by("-id")[:10])
+    context["snapshots"] = snapshot_list(project=project, limit=SNAPSHOTS_SHOWN)
     return render(request, "console/export.html", context)
 
 

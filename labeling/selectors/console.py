@@ -16,7 +16,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from labeling.models import Assignment, ComparisonTask, ImportBatch, Judgment, Membership, Project, Prompt, Response
+from labeling.models import Assignment, ComparisonTask, DatasetSnapshot, ImportBatch, Judgment, Membership, Project, Prompt, Response
 from labeling.selectors.quality import agreement_report, annotator_report, judgment_rows
 
 BROWSE_VIEWS = ("prompts", "tasks", "responses", "judgments")
@@ -71,6 +71,15 @@ def labeling_now(*, project: Project, now: datetime | None = None) -> list[dict[
 
 def import_last_get(*, project: Project) -> ImportBatch | None:
     return project.imports.order_by("-id").first()
+
+
+def import_list(*, project: Project, limit: int) -> list[ImportBatch]:
+    """The newest imports with who made them (one query)."""
+    return list(project.imports.select_related("created_by").order_by("-id")[:limit])
+
+
+def snapshot_list(*, project: Project, limit: int) -> list[DatasetSnapshot]:
+    return list(project.snapshots.order_by("-id")[:limit])
 
 
 # --- data browser ------------------------------------------------------------------------------
