@@ -87,10 +87,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--policy-config", default="{}", help="trainer config overrides as JSON")
     parser.add_argument("--reward-config", default="{}", help="RewardConfig overrides as JSON (both reward models)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16, help="responses generated together in the evaluation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the JSON here")
+    online = parser.add_argument_group("the online loop (bench/loop_online.py)")
+    online.add_argument("--online", type=int, default=0, metavar="R", help="also run R rounds of the real loop "
+                        "with a simulated labeler on a Celery worker")
+    online.add_argument("--labeler-data", action="append", default=[], help="the simulated labeler's pairs")
+    online.add_argument("--labeler-pairs", type=int, default=0, help="pairs the labeler trains on (0: all)")
+    online.add_argument("--online-only", action="store_true", help="skip the offline round")
+    online.add_argument("--online-prompts", type=int, default=32, help="prompts labeled per round")
+    online.add_argument("--online-k", type=int, default=4, help="candidates per prompt (K)")
+    online.add_argument("--promote-margin", type=float, default=0.0,
+                        help="the round promotes its policy when its own RM's win rate is >= 0.5 + this")
+    online.add_argument("--online-timeout", type=float, default=3600, help="seconds a round may take")
+    online.add_argument("--online-log", default=str(ROOT / "var" / "loop-online-worker.log"), help="the worker's log")
     args = parser.parse_args(argv)
+    if args.online and not args.labeler_data:
+        raise BenchError("--online needs --labeler-data (the simulated labeler's own pairs)")
     for name in ("policy_config", "reward_config"):
         try:
             setattr(args, name, json.loads(getattr(args, name)))
@@ -99,15 +114,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[str]]:
+def load_inputs(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[str], list[dict]]:
+    """(training pairs, judge pairs, evaluation prompts, labeler pairs), shuffled by --seed and cut."""
     rng = random.Random(args.seed)
-    train = [r for path in args.train_data for r in read_records(path, ("prompt", "chosen", "rejected"))]
-    judge = [r for path in args.judge_data for r in read_records(path, ("prompt", "chosen", "rejected"))]
-    rng.shuffle(train)
-    rng.shuffle(judge)
+    pairs = ("prompt", "chosen", "rejected")
+    train = [r for path in args.train_data for r in read_records(path, pairs)]
+    judge = [r for path in args.judge_data for r in read_records(path, pairs)]
+    labeler = [r for path in args.labeler_data for r in read_records(path, pairs)]
+    for records in (train, judge, labeler):
+        rng.shuffle(records)
     train = train[: args.train_pairs] if args.train_pairs else train
     judge = judge[: args.judge_pairs] if args.judge_pairs else judge
-    seen = {r["prompt"] for r in train} | {r["prompt"] for r in judge}
+    labeler = labeler[: args.labeler_pairs] if args.labeler_pairs else labeler
+    seen = {r["prompt"] for r in train} | {r["prompt"] for r in judge} | {r["prompt"] for r in labeler}
     prompts = list(dict.fromkeys(r["prompt"] for r in read_records(args.eval_prompts, ("prompt",)) if r["prompt"] not in seen))
     rng.shuffle(prompts)
     prompts = prompts[: args.eval_n]
@@ -117,7 +136,9 @@ def load_inputs(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[
         raise BenchError(f"no evaluation prompt left in {args.eval_prompts} (every one is empty or in the training data)")
     if len(judge) < MIN_JUDGE_PAIRS:
         raise BenchError(f"the judge has {len(judge)} pairs; it needs at least {MIN_JUDGE_PAIRS} to mean anything")
-    return train, judge, prompts
+    if args.online and len(labeler) < MIN_JUDGE_PAIRS:
+        raise BenchError(f"the labeler has {len(labeler)} pairs; it needs at least {MIN_JUDGE_PAIRS} to mean anything")
+    return train, judge, prompts, labeler
 
 
 def check_context(policy_dir: str, prompts: list[str], max_new_tokens: int, system_prompt: str) -> None:
@@ -157,16 +178,60 @@ def train(project, kind: str, params: dict[str, Any]):
     return version
 
 
+def reward_params_of(args: argparse.Namespace) -> dict[str, Any]:
+    """A reward run's params for every reward model of the bench (project, judge, labeler)."""
+    return {**({"threads": args.threads} if args.threads else {}), "config": {**args.reward_config, "seed": args.seed}}
+
+
+def offline_round(args: argparse.Namespace, *, tag: str, parent, judge, records: list[dict], prompts: list[str],
+                  seconds: dict[str, float]) -> dict[str, Any]:
+    """The imported pairs train the project's reward model, then the policy from `parent`; the
+    policy and its parent answer `prompts` and the judge (and the project's own RM) decide."""
+    from labeling.services.projects import project_create
+    from training.ml.evaluate import head_to_head, length_controlled_win_rate, win_rate_interval
+
+    clock = time.perf_counter()
+    project = project_create(name=f"loop quality {tag}", slug=f"loop-{tag}", mode="pairwise")
+    import_pairs(project, records)
+    rm = train(project, "reward", {**reward_params_of(args), **({"base": args.reward_base} if args.reward_base else {})})
+    seconds["reward"], clock = time.perf_counter() - clock, time.perf_counter()
+    # SFT learns from the chosen answers: pairs are all these projects hold.
+    chosen = {"include_chosen": True} if args.policy == "sft" else {}
+    common = {"threads": args.threads} if args.threads else {}
+    policy = train(project, args.policy, {**common, **chosen, "config": {**args.policy_config, "seed": args.seed}})
+    seconds["policy"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    duel = head_to_head(policy.artifact_path, parent.artifact_path,
+                        {"judge": judge.artifact_path, "own": rm.artifact_path}, prompts,
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+    seconds["evaluate"] = time.perf_counter() - clock
+    rows = duel["rows"]
+    outcomes = [r["outcome"]["judge"] for r in rows]
+    low, high = win_rate_interval(outcomes, seed=args.seed)
+    mean_tokens = lambda side: sum(r[f"{side}_tokens"] for r in rows) / len(rows)  # noqa: E731
+    return {
+        "policy_version": policy.pk, "project": project.slug, "rm_val_accuracy": rm.metrics.get("val_accuracy"),
+        "win_rate": sum(outcomes) / len(outcomes), "win_rate_ci95": [low, high],
+        "win_rate_own_rm": sum(r["outcome"]["own"] for r in rows) / len(rows),
+        "length_ratio": mean_tokens("policy") / max(mean_tokens("parent"), 1e-9),
+        "length_controlled_win_rate": length_controlled_win_rate(
+            outcomes, [r["policy_tokens"] - r["parent_tokens"] for r in rows]),
+        "kl_to_parent": duel["kl_per_response"], "kl_per_token": duel["kl_per_token"],
+        "policy_config": policy.config.get("values"),
+        "samples": [{"prompt": p[:300], "policy": r["policy"][:300], "parent": r["parent"][:300]}
+                    for p, r in list(zip(prompts, rows))[:3]],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    train_records, judge_records, prompts = load_inputs(args)
+    train_records, judge_records, prompts, labeler_records = load_inputs(args)
     import django
 
     django.setup()
     import torch
 
     from labeling.services.projects import project_create
-    from training.ml.evaluate import head_to_head, length_controlled_win_rate, win_rate_interval
     from training.ml.text import DEFAULT_SYSTEM_PROMPT
     from training.models import ModelVersion
     from training.services.versions import base_models_install
@@ -179,46 +244,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ModelVersion.Kind.POLICY]
     check_context(parent.artifact_path, prompts, args.max_new_tokens, DEFAULT_SYSTEM_PROMPT)
     tag = uuid.uuid4().hex[:8]
-    project = project_create(name=f"loop quality {tag}", slug=f"loop-{tag}", mode="pairwise")
     judge_project = project_create(name=f"loop quality judge {tag}", slug=f"loop-judge-{tag}", mode="pairwise")
-    import_pairs(project, train_records)
     import_pairs(judge_project, judge_records)
     seconds["import"], clock = time.perf_counter() - clock, time.perf_counter()
-
-    common = {"threads": args.threads} if args.threads else {}
-    reward_params = {**common, "config": {**args.reward_config, "seed": args.seed}}
-    rm = train(project, "reward", {**reward_params, **({"base": args.reward_base} if args.reward_base else {})})
-    seconds["reward"], clock = time.perf_counter() - clock, time.perf_counter()
     judge_base = args.judge_base or args.reward_base
-    judge = train(judge_project, "reward", {**reward_params, **({"base": judge_base} if judge_base else {})})
-    seconds["judge"], clock = time.perf_counter() - clock, time.perf_counter()
-    # SFT learns from the chosen answers: pairs are all these projects hold.
-    chosen = {"include_chosen": True} if args.policy == "sft" else {}
-    policy = train(project, args.policy, {**common, **chosen, "config": {**args.policy_config, "seed": args.seed}})
-    seconds["policy"], clock = time.perf_counter() - clock, time.perf_counter()
+    judge = train(judge_project, "reward", {**reward_params_of(args), **({"base": judge_base} if judge_base else {})})
+    seconds["judge"] = time.perf_counter() - clock
+    result = {"train_pairs": len(train_records), "judge_pairs": len(judge_records), "eval_prompts": len(prompts),
+              "policy": args.policy, "parent": parent.artifact_path,
+              "judge_val_accuracy": judge.metrics.get("val_accuracy"), "seconds": seconds}
+    if not args.online_only:
+        result.update(offline_round(args, tag=tag, parent=parent, judge=judge, records=train_records, prompts=prompts,
+                                    seconds=seconds))
+    if args.online:
+        from loop_online import online_rounds
 
-    duel = head_to_head(policy.artifact_path, parent.artifact_path,
-                        {"judge": judge.artifact_path, "own": rm.artifact_path}, prompts,
-                        max_new_tokens=args.max_new_tokens, seed=args.seed)
-    seconds["evaluate"] = time.perf_counter() - clock
-    rows = duel["rows"]
-    outcomes = [r["outcome"]["judge"] for r in rows]
-    low, high = win_rate_interval(outcomes, seed=args.seed)
-    mean_tokens = lambda side: sum(r[f"{side}_tokens"] for r in rows) / len(rows)  # noqa: E731
-    result = {
-        "train_pairs": len(train_records), "judge_pairs": len(judge_records), "eval_prompts": len(prompts),
-        "policy": args.policy, "parent": parent.artifact_path, "policy_version": policy.pk, "project": project.slug,
-        "rm_val_accuracy": rm.metrics.get("val_accuracy"), "judge_val_accuracy": judge.metrics.get("val_accuracy"),
-        "win_rate": sum(outcomes) / len(outcomes), "win_rate_ci95": [low, high],
-        "win_rate_own_rm": sum(r["outcome"]["own"] for r in rows) / len(rows),
-        "length_ratio": mean_tokens("policy") / max(mean_tokens("parent"), 1e-9),
-        "length_controlled_win_rate": length_controlled_win_rate(
-            outcomes, [r["policy_tokens"] - r["parent_tokens"] for r in rows]),
-        "kl_to_parent": duel["kl_per_response"], "kl_per_token": duel["kl_per_token"],
-        "policy_config": policy.config.get("values"), "seconds": seconds,
-        "samples": [{"prompt": p[:300], "policy": r["policy"][:300], "parent": r["parent"][:300]}
-                    for p, r in list(zip(prompts, rows))[:3]],
-    }
+        clock = time.perf_counter()
+        result["labeler_pairs"] = len(labeler_records)
+        result["online"] = online_rounds(args=args, base=parent, judge=judge, prompts=prompts, train=train,
+                                         train_prompts=list(dict.fromkeys(r["prompt"] for r in train_records)),
+                                         labeler_records=labeler_records)
+        seconds["online"] = time.perf_counter() - clock
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -74,3 +74,48 @@ def test_bad_input_stops_before_anything_trains(files, tmp_path, case, message):
         args["train"] = _write(tmp_path / "partial.jsonl.gz", [{"prompt": "p", "rejected": "r"}])
     with pytest.raises(SystemExit, match=message):
         loop_quality.main(["--train-data", args["train"], "--judge-data", args["judge"], "--eval-prompts", args["eval"]])
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_online_rounds_run_the_real_loop_on_a_worker(files, tmp_path, bert_dir):
+    """Two rounds: the labeler ranks the promoted policy's candidates through the assignment engine,
+    the scheduled check starts each round on a real worker, and the judge scores every round's policy."""
+    from labeling.models import Judgment, Response
+    from training.models import ModelVersion, TrainingRun
+
+    policy_dir = tiny_llama(tmp_path / "policy")
+    result = loop_quality.main([
+        "--train-data", files["train"], "--judge-data", files["judge"], "--eval-prompts", files["eval"],
+        "--labeler-data", _write(tmp_path / "labeler.jsonl.gz", _pairs("labeler", 60)),
+        "--policy-base", str(policy_dir), "--reward-base", str(bert_dir), "--eval-n", "4", "--max-new-tokens", "6",
+        "--threads", "1", "--policy-config", json.dumps(DPO_FAST), "--online", "2", "--online-only",
+        "--online-prompts", "4", "--online-k", "3", "--promote-margin", "-1", "--batch-size", "8",
+        "--online-log", str(tmp_path / "worker.log"),
+        "--reward-config", json.dumps({"max_length": 48, "batch_size": 4, "epochs": 1, "precision": "fp32", "device": "cpu"}),
+    ])
+    assert "win_rate" not in result and result["labeler_pairs"] == 60  # --online-only: no offline round
+    rounds = result["online"]["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and [r["parent"] for r in rounds] == ["base", "round1"]
+    first, second = (ModelVersion.objects.get(pk=r["policy_version"]) for r in rounds)
+    assert first.promoted is False and second.promoted and second.parent == first  # margin -1: each round promotes
+    for r in rounds:
+        assert r["judgments"] >= 1 and r["pairs"] >= r["judgments"] and r["promoted"]
+        for side in ("vs_base", "vs_parent"):
+            low, high = r[side]["win_rate_ci95"]
+            assert 0.0 <= low <= r[side]["win_rate"] <= high <= 1.0 and r[side]["length_ratio"] > 0
+    # Every judgment came from the simulated annotator through the assignment engine, on responses the
+    # promoted policy of that moment wrote: round 2 labeled round 1's policy's candidates.
+    project = TrainingRun.objects.get(result_version=first).project
+    judged = Judgment.objects.filter(project=project)
+    assert judged.count() == sum(r["judgments"] for r in rounds) and {j.source for j in judged} == {"human"}
+    writers = set(Response.objects.filter(slots__task__judgments__in=judged).values_list("model_version_id", flat=True))
+    assert writers == {first.parent_id, first.pk}
+    kinds = list(TrainingRun.objects.filter(project=project, pipeline_id__isnull=False).values_list("kind", flat=True))
+    assert sorted(kinds) == sorted(["reward", "dpo", "evaluate", "candidates"] * 2)
+
+
+def test_online_needs_a_labeler(files):
+    with pytest.raises(SystemExit, match="--online needs --labeler-data"):
+        loop_quality.main(["--train-data", files["train"], "--judge-data", files["judge"], "--eval-prompts", files["eval"],
+                           "--online", "1"])
