@@ -4,7 +4,8 @@
      held-out accuracy on hh-rlhf;
   2. full against LoRA DPO on SmolLM2 in bf16 on CUDA (bench/dpo_bench.py --lora --device cuda): GPU peak
      memory and pairs/s of each;
-  3. QLoRA DPO (4-bit NF4 base, bitsandbytes) and the CUDA-only tests (tests/training/ml/test_lora.py);
+  3. QLoRA DPO (4-bit NF4 base, bitsandbytes) and the CUDA-only tests (tests/training/ml/test_lora.py;
+     tests/training/ml/test_vllm_backend.py samples through vLLM where the machine has it installed);
   4. with two GPUs or more, a DPO run on two processes (accelerate launch) against one.
 Each part is timed and its failure recorded, not fatal, so one run shows everything.
 
@@ -76,7 +77,7 @@ def main() -> None:
            "--batch", "16", "--micro", "4", "--data", args.data]
     part(out, "dpo_full_vs_lora", lambda: _last_json(run(dpo)))
     part(out, "cuda_tests", lambda: run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                                          "tests/training/ml/test_lora.py"]))
+                                          "tests/training/ml/test_lora.py", "tests/training/ml/test_vllm_backend.py"]))
     if out["gpus"] >= 2:
         part(out, "two_processes", lambda: run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                                 "tests/training/test_distributed.py"]))

@@ -208,6 +208,9 @@ PAIRWISE_OVERVIEW_PANELS = ["training.selectors.overview.project_training_summar
 # (torchrun on the CPU, `accelerate launch` on GPUs); an accelerate config file selects FSDP or DeepSpeed.
 PAIRWISE_TRAIN_PROCESSES = int(os.environ.get("PAIRWISE_TRAIN_PROCESSES", "1"))
 PAIRWISE_ACCELERATE_CONFIG = os.environ.get("PAIRWISE_ACCELERATE_CONFIG", "")
+# Local candidate sampler: auto (vLLM where it is installed and a GPU is there, else transformers),
+# vllm (fail a run that cannot use it) or transformers (training.ml.vllm_backend).
+PAIRWISE_GENERATOR = os.environ.get("PAIRWISE_GENERATOR", "auto")
 PAIRWISE_RETRAIN_CHECK_MINUTES = int(os.environ.get("PAIRWISE_RETRAIN_CHECK_MINUTES", "5"))
 PAIRWISE_PIPELINE_POLICY_KIND = os.environ.get("PAIRWISE_PIPELINE_POLICY_KIND", "dpo")
 PAIRWISE_AUTO_PROMOTE_MARGIN = (

@@ -72,12 +72,19 @@ def decode_responses(tokenizer: PreTrainedTokenizerBase, sequences: torch.Tensor
 def generate_candidates(
     model_dir: str | Path, prompts: Sequence[Prompt], k: int = 4, temperature: float = 1.0, top_p: float = 1.0,
     max_new_tokens: int = 128, system_prompt: str = DEFAULT_SYSTEM_PROMPT, batch_size: int = 16,
-    seed: int = 0, progress: ProgressFn = no_progress, device: str = "auto",
+    seed: int = 0, progress: ProgressFn = no_progress, device: str = "auto", backend: str = "auto",
 ) -> list[list[str]]:
     """Up to k distinct responses per prompt (fewer when samples repeat), in prompt order.
 
     batch_size counts sequences decoded together (prompts per call = batch_size // k, at least 1).
+    backend: "auto" uses vLLM where it is installed and can serve the folder (training.ml.vllm_backend).
     """
+    from .vllm_backend import backend_choose, vllm_candidates
+
+    if backend_choose(model_dir=model_dir, device=pick_device(device), requested=backend)[0] == "vllm":
+        results = vllm_candidates(model_dir, prompts, k, temperature, top_p, max_new_tokens, system_prompt, seed)
+        progress(1.0, {"prompts_done": len(results)})
+        return results
     set_seed(seed)
     model, tokenizer = load_policy(model_dir, pick_device(device))
     model.eval()

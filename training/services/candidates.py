@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from django.conf import settings
+
 from labeling.models import Project, Prompt
 from labeling.services.tasks import NewResponse, NewTask, tasks_create
 from training.models import ModelVersion, TrainingRun
@@ -35,6 +37,16 @@ def candidate_tasks_create(
     made = tasks_create(project=project, tasks=specs)
     created["tasks"], created["responses"] = len(made), sum(len(m.responses) for m in made)
     return created
+
+
+def generator_backend(*, policy: ModelVersion, params: dict[str, Any]) -> tuple[str, str]:
+    """Which local sampler serves the run (training.ml.vllm_backend): the run's params["backend"], else
+    settings.PAIRWISE_GENERATOR ("auto": vLLM where installed on a GPU, else transformers)."""
+    from training.ml.common import pick_device
+    from training.ml.vllm_backend import backend_choose
+
+    return backend_choose(model_dir=policy.artifact_path, device=pick_device(params.get("device", "auto")),
+                          requested=params.get("backend") or settings.PAIRWISE_GENERATOR)
 
 
 def candidates_generate(*, run_id: int, worker: str = "", echo: Callable | None = None) -> dict[str, int] | None:
@@ -67,8 +79,11 @@ def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:
     if endpoint is not None:  # a model server: its own sampling settings where it has them
         generation.update(temperature=endpoint.temperature, top_p=endpoint.top_p, max_new_tokens=endpoint.max_tokens,
                           endpoint={"base_url": endpoint.base_url, "model": endpoint.model})
-    run_params_update(run_id=run.pk, policy_version=policy.pk, prompts=len(prompts), generation=generation)
     reporter = RunReporter(run_id=run.pk, span=(0.0, 0.98), echo=echo)
+    if endpoint is None:
+        generation["backend"], why = generator_backend(policy=policy, params=params)
+        reporter.log(f"generating with {generation['backend']} ({why})")
+    run_params_update(run_id=run.pk, policy_version=policy.pk, prompts=len(prompts), generation=generation)
     if endpoint is not None:
         samples = endpoint_samples(endpoint, prompts, k=project.responses_per_task,
                                    system_prompt=generation["system_prompt"], seed=run.pk, progress=reporter)
@@ -77,7 +92,7 @@ def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:
             policy.artifact_path, [prompt_input(p) for p in prompts], k=project.responses_per_task,
             temperature=project.gen_temperature, top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens,
             system_prompt=generation["system_prompt"], batch_size=int(params.get("batch_size", 16)), seed=run.pk,
-            progress=reporter, device=params.get("device", "auto"),
+            progress=reporter, device=params.get("device", "auto"), backend=generation["backend"],
         )
     reporter.flush()
     created: dict[str, int] = {}

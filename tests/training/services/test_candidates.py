@@ -50,3 +50,25 @@ def test_candidates_without_a_policy_fail_and_create_nothing(project_factory):
     assert run.status == TrainingRun.Status.FAILED and "no promoted policy" in run.error
     assert not ComparisonTask.objects.exists()
 
+
+
+@pytest.mark.django_db
+def test_the_run_records_its_sampler_and_one_that_insists_on_vllm_fails_cleanly(project_factory, tiny_policy, tiny_reward_base):
+    import importlib.util
+
+    base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
+    project = project_factory(responses_per_task=2, gen_max_new_tokens=4, gen_temperature=1.0)
+    import_prompts(project, 2)
+    run = run_create(project=project, kind=TrainingRun.Kind.CANDIDATES, params={"device": "cpu"})
+    assert candidates_generate(run_id=run.pk)["tasks"] >= 1
+    run.refresh_from_db()
+    assert run.params["generation"]["backend"] == "transformers"  # auto, on the CPU
+    assert "generating with transformers" in run.log_tail
+    # A deployment that asks for vLLM where it cannot run gets a failed run with the reason, and no task.
+    ComparisonTask.objects.all().delete()
+    insists = run_create(project=project, kind=TrainingRun.Kind.CANDIDATES, params={"device": "cpu", "backend": "vllm"})
+    assert candidates_generate(run_id=insists.pk) is None
+    insists.refresh_from_db()
+    reason = "vllm is not installed" if importlib.util.find_spec("vllm") is None else "needs a CUDA device"
+    assert insists.status == TrainingRun.Status.FAILED and reason in insists.error
+    assert not ComparisonTask.objects.exists()
