@@ -75,7 +75,10 @@ def read_records(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-data", action="append", required=True, help="{id, prompt, chosen, rejected} JSONL(.gz)")
-    parser.add_argument("--judge-data", action="append", required=True, help="the judge's own pairs, same shape")
+    parser.add_argument("--judge-data", action="append", default=[], help="the judge's own pairs, same shape "
+                        "(pairs whose prompt is in the training or labeler data are dropped)")
+    parser.add_argument("--judge-version", type=int, help="reuse the judge a previous run trained (its model version "
+                        "id) instead of --judge-data; refused if it saw a training prompt")
     parser.add_argument("--eval-prompts", required=True, help="JSONL(.gz) whose `prompt` fields are asked")
     parser.add_argument("--train-pairs", type=int, default=1000, help="pairs imported for training (0: all)")
     parser.add_argument("--judge-pairs", type=int, default=0, help="pairs the judge trains on (0: all)")
@@ -104,6 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     online.add_argument("--online-timeout", type=float, default=3600, help="seconds a round may take")
     online.add_argument("--online-log", default=str(ROOT / "var" / "loop-online-worker.log"), help="the worker's log")
     args = parser.parse_args(argv)
+    if bool(args.judge_data) == bool(args.judge_version):
+        raise BenchError("give either --judge-data or --judge-version")
     if args.online and not args.labeler_data:
         raise BenchError("--online needs --labeler-data (the simulated labeler's own pairs)")
     for name in ("policy_config", "reward_config"):
@@ -114,8 +119,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[str], list[dict]]:
-    """(training pairs, judge pairs, evaluation prompts, labeler pairs), shuffled by --seed and cut."""
+def load_inputs(args: argparse.Namespace, judge_prompts: set[str] = frozenset()) -> tuple[list[dict], list[dict], list[str], list[dict]]:
+    """(training pairs, judge pairs, evaluation prompts, labeler pairs), shuffled by --seed and cut.
+    judge_prompts: those a reused judge (--judge-version) trained on."""
     rng = random.Random(args.seed)
     pairs = ("prompt", "chosen", "rejected")
     train = [r for path in args.train_data for r in read_records(path, pairs)]
@@ -123,10 +129,19 @@ def load_inputs(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[
     labeler = [r for path in args.labeler_data for r in read_records(path, pairs)]
     for records in (train, judge, labeler):
         rng.shuffle(records)
+    # One file may feed several roles: the training pairs come first, the labeler's and the judge's
+    # never share a prompt with them (nor with each other).
     train = train[: args.train_pairs] if args.train_pairs else train
-    judge = judge[: args.judge_pairs] if args.judge_pairs else judge
+    taken = {r["prompt"] for r in train}
+    labeler = [r for r in labeler if r["prompt"] not in taken]
     labeler = labeler[: args.labeler_pairs] if args.labeler_pairs else labeler
-    seen = {r["prompt"] for r in train} | {r["prompt"] for r in judge} | {r["prompt"] for r in labeler}
+    taken |= {r["prompt"] for r in labeler}
+    judge = [r for r in judge if r["prompt"] not in taken]
+    judge = judge[: args.judge_pairs] if args.judge_pairs else judge
+    if taken & judge_prompts:
+        raise BenchError(f"--judge-version {args.judge_version} trained on {len(taken & judge_prompts)} of the training "
+                         "or labeler prompts; the judge must never see the training data")
+    seen = taken | {r["prompt"] for r in judge} | judge_prompts
     prompts = list(dict.fromkeys(r["prompt"] for r in read_records(args.eval_prompts, ("prompt",)) if r["prompt"] not in seen))
     rng.shuffle(prompts)
     prompts = prompts[: args.eval_n]
@@ -134,7 +149,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[
         raise BenchError("no training pairs")
     if not prompts:
         raise BenchError(f"no evaluation prompt left in {args.eval_prompts} (every one is empty or in the training data)")
-    if len(judge) < MIN_JUDGE_PAIRS:
+    if not args.judge_version and len(judge) < MIN_JUDGE_PAIRS:
         raise BenchError(f"the judge has {len(judge)} pairs; it needs at least {MIN_JUDGE_PAIRS} to mean anything")
     if args.online and len(labeler) < MIN_JUDGE_PAIRS:
         raise BenchError(f"the labeler has {len(labeler)} pairs; it needs at least {MIN_JUDGE_PAIRS} to mean anything")
@@ -176,6 +191,26 @@ def train(project, kind: str, params: dict[str, Any]):
     if version is None:
         raise SystemExit(f"loop_quality: the {kind} run failed: {TrainingRun.objects.get(pk=run.pk).error[:2000]}")
     return version
+
+
+def reused_judge(args: argparse.Namespace):
+    """The reward version --judge-version names, or None."""
+    if not args.judge_version:
+        return None
+    from training.models import ModelVersion
+
+    judge = ModelVersion.objects.filter(pk=args.judge_version, kind=ModelVersion.Kind.REWARD,
+                                        status=ModelVersion.Status.READY).first()
+    if judge is None or judge.project_id is None:
+        raise BenchError(f"--judge-version {args.judge_version}: no trained reward model version with that id")
+    return judge
+
+
+def reused_judge_prompts(judge) -> set[str]:
+    """Every prompt of the reused judge's project (load_inputs refuses one in the training data)."""
+    from labeling.models import Prompt
+
+    return set(Prompt.objects.filter(project_id=judge.project_id).values_list("text", flat=True))
 
 
 def reward_params_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,10 +260,12 @@ def offline_round(args: argparse.Namespace, *, tag: str, parent, judge, records:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    train_records, judge_records, prompts, labeler_records = load_inputs(args)
     import django
 
     django.setup()
+    reused = reused_judge(args)
+    train_records, judge_records, prompts, labeler_records = load_inputs(
+        args, reused_judge_prompts(reused) if reused else frozenset())
     import torch
 
     from labeling.services.projects import project_create
@@ -244,13 +281,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ModelVersion.Kind.POLICY]
     check_context(parent.artifact_path, prompts, args.max_new_tokens, DEFAULT_SYSTEM_PROMPT)
     tag = uuid.uuid4().hex[:8]
-    judge_project = project_create(name=f"loop quality judge {tag}", slug=f"loop-judge-{tag}", mode="pairwise")
-    import_pairs(judge_project, judge_records)
-    seconds["import"], clock = time.perf_counter() - clock, time.perf_counter()
-    judge_base = args.judge_base or args.reward_base
-    judge = train(judge_project, "reward", {**reward_params_of(args), **({"base": judge_base} if judge_base else {})})
-    seconds["judge"] = time.perf_counter() - clock
-    result = {"train_pairs": len(train_records), "judge_pairs": len(judge_records), "eval_prompts": len(prompts),
+    judge = reused
+    if judge is None:
+        judge_project = project_create(name=f"loop quality judge {tag}", slug=f"loop-judge-{tag}", mode="pairwise")
+        import_pairs(judge_project, judge_records)
+        seconds["import"], clock = time.perf_counter() - clock, time.perf_counter()
+        judge_base = args.judge_base or args.reward_base
+        judge = train(judge_project, "reward", {**reward_params_of(args), **({"base": judge_base} if judge_base else {})})
+        seconds["judge"] = time.perf_counter() - clock
+    result = {"train_pairs": len(train_records), "judge_pairs": len(judge_records), "judge_version": judge.pk,
+              "eval_prompts": len(prompts),
               "policy": args.policy, "parent": parent.artifact_path,
               "judge_val_accuracy": judge.metrics.get("val_accuracy"), "seconds": seconds}
     if not args.online_only:

@@ -119,3 +119,33 @@ def test_online_needs_a_labeler(files):
     with pytest.raises(SystemExit, match="--online needs --labeler-data"):
         loop_quality.main(["--train-data", files["train"], "--judge-data", files["judge"], "--eval-prompts", files["eval"],
                            "--online", "1"])
+
+
+@pytest.mark.django_db
+def test_a_judge_is_reused_by_id_and_refused_when_it_saw_a_training_prompt(files, tmp_path, bert_dir):
+    policy_dir = tiny_llama(tmp_path / "policy")
+    common = ["--eval-prompts", files["eval"], "--policy-base", str(policy_dir), "--reward-base", str(bert_dir),
+              "--eval-n", "3", "--max-new-tokens", "4", "--threads", "1", "--policy-config", json.dumps(DPO_FAST),
+              "--reward-config", json.dumps({"max_length": 48, "batch_size": 4, "epochs": 1, "precision": "fp32", "device": "cpu"})]
+    first = loop_quality.main(["--train-data", files["train"], "--judge-data", files["judge"], *common])
+    again = loop_quality.main(["--train-data", files["train"], "--judge-version", str(first["judge_version"]), *common])
+    assert again["judge_version"] == first["judge_version"] and again["judge_pairs"] == 0
+    assert again["policy_version"] != first["policy_version"]
+    # Training on the judge's own data is refused before anything trains.
+    with pytest.raises(SystemExit, match=r"trained on 60 of the training or labeler prompts"):
+        loop_quality.main(["--train-data", files["judge"], "--judge-version", str(first["judge_version"]), *common])
+    with pytest.raises(SystemExit, match="no trained reward model version"):
+        loop_quality.main(["--train-data", files["train"], "--judge-version", "987654", *common])
+
+
+def test_one_file_feeds_the_policy_and_the_judge_without_sharing_a_prompt(files):
+    def inputs(train_pairs: int):
+        return loop_quality.load_inputs(loop_quality.parse_args([
+            "--train-data", files["judge"], "--judge-data", files["judge"], "--eval-prompts", files["eval"],
+            "--train-pairs", str(train_pairs)]))
+
+    train, judge, prompts, _ = inputs(10)
+    assert len(train) == 10 and len(judge) == 50 and not {r["prompt"] for r in train} & {r["prompt"] for r in judge}
+    assert len(prompts) == 7  # "train question 0?" is not in this run's data: it may be asked
+    with pytest.raises(SystemExit, match="the judge has 49 pairs"):  # the judge keeps only what training left
+        inputs(11)
