@@ -204,7 +204,7 @@ PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S = int(os.environ.get("PAIRWISE_TRAIN_SOFT_TIME_
 PAIRWISE_PROJECT_CREATED_HOOKS = ["training.services.schedules.project_schedule_ensure"]
 # Panels on the console's overview, each called with project=... ({"title", "rows": [{label, value, url}]}).
 PAIRWISE_OVERVIEW_PANELS = ["training.selectors.overview.project_training_summary"]
-# Processes per DPO or reward run (a run's own `processes` param wins): >1 starts a process group
+# Processes per SFT, DPO or reward run (a run's own `processes` param wins): >1 starts a process group
 # (torchrun on the CPU, `accelerate launch` on GPUs); an accelerate config file selects FSDP or DeepSpeed.
 PAIRWISE_TRAIN_PROCESSES = int(os.environ.get("PAIRWISE_TRAIN_PROCESSES", "1"))
 PAIRWISE_ACCELERATE_CONFIG = os.environ.get("PAIRWISE_ACCELERATE_CONFIG", "")

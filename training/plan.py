@@ -68,7 +68,7 @@ def trainer_config(cls: type, params: dict[str, Any], **fixed: Any) -> Any:
 
 
 # The trainers that run on a group of processes (training.ml.launch), and the largest group.
-GROUP_KINDS = frozenset({DPO, REWARD})
+GROUP_KINDS = frozenset({SFT, DPO, REWARD})
 MAX_PROCESSES = 64
 
 

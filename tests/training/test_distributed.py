@@ -14,6 +14,8 @@ from tests.tiny_models import tiny_llama
 from training.ml.dpo import DPOConfig, train_dpo
 from training.ml.launch import launch_command
 from training.ml.reward import RewardConfig, load_reward_model, score, train_reward_model
+from training.ml.sft import SFTConfig, response_nll_sum, train_sft
+from training.ml.text import collate, encode_example, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 # 9 pairs in steps of 4: the last step has one pair, so one rank trains on nothing and must still
@@ -54,6 +56,41 @@ def test_two_processes_take_the_same_dpo_steps_as_one(tmp_path: Path, lora_r: in
         assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3, abs=1e-5)
     assert alone["history"][-1]["loss"] < alone["history"][0]["loss"]  # it trained, so the steps mattered
     assert (tmp_path / "group").is_dir() and not list(tmp_path.glob(".tmp-group-*"))  # saved once, whole
+
+
+# 9 demonstrations in steps of 4, as the pairs above (one rank has nothing in the last step); responses of
+# different lengths, so a rank's share of a step's response tokens is not its share of the examples.
+DEMOS = [{"prompt": f"say hi {i}", "response": "hi" + " there" * (i % 4) + "!" * (i % 3)} for i in range(9)]
+
+
+def demo_nll(folder: Path) -> float:
+    """Mean response-token cross-entropy of the saved policy on DEMOS."""
+    model, tokenizer = load_policy(folder)
+    encoded = [encode_example(tokenizer, d["prompt"], d["response"], 96) for d in DEMOS]
+    with torch.no_grad():
+        total = response_nll_sum(model.eval(), collate(encoded, tokenizer.pad_token_id)).item()
+    return total / sum(len(ids) - n_prompt for ids, n_prompt in encoded)
+
+
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_two_processes_take_the_same_sft_steps_as_one(tmp_path: Path, lora_r: int) -> None:
+    torch.manual_seed(0)
+    parent = tiny_llama(tmp_path / "parent")
+    config = dict(epochs=2, lr=5e-3, batch_size=4, micro_batch_size=1, warmup_ratio=0.0, precision="fp32", device="cpu",
+                  max_length=96, lora_r=lora_r, lora_alpha=8, lora_dropout=0.0)  # dropout draws differ per rank
+    torch.set_num_threads(1)
+    alone = train_sft(parent, DEMOS, tmp_path / "alone", SFTConfig(**config))
+    group = run_group(tmp_path, "sft", 2, rows=DEMOS, parent_dir=str(parent), out_dir=str(tmp_path / "group"), config=config)
+    assert group["processes"] == 2 and alone["processes"] == 1 and group["steps"] == alone["steps"] == 6
+    for one, two in zip(alone["history"], group["history"]):
+        assert two["loss"] == pytest.approx(one["loss"], abs=1e-4), (one, two)
+        assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-3, abs=1e-5)
+    assert alone["history"][-1]["loss"] < alone["history"][0]["loss"]  # it trained, so the steps mattered
+    assert group["adaptation"] == alone["adaptation"] and group["examples"] == alone["examples"] == 9
+    assert not list(tmp_path.glob(".tmp-group-*"))  # saved once, whole
+    # Rank 0 saved the trained model (unwrapped from DDP; LoRA adapters on the parent): it fits as well as alone's.
+    fits = [demo_nll(tmp_path / name) for name in ("parent", "alone", "group")]
+    assert fits[2] == pytest.approx(fits[1], abs=1e-4) and fits[1] < fits[0]
 
 
 # 7 ranked groups of 2 to 4 responses in micro-batches of 2, two per step: each epoch's micro-batches hold

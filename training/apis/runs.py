@@ -56,7 +56,7 @@ class RunInputSerializer(serializers.Serializer):
                                         "training snapshot (default: one frozen from the live data at the run's start).")
     include_gold = serializers.BooleanField(default=False, help_text="Training runs: also train on gold judgments.")
     processes = serializers.IntegerField(required=False, min_value=1, max_value=plan.MAX_PROCESSES,
-                                         help_text="DPO and reward runs: train on this many processes (torchrun on the "
+                                         help_text="SFT, DPO and reward runs: train on this many processes (torchrun on the "
                                                    "CPU, accelerate launch on GPUs; default PAIRWISE_TRAIN_PROCESSES).")
     min_gold_accuracy = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1,
                                                help_text="Training runs: leave out annotators whose gold accuracy is "

@@ -4,7 +4,7 @@
     accelerate launch --num_processes N [--config_file F] -m training.ml.launch JOB.json (GPUs, FSDP, DeepSpeed)
 
 `launch_command` builds that line; the Celery task that owns the run starts it and supervises the
-group (training.services.distributed). The job file names the trainer, its arguments, its data
+group (training.services.groups). The job file names the trainer, its arguments, its data
 (a JSONL file) and two outputs: rank 0 appends progress lines to `progress` and writes the final
 metrics to `result` (atomically), so the supervisor, which is not in the group, can follow and
 report. Every rank trains (training.ml.distributed decides its share); rank 0 alone saves.
@@ -32,6 +32,13 @@ def _dpo(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
                      progress=progress)
 
 
+def _sft(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
+    from .sft import SFTConfig, train_sft
+
+    return train_sft(job["parent_dir"], _read_jsonl(job["data"]), job["out_dir"], SFTConfig(**job["config"]),
+                     progress=progress)
+
+
 def _reward(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
     from .reward import RewardConfig, train_reward_model
 
@@ -41,7 +48,7 @@ def _reward(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
                               val_groups=val, reference_texts=references)
 
 
-TRAINERS: dict[str, Callable[[dict[str, Any], Callable], dict[str, Any]]] = {"dpo": _dpo, "reward": _reward}
+TRAINERS: dict[str, Callable[[dict[str, Any], Callable], dict[str, Any]]] = {"sft": _sft, "dpo": _dpo, "reward": _reward}
 
 
 def launch_command(*, job_path: str | Path, processes: int, gpu: bool, accelerate_config: str = "") -> list[str]:

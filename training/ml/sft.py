@@ -4,6 +4,11 @@ The loss is next-token cross-entropy on the response tokens only: the prompt is 
 something the policy should learn to write. Each optimizer step sees `batch_size` examples, run as
 micro-batches whose summed token losses are divided by the step's total response tokens, so the
 gradient equals that of one big batch whatever the micro-batch size.
+
+On a group of processes (training.ml.distributed, started by training.ml.launch) each rank takes its
+share of every step's examples, still dividing by the *whole* step's response tokens (every rank
+encodes all examples, so it knows them) and weighing by the rank count that DDP's averaging divides
+out: N processes take the same steps as one. Rank 0 alone reports progress and saves.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 
 from .checkpoint import make_optimizer, save_policy
 from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
+from .distributed import micro_batches, ranks_get
 from .lora import quantize_for_lora as _quantize, describe, lora_apply
 from .text import IGNORE_INDEX, SupervisedConfig, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
 
@@ -49,30 +55,34 @@ def train_sft(
     set_seed(config.seed)
     device = pick_device(config.device)
     precision = resolve_precision(config.precision, device)
+    ranks = ranks_get(device)
     model, tokenizer = load_policy(parent_dir, device, quantize=_quantize(config))
     model = lora_apply(model, config)
     encoded = [encode_example(tokenizer, ex["prompt"], ex["response"], config.max_length, config.system_prompt) for ex in examples]
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
+    model = ranks.prepare(model)  # DDP over the processes a launcher started; the model itself when alone
     optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup_ratio)
 
     model.train()
-    rng = random.Random(config.seed)
+    rng = random.Random(config.seed)  # the same seed on every rank: the same order, shared out by shard()
     history: list[dict[str, float]] = []
     step, tokens, started = 0, 0, time.time()
     for epoch in range(config.epochs):
         order = list(range(len(encoded)))
         rng.shuffle(order)
         for step_ids in batches(order, config.batch_size):
-            step_examples = [encoded[i] for i in step_ids]
-            n_tokens = sum(len(ids) - n_prompt for ids, n_prompt in step_examples)
+            n_tokens = sum(len(encoded[i][0]) - encoded[i][1] for i in step_ids)  # the whole step's, on every rank
             loss_sum = 0.0
-            for micro in batches(step_examples, config.micro_batch_size):
-                batch = to_device(collate(micro, tokenizer.pad_token_id), device)
-                with autocast(device, precision):
-                    loss = response_nll_sum(model, batch) / n_tokens
-                loss.backward()
-                loss_sum += loss.item()
+            mine, weight = ranks.shard(step_ids)
+            for micro_ids, last in micro_batches(mine, config.micro_batch_size):
+                batch = to_device(collate([encoded[i] for i in micro_ids], tokenizer.pad_token_id), device)
+                with ranks.no_sync(model, last):
+                    with autocast(device, precision):
+                        loss = response_nll_sum(model, batch) / n_tokens
+                    (loss * weight).backward()  # weight: the rank count (1 alone), 0 for a filler
+                loss_sum += loss.item() * (weight > 0)
+            loss_sum = ranks.sum({"loss": loss_sum})["loss"]
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item()
             optimizer.step()
             scheduler.step()
@@ -80,13 +90,17 @@ def train_sft(
             step += 1
             tokens += n_tokens
             history.append({"step": step, "epoch": epoch, "loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]})
-            progress(step / total_steps, history[-1])
+            if ranks.is_main:
+                progress(step / total_steps, history[-1])
 
     elapsed = time.time() - started
+    model = ranks.unwrap(model)
     metrics = {
         "final_loss": history[-1]["loss"] if history else None, "steps": step, "examples": len(encoded),
         "response_tokens_per_s": tokens / max(elapsed, 1e-9), "seconds": elapsed, "precision": precision,
-        "adaptation": describe(model, config), "history": history,
+        "adaptation": describe(model, config), "processes": ranks.count, "history": history,
     }
-    save_policy(model, tokenizer, out_dir, config, metrics, base_dir=parent_dir)
+    if ranks.is_main:  # rank 0 alone writes the artifact (atomically, as always)
+        save_policy(model, tokenizer, out_dir, config, metrics, base_dir=parent_dir)
+    ranks.barrier()
     return metrics

@@ -38,6 +38,23 @@ class _Job:
     train: Callable[[RunReporter], dict[str, Any]]
 
 
+def _alone_or_group(trainer: str, alone: Callable[[RunReporter], dict[str, Any]], *, rows: list[dict[str, Any]],
+                    processes: int, parent: ModelVersion, config: Any, params: dict[str, Any],
+                    output_dir: Path) -> Callable[[RunReporter], dict[str, Any]]:
+    """The job's training call: `alone` in this process, else the trainer of that name (training.ml.launch)
+    on a group of `processes`, supervised by training.services.groups."""
+
+    def train(progress: RunReporter) -> dict[str, Any]:
+        if processes == 1:
+            return alone(progress)
+        job = {"parent_dir": parent.artifact_path, "out_dir": str(output_dir), "config": dataclasses.asdict(config)}
+        return group_train(trainer=trainer, job=job, rows=rows, processes=processes, reporter=progress,
+                           scratch=output_dir.with_name(f".group-{output_dir.name}"),
+                           accelerate_config=params.get("accelerate_config", ""))
+
+    return train
+
+
 def _sft_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,
              defaults: dict) -> _Job:
     from training.ml.sft import SFTConfig, train_sft
@@ -47,9 +64,13 @@ def _sft_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
     if not examples:
         raise ValueError(f"no demonstrations{' or chosen responses' if include_chosen else ''} in project {project.slug}")
     config = plan.trainer_config(SFTConfig, params, **defaults)
-    return _Job(config, {"examples": len(examples), "include_chosen": include_chosen},
-                f"SFT on {len(examples)} examples from {parent.name}",
-                lambda progress: train_sft(parent.artifact_path, examples, output_dir, config, progress=progress))
+    processes = group_size(params=params)
+    train = _alone_or_group("sft", lambda progress: train_sft(parent.artifact_path, examples, output_dir, config,
+                                                              progress=progress),
+                            rows=list(examples), processes=processes, parent=parent, config=config, params=params,
+                            output_dir=output_dir)
+    return _Job(config, {"examples": len(examples), "include_chosen": include_chosen, "processes": processes},
+                f"SFT on {len(examples)} examples from {parent.name}", train)
 
 
 def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,
@@ -61,15 +82,10 @@ def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
         raise ValueError(f"no preference pairs in project {project.slug}")
     config = plan.trainer_config(DPOConfig, params, **defaults)
     processes = group_size(params=params)
-
-    def train(progress: RunReporter) -> dict[str, Any]:
-        if processes == 1:
-            return train_dpo(parent.artifact_path, pairs, output_dir, config, progress=progress)
-        job = {"parent_dir": parent.artifact_path, "out_dir": str(output_dir), "config": dataclasses.asdict(config)}
-        return group_train(trainer="dpo", job=job, rows=list(pairs), processes=processes, reporter=progress,
-                           scratch=output_dir.with_name(f".group-{output_dir.name}"),
-                           accelerate_config=params.get("accelerate_config", ""))
-
+    train = _alone_or_group("dpo", lambda progress: train_dpo(parent.artifact_path, pairs, output_dir, config,
+                                                              progress=progress),
+                            rows=list(pairs), processes=processes, parent=parent, config=config, params=params,
+                            output_dir=output_dir)
     return _Job(config, {"pairs": len(pairs), "data_until_judgment_id": until, "processes": processes},
                 f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}", train)
 

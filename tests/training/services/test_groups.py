@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.training.conftest import DPO_FAST, policy_run
+from tests.training.conftest import DPO_FAST, SFT_FAST, policy_run, weights
 from training.models import TrainingRun
 from training.services.execution import RunAborted
 from training.services.groups import group_train
@@ -32,6 +33,19 @@ def test_a_dpo_run_on_two_processes_makes_a_version(setup):
     assert run.progress == 1.0 and run.params["processes"] == 2
     assert "training on 2 processes" in run.log_tail and "step=" in run.log_tail  # rank 0's progress, forwarded
     assert (Path(version.artifact_path) / "model.safetensors").exists()
+    assert not list(Path(version.artifact_path).parent.glob(".group-*"))  # the scratch folder is gone
+
+
+@pytest.mark.django_db
+def test_an_sft_run_on_two_processes_makes_a_version(setup):
+    project, base = setup
+    run, version = policy_run(project, "sft", {**SFT_FAST, "micro_batch_size": 1}, processes=2)
+    assert version is not None, run.error
+    assert version.metrics["processes"] == 2 and version.parent_id == base.pk and version.config["trainer"] == "sft"
+    assert run.progress == 1.0 and run.params["processes"] == 2 and version.config["processes"] == 2
+    assert "training on 2 processes" in run.log_tail and "step=" in run.log_tail  # rank 0's progress, forwarded
+    before, after = weights(base.artifact_path), weights(version.artifact_path)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # rank 0 saved the trained weights
     assert not list(Path(version.artifact_path).parent.glob(".group-*"))  # the scratch folder is gone
 
 

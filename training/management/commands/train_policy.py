@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--snapshot", type=int, default=None, help="Train from this frozen training snapshot.")
         parser.add_argument("--include-chosen", action="store_true", help="SFT: also train on chosen responses.")
         parser.add_argument("--processes", type=int, default=None,
-                            help="DPO: train on this many processes (default: PAIRWISE_TRAIN_PROCESSES).")
+                            help="SFT and DPO: train on this many processes (default: PAIRWISE_TRAIN_PROCESSES).")
 
     def handle(self, *args, project: str, kind: str, config: str, parent: int | None, snapshot: int | None,
                include_chosen: bool, processes: int | None, **options):
