@@ -8,6 +8,8 @@ policy must learn to emit it, and prompt/response token boundaries match what `g
 """
 from __future__ import annotations
 
+import inspect
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,10 +152,30 @@ def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)).logits
 
 
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Does the causal LM under any DDP/peft wrappers take `logits_to_keep` (transformers >= 4.45 models)?"""
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
 def sequence_token_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-token logps [B, T-1], mask [B, T-1]) of the response tokens under model."""
-    logits = forward_logits(model, batch["input_ids"], batch["attention_mask"])
-    return token_logprobs(logits, batch["input_ids"]), batch["response_mask"][:, 1:].float()
+    """(per-token logps [B, T-1], mask [B, T-1]) of the response tokens under model; 0 where mask is 0.
+
+    Logits are made only for the columns where some row has a response token (`logits_to_keep`):
+    the vocabulary projection and its log-softmax are a fifth of a 135M model's compute and most of
+    its activation memory, and prompt columns need none (1.2-1.4x per DPO step measured here).
+    """
+    ids, att = batch["input_ids"], batch["attention_mask"]
+    mask = batch["response_mask"][:, 1:].float()
+    cols = mask.any(dim=0).nonzero().squeeze(-1)  # column t scores token t + 1
+    if cols.numel() == 0 or not accepts_logits_to_keep(model):
+        return token_logprobs(forward_logits(model, ids, att), ids) * mask, mask
+    logits = model(input_ids=ids, attention_mask=att, position_ids=position_ids(att), logits_to_keep=cols).logits.float()
+    picked = logits.gather(-1, ids[:, cols + 1].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    logps = picked.new_zeros(mask.shape)
+    logps[:, cols] = picked
+    return logps * mask, mask
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

@@ -46,3 +46,24 @@ def test_training_learns_the_preference_and_saves(tmp_path: Path) -> None:
     assert any(not torch.equal(before[k], after[k]) for k in before)
     saved = json.loads((tmp_path / "out" / "pairwise_config.json").read_text())
     assert saved["kind"] == "DPOConfig" and saved["values"]["beta"] == 0.5
+
+
+def test_response_logps_from_kept_columns_equal_the_full_forward(tmp_path: Path) -> None:
+    """sequence_token_logprobs makes logits only where some row has a response token; the result is
+    the full forward's, response token for response token, gradients included."""
+    from training.ml.text import (
+        accepts_logits_to_keep, collate, encode_example, load_policy, sequence_token_logprobs, token_logprobs,
+    )
+
+    model, tokenizer = load_policy(tiny_llama(tmp_path / "policy"))
+    assert accepts_logits_to_keep(model)
+    rows = [encode_example(tokenizer, "a much longer prompt that goes on and on?", "yes", 64, ""),
+            encode_example(tokenizer, "short?", "a longer answer than the other", 64, "")]
+    batch = collate(rows, tokenizer.pad_token_id)
+    kept, mask = sequence_token_logprobs(model, batch)
+    full = token_logprobs(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                position_ids=(batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits, batch["input_ids"])
+    assert mask.sum() == sum(len(ids) - n_prompt for ids, n_prompt in rows)  # every response token scored
+    assert torch.allclose(kept, full * mask, atol=1e-5) and (kept[mask == 0] == 0).all()
+    (kept.sum()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
