@@ -14,6 +14,14 @@ configured database (Postgres: set DATABASE_URL); nothing is trained by a side s
 3. --eval-prompts (only `prompt` is read; prompts found in either data set are dropped): the parent
    and the new policy each answer them with the same sampling settings and seed, and the judge
    decides. Ties count one half.
+4. --online R (bench/loop_online.py) also runs R rounds of the real loop: the promoted policy's
+   candidates, a simulated labeler (a reward model trained on --labeler-data) ranking them through
+   the assignment engine, the scheduled round on a real Celery worker; each round's policy is judged
+   against the base and against its parent. --online-only skips step 1's offline round.
+
+--judge-version ID reuses a judge an earlier run trained (refused if it saw a training prompt), so
+several recipes are compared by one judge. One file may feed several roles: training pairs come
+first, and the labeler's and the judge's pairs never share a prompt with them.
 
 Prints JSON: train_pairs, eval_prompts, rm_val_accuracy, judge_val_accuracy, win_rate (policy over
 parent by the judge), win_rate_ci95 (bootstrap over prompts), win_rate_own_rm (by the project's own
