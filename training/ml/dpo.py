@@ -28,13 +28,16 @@ from .text import SupervisedConfig, batches, collate, encode_example, load_polic
 
 @dataclass
 class DPOConfig(SupervisedConfig):
-    beta: float = field(default=0.1, metadata={"help": "Strength of the implicit KL constraint to the reference; larger stays closer to the parent."})
-    epochs: int = field(default=1, metadata={"help": "Passes over the preference pairs."})
-    lr: float = field(default=5e-6, metadata={"help": "Peak AdamW learning rate (DPO wants small ones: 1e-6 to 1e-5)."})
+    # The defaults are the recipe that made a round's policy beat its parent in bench/loop_quality.py
+    # (SmolLM2-135M-Instruct, 200 hh-rlhf helpful-base pairs, judged by a reward model trained on
+    # other data: win rate 0.64 [0.55, 0.73], length-controlled 0.63, about 34 minutes on 2 CPU cores).
+    beta: float = field(default=0.1, metadata={"help": "Strength of the implicit KL constraint to the reference; larger stays closer to the parent. 0.1 (the DPO paper's) moved SmolLM2 about 2 nats per response from its parent in the measured round: visible to a judge, with no length drift."})
+    epochs: int = field(default=2, metadata={"help": "Passes over the preference pairs. 2 (about 46 steps on 200 pairs at batch 8): an earlier recipe with 19 steps (lr 2e-5, batch 16) barely moved the policy, win rate 0.48 against its parent."})
+    lr: float = field(default=3e-5, metadata={"help": "Peak AdamW learning rate. 3e-5 with full weights for 135M-class policies (the measured recipe); larger models want less (1e-6 to 5e-6 at 7B), and LoRA runs more (1e-4)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps spent warming the learning rate up before cosine decay."})
-    batch_size: int = field(default=16, metadata={"help": "Pairs per optimizer step."})
-    micro_batch_size: int = field(default=2, metadata={"help": "Pairs per forward pass (each is 2 sequences); lower it to save memory."})
-    max_length: int = field(default=256, metadata={"help": "Prompt + response tokens per sequence; older prompt tokens are cut first."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per optimizer step. 8 rather than 16: a round brings a few hundred pairs, and twice the steps moved the policy where 16 did not."})
+    micro_batch_size: int = field(default=4, metadata={"help": "Pairs per forward pass (each is 2 sequences); lower it to save memory."})
+    max_length: int = field(default=160, metadata={"help": "Prompt + response tokens per sequence; older prompt tokens are cut first, so the response and the last turns stay. 160 made the measured round fit in half an hour on a CPU; raise it for long documents or on a GPU."})
 
 
 def dpo_loss(
