@@ -64,4 +64,4 @@ def vllm_candidates(
         max_tokens=max_new_tokens, seed=seed, stop_token_ids=stop_token_ids(tokenizer),
     )
     outputs = llm.generate([prompt_text(tokenizer, p, system_prompt) for p in prompts], sampling)
-    return [unique_responses([o.text.strip() for o in out.outputs] * (k if temperature <= 0 else 1), k) for out in outputs]
+    return [unique_responses([o.text.strip() for o in out.outputs], k) for out in outputs]

@@ -38,15 +38,16 @@ class _Job:
     train: Callable[[RunReporter], dict[str, Any]]
 
 
-def _alone_or_group(trainer: str, alone: Callable[[RunReporter], dict[str, Any]], *, rows: list[dict[str, Any]],
+def _alone_or_group(trainer: str, fit: Callable[..., dict[str, Any]], *, rows: list[dict[str, Any]],
                     processes: int, parent: ModelVersion, config: Any, params: dict[str, Any],
                     output_dir: Path) -> Callable[[RunReporter], dict[str, Any]]:
-    """The job's training call: `alone` in this process, else the trainer of that name (training.ml.launch)
-    on a group of `processes`, supervised by training.services.groups."""
+    """The job's training call: `fit(parent_dir, rows, out_dir, config, progress=)` in this process, else
+    the trainer of that name (training.ml.launch) on a group of `processes`, supervised by
+    training.services.groups."""
 
     def train(progress: RunReporter) -> dict[str, Any]:
         if processes == 1:
-            return alone(progress)
+            return fit(parent.artifact_path, rows, output_dir, config, progress=progress)
         job = {"parent_dir": parent.artifact_path, "out_dir": str(output_dir), "config": dataclasses.asdict(config)}
         return group_train(trainer=trainer, job=job, rows=rows, processes=processes, reporter=progress,
                            scratch=output_dir.with_name(f".group-{output_dir.name}"),
@@ -65,10 +66,8 @@ def _sft_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
         raise ValueError(f"no demonstrations{' or chosen responses' if include_chosen else ''} in project {project.slug}")
     config = plan.trainer_config(SFTConfig, params, **defaults)
     processes = group_size(params=params)
-    train = _alone_or_group("sft", lambda progress: train_sft(parent.artifact_path, examples, output_dir, config,
-                                                              progress=progress),
-                            rows=list(examples), processes=processes, parent=parent, config=config, params=params,
-                            output_dir=output_dir)
+    train = _alone_or_group("sft", train_sft, rows=list(examples), processes=processes, parent=parent, config=config,
+                            params=params, output_dir=output_dir)
     return _Job(config, {"examples": len(examples), "include_chosen": include_chosen, "processes": processes},
                 f"SFT on {len(examples)} examples from {parent.name}", train)
 
@@ -82,10 +81,8 @@ def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
         raise ValueError(f"no preference pairs in project {project.slug}")
     config = plan.trainer_config(DPOConfig, params, **defaults)
     processes = group_size(params=params)
-    train = _alone_or_group("dpo", lambda progress: train_dpo(parent.artifact_path, pairs, output_dir, config,
-                                                              progress=progress),
-                            rows=list(pairs), processes=processes, parent=parent, config=config, params=params,
-                            output_dir=output_dir)
+    train = _alone_or_group("dpo", train_dpo, rows=list(pairs), processes=processes, parent=parent, config=config,
+                            params=params, output_dir=output_dir)
     return _Job(config, {"pairs": len(pairs), "data_until_judgment_id": until, "processes": processes},
                 f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}", train)
 
