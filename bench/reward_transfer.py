@@ -16,11 +16,20 @@ the version is scored with training.services.reward.reward_model_evaluate (what 
 evaluate_reward_model command runs) on the source's own held-out side (the diagonal) and on every
 other source (up to --eval-pairs pairs each, the same sample for every row).
 
+Two baselines per cell, on the same pairs, so a model that learned a shortcut is visible:
+- length: the longer answer wins (ties half).
+- relevance: the answer closer to the prompt's last user turn wins, by the cosine of the default
+  backbone's sentence embeddings (MiniLM was trained as exactly such an embedder). No training at
+  all, so it is the same in every row. It tells whether fine-tuning added anything that transfers.
+And one ensemble: the reward model's margin plus --relevance-weight times the relevance margin
+("with_relevance"), what an RM that keeps the backbone's zero-shot knowledge would score.
+
 Prints JSON: "matrix" {train: {eval: {pairs, accuracy, ci95 (percentile bootstrap over pairs),
-length_baseline (longer answer wins, ties half; the same pairs), by_length}}}, "rows" (version,
-its own validation accuracy and seconds), "mean_off_diagonal" (mean of the off-diagonal cells'
-accuracies), "mean_off_diagonal_length_baseline", "off_diagonal_above_length_baseline" and seconds.
-Pairs with an empty (whitespace-only) response are dropped, as the import would refuse them.
+length_baseline, relevance_baseline, with_relevance, by_length}}}, "rows" (version, its own
+validation accuracy and seconds), "mean_off_diagonal" (mean of the off-diagonal cells'
+accuracies), the same mean for each baseline and the ensemble, how many off-diagonal cells beat
+the length baseline ("off_diagonal_above_length_baseline", and "..._with_relevance_above_...") and
+seconds. Pairs with an empty (whitespace-only) response are dropped, as the import would refuse them.
 """
 from __future__ import annotations
 
@@ -63,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--held-out", type=float, default=0.2, help="fraction of each source's prompts kept for its diagonal")
     parser.add_argument("--base", default="", help="reward backbone folder (default: the product's)")
     parser.add_argument("--config", default="{}", help="RewardConfig overrides as JSON")
+    parser.add_argument("--relevance-model", default="", help="sentence-embedding folder for the relevance baseline (default: the bundled MiniLM)")
+    parser.add_argument("--relevance-weight", type=float, default=5.0,
+                        help="weight of the relevance margin (a cosine difference, in [-2, 2]) added to the RM's margin in 'with_relevance'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the JSON here")
@@ -111,26 +123,87 @@ def load_sources(sources: dict[str, list[str]], held_out: float, seed: int) -> d
     return loaded
 
 
-def cell(margins: Sequence[float], report: dict[str, Any], seed: int) -> dict[str, Any]:
-    """One matrix cell from reward_model_evaluate's report and margins: accuracy with a 95% bootstrap interval."""
+class Relevance:
+    """Zero-shot relevance with the default backbone as the sentence embedder it was trained to be
+    (mean over tokens, unit length): margin = cos(focus, chosen) - cos(focus, rejected), where the
+    focus is the prompt's last user turn (a whole hh transcript would mostly embed earlier turns)."""
+
+    def __init__(self, path: str, max_length: int = 256, batch_size: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def embed(self, texts: Sequence[str]) -> "torch.Tensor":
+        """Shape: -> [len(texts), H], unit rows."""
+        import torch
+
+        from training.ml.modeling_pairwise_reward import pool
+
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt")
+            with torch.no_grad():
+                hidden = self.model(**batch).last_hidden_state
+            out.append(torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], "mean"), dim=-1))
+        return torch.cat(out)
+
+    def margins(self, records: Sequence[dict[str, str]]) -> list[float]:
+        if not records:
+            return []
+        focus = self.embed([prompt_focus(r["prompt"]) for r in records])
+        chosen, rejected = self.embed([r["chosen"] for r in records]), self.embed([r["rejected"] for r in records])
+        return ((focus * chosen).sum(1) - (focus * rejected).sum(1)).tolist()
+
+
+def prompt_focus(prompt: str) -> str:
+    """The prompt's last user turn (hh transcripts), else the prompt."""
+    from training.ml.text import to_messages
+
+    users = [m["content"] for m in to_messages(prompt) if m["role"] == "user"]
+    return users[-1] if users else prompt
+
+
+def cell(margins: Sequence[float], report: dict[str, Any], seed: int,
+         relevance: Sequence[float] = (), relevance_weight: float = 0.0) -> dict[str, Any]:
+    """One matrix cell from reward_model_evaluate's report and margins: accuracy with a 95% bootstrap
+    interval; with the same pairs' relevance margins, the relevance baseline and the ensemble."""
     from training.ml.evaluate import win_rate_interval
     from training.ml.reward import margin_outcomes
 
     if not margins:
-        return {"pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None, "by_length": []}
+        return {"pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None, "relevance_baseline": None,
+                "with_relevance": None, "by_length": []}
+    if relevance and len(relevance) != len(margins):
+        raise ValueError(f"{len(relevance)} relevance margins for {len(margins)} pairs")
+    accuracy = lambda ms: sum(margin_outcomes(ms)) / len(ms) if ms else None  # noqa: E731
     low, high = win_rate_interval(margin_outcomes(margins), seed=seed)
     return {"pairs": report["pairs"], "accuracy": report["accuracy"], "ci95": [low, high],
-            "length_baseline": report["length_baseline"], "by_length": report["by_length"]}
+            "length_baseline": report["length_baseline"], "relevance_baseline": accuracy(list(relevance)),
+            "with_relevance": accuracy([m + relevance_weight * r for m, r in zip(margins, relevance)]),
+            "by_length": report["by_length"]}
 
 
 def summary(matrix: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Mean off-diagonal accuracy and length baseline (cells with pairs), and how many cells beat the baseline."""
+    """Means over the off-diagonal cells with pairs (accuracy, each baseline, the ensemble), and how
+    many of them beat the length baseline."""
     off = [c for t, row in matrix.items() for e, c in row.items() if t != e and c["pairs"]]
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+
+    def mean(key: str) -> float | None:
+        return sum(c[key] for c in off) / len(off) if off and off[0].get(key) is not None else None
+
+    def above(key: str) -> str | None:
+        return f"{sum(c[key] > c['length_baseline'] for c in off)}/{len(off)}" if mean(key) is not None else None
+
     return {
-        "mean_off_diagonal": mean([c["accuracy"] for c in off]),
-        "mean_off_diagonal_length_baseline": mean([c["length_baseline"] for c in off]),
-        "off_diagonal_above_length_baseline": f"{sum(c['accuracy'] > c['length_baseline'] for c in off)}/{len(off)}",
+        "mean_off_diagonal": mean("accuracy"),
+        "mean_off_diagonal_length_baseline": mean("length_baseline"),
+        "mean_off_diagonal_relevance_baseline": mean("relevance_baseline"),
+        "mean_off_diagonal_with_relevance": mean("with_relevance"),
+        "off_diagonal_above_length_baseline": above("accuracy"),
+        "off_diagonal_with_relevance_above_length_baseline": above("with_relevance"),
     }
 
 
@@ -153,6 +226,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from labeling.services.projects import project_create
+    from training.ml.reward import default_reward_base
     from training.services.reward import reward_model_evaluate
 
     if args.threads:
@@ -160,6 +234,8 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     cap = lambda records: records[: args.eval_pairs] if args.eval_pairs else records  # noqa: E731
     evals = {name: cap(d["all"]) for name, d in data.items()}
+    relevance = Relevance(args.relevance_model or str(default_reward_base()))
+    eval_relevance = {name: relevance.margins(pairs) for name, pairs in evals.items()}
     matrix: dict[str, dict[str, Any]] = {}
     rows: dict[str, Any] = {}
     params = {**({"threads": args.threads} if args.threads else {}), **({"base": args.base} if args.base else {}),
@@ -176,7 +252,8 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         for other in data:
             pairs = cap(d["held_out"]) if other == name else evals[other]
             report = reward_model_evaluate(version=version, records=pairs, with_margins=True)
-            matrix[name][other] = cell(report["margins"], report, args.seed)
+            related = relevance.margins(pairs) if other == name else eval_relevance[other]
+            matrix[name][other] = cell(report["margins"], report, args.seed, related, args.relevance_weight)
         rows[name] = {"version": version.pk, "train_pairs": len(records), "val_accuracy": version.metrics.get("val_accuracy"),
                       "val_length_baseline": version.metrics.get("val_length_baseline"),
                       "train_seconds": trained, "eval_seconds": time.perf_counter() - clock - trained}
@@ -186,7 +263,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         "sources": {n: {k: d[k] for k in ("files", "pairs", "dropped_blank")} | {"train_side": len(d["train"]),
                     "held_out_side": len(d["held_out"])} for n, d in data.items()},
         "train_pairs": args.train_pairs, "eval_pairs": args.eval_pairs, "base": args.base or "default",
-        "config": args.config, "seed": args.seed, **summary(matrix), "rows": rows, "matrix": matrix,
+        "config": args.config, "relevance_weight": args.relevance_weight, "seed": args.seed, **summary(matrix), "rows": rows, "matrix": matrix,
         "seconds": time.perf_counter() - started,
     }
 

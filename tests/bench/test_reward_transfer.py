@@ -36,6 +36,7 @@ def test_the_matrix_is_trained_and_scored_through_the_product(tmp_path, settings
     result = reward_transfer.main([
         "--source", f"a={a}", "--source", f"b={b}", "--base", str(bert_dir), "--train-pairs", "16",
         "--eval-pairs", "12", "--held-out", "0.3", "--threads", "1", "--config", json.dumps(CONFIG), "--json", str(out),
+        "--relevance-model", str(bert_dir), "--relevance-weight", "1e6",
     ])
     assert result["sources"]["a"]["pairs"] == 30 and result["sources"]["a"]["dropped_blank"] == 1
     sides = result["sources"]["b"]
@@ -57,6 +58,14 @@ def test_the_matrix_is_trained_and_scored_through_the_product(tmp_path, settings
     assert result["mean_off_diagonal_length_baseline"] == 0.5
     assert result["rows"]["a"]["val_length_baseline"] in (None, 1.0)
     assert json.loads(out.read_text())["matrix"] == result["matrix"]
+    # Relevance needs no training, so a column's off-diagonal cells (the same pairs) agree across rows;
+    # at a huge weight the ensemble is the relevance baseline itself.
+    for row in result["matrix"].values():
+        for c in row.values():
+            assert 0.0 <= c["relevance_baseline"] <= 1.0 and c["with_relevance"] == c["relevance_baseline"]
+    assert result["mean_off_diagonal_relevance_baseline"] == pytest.approx(
+        (result["matrix"]["a"]["b"]["relevance_baseline"] + result["matrix"]["b"]["a"]["relevance_baseline"]) / 2)
+    assert result["relevance_weight"] == 1e6
 
 
 def test_a_cell_has_a_bootstrap_interval_and_the_length_baseline():
@@ -67,18 +76,49 @@ def test_a_cell_has_a_bootstrap_interval_and_the_length_baseline():
     assert all_right["ci95"] == [1.0, 1.0] and all_right["length_baseline"] == 1.0
     tie = reward_transfer.cell([0.0], report | {"pairs": 1}, seed=0)  # a tie counts one half
     assert tie["ci95"] == [0.5, 0.5]
-    assert reward_transfer.cell([], report, seed=0) == {"pairs": 0, "accuracy": None, "ci95": None,
-                                                         "length_baseline": None, "by_length": []}
+    assert reward_transfer.cell([], report, seed=0) == {"pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None,
+                                                         "relevance_baseline": None, "with_relevance": None, "by_length": []}
+
+
+def test_a_cell_scores_the_relevance_baseline_and_the_ensemble():
+    report = {"pairs": 3, "accuracy": 2 / 3, "length_baseline": 0.5, "by_length": []}
+    margins, relevance = [1.0, -0.5, 0.2], [-0.1, 0.2, 0.0]  # relevance: wrong, right, tie
+    c = reward_transfer.cell(margins, report, seed=0, relevance=relevance, relevance_weight=5.0)
+    assert c["relevance_baseline"] == pytest.approx(0.5)  # (0 + 1 + 0.5) / 3
+    # The RM alone gets 2 of 3; with 5 x relevance: 1 - 0.5 > 0, -0.5 + 1 > 0, 0.2 + 0 > 0, all right.
+    assert c["accuracy"] == pytest.approx(2 / 3) and c["with_relevance"] == pytest.approx(1.0)
+    assert reward_transfer.cell(margins, report, seed=0, relevance=relevance, relevance_weight=0.0)["with_relevance"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="2 relevance margins for 3 pairs"):
+        reward_transfer.cell(margins, report, seed=0, relevance=[0.1, 0.2])
+
+
+def test_relevance_reads_the_last_user_turn_and_prefers_the_on_topic_answer(bert_dir):
+    transcript = "\n\nHuman: hi there\n\nAssistant: hello!\n\nHuman: what is a prime number?\n\nAssistant:"
+    assert reward_transfer.prompt_focus(transcript) == "what is a prime number?"
+    assert reward_transfer.prompt_focus("Plain instruction.") == "Plain instruction."
+    relevance = reward_transfer.Relevance(str(bert_dir))
+    # An answer that IS the question has cosine 1 with it; anything else has less.
+    on_topic = {"prompt": transcript, "chosen": "what is a prime number?", "rejected": "zebra zebra zebra"}
+    margins = relevance.margins([on_topic, on_topic | {"chosen": on_topic["rejected"], "rejected": on_topic["chosen"]}])
+    assert margins[0] > 0 and margins[1] == pytest.approx(-margins[0])
+    assert relevance.margins([]) == []
 
 
 def test_the_summary_averages_off_diagonal_cells_only():
-    c = lambda acc, base, n=10: {"accuracy": acc, "length_baseline": base, "pairs": n}  # noqa: E731
-    matrix = {"x": {"x": c(0.9, 0.1), "y": c(0.6, 0.7), "z": c(0.0, 0.0, n=0)},
-              "y": {"x": c(0.8, 0.5), "y": c(1.0, 0.2)}}
+    def c(acc, base, n=10, rel=None, ens=None):
+        return {"accuracy": acc, "length_baseline": base, "pairs": n, "relevance_baseline": rel, "with_relevance": ens}
+
+    matrix = {"x": {"x": c(0.9, 0.1, rel=0.0, ens=0.0), "y": c(0.6, 0.7, rel=0.4, ens=0.8), "z": c(0.0, 0.0, n=0)},
+              "y": {"x": c(0.8, 0.5, rel=0.6, ens=0.4), "y": c(1.0, 0.2, rel=0.0, ens=0.0)}}
     assert reward_transfer.summary(matrix) == {
         "mean_off_diagonal": pytest.approx(0.7), "mean_off_diagonal_length_baseline": pytest.approx(0.6),
-        "off_diagonal_above_length_baseline": "1/2",
+        "mean_off_diagonal_relevance_baseline": pytest.approx(0.5), "mean_off_diagonal_with_relevance": pytest.approx(0.6),
+        "off_diagonal_above_length_baseline": "1/2", "off_diagonal_with_relevance_above_length_baseline": "1/2",
     }
+    without = {t: {e: cell | {"relevance_baseline": None, "with_relevance": None} for e, cell in row.items()}
+               for t, row in matrix.items()}
+    assert reward_transfer.summary(without)["mean_off_diagonal_with_relevance"] is None
+    assert reward_transfer.summary(without)["off_diagonal_with_relevance_above_length_baseline"] is None
 
 
 @pytest.mark.parametrize("argv, message", [
