@@ -18,11 +18,13 @@ other source (up to --eval-pairs pairs each, the same sample for every row).
 
 Two baselines per cell, on the same pairs, so a model that learned a shortcut is visible:
 - length: the longer answer wins (ties half).
-- relevance: the answer closer to the prompt's last user turn wins, by the cosine of the default
-  backbone's sentence embeddings (MiniLM was trained as exactly such an embedder). No training at
-  all, so it is the same in every row. It tells whether fine-tuning added anything that transfers.
+- relevance: the answer closer to the prompt wins, by the cosine of the default backbone's sentence
+  embeddings of each, encoded apart (MiniLM was trained as exactly such an embedder; the reward
+  model's relevance prior, RewardConfig.relevance_weight). No training at all, so it is the same in
+  every row. It tells whether fine-tuning added anything that transfers.
 And one ensemble: the reward model's margin plus --relevance-weight times the relevance margin
-("with_relevance"), what an RM that keeps the backbone's zero-shot knowledge would score.
+("with_relevance"): what the RM would score with the prior added after training. To train with
+the prior, pass --config '{"relevance_weight": W}'.
 
 Prints JSON: "matrix" {train: {eval: {pairs, accuracy, ci95 (percentile bootstrap over pairs),
 length_baseline, relevance_baseline, with_relevance, by_length}}}, "rows" (version, its own
@@ -124,46 +126,38 @@ def load_sources(sources: dict[str, list[str]], held_out: float, seed: int) -> d
 
 
 class Relevance:
-    """Zero-shot relevance with the default backbone as the sentence embedder it was trained to be
-    (mean over tokens, unit length): margin = cos(focus, chosen) - cos(focus, rejected), where the
-    focus is the prompt's last user turn (a whole hh transcript would mostly embed earlier turns)."""
+    """The reward model's zero-shot relevance prior (training.ml.modeling_pairwise_reward.relevance,
+    RewardConfig.relevance_weight) on an untrained backbone: margin = relevance(prompt, chosen) -
+    relevance(prompt, rejected), each pair cut as the reward model cuts it."""
 
     def __init__(self, path: str, max_length: int = 256, batch_size: int = 64):
         from transformers import AutoModel, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
-        self.max_length, self.batch_size = max_length, batch_size
+        from training.ml.reward import PairEncoder, _pad_id, sentence_prefix_id
 
-    def embed(self, texts: Sequence[str]) -> "torch.Tensor":
-        """Shape: -> [len(texts), H], unit rows."""
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        self.backbone = AutoModel.from_pretrained(path).eval()
+        self.encoder = PairEncoder(tokenizer, max_length, add_eos=False)
+        self.pad_id, self.prefix_id, self.batch_size = _pad_id(tokenizer), sentence_prefix_id(tokenizer), batch_size
+
+    def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         import torch
 
-        from training.ml.modeling_pairwise_reward import pool
+        from training.ml.modeling_pairwise_reward import relevance
+        from training.ml.reward import collate
 
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(list(texts[i:i + self.batch_size]), padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt")
+        seqs, out = self.encoder.encode(prompts, responses), []
+        for i in range(0, len(seqs), self.batch_size):
+            batch = collate(seqs[i:i + self.batch_size], self.pad_id, torch.device("cpu"))
             with torch.no_grad():
-                hidden = self.model(**batch).last_hidden_state
-            out.append(torch.nn.functional.normalize(pool(hidden, batch["attention_mask"], "mean"), dim=-1))
-        return torch.cat(out)
+                out += relevance(self.backbone, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                 self.prefix_id).tolist()
+        return out
 
     def margins(self, records: Sequence[dict[str, str]]) -> list[float]:
-        if not records:
-            return []
-        focus = self.embed([prompt_focus(r["prompt"]) for r in records])
-        chosen, rejected = self.embed([r["chosen"] for r in records]), self.embed([r["rejected"] for r in records])
-        return ((focus * chosen).sum(1) - (focus * rejected).sum(1)).tolist()
-
-
-def prompt_focus(prompt: str) -> str:
-    """The prompt's last user turn (hh transcripts), else the prompt."""
-    from training.ml.text import to_messages
-
-    users = [m["content"] for m in to_messages(prompt) if m["role"] == "user"]
-    return users[-1] if users else prompt
+        prompts = [r["prompt"] for r in records]
+        chosen, rejected = self.scores(prompts, [r["chosen"] for r in records]), self.scores(prompts, [r["rejected"] for r in records])
+        return [c - r for c, r in zip(chosen, rejected)]
 
 
 def cell(margins: Sequence[float], report: dict[str, Any], seed: int,

@@ -92,14 +92,13 @@ def test_a_cell_scores_the_relevance_baseline_and_the_ensemble():
         reward_transfer.cell(margins, report, seed=0, relevance=[0.1, 0.2])
 
 
-def test_relevance_reads_the_last_user_turn_and_prefers_the_on_topic_answer(bert_dir):
-    transcript = "\n\nHuman: hi there\n\nAssistant: hello!\n\nHuman: what is a prime number?\n\nAssistant:"
-    assert reward_transfer.prompt_focus(transcript) == "what is a prime number?"
-    assert reward_transfer.prompt_focus("Plain instruction.") == "Plain instruction."
+def test_relevance_prefers_the_answer_closest_to_the_prompt(bert_dir):
     relevance = reward_transfer.Relevance(str(bert_dir))
-    # An answer that IS the question has cosine 1 with it; anything else has less.
-    on_topic = {"prompt": transcript, "chosen": "what is a prime number?", "rejected": "zebra zebra zebra"}
-    margins = relevance.margins([on_topic, on_topic | {"chosen": on_topic["rejected"], "rejected": on_topic["chosen"]}])
+    # An answer that IS the prompt embeds like it (cosine 1); anything else has less.
+    prompt = "what is a prime number?"
+    on_topic = {"prompt": prompt, "chosen": prompt, "rejected": "zebra zebra zebra"}
+    assert relevance.scores([prompt], [prompt]) == [pytest.approx(1.0, abs=1e-5)]
+    margins = relevance.margins([on_topic, on_topic | {"chosen": on_topic["rejected"], "rejected": prompt}])
     assert margins[0] > 0 and margins[1] == pytest.approx(-margins[0])
     assert relevance.margins([]) == []
 
