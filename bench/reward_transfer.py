@@ -19,12 +19,10 @@ other source (up to --eval-pairs pairs each, the same sample for every row).
 Two baselines per cell, on the same pairs, so a model that learned a shortcut is visible:
 - length: the longer answer wins (ties half).
 - relevance: the answer closer to the prompt wins, by the cosine of the default backbone's sentence
-  embeddings of each, encoded apart (MiniLM was trained as exactly such an embedder; the reward
-  model's relevance prior, RewardConfig.relevance_weight). No training at all, so it is the same in
-  every row. It tells whether fine-tuning added anything that transfers.
+  embeddings of each, encoded apart (MiniLM was trained as exactly such an embedder). No training
+  at all, so it is the same in every row. It tells whether fine-tuning added anything that transfers.
 And one ensemble: the reward model's margin plus --relevance-weight times the relevance margin
-("with_relevance"): what the RM would score with the prior added after training. To train with
-the prior, pass --config '{"relevance_weight": W}'.
+("with_relevance"): what the RM would score with that prior added after training.
 
 Prints JSON: "matrix" {train: {eval: {pairs, accuracy, ci95 (percentile bootstrap over pairs),
 length_baseline, relevance_baseline, with_relevance, by_length}}}, "rows" (version, its own
@@ -126,14 +124,15 @@ def load_sources(sources: dict[str, list[str]], held_out: float, seed: int) -> d
 
 
 class Relevance:
-    """The reward model's zero-shot relevance prior (training.ml.modeling_pairwise_reward.relevance,
-    RewardConfig.relevance_weight) on an untrained backbone: margin = relevance(prompt, chosen) -
-    relevance(prompt, rejected), each pair cut as the reward model cuts it."""
+    """Zero-shot relevance of an untrained sentence embedder (the default backbone, MiniLM, trained to
+    be one): margin = relevance(prompt, chosen) - relevance(prompt, rejected), where relevance is the
+    cosine of the two texts' embeddings, each encoded ALONE and mean-pooled. The pair is cut as the
+    reward model cuts it (PairEncoder: the prompt from the left), then split into its two segments."""
 
     def __init__(self, path: str, max_length: int = 256, batch_size: int = 64):
         from transformers import AutoModel, AutoTokenizer
 
-        from training.ml.reward import PairEncoder, _pad_id, sentence_prefix_id
+        from training.ml.reward import PairEncoder, _pad_id
 
         tokenizer = AutoTokenizer.from_pretrained(path)
         self.backbone = AutoModel.from_pretrained(path).eval()
@@ -143,21 +142,57 @@ class Relevance:
     def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         import torch
 
-        from training.ml.modeling_pairwise_reward import relevance
         from training.ml.reward import collate
 
         seqs, out = self.encoder.encode(prompts, responses), []
         for i in range(0, len(seqs), self.batch_size):
             batch = collate(seqs[i:i + self.batch_size], self.pad_id, torch.device("cpu"))
             with torch.no_grad():
-                out += relevance(self.backbone, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                 self.prefix_id).tolist()
+                out += segment_cosine(self.backbone, batch, self.prefix_id).tolist()
         return out
 
     def margins(self, records: Sequence[dict[str, str]]) -> list[float]:
         prompts = [r["prompt"] for r in records]
         chosen, rejected = self.scores(prompts, [r["chosen"] for r in records]), self.scores(prompts, [r["rejected"] for r in records])
         return [c - r for c, r in zip(chosen, rejected)]
+
+
+def sentence_prefix_id(tokenizer: Any) -> int | None:
+    """The token the tokenizer puts before every sentence (BERT's [CLS]), or None."""
+    empty, one = tokenizer("")["input_ids"], tokenizer("x")["input_ids"]
+    return empty[0] if empty and one and one[0] == empty[0] else None
+
+
+def segment_cosine(backbone: Any, batch: dict[str, Any], prefix_id: int | None) -> Any:
+    """Shape: a collated pair batch [B, T] -> [B]: the cosine of its two segments' embeddings, each
+    segment encoded alone (encoded together, every token has attended to both), the response with
+    prefix_id in front as a sentence of its own would have; the prompt's segment already starts with it."""
+    import torch
+
+    from training.ml.modeling_pairwise_reward import pool
+
+    live, types = batch["attention_mask"].bool(), batch["token_type_ids"]
+    prompt = _segment(batch["input_ids"], live & (types == 0), None)
+    answer = _segment(batch["input_ids"], live & (types == 1), prefix_id)
+    embed = lambda ids, mask: torch.nn.functional.normalize(  # noqa: E731
+        pool(backbone(input_ids=ids, attention_mask=mask).last_hidden_state.float(), mask, "mean"), dim=-1)
+    return (embed(*prompt) * embed(*answer)).sum(-1)
+
+
+def _segment(input_ids: Any, keep: Any, prefix_id: int | None) -> tuple[Any, Any]:
+    """Shape: input_ids, keep [B, T] -> ids, mask [B, W]: each row's kept tokens in order, right-padded."""
+    import torch
+
+    positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+    order = torch.argsort(torch.where(keep, positions, positions + input_ids.shape[1]), dim=1)
+    count = keep.sum(1)
+    width = max(int(count.max()), 1)
+    mask = (torch.arange(width) < count[:, None]).long()
+    ids = input_ids.gather(1, order)[:, :width] * mask
+    if prefix_id is not None:
+        ids = torch.cat([torch.full_like(ids[:, :1], prefix_id), ids], 1)
+        mask = torch.cat([torch.ones_like(mask[:, :1]), mask], 1)
+    return ids, mask
 
 
 def cell(margins: Sequence[float], report: dict[str, Any], seed: int,

@@ -92,6 +92,38 @@ def test_a_cell_scores_the_relevance_baseline_and_the_ensemble():
         reward_transfer.cell(margins, report, seed=0, relevance=[0.1, 0.2])
 
 
+@pytest.mark.parametrize("which", ["tiny", "minilm"])  # minilm: [CLS] p [SEP] r [SEP], so the response gets a [CLS]
+def test_segment_cosine_encodes_prompt_and_response_apart(which, bert_dir):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from training.ml.reward import PairEncoder, _pad_id, collate, default_reward_base
+
+    path = bert_dir if which == "tiny" else default_reward_base()
+    tok, backbone = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    prompts, responses = ["what is a prime?", "q"], ["a number with two divisors", "a much longer answer than the other one"]
+    batch = collate(PairEncoder(tok, 64, add_eos=False).encode(prompts, responses), _pad_id(tok), torch.device("cpu"))
+
+    def alone(text):  # the text by itself, no padding, mean-pooled, unit length: the embedder's own use
+        mean = backbone(input_ids=torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0].mean(0)
+        return torch.nn.functional.normalize(mean, dim=-1)
+
+    with torch.no_grad():
+        expected = [float(alone(p) @ alone(r)) for p, r in zip(prompts, responses)]
+        got = reward_transfer.segment_cosine(backbone, batch, reward_transfer.sentence_prefix_id(tok)).tolist()
+    assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_response_gets_the_token_a_sentence_starts_with(bert_dir):
+    from transformers import AutoTokenizer
+
+    from training.ml.reward import default_reward_base
+
+    minilm = AutoTokenizer.from_pretrained(default_reward_base())
+    assert reward_transfer.sentence_prefix_id(minilm) == minilm.cls_token_id  # [CLS] x [SEP]
+    assert reward_transfer.sentence_prefix_id(AutoTokenizer.from_pretrained(bert_dir)) is None  # the tiny one adds nothing
+
+
 def test_relevance_prefers_the_answer_closest_to_the_prompt(bert_dir):
     relevance = reward_transfer.Relevance(str(bert_dir))
     # An answer that IS the prompt embeds like it (cosine 1); anything else has less.

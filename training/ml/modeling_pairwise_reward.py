@@ -13,8 +13,8 @@ but its `score` layer has no bias, so it could not carry the normalisation bias.
 with a random head.
 
 TRL: `base_model_prefix` is "model" and `score` is one linear layer, so TRL's PPO `get_reward`
-(backbone -> score per token -> the last non-pad token) gives the same rewards for "last" pooling
-without a relevance term; RewardTrainer only reads `logits`.
+(backbone -> score per token -> the last non-pad token) gives the same rewards for "last" pooling;
+RewardTrainer only reads `logits`.
 """
 from __future__ import annotations
 
@@ -47,56 +47,19 @@ def pool(
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-def _gather(input_ids: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shape: input_ids, keep [B, T] -> ids, mask [B, W]: each row's kept tokens, in order, right-padded (W = most kept)."""
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-    order = torch.argsort(torch.where(keep, positions, positions + input_ids.shape[1]), dim=1)
-    count = keep.sum(1)
-    width = max(int(count.max()), 1)
-    mask = (torch.arange(width, device=input_ids.device) < count[:, None]).long()
-    return input_ids.gather(1, order)[:, :width] * mask, mask
-
-
-def relevance(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              token_type_ids: torch.Tensor | None, prefix_id: int | None = None) -> torch.Tensor:
-    """Shape: [B, T] -> [B]: cosine of the prompt's and the response's embeddings, each segment of the
-    pair template encoded ALONE and mean-pooled, as a sentence embedder (MiniLM) was trained to be used.
-    prefix_id (BERT's [CLS]) goes in front of the response, as the tokenizer puts it before a sentence
-    of its own; the prompt's segment already starts with it.
-    Why: it is the one signal of a small backbone that transfers across preference data sets with no
-    training (bench/reward_transfer.py), and it needs the segments apart: encoded together, every
-    token has already attended to both."""
-    if token_type_ids is None or not bool((token_type_ids == 1).any()):
-        raise ValueError("relevance needs the pair template's segment ids (an encoder tokenizer such as BERT's)")
-    live = attention_mask.bool()
-    prompt_ids, prompt_mask = _gather(input_ids, live & (token_type_ids == 0))
-    answer_ids, answer_mask = _gather(input_ids, live & (token_type_ids == 1))
-    if prefix_id is not None:
-        answer_ids = torch.cat([torch.full_like(answer_ids[:, :1], prefix_id), answer_ids], 1)
-        answer_mask = torch.cat([torch.ones_like(answer_mask[:, :1]), answer_mask], 1)
-    embed = lambda ids, mask: nn.functional.normalize(  # noqa: E731
-        pool(backbone(input_ids=ids, attention_mask=mask).last_hidden_state.float(), mask, "mean"), dim=-1)
-    return (embed(prompt_ids, prompt_mask) * embed(answer_ids, answer_mask)).sum(-1)
-
-
 class PairwiseRewardConfig(PretrainedConfig):
     """The backbone's own config (a dict with its `model_type`) plus how to pool it.
 
     `normalisation_bias` is informational: it is already inside `score.bias` (head bias + the bias
-    that centres the reference responses on 0), kept so the training code can split them again.
-    `relevance_weight` > 0 adds that times `relevance` (the prompt-response cosine) to the score;
-    `relevance_prefix_id` is the tokenizer's [CLS] (None when it has none)."""
+    that centres the reference responses on 0), kept so the training code can split them again."""
 
     model_type = MODEL_TYPE
 
     def __init__(self, backbone: dict[str, Any] | None = None, pooling: str = "mean",
-                 normalisation_bias: float = 0.0, relevance_weight: float = 0.0,
-                 relevance_prefix_id: int | None = None, **kwargs: Any):
+                 normalisation_bias: float = 0.0, **kwargs: Any):
         self.backbone = dict(backbone or {})
         self.pooling = pooling
         self.normalisation_bias = normalisation_bias
-        self.relevance_weight = relevance_weight
-        self.relevance_prefix_id = relevance_prefix_id
         kwargs.setdefault("num_labels", 1)
         super().__init__(**kwargs)
         self.hidden_size = self.backbone.get("hidden_size")
@@ -139,9 +102,6 @@ class PairwiseRewardModel(PreTrainedModel):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         pooled = pool(hidden.float(), attention_mask, self.config.pooling, token_type_ids)
         logits = self.score(pooled.to(self.score.weight.dtype)).float()
-        if self.config.relevance_weight:
-            logits = logits + self.config.relevance_weight * relevance(
-                self.model, input_ids, attention_mask, token_type_ids, self.config.relevance_prefix_id)[:, None]
         loss = None
         if labels is not None:
             loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))

@@ -33,7 +33,7 @@ from labeling.ranking import ranking_pairs
 from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
 from training.ml.distributed import Ranks, ranks_get
 from training.ml.lora import describe, is_lora, lora_apply
-from training.ml.modeling_pairwise_reward import PairwiseRewardConfig, PairwiseRewardModel, pool, register, relevance
+from training.ml.modeling_pairwise_reward import PairwiseRewardConfig, PairwiseRewardModel, pool, register
 from training.ml.common import (
     TrainerConfig,
     ProgressFn,
@@ -86,11 +86,6 @@ class RewardConfig(TrainerConfig):
     dropout: float | None = field(default=0.0, metadata={"help": "Overrides every dropout probability of the backbone; None keeps the checkpoint's. 0 because MiniLM's dropout doubles step cost for no gain in one epoch."})
     val_fraction: float = field(default=HELD_OUT_FRACTION, metadata={"help": "Fraction of prompts held out for validation when the caller passes no val_groups (bench scripts); the product always passes its own held-out prompts (labeling.splits)."})
     pooling: str = field(default="auto", metadata={"help": "'mean' over non-pad tokens, 'response' (mean over the response's tokens only), 'last' non-pad token, or 'auto' (mean for encoders, last for decoders)."})
-    relevance_weight: float = field(default=0.0, metadata={"help": (
-        "Adds this times cos(prompt, response), each embedded alone by the backbone, to the reward (encoders only; 3 passes "
-        "instead of 1). Measured (bench/reward_transfer.py): the fine-tuned head alone transfers to other preference sets "
-        "at about chance, while this zero-shot relevance is the one signal of MiniLM that does. Off by default: a policy "
-        "optimised against it can learn to echo the question, and it costs in-domain accuracy where length decides.")})
     group_by_length: bool = field(default=True, metadata={"help": "Batch judgments of similar length together to cut padding (order stays random across batches)."})
     reference_limit: int = field(default=512, metadata={"help": "At most this many reference (prompt, response) pairs are scored to set the normalisation bias."})
     eval_batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass in evaluation and scoring."})
@@ -120,14 +115,12 @@ class RewardModel(nn.Module):
     everything at the last token, so we read the last non-pad position there.
     """
 
-    def __init__(self, backbone: nn.Module, pooling: str, relevance_weight: float = 0.0, relevance_prefix_id: int | None = None):
+    def __init__(self, backbone: nn.Module, pooling: str):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
-        self.relevance_weight = relevance_weight
-        self.relevance_prefix_id = relevance_prefix_id  # the tokenizer's [CLS]: see modeling_pairwise_reward.relevance
         hidden = backbone.config.hidden_size
         self.head = nn.Linear(hidden, 1)
         # Small head init keeps the first rewards near 0, so the loss starts at log 2.
@@ -138,18 +131,14 @@ class RewardModel(nn.Module):
         self._takes_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
 
     @classmethod
-    def from_backbone_path(cls, path: str | Path, pooling: str = "auto", dropout: float | None = 0.0,
-                           relevance_weight: float = 0.0) -> "RewardModel":
+    def from_backbone_path(cls, path: str | Path, pooling: str = "auto", dropout: float | None = 0.0) -> "RewardModel":
         config = AutoConfig.from_pretrained(path)
         if dropout is not None:
             _override_dropout(config, dropout)
         if pooling == "auto":
             pooling = "last" if is_decoder_config(config) else "mean"
-        if relevance_weight and is_decoder_config(config):
-            raise ValueError("relevance_weight needs an encoder backbone (segment ids, mean-pooled sentence embeddings)")
         backbone = AutoModel.from_pretrained(path, config=config)
-        prefix = sentence_prefix_id(AutoTokenizer.from_pretrained(path)) if relevance_weight else None
-        return cls(backbone, pooling, relevance_weight, prefix)
+        return cls(backbone, pooling)
 
     def forward(
         self,
@@ -163,20 +152,7 @@ class RewardModel(nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         pooled = pool(hidden.float(), attention_mask, self.pooling, token_type_ids)
-        reward = self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
-        if self.relevance_weight:
-            # A prior, not a target: no gradient through its two extra passes (a third of the cost);
-            # the backbone's fine-tuning still moves it.
-            with torch.no_grad():
-                prior = relevance(self.backbone, input_ids, attention_mask, token_type_ids, self.relevance_prefix_id)
-            reward = reward + self.relevance_weight * prior
-        return reward
-
-
-def sentence_prefix_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
-    """The token the tokenizer puts before every sentence (BERT's [CLS]), or None."""
-    empty, one = tokenizer("")["input_ids"], tokenizer("x")["input_ids"]
-    return empty[0] if empty and one and one[0] == empty[0] else None
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
 
 
 def trainable_reward_model(config: RewardConfig) -> RewardModel:
@@ -184,7 +160,7 @@ def trainable_reward_model(config: RewardConfig) -> RewardModel:
     the backbone's weights are frozen under LoRA adapters on config.lora_target_modules (only the
     adapters and the head train); with config.gradient_checkpointing its blocks recompute their
     activations in the backward pass (same loss and gradients, less memory)."""
-    model = RewardModel.from_backbone_path(config.base_model, config.pooling, config.dropout, config.relevance_weight)
+    model = RewardModel.from_backbone_path(config.base_model, config.pooling, config.dropout)
     # The head sits outside the peft wrapper, so peft's freezing leaves it trainable.
     model.backbone = lora_apply(model.backbone, config, task_type="FEATURE_EXTRACTION")
     return model
@@ -677,7 +653,6 @@ def save_reward_model(folder: Path, model: RewardModel, tokenizer: PreTrainedTok
     backbone = model.backbone
     hf_config = PairwiseRewardConfig(
         backbone=backbone.config.to_dict(), pooling=model.pooling, normalisation_bias=float(model.bias),
-        relevance_weight=model.relevance_weight, relevance_prefix_id=model.relevance_prefix_id,
         pad_token_id=_pad_id(tokenizer), architectures=[PairwiseRewardModel.__name__],
         auto_map={"AutoConfig": f"{MODELING_FILE[:-3]}.{PairwiseRewardConfig.__name__}",
                   "AutoModelForSequenceClassification": f"{MODELING_FILE[:-3]}.{PairwiseRewardModel.__name__}"},
@@ -711,8 +686,7 @@ def load_reward_model(
         weight, head_bias, bias = head["head.weight"], head["head.bias"], float(head["bias"].reshape(-1)[0])
     else:
         hf = PairwiseRewardModel.from_pretrained(path)
-        model = RewardModel(hf.model, hf.config.pooling, float(getattr(hf.config, "relevance_weight", 0.0)),
-                            getattr(hf.config, "relevance_prefix_id", None))
+        model = RewardModel(hf.model, hf.config.pooling)
         bias = float(hf.config.normalisation_bias)
         weight, head_bias = hf.score.weight.detach(), hf.score.bias.detach() - bias
     with torch.no_grad():

@@ -21,7 +21,6 @@ from training.ml.reward import (
     _pad_id,
     collate,
     load_reward_model,
-    relevance,
     score,
     train_reward_model,
 )
@@ -48,19 +47,18 @@ def groups(n: int) -> list[dict]:
     return [{"prompt": f"q {i}?", "responses": ["good good good", "bad bad"], "ranking": [[0], [1]]} for i in range(n)]
 
 
-@pytest.mark.parametrize("which", ["bert", "llama", "bert+relevance"])
+@pytest.mark.parametrize("which", ["bert", "llama"])
 def test_saved_folder_loads_as_sequence_classification_with_our_scores(which, tmp_path):
-    base = tiny_llama(tmp_path / "base") if which == "llama" else tiny_bert(tmp_path / "base")
-    weight = 5.0 if which.endswith("relevance") else 0.0
+    base = tiny_bert(tmp_path / "base") if which == "bert" else tiny_llama(tmp_path / "base")
     config = RewardConfig(base_model=str(base), max_length=64, batch_size=8, lr=3e-3, epochs=1,
-                          precision="fp32", val_fraction=0.0, seed=0, relevance_weight=weight)
+                          precision="fp32", val_fraction=0.0, seed=0)
     train_reward_model(groups(16), config, tmp_path / "rm", reference_texts=[("q 0?", "good good good")])
     folder = tmp_path / "rm"
     assert len(json.loads((folder / "config.json").read_text())["id2label"]) == 1  # num_labels=1
     assert not (folder / HEAD_FILE).exists()
 
     model, tok, saved = load_reward_model(folder)
-    assert model.pooling == ("last" if which == "llama" else "mean") and model.relevance_weight == weight
+    assert model.pooling == ("mean" if which == "bert" else "last")
     assert float(model.bias) != 0.0  # the normalisation bias must survive the export
     ours = score(model, tok, PROMPTS, RESPONSES, max_length=saved.max_length)
     encoder = PairEncoder(tok, saved.max_length, add_eos=model.pooling == "last")
@@ -100,60 +98,3 @@ def test_old_layout_folder_still_loads(tmp_path):
                                  token_type_ids=batch["token_type_ids"]).last_hidden_state
     expected = 0.05 * float(hidden[0].mean(0).sum()) + 0.25 - 0.75
     assert score(loaded, tok2, ["q"], ["a"], max_length=64)[0] == pytest.approx(expected, abs=1e-5)
-
-
-def _pair_batch(tok, prompts, responses):
-    return collate(PairEncoder(tok, 64, add_eos=False).encode(prompts, responses), _pad_id(tok), torch.device("cpu"))
-
-
-def _alone(backbone, tok, texts):
-    """Each text encoded by itself, with no padding at all, mean-pooled, unit length: the embedder's own use."""
-    means = [backbone(input_ids=torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0].mean(0) for text in texts]
-    return torch.nn.functional.normalize(torch.stack(means), dim=-1)
-
-
-def test_relevance_is_the_cosine_of_prompt_and_response_encoded_apart(tmp_path):
-    from transformers import AutoTokenizer
-
-    base = tiny_bert(tmp_path / "base")
-    model = RewardModel.from_backbone_path(base, relevance_weight=2.0).eval()
-    tok = AutoTokenizer.from_pretrained(base)
-    prompts, responses = ["what is a prime?", "q"], ["a number with two divisors", "a much longer answer than the other one"]
-    batch = _pair_batch(tok, prompts, responses)
-    with torch.no_grad():
-        expected = (_alone(model.backbone, tok, prompts) * _alone(model.backbone, tok, responses)).sum(-1)
-        got = relevance(model.backbone, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], model.relevance_prefix_id)
-        with_prior = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        model.relevance_weight = 0.0
-        without = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    assert got.tolist() == pytest.approx(expected.tolist(), abs=1e-5)
-    assert (with_prior - without).tolist() == pytest.approx((2.0 * expected).tolist(), abs=1e-5)
-    assert model.relevance_prefix_id is None  # the tiny tokenizer puts nothing before a sentence
-    with pytest.raises(ValueError, match="segment ids"):
-        relevance(model.backbone, batch["input_ids"], batch["attention_mask"], None)
-
-
-def test_the_response_gets_the_token_a_sentence_starts_with():
-    from transformers import AutoTokenizer
-
-    from training.ml.reward import default_reward_base, sentence_prefix_id
-
-    minilm = AutoTokenizer.from_pretrained(default_reward_base())
-    assert sentence_prefix_id(minilm) == minilm.cls_token_id  # [CLS] x [SEP]
-
-
-def test_relevance_is_refused_for_a_decoder_backbone(tmp_path):
-    with pytest.raises(ValueError, match="needs an encoder backbone"):
-        RewardModel.from_backbone_path(tiny_llama(tmp_path / "base"), relevance_weight=1.0)
-
-
-def test_a_reward_model_with_relevance_trains_its_head_and_backbone(tmp_path):
-    base = tiny_bert(tmp_path / "base")
-    config = RewardConfig(base_model=str(base), max_length=64, batch_size=8, lr=3e-3, epochs=2,
-                          precision="fp32", val_fraction=0.0, seed=0, relevance_weight=5.0)
-    before = RewardModel.from_backbone_path(base)
-    train_reward_model(groups(16), config, tmp_path / "rm", reference_texts=[("q 0?", "good good good")])
-    after, _, saved = load_reward_model(tmp_path / "rm")
-    assert saved.relevance_weight == 5.0 and after.relevance_weight == 5.0
-    changed = [n for n, p in after.backbone.named_parameters() if not torch.equal(p, dict(before.backbone.named_parameters())[n])]
-    assert changed  # the gradient reaches the backbone through the head's pass
