@@ -16,6 +16,11 @@ the version is scored with training.services.reward.reward_model_evaluate (what 
 evaluate_reward_model command runs) on the source's own held-out side (the diagonal) and on every
 other source (up to --eval-pairs pairs each, the same sample for every row).
 
+With --leave-one-out, a row per source trains on the MIX of every other source's training side
+(each up to --train-pairs) and is scored on that source, which it never saw (its whole sample, the
+diagonal), and on the others' held-out sides: does mixing sources into training make a model that
+holds up on a kind of data it has not met?
+
 Two baselines per cell, on the same pairs, so a model that learned a shortcut is visible:
 - length: the longer answer wins (ties half).
 - relevance: the answer closer to the prompt wins, by the cosine of the default backbone's sentence
@@ -29,7 +34,7 @@ length_baseline, relevance_baseline, with_relevance, by_length}}}, "rows" (versi
 validation accuracy and seconds), "mean_off_diagonal" (mean of the off-diagonal cells'
 accuracies), the same mean for each baseline and the ensemble, how many off-diagonal cells beat
 the length baseline ("off_diagonal_above_length_baseline", and "..._with_relevance_above_...") and
-seconds. Pairs with an empty (whitespace-only) response are dropped, as the import would refuse them.
+seconds. With --leave-one-out the same figures are over the unseen cells ("mean_unseen", ...). Pairs with an empty (whitespace-only) response are dropped, as the import would refuse them.
 """
 from __future__ import annotations
 
@@ -75,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--relevance-model", default="", help="sentence-embedding folder for the relevance baseline (default: the bundled MiniLM)")
     parser.add_argument("--relevance-weight", type=float, default=5.0,
                         help="weight of the relevance margin (a cosine difference, in [-2, 2]) added to the RM's margin in 'with_relevance'")
+    parser.add_argument("--leave-one-out", action="store_true",
+                        help="a row per source trained on the mix of every OTHER source and scored on it, never seen "
+                             "(and on the others' held-out sides), instead of the one-source matrix")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the JSON here")
@@ -215,10 +223,13 @@ def cell(margins: Sequence[float], report: dict[str, Any], seed: int,
             "by_length": report["by_length"]}
 
 
-def summary(matrix: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Means over the off-diagonal cells with pairs (accuracy, each baseline, the ensemble), and how
-    many of them beat the length baseline."""
-    off = [c for t, row in matrix.items() for e, c in row.items() if t != e and c["pairs"]]
+def summary(matrix: dict[str, dict[str, dict[str, Any]]], unseen: bool = False) -> dict[str, Any]:
+    """Means over the cells a model never trained on with pairs (accuracy, each baseline, the
+    ensemble), and how many of them beat the length baseline. A matrix row never saw the other
+    sources (its off-diagonal cells); a leave-one-out row (unseen=True) never saw the source it is
+    named after (its diagonal)."""
+    off = [c for t, row in matrix.items() for e, c in row.items() if (t == e) == unseen and c["pairs"]]
+    prefix = "unseen" if unseen else "off_diagonal"
 
     def mean(key: str) -> float | None:
         return sum(c[key] for c in off) / len(off) if off and off[0].get(key) is not None else None
@@ -227,12 +238,12 @@ def summary(matrix: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
         return f"{sum(c[key] > c['length_baseline'] for c in off)}/{len(off)}" if mean(key) is not None else None
 
     return {
-        "mean_off_diagonal": mean("accuracy"),
-        "mean_off_diagonal_length_baseline": mean("length_baseline"),
-        "mean_off_diagonal_relevance_baseline": mean("relevance_baseline"),
-        "mean_off_diagonal_with_relevance": mean("with_relevance"),
-        "off_diagonal_above_length_baseline": above("accuracy"),
-        "off_diagonal_with_relevance_above_length_baseline": above("with_relevance"),
+        f"mean_{prefix}": mean("accuracy"),
+        f"mean_{prefix}_length_baseline": mean("length_baseline"),
+        f"mean_{prefix}_relevance_baseline": mean("relevance_baseline"),
+        f"mean_{prefix}_with_relevance": mean("with_relevance"),
+        f"{prefix}_above_length_baseline": above("accuracy"),
+        f"{prefix}_with_relevance_above_length_baseline": above("with_relevance"),
     }
 
 
@@ -245,6 +256,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         Path(args.json).write_text(text + "\n")
     return result
+
+
+def training_sets(data: dict[str, dict[str, Any]], train_pairs: int, leave_one_out: bool, seed: int) -> dict[str, list[dict]]:
+    """Each row's training pairs, by row name. A matrix row: its source's training side; a
+    leave-one-out row: the training sides of every OTHER source, mixed (shuffled together). Each
+    source gives up to train_pairs (0: all), so a leave-one-out row trains on the union of what the
+    other matrix rows train on."""
+    side = lambda d: d["train"][:train_pairs] if train_pairs else d["train"]  # noqa: E731
+    if not leave_one_out:
+        return {name: side(d) for name, d in data.items()}
+    mixes = {}
+    for name in data:
+        mixes[name] = [r for other, d in data.items() if other != name for r in side(d)]
+        random.Random(f"{seed}:mix:{name}").shuffle(mixes[name])
+    return mixes
 
 
 def transfer(args: argparse.Namespace) -> dict[str, Any]:
@@ -262,16 +288,14 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     cap = lambda records: records[: args.eval_pairs] if args.eval_pairs else records  # noqa: E731
-    evals = {name: cap(d["all"]) for name, d in data.items()}
-    relevance = Relevance(args.relevance_model or str(default_reward_base()))
-    eval_relevance = {name: relevance.margins(pairs) for name, pairs in evals.items()}
+    samples = {(name, side): cap(d["held_out"] if side else d["all"]) for name, d in data.items() for side in (True, False)}
+    relevance, related = Relevance(args.relevance_model or str(default_reward_base())), {}
     matrix: dict[str, dict[str, Any]] = {}
     rows: dict[str, Any] = {}
     params = {**({"threads": args.threads} if args.threads else {}), **({"base": args.base} if args.base else {}),
               "config": {**args.config, "seed": args.seed}}
-    for name, d in data.items():
+    for name, records in training_sets(data, args.train_pairs, args.leave_one_out, args.seed).items():
         clock = time.perf_counter()
-        records = d["train"][: args.train_pairs] if args.train_pairs else d["train"]
         tag = uuid.uuid4().hex[:8]
         project = project_create(name=f"reward transfer {name} {tag}", slug=f"transfer-{tag}", mode="pairwise")
         import_pairs(project, records)
@@ -279,10 +303,12 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         trained = time.perf_counter() - clock
         matrix[name] = {}
         for other in data:
-            pairs = cap(d["held_out"]) if other == name else evals[other]
-            report = reward_model_evaluate(version=version, records=pairs, with_margins=True)
-            related = relevance.margins(pairs) if other == name else eval_relevance[other]
-            matrix[name][other] = cell(report["margins"], report, args.seed, related, args.relevance_weight)
+            # A source the row trained on is scored on its held-out side; any other on its sample.
+            key = (other, (other == name) != args.leave_one_out)
+            report = reward_model_evaluate(version=version, records=samples[key], with_margins=True)
+            if key not in related:
+                related[key] = relevance.margins(samples[key])
+            matrix[name][other] = cell(report["margins"], report, args.seed, related[key], args.relevance_weight)
         rows[name] = {"version": version.pk, "train_pairs": len(records), "val_accuracy": version.metrics.get("val_accuracy"),
                       "val_length_baseline": version.metrics.get("val_length_baseline"),
                       "train_seconds": trained, "eval_seconds": time.perf_counter() - clock - trained}
@@ -292,7 +318,9 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         "sources": {n: {k: d[k] for k in ("files", "pairs", "dropped_blank")} | {"train_side": len(d["train"]),
                     "held_out_side": len(d["held_out"])} for n, d in data.items()},
         "train_pairs": args.train_pairs, "eval_pairs": args.eval_pairs, "base": args.base or "default",
-        "config": args.config, "relevance_weight": args.relevance_weight, "seed": args.seed, **summary(matrix), "rows": rows, "matrix": matrix,
+        "mode": "leave-one-out" if args.leave_one_out else "matrix", "config": args.config,
+        "relevance_weight": args.relevance_weight, "seed": args.seed, **summary(matrix, unseen=args.leave_one_out),
+        "rows": rows, "matrix": matrix,
         "seconds": time.perf_counter() - started,
     }
 

@@ -171,3 +171,52 @@ def test_a_broken_file_stops_with_its_line(tmp_path):
         f.write(json.dumps(_pairs("x", 1, "a", "b")[0]) + "\n{not json\n")
     with pytest.raises(SystemExit, match="broken.jsonl.gz:2: not JSON"):
         reward_transfer.main(["--source", f"g={good}", "--source", f"x={broken}"])
+
+
+def test_a_leave_one_out_row_trains_on_the_mix_of_every_other_source():
+    data = {name: {"train": [{"id": f"{name}{i}"} for i in range(n)]} for name, n in (("a", 3), ("b", 5), ("c", 2))}
+    ids = lambda records: sorted(r["id"] for r in records)  # noqa: E731
+    mixes = reward_transfer.training_sets(data, train_pairs=4, leave_one_out=True, seed=0)
+    assert ids(mixes["a"]) == ["b0", "b1", "b2", "b3", "c0", "c1"]  # b capped at 4, a itself left out
+    assert ids(mixes["c"]) == ["a0", "a1", "a2", "b0", "b1", "b2", "b3"]
+    assert [r["id"] for r in mixes["c"]] != ids(mixes["c"])  # shuffled together, not one source after another
+    assert mixes == reward_transfer.training_sets(data, train_pairs=4, leave_one_out=True, seed=0)  # the same every run
+    assert ids(reward_transfer.training_sets(data, train_pairs=0, leave_one_out=True, seed=0)["a"]) == [
+        "b0", "b1", "b2", "b3", "b4", "c0", "c1"]
+    one = reward_transfer.training_sets(data, train_pairs=2, leave_one_out=False, seed=0)
+    assert {n: ids(r) for n, r in one.items()} == {"a": ["a0", "a1"], "b": ["b0", "b1"], "c": ["c0", "c1"]}
+
+
+def test_the_leave_one_out_summary_averages_the_unseen_cells():
+    def c(acc, base):
+        return {"accuracy": acc, "length_baseline": base, "pairs": 5, "relevance_baseline": None, "with_relevance": None}
+
+    matrix = {"x": {"x": c(0.7, 0.6), "y": c(0.9, 0.5)}, "y": {"x": c(1.0, 0.0), "y": c(0.5, 0.8)}}
+    got = reward_transfer.summary(matrix, unseen=True)
+    assert got["mean_unseen"] == pytest.approx(0.6) and got["mean_unseen_length_baseline"] == pytest.approx(0.7)
+    assert got["unseen_above_length_baseline"] == "1/2" and got["mean_unseen_relevance_baseline"] is None
+
+
+@pytest.mark.django_db
+def test_leave_one_out_scores_each_source_on_a_model_that_never_saw_it(tmp_path, settings, bert_dir):
+    settings.PAIRWISE_MODELS_DIR = tmp_path / "models"
+    settings.PAIRWISE_EXPORTS_DIR = tmp_path / "exports"
+    # a and b share one rule (the "yes" answer wins); c reverses it. So c's row, trained on a + b,
+    # is wrong on every pair of c, which it never saw, and right on a's held-out side.
+    a = _write(tmp_path / "a.jsonl.gz", _pairs("a", 24, "yes indeed", "no sorry"))
+    b = _write(tmp_path / "b.jsonl.gz", _pairs("b", 24, "yes sure", "no thanks"))
+    c = _write(tmp_path / "c.jsonl.gz", _pairs("c", 24, "no thanks", "yes sure"))
+    result = reward_transfer.main([
+        "--source", f"a={a}", "--source", f"b={b}", "--source", f"c={c}", "--leave-one-out", "--base", str(bert_dir),
+        "--train-pairs", "10", "--eval-pairs", "8", "--held-out", "0.3", "--threads", "1", "--config", json.dumps(CONFIG),
+        "--relevance-model", str(bert_dir),
+    ])
+    assert result["mode"] == "leave-one-out"
+    assert {n: r["train_pairs"] for n, r in result["rows"].items()} == {"a": 20, "b": 20, "c": 20}
+    unseen_c, seen_a = result["matrix"]["c"]["c"], result["matrix"]["c"]["a"]
+    assert unseen_c["pairs"] == 8 and seen_a["pairs"] == result["sources"]["a"]["held_out_side"]
+    assert unseen_c["accuracy"] == 0.0 and seen_a["accuracy"] == 1.0
+    # a's row trained on b and c, which contradict each other: nothing to say about its cells but their count.
+    assert result["matrix"]["a"]["a"]["pairs"] == 8
+    assert result["mean_unseen"] == pytest.approx(sum(result["matrix"][n][n]["accuracy"] for n in "abc") / 3)
+    assert "mean_off_diagonal" not in result
