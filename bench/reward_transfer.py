@@ -34,7 +34,10 @@ length_baseline, relevance_baseline, with_relevance, by_length}}}, "rows" (versi
 validation accuracy and seconds), "mean_off_diagonal" (mean of the off-diagonal cells'
 accuracies), the same mean for each baseline and the ensemble, how many off-diagonal cells beat
 the length baseline ("off_diagonal_above_length_baseline", and "..._with_relevance_above_...") and
-seconds. With --leave-one-out the same figures are over the unseen cells ("mean_unseen", ...). Pairs with an empty (whitespace-only) response are dropped, as the import would refuse them.
+seconds. With --leave-one-out the same figures are over the unseen cells ("mean_unseen", ...).
+A matrix also reports, per source, the ensemble of the rows that never saw it ("ensemble": its
+accuracy, and how often its members disagree), to set against a leave-one-out row: mixing models
+against mixing data. Pairs with an empty (whitespace-only) response are dropped, as the import would refuse them.
 """
 from __future__ import annotations
 
@@ -247,6 +250,48 @@ def summary(matrix: dict[str, dict[str, dict[str, Any]]], unseen: bool = False) 
     }
 
 
+def ensemble_cell(members: Sequence[Sequence[float]], length_baseline: float | None, seed: int) -> dict[str, Any]:
+    """Several reward models scored together on the same pairs: each member's margins divided by
+    their standard deviation over the pairs (heads trained apart have different scales), then
+    averaged. "disagreement" is the share of pairs the members do not all call the same way (a
+    zero margin calls neither), with the accuracy on the pairs they agree on and on the rest: if
+    disagreement marks the pairs a model gets wrong, it is worth recording.
+
+    Shape: members [M][N] margins -> one cell."""
+    import numpy as np
+
+    from training.ml.evaluate import win_rate_interval
+    from training.ml.reward import margin_outcomes
+
+    m = np.asarray(members, dtype=float)
+    if m.ndim != 2 or not m.shape[1]:
+        return {"members": len(members), "pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None,
+                "disagreement": None, "accuracy_agreed": None, "accuracy_disputed": None}
+    scale = m.std(axis=1, keepdims=True)
+    outcomes = np.asarray(margin_outcomes((m / np.where(scale > 0, scale, 1.0)).mean(axis=0).tolist()))
+    agreed = (m > 0).all(axis=0) | (m < 0).all(axis=0)
+    rate = lambda keep: float(outcomes[keep].mean()) if keep.any() else None  # noqa: E731
+    low, high = win_rate_interval(outcomes.tolist(), seed=seed)
+    return {"members": m.shape[0], "pairs": m.shape[1], "accuracy": float(outcomes.mean()), "ci95": [low, high],
+            "length_baseline": length_baseline, "disagreement": float(1 - agreed.mean()),
+            "accuracy_agreed": rate(agreed), "accuracy_disputed": rate(~agreed)}
+
+
+def ensembles(matrix: dict[str, dict[str, dict[str, Any]]], margins: dict[tuple[str, str], list[float]],
+              seed: int) -> dict[str, Any]:
+    """Per source, the ensemble of every row that did NOT train on it (a matrix's column without
+    its diagonal), on the sample they all scored; and the means over sources."""
+    cells = {}
+    for source in matrix:
+        members = [margins[(row, source)] for row in matrix if row != source]
+        cells[source] = ensemble_cell(members, matrix[next(r for r in matrix if r != source)][source]["length_baseline"], seed)
+    scored = [c for c in cells.values() if c["pairs"]]
+    mean = lambda key: sum(c[key] for c in scored) / len(scored) if scored else None  # noqa: E731
+    return {"mean_ensemble": mean("accuracy"), "mean_ensemble_disagreement": mean("disagreement"),
+            "ensemble_above_length_baseline": f"{sum(c['accuracy'] > c['length_baseline'] for c in scored)}/{len(scored)}",
+            "ensemble": cells}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the matrix, prints its JSON (and writes it to --json) and returns it."""
     args = parse_args(argv)
@@ -291,6 +336,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
     samples = {(name, side): cap(d["held_out"] if side else d["all"]) for name, d in data.items() for side in (True, False)}
     relevance, related = Relevance(args.relevance_model or str(default_reward_base())), {}
     matrix: dict[str, dict[str, Any]] = {}
+    margins: dict[tuple[str, str], list[float]] = {}
     rows: dict[str, Any] = {}
     params = {**({"threads": args.threads} if args.threads else {}), **({"base": args.base} if args.base else {}),
               "config": {**args.config, "seed": args.seed}}
@@ -309,6 +355,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
             if key not in related:
                 related[key] = relevance.margins(samples[key])
             matrix[name][other] = cell(report["margins"], report, args.seed, related[key], args.relevance_weight)
+            margins[(name, other)] = report["margins"]
         rows[name] = {"version": version.pk, "train_pairs": len(records), "val_accuracy": version.metrics.get("val_accuracy"),
                       "val_length_baseline": version.metrics.get("val_length_baseline"),
                       "train_seconds": trained, "eval_seconds": time.perf_counter() - clock - trained}
@@ -320,6 +367,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         "train_pairs": args.train_pairs, "eval_pairs": args.eval_pairs, "base": args.base or "default",
         "mode": "leave-one-out" if args.leave_one_out else "matrix", "config": args.config,
         "relevance_weight": args.relevance_weight, "seed": args.seed, **summary(matrix, unseen=args.leave_one_out),
+        **({} if args.leave_one_out else ensembles(matrix, margins, args.seed)),
         "rows": rows, "matrix": matrix,
         "seconds": time.perf_counter() - started,
     }

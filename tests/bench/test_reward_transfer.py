@@ -65,6 +65,11 @@ def test_the_matrix_is_trained_and_scored_through_the_product(tmp_path, settings
     assert result["mean_off_diagonal_relevance_baseline"] == pytest.approx(
         (result["matrix"]["a"]["b"]["relevance_baseline"] + result["matrix"]["b"]["a"]["relevance_baseline"]) / 2)
     assert result["relevance_weight"] == 1e6
+    # With two sources each column's ensemble is the one row that never saw it.
+    for source, other in (("a", "b"), ("b", "a")):
+        ensemble = result["ensemble"][source]
+        assert ensemble["members"] == 1 and ensemble["accuracy"] == result["matrix"][other][source]["accuracy"]
+        assert ensemble["disagreement"] == 0.0 and ensemble["length_baseline"] == result["matrix"][other][source]["length_baseline"]
 
 
 def test_a_cell_has_a_bootstrap_interval_and_the_length_baseline():
@@ -219,4 +224,32 @@ def test_leave_one_out_scores_each_source_on_a_model_that_never_saw_it(tmp_path,
     # a's row trained on b and c, which contradict each other: nothing to say about its cells but their count.
     assert result["matrix"]["a"]["a"]["pairs"] == 8
     assert result["mean_unseen"] == pytest.approx(sum(result["matrix"][n][n]["accuracy"] for n in "abc") / 3)
-    assert "mean_off_diagonal" not in result
+    assert "mean_off_diagonal" not in result and "ensemble" not in result
+
+
+def test_an_ensemble_scales_each_member_before_averaging_and_records_disagreement():
+    # Member 2's margins are 20x larger: averaged raw, it alone would decide ([-4.5, 14.5]: wrong, right).
+    # Scaled by their standard deviations (1 and 20): [1, -1] and [-0.5, 1.5] -> mean [0.25, 0.25], both right.
+    c = reward_transfer.ensemble_cell([[1.0, -1.0], [-10.0, 30.0]], length_baseline=0.5, seed=0)
+    assert c["accuracy"] == 1.0 and c["members"] == 2 and c["pairs"] == 2 and c["length_baseline"] == 0.5
+    assert c["disagreement"] == 1.0 and c["accuracy_agreed"] is None and c["accuracy_disputed"] == 1.0
+    # A member with one margin everywhere (std 0) is kept unscaled; one zero margin is a dispute.
+    c = reward_transfer.ensemble_cell([[1.0, 2.0, -1.0, 3.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0]], 0.0, seed=0)
+    assert c["accuracy"] == 1.0 and c["disagreement"] == 0.25 and c["accuracy_agreed"] == 1.0 and c["accuracy_disputed"] == 1.0
+    assert c["ci95"] == [1.0, 1.0]
+    assert reward_transfer.ensemble_cell([[]], None, seed=0)["pairs"] == 0
+
+
+def test_each_source_gets_the_ensemble_of_the_rows_that_never_saw_it():
+    def c(base):
+        return {"accuracy": 0.0, "length_baseline": base, "pairs": 2}
+
+    matrix = {t: {e: c(0.25 if e == "z" else 0.75) for e in "xyz"} for t in "xyz"}
+    right, wrong = [1.0, 2.0], [-1.0, -2.0]
+    # z's own row is wrong on z; x's and y's are right: the ensemble for z must leave z's row out.
+    margins = {(t, e): wrong if t == e else right for t in "xyz" for e in "xyz"}
+    got = reward_transfer.ensembles(matrix, margins, seed=0)
+    assert {s: (cell["members"], cell["accuracy"]) for s, cell in got["ensemble"].items()} == {
+        "x": (2, 1.0), "y": (2, 1.0), "z": (2, 1.0)}
+    assert got["ensemble"]["z"]["length_baseline"] == 0.25 and got["mean_ensemble"] == 1.0
+    assert got["mean_ensemble_disagreement"] == 0.0 and got["ensemble_above_length_baseline"] == "3/3"
