@@ -33,7 +33,6 @@ eval set, a judge with too little data) stops it with a message before anything 
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import os
@@ -59,25 +58,13 @@ class BenchError(SystemExit):
 
 
 def read_records(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    """gzip or plain JSONL; each line must be an object with string `fields`."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    records = []
+    """gzip or plain JSONL; each line must be an object with string `fields` (training.ml.reward's reader)."""
+    from training.ml.reward import read_preference_file
+
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BenchError(f"{path}:{number}: not JSON ({exc.msg})") from None
-                missing = [k for k in fields if not isinstance(record, dict) or not isinstance(record.get(k), str)]
-                if missing:
-                    raise BenchError(f"{path}:{number}: missing or non-string {', '.join(missing)}")
-                records.append(record)
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{path}: cannot read ({exc})") from None
-    return records
+        return read_preference_file(path, fields)
+    except (OSError, ValueError) as exc:
+        raise BenchError(str(exc) if isinstance(exc, ValueError) else f"{path}: cannot read ({exc})") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

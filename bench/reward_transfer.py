@@ -13,7 +13,8 @@ the prompt text, --held-out of them); up to --train-pairs pairs of the training 
 into a throwaway project (labeling.services.imports), a reward run trains on them
 (training.services.runs.run_create + training.services.reward.reward_model_train, in process), and
 the version is scored with training.services.reward.reward_model_evaluate (what the
-evaluate_reward_model command runs) on the source's own held-out side (the diagonal) and on every
+evaluate_reward_model command runs, each cell recorded on the version under the source's name, as
+--record does, so the training page shows the row) on the source's own held-out side (the diagonal) and on every
 other source (up to --eval-pairs pairs each, the same sample for every row).
 
 With --leave-one-out, a row per source trains on the MIX of every other source's training side
@@ -351,7 +352,8 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         for other in data:
             # A source the row trained on is scored on its held-out side; any other on its sample.
             key = (other, (other == name) != args.leave_one_out)
-            report = reward_model_evaluate(version=version, records=samples[key], with_margins=True)
+            report = reward_model_evaluate(version=version, records=samples[key], with_margins=True, record_as=other,
+                                           source=",".join(Path(f).name for f in data[other]["files"]))
             if key not in related:
                 related[key] = relevance.margins(samples[key])
             matrix[name][other] = cell(report["margins"], report, args.seed, related[key], args.relevance_weight)

@@ -116,6 +116,11 @@ def _comparable(judgment: dict[str, Any]) -> bool:
     return bool(ranking) and len(ranking) >= 2 and sum(len(t) for t in ranking) == len(judgment["responses"])
 
 
+def training_prompt_ids(dataset: TrainingDataset) -> set[str]:
+    """The prompts a trainer learns from: on the train side, with a judgment or a demonstration."""
+    return {i["prompt_id"] for i in _train([*dataset.judgments, *dataset.demonstrations])}
+
+
 @dataclass
 class RewardGroups:
     train: list[dict[str, Any]]

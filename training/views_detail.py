@@ -43,7 +43,9 @@ def version_detail(request: HttpRequest, slug: str, version_id: int) -> HttpResp
         **tabs_context(project=project, role=role, tab="training"), "version": version,
         "lineage": version_lineage(version=version), "run": version_run_get(version=version),
         "adapter": version_is_adapter(version=version),
-        "metrics": _numbers(version.metrics), "config": json.dumps(version.config, indent=2, sort_keys=True)[:20_000],
+        "metrics": _numbers({k: v for k, v in (version.metrics or {}).items() if k != "evaluations"}),
+        "evaluations": [{"name": name, **e} for name, e in sorted(((version.metrics or {}).get("evaluations") or {}).items())],
+        "config": json.dumps(version.config, indent=2, sort_keys=True)[:20_000],
     })
 
 

@@ -58,6 +58,12 @@ def test_the_matrix_is_trained_and_scored_through_the_product(tmp_path, settings
     assert result["mean_off_diagonal_length_baseline"] == 0.5
     assert result["rows"]["a"]["val_length_baseline"] in (None, 1.0)
     assert json.loads(out.read_text())["matrix"] == result["matrix"]
+    # Each cell is kept on its row's version, as `evaluate_reward_model --record` keeps it.
+    from training.models import ModelVersion
+
+    kept = ModelVersion.objects.get(pk=result["rows"]["a"]["version"]).metrics["evaluations"]
+    assert {name: e["accuracy"] for name, e in kept.items()} == {e: c["accuracy"] for e, c in result["matrix"]["a"].items()}
+    assert kept["b"]["source"] == "b.jsonl.gz" and kept["b"]["trained_prompts"] == 0 and kept["a"]["trained_prompts"] == 0
     # At a huge weight the ensemble is the relevance baseline itself, and the summary averages it.
     for row in result["matrix"].values():
         for c in row.values():

@@ -36,8 +36,10 @@ def test_train_sync_prints_the_version_id_last_and_evaluate_prints_json(project_
     data = write_pairs_gz(tmp_path / "pairs.jsonl.gz", separable_records(10))
     out, _ = _call("evaluate_reward_model", "--version", str(version.pk), "--data", str(data))
     result = json.loads(out)
-    assert set(result) == {"pairs", "accuracy", "mean_margin", "log_loss", "length_baseline", "by_length"}
+    assert set(result) == {"pairs", "accuracy", "ci95", "mean_margin", "log_loss", "length_baseline", "by_length", "trained_prompts"}
     assert result["pairs"] == 10 and result["accuracy"] >= 0.9
+    assert 0 < result["trained_prompts"] < 10  # the same prompts it trained on, those on the train side
+    assert "evaluations" not in ModelVersion.objects.get(pk=version.pk).metrics  # kept only with --record
 
     with pytest.raises(CommandError):
         _call("evaluate_reward_model", "--version", "999999", "--data", str(data))

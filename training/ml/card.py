@@ -37,6 +37,8 @@ class ModelCardFacts:
     metrics: Mapping[str, float] | None = field(default=None, metadata={"help": "Evaluation metrics by name."})
     flag_rates: Mapping[str, float] | None = field(default=None, metadata={"help": "Safety flag rates by flag."})
     evaluation: str | None = field(default=None, metadata={"help": "How the metrics were measured."})
+    other_evaluations: Mapping[str, Mapping[str, Any]] | None = field(default=None, metadata={
+        "help": "Evaluations on other data by name: {pairs, accuracy, ci95, length_baseline, trained_prompts, source}."})
 
 
 def _yaml(value: Any) -> str:
@@ -79,7 +81,31 @@ def front_matter(facts: ModelCardFacts) -> dict[str, Any]:
             "dataset": {"name": facts.project or "held-out prompts", "type": "held-out"},
             "metrics": [{"type": k, "name": k, "value": v} for k, v in sorted(numeric.items())],
         }]}]
+    for name, result in sorted((facts.other_evaluations or {}).items()):
+        if isinstance(result.get("accuracy"), (int, float)):
+            meta.setdefault("model-index", [{"name": facts.name or "model", "results": []}])[0]["results"].append({
+                "task": {"type": "text-classification"}, "dataset": {"name": name, "type": "preference-pairs"},
+                "metrics": [{"type": "accuracy", "name": "pairwise accuracy", "value": result["accuracy"]}],
+            })
     return meta
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else NOT_RECORDED
+
+
+def _other_data(evaluations: Mapping[str, Mapping[str, Any]] | None) -> str:
+    """One row per evaluation on other data, next to "the longer answer wins" on the same pairs."""
+    if not evaluations:
+        return "None recorded (`manage.py evaluate_reward_model --record NAME`)."
+    rows = []
+    for name, e in sorted(evaluations.items()):
+        low, high = e.get("ci95") or (None, None)
+        interval = f"{_percent(low)} to {_percent(high)}" if low is not None else NOT_RECORDED
+        rows.append(f"| {_text(name)} | {_text(e.get('pairs'))} | {_percent(e.get('accuracy'))} | {interval} | "
+                    f"{_percent(e.get('length_baseline'))} | {_text(e.get('trained_prompts'))} | {_text(e.get('source'))} |")
+    return ("| data | pairs | accuracy | 95% interval | longer answer wins | prompts it trained on | file |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def model_card(facts: ModelCardFacts | Mapping[str, Any]) -> str:
@@ -123,6 +149,10 @@ A {_text(facts.kind)} model trained by Pairwise ({_text(facts.method)}).
 Method: {_text(facts.evaluation)}
 
 {_table(facts.metrics)}
+
+### On other data
+
+{_other_data(facts.other_evaluations)}
 
 ### Safety flag rates
 

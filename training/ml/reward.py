@@ -206,12 +206,28 @@ def groups_from_pairs(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]
     ]
 
 
-def read_preference_file(path: str | Path) -> list[dict[str, Any]]:
-    """Read the shared dataset shape: gzip or plain JSONL of {id, prompt, chosen, rejected, source}."""
+def read_preference_file(path: str | Path, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read the shared dataset shape: gzip or plain JSONL of {id, prompt, chosen, rejected, source},
+    each line an object whose `fields` are strings. A bad line is a ValueError naming "path:line"."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                missing = [k for k in fields if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+                if missing or not isinstance(record, dict):
+                    raise ValueError(f"{path}:{number}: " + (f"missing or non-string {', '.join(missing)}" if missing else "not an object"))
+                records.append(record)
+    except (EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    return records
 
 
 def is_validation(item: dict[str, Any], val_fraction: float, seed: int) -> bool:

@@ -107,6 +107,7 @@ def model_card_facts(*, version: ModelVersion) -> ModelCardFacts:
         agreement=data.get("agreement"), training_config=config or None,
         metrics=_numbers(metrics.get("evaluation") or metrics) or None, flag_rates=flag_rates or None,
         evaluation=REWARD_EVALUATION if reward else POLICY_EVALUATION,
+        other_evaluations=metrics.get("evaluations") or None,
     )
 
 
@@ -202,3 +203,21 @@ def version_run_get(*, version: ModelVersion) -> TrainingRun | None:
 def version_is_adapter(*, version: ModelVersion) -> bool:
     """A LoRA version: its folder holds adapters on its parent's folder, not full weights."""
     return all((Path(version.artifact_path) / name).is_file() for name in ADAPTER_FILES)
+
+
+def prompt_key(text: str) -> str:
+    """How prompts are matched across files and snapshots: whitespace folded, case ignored (an HH
+    transcript imported as chat messages comes back from prompt_rm_text with other line breaks)."""
+    return " ".join(str(text).split()).casefold()
+
+
+def version_trained_prompts(*, version: ModelVersion) -> set[str] | None:
+    """prompt_key of every prompt a version trained on: its snapshot's prompts on the training side of
+    the split that have a judgment or a demonstration. None when the version has no readable snapshot
+    (shared bases, versions older than snapshots, a file deleted since)."""
+    from training.dataset import dataset_read, training_prompt_ids
+
+    if version.snapshot_id is None or not Path(version.snapshot.path).is_file():
+        return None
+    dataset = dataset_read(version.snapshot.path)
+    return {prompt_key(dataset.rm_prompt(pid)) for pid in training_prompt_ids(dataset)}

@@ -4,6 +4,8 @@ inside functions, so web and beat processes never load them."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,11 +14,12 @@ from django.core.exceptions import ValidationError
 from training import plan
 from training.dataset import reward_groups
 from training.models import ModelVersion, TrainingRun
-from training.selectors.versions import model_version_promoted_get, reward_base_get
+from training.selectors.versions import model_version_promoted_get, prompt_key, reward_base_get, version_trained_prompts
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.groups import group_size, group_train
 from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
 from training.services.snapshots import run_snapshot_use, snapshot_facts
+from training.services.versions import model_version_evaluation_record
 
 
 def reward_model_train(
@@ -95,16 +98,28 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
                                     promote=promote == "always" or (promote == "if_none" and parent is None))
 
 
+EVALUATION_NAME_MAX = 64
+
+
 def reward_model_evaluate(
     *, version: ModelVersion, records: list[dict[str, Any]], max_length: int | None = None, with_margins: bool = False,
+    record_as: str = "", source: str = "",
 ) -> dict[str, Any]:
     """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy,
-    mean_margin, log_loss, length_baseline, by_length} (training.ml.reward.length_report: the
-    longer-answer-wins baseline, and both accuracies by how much longer the chosen answer is);
-    with_margins adds the per-record margins r(chosen) - r(rejected)."""
+    ci95 (bootstrap over pairs), mean_margin, log_loss, length_baseline, by_length} (training.ml.reward.
+    length_report: the longer-answer-wins baseline, and both accuracies by how much longer the chosen
+    answer is), and trained_prompts: how many records' prompts the version trained on (None when it
+    has no snapshot to check), so "on data it never saw" can be checked rather than assumed.
+    with_margins adds the per-record margins r(chosen) - r(rejected). record_as stores the result
+    under that name on the version (model_version_evaluation_record: the training page and the
+    model card show it), with source, the file it came from."""
+    name = record_as.strip()
+    if record_as and not 0 < len(name) <= EVALUATION_NAME_MAX:
+        raise ValidationError(f"An evaluation name has 1 to {EVALUATION_NAME_MAX} characters.")
     if version.kind != ModelVersion.Kind.REWARD or (version.config or {}).get("role") == "base":
         raise ValidationError("Only a trained reward model can be evaluated.")
-    from training.ml.reward import CONFIG_FILE, load_reward_model, margin_report, pair_margins
+    from training.ml.evaluate import win_rate_interval
+    from training.ml.reward import CONFIG_FILE, load_reward_model, margin_outcomes, margin_report, pair_margins
 
     for i, record in enumerate(records):
         missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(record.get(k), str)]
@@ -115,4 +130,18 @@ def reward_model_evaluate(
     model, tokenizer, config = load_reward_model(version.artifact_path)
     margins = pair_margins(model, tokenizer, records, max_length=max_length or config.max_length) if records else []
     result = margin_report(margins, [r["chosen"] for r in records], [r["rejected"] for r in records])
+    result["ci95"] = list(win_rate_interval(margin_outcomes(margins))) if margins else None
+    trained = version_trained_prompts(version=version)
+    result["trained_prompts"] = None if trained is None else sum(prompt_key(r["prompt"]) in trained for r in records)
+    if name:
+        model_version_evaluation_record(version=version, name=name, result=result, source=source,
+                                        records_sha256=records_digest(records))
     return result | ({"margins": margins} if with_margins else {})
+
+
+def records_digest(records: list[dict[str, Any]]) -> str:
+    """sha256 of the pairs themselves (prompt, chosen, rejected, in order): which data an evaluation saw."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update((json.dumps([r["prompt"], r["chosen"], r["rejected"]], ensure_ascii=False) + "\n").encode("utf-8"))
+    return digest.hexdigest()

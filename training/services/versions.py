@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from labeling.models import Project
 from training.plan import jsonable
@@ -82,6 +83,23 @@ def model_version_metrics_update(*, version: ModelVersion, **metrics: Any) -> Mo
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
         locked.metrics = {**(locked.metrics or {}), **jsonable(metrics)}
         locked.save(update_fields=["metrics"])
+    return locked
+
+
+def model_version_evaluation_record(
+    *, version: ModelVersion, name: str, result: dict[str, Any], source: str = "", records_sha256: str = "",
+) -> ModelVersion:
+    """Store one evaluation on other data as metrics["evaluations"][name] (without per-pair margins;
+    the same name again replaces it, other names are kept) and rewrite the model card to show it."""
+    kept = {k: v for k, v in result.items() if k != "margins"}
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        evaluations = dict((locked.metrics or {}).get("evaluations") or {})
+        evaluations[name] = jsonable({**kept, "source": source, "records_sha256": records_sha256,
+                                      "evaluated_at": timezone.now().isoformat()})
+        locked.metrics = {**(locked.metrics or {}), "evaluations": evaluations}
+        locked.save(update_fields=["metrics"])
+    model_version_card_write(version=locked)
     return locked
 
 

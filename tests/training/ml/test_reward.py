@@ -94,6 +94,21 @@ def test_groups_from_pairs_and_read_file(tmp_path):
     assert groups_from_pairs([rec]) == [{"prompt": "P", "responses": ["A", "B"], "ranking": [[0], [1]]}]
 
 
+def test_a_bad_preference_line_is_named(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:3: not an object"):
+        read_preference_file(path)
+    path.write_text('{"prompt": "p", "chosen": 1}\n')
+    assert read_preference_file(path) == [{"prompt": "p", "chosen": 1}]  # no fields asked for: any object
+    with pytest.raises(ValueError, match=r"d.jsonl:1: missing or non-string chosen, rejected"):
+        read_preference_file(path, ("prompt", "chosen", "rejected"))
+    broken = tmp_path / "d.jsonl.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match=r"d.jsonl.gz: cannot read"):
+        read_preference_file(broken)
+
+
 def test_split_keeps_a_prompt_on_one_side():
     groups = [{"prompt": f"p{i % 40}", "responses": ["a", "b"], "ranking": [[0], [1]]} for i in range(400)]
     train, val = split_by_prompt(groups, 0.25, seed=0)
