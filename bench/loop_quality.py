@@ -58,8 +58,8 @@ class BenchError(SystemExit):
 
 
 def read_records(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    """gzip or plain JSONL; each line must be an object with string `fields` (training.ml.reward's reader)."""
-    from training.ml.reward import read_preference_file
+    """gzip or plain JSONL; each line must be an object with string `fields` (training.ml.preference_file)."""
+    from training.ml.preference_file import read_preference_file
 
     try:
         return read_preference_file(path, fields)

@@ -5,18 +5,19 @@ Reads need any role in the project; starting, cancelling, promoting and demoting
 from __future__ import annotations
 
 import gzip
-import json
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labeling.apis.base import OVERSIGHT_ROLES, ProjectScopedMixin
+from labeling.apis.base import ADMIN_ROLES, OVERSIGHT_ROLES, ProjectScopedMixin
 from training import plan
+from training.ml.preference_file import PAIR_FIELDS, parse_preference_lines
 from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import run_list
 from training.selectors.versions import model_card_text, model_version_list
@@ -94,6 +95,9 @@ EVAL_RESULT = inline_serializer("RewardEvaluation", fields={
     "length_baseline": serializers.FloatField(allow_null=True, help_text="Accuracy of 'the longer answer wins' (ties half)."),
     "by_length": serializers.ListField(child=serializers.DictField(), help_text=(
         "{bucket, pairs, accuracy, length_baseline} by how much longer the chosen answer is, in characters.")),
+    "ci95": serializers.ListField(child=serializers.FloatField(), allow_null=True, help_text="Bootstrap 95% interval of the accuracy."),
+    "trained_prompts": serializers.IntegerField(allow_null=True, help_text=(
+        "How many of these prompts the version trained on (null: its data snapshot is gone).")),
 })
 
 
@@ -219,9 +223,10 @@ class VersionCardApi(ProjectScopedMixin, APIView):
 
 class VersionEvaluateApi(_VersionActionApi):
     """Same evaluation as `manage.py evaluate_reward_model`: upload a file (`file`, gzip or plain JSONL of
-    {id, prompt, chosen, rejected}) or post {"records": [...]}."""
+    {id, prompt, chosen, rejected}) or post {"records": [...]}. With `name` (project admins) the result
+    is kept on the version under that name, as `--record` keeps it."""
 
-    # It changes nothing, so viewers may; annotators may not load models on the server.
+    # Scoring changes nothing, so viewers may; annotators may not load models on the server.
     write_roles = OVERSIGHT_ROLES
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
@@ -229,26 +234,36 @@ class VersionEvaluateApi(_VersionActionApi):
         request=inline_serializer("RewardEvaluationInput", fields={
             "records": serializers.ListField(child=serializers.DictField(), required=False),
             "file": serializers.FileField(required=False),
+            "name": serializers.CharField(required=False, help_text="Keep the result on the version under this name (admins)."),
         }),
         responses=EVAL_RESULT,
     )
     def post(self, request, slug, version_id):
         version = self.version(version_id)
+        name = request.data.get("name", "") if hasattr(request.data, "get") else ""
+        if not isinstance(name, str):
+            raise ApiValidationError({"name": "A string."})
+        if name and self.role not in ADMIN_ROLES:
+            raise PermissionDenied("Only project admins can keep an evaluation on a version.")
+        source = ""
         if "file" in request.FILES:
-            raw = request.FILES["file"].read()
+            upload = request.FILES["file"]
+            source, raw = upload.name, upload.read()
             if raw[:2] == b"\x1f\x8b":
                 try:
                     raw = gzip.decompress(raw)
                 except OSError as exc:
                     raise ApiValidationError({"file": f"bad gzip: {exc}"}) from None
             try:
-                records = [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ApiValidationError({"file": f"not JSONL: {exc}"}) from None
+                records = parse_preference_lines(raw.decode("utf-8").splitlines(), source, PAIR_FIELDS)
+            except UnicodeDecodeError as exc:
+                raise ApiValidationError({"file": f"not UTF-8: {exc}"}) from None
+            except ValueError as exc:
+                raise ApiValidationError({"file": str(exc)}) from None
         else:
             records = request.data.get("records") if isinstance(request.data, dict) else None
         if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
             raise ApiValidationError({"records": "Give a non-empty list of {prompt, chosen, rejected} records or a file."})
         if len(records) > MAX_EVAL_RECORDS:
             raise ApiValidationError({"records": f"At most {MAX_EVAL_RECORDS} records; use the command for more."})
-        return HttpResponse(reward_model_evaluate(version=version, records=records))
+        return HttpResponse(reward_model_evaluate(version=version, records=records, record_as=name, source=source))

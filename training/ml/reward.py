@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import inspect
 import json
 import math
@@ -33,6 +32,7 @@ from labeling.ranking import ranking_pairs
 from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
 from training.ml.distributed import Ranks, ranks_get
 from training.ml.lora import describe, is_lora, lora_apply
+from training.ml.preference_file import PAIR_FIELDS, parse_preference_lines, read_preference_file  # noqa: F401 (re-exported)
 from training.ml.modeling_pairwise_reward import PairwiseRewardConfig, PairwiseRewardModel, pool, register
 from training.ml.common import (
     TrainerConfig,
@@ -204,30 +204,6 @@ def groups_from_pairs(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]
         {"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]], "ranking": [[0], [1]]}
         for r in records
     ]
-
-
-def read_preference_file(path: str | Path, fields: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Read the shared dataset shape: gzip or plain JSONL of {id, prompt, chosen, rejected, source},
-    each line an object whose `fields` are strings. A bad line is a ValueError naming "path:line"."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    records = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
-                missing = [k for k in fields if not isinstance(record, dict) or not isinstance(record.get(k), str)]
-                if missing or not isinstance(record, dict):
-                    raise ValueError(f"{path}:{number}: " + (f"missing or non-string {', '.join(missing)}" if missing else "not an object"))
-                records.append(record)
-    except (EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
-    return records
 
 
 def is_validation(item: dict[str, Any], val_fraction: float, seed: int) -> bool:
@@ -818,7 +794,7 @@ def pair_margins(
 
 __all__ = [
     "RewardConfig", "RewardModel", "grouped_ranking_loss", "groups_from_pairs",
-    "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
+    "read_preference_file", "parse_preference_lines", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
     "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS", "pool",
     "length_report", "margin_report", "length_outcomes", "margin_outcomes", "LENGTH_BUCKETS",
     "trainable_reward_model", "merge_adapters",

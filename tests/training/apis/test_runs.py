@@ -61,7 +61,8 @@ def test_versions_promote_demote_and_evaluate(trained, member, api_client):
     evaluate = reverse("api-training-version-evaluate", kwargs=kw)
     as_json = api_client(viewer).post(evaluate, {"records": separable_records(6)}, format="json")
     assert as_json.status_code == 200, as_json.content
-    assert set(as_json.json()) == {"pairs", "accuracy", "mean_margin", "log_loss", "length_baseline", "by_length"}
+    assert set(as_json.json()) == {"pairs", "accuracy", "ci95", "mean_margin", "log_loss", "length_baseline", "by_length",
+                                   "trained_prompts"}
     assert as_json.json()["pairs"] == 6 and as_json.json()["length_baseline"] == 1.0
 
     body = gzip.compress("\n".join(json.dumps(r) for r in separable_records(5)).encode())
@@ -73,6 +74,29 @@ def test_versions_promote_demote_and_evaluate(trained, member, api_client):
 
     bad = api_client(viewer).post(evaluate, {"records": [{"prompt": "p", "chosen": 3}]}, format="json")
     assert bad.status_code == 400
+
+    # Keeping the result on the version is an admin's write; scoring alone is not.
+    kept = {"records": separable_records(4), "name": "polite pairs"}
+    assert api_client(viewer).post(evaluate, kept, format="json").status_code == 403
+    assert "evaluations" not in ModelVersion.objects.get(pk=version.pk).metrics
+    assert api_client(admin).post(evaluate, kept, format="json").status_code == 200
+    upload = io.BytesIO(body)
+    upload.name = "pairs.jsonl.gz"
+    assert api_client(admin).post(evaluate, {"file": upload, "name": "from a file"}, format="multipart").status_code == 200
+    evaluations = ModelVersion.objects.get(pk=version.pk).metrics["evaluations"]
+    assert {n: (e["pairs"], e["source"]) for n, e in evaluations.items()} == {"polite pairs": (4, ""), "from a file": (5, "pairs.jsonl.gz")}
+    listed = api_client(viewer).get(reverse("api-training-versions", kwargs={"slug": project.slug})).json()["results"]
+    assert listed[0]["metrics"]["evaluations"]["polite pairs"]["accuracy"] == 1.0
+
+    # A bad line in an upload is named by its number; nothing is kept.
+    lines = [json.dumps(r) for r in separable_records(2)] + ["", json.dumps({"prompt": "p", "chosen": "c"})]
+    upload = io.BytesIO("\n".join(lines).encode())
+    upload.name = "mine.jsonl"
+    broken = api_client(admin).post(evaluate, {"file": upload, "name": "broken"}, format="multipart")
+    assert broken.status_code == 400 and broken.json() == {"file": "mine.jsonl:4: missing or non-string rejected"}
+    assert "broken" not in ModelVersion.objects.get(pk=version.pk).metrics["evaluations"]
+    blank = api_client(admin).post(evaluate, {"records": separable_records(2), "name": "  "}, format="json")
+    assert blank.status_code == 400 and "1 to 64 characters" in blank.json()["non_field_errors"][0]
 
 
 @pytest.mark.django_db

@@ -31,13 +31,13 @@ class Command(BaseCommand):
                             help="Store the result on the version under NAME (e.g. 'hh-rlhf test'); the same NAME again replaces it.")
 
     def handle(self, *args, version_id: int, data: str, limit: int, record: str, **options):
-        from training.ml.reward import read_preference_file
+        from training.ml.preference_file import PAIR_FIELDS, read_preference_file
 
         version = model_version_get(version_id=version_id)
         if version is None:
             raise CommandError(f"no model version {version_id}")
         try:
-            records = read_preference_file(data, ("prompt", "chosen", "rejected"))
+            records = read_preference_file(data, PAIR_FIELDS)
         except (OSError, ValueError) as exc:
             raise CommandError(str(exc) if isinstance(exc, ValueError) else f"cannot read {data}: {exc}") from None
         if limit:
