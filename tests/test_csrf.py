@@ -95,6 +95,22 @@ def lora_version(w: World) -> ModelVersion:
     return w.lora
 
 
+def scored_reward_version(w: World) -> ModelVersion:
+    """A real reward folder (an untrained head on a tiny random BERT), for the version page's file form."""
+    if getattr(w, "scored", None) is None:
+        from tests.tiny_models import tiny_bert
+        from training.ml.reward import RewardConfig, RewardModel, save_reward_model
+        from transformers import AutoTokenizer
+
+        root = Path(settings.PAIRWISE_EXPORTS_DIR)
+        base = tiny_bert(root / "bert")
+        save_reward_model(root / "reward", RewardModel.from_backbone_path(base), AutoTokenizer.from_pretrained(base),
+                          RewardConfig(base_model=str(base), max_length=32))
+        w.scored = ModelVersion.objects.create(project=w.project, kind="reward", name="scored", base=str(base),
+                                               artifact_path=str(root / "reward"))
+    return w.scored
+
+
 def other_member(w: World, username: str) -> dict[str, Any]:
     """A second user, made a member so that removing them has an effect to check."""
     from django.contrib.auth import get_user_model
@@ -117,6 +133,10 @@ CASES: dict[str, Case] = {
                                     lambda w: not ModelVersion.objects.get(pk=w.reward.pk).promoted),
     "training-version-evaluate": Case(scoped("training-version-evaluate", version_id=lambda w: w.policies[0].pk),
                                       no_data, queued("evaluate")),
+    "training-version-score-file": Case(
+        scoped("training-version-score-file", version_id=lambda w: scored_reward_version(w).pk),
+        lambda w: {"name": "csrf", "file": SimpleUploadedFile("p.jsonl", b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n')},
+        lambda w: "csrf" in ModelVersion.objects.get(name="scored").metrics.get("evaluations", {})),
     "training-ab-create": Case(scoped("training-ab-create"),
                                lambda w: {"version_a": w.policies[0].pk, "version_b": w.policies[1].pk, "prompts": 1},
                                lambda w: Project.objects.filter(slug__startswith=f"{w.project.slug}-ab-").exists()),

@@ -321,6 +321,8 @@ TABLE: dict[tuple[str, str], Call] = {
     ("training-policy-train", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"kind": "dpo"}),
     ("training-version-evaluate", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("version_id"), fmt=None),
     ("training-version-merge", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("version_id"), fmt=None),
+    ("training-version-score-file", "POST"): Call(page(BACK, ADMINS), fmt=None, kwargs=lambda side: {
+        "slug": side.project.slug, "version_id": side.ids["reward_version_id"]}),
     ("training-endpoint-create", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {
         "name": "perm-endpoint-page", "base_url": "http://127.0.0.1:9/v1", "model": "m"}),
     ("training-ab-create", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {

@@ -14,6 +14,7 @@ urlpatterns = [
     path("<slug:slug>/policy/train/", views.policy_train, name="training-policy-train"),
     path("<slug:slug>/versions/<int:version_id>/evaluate/", views.version_evaluate, name="training-version-evaluate"),
     path("<slug:slug>/versions/<int:version_id>/card/", views.version_card, name="training-version-card"),
+    path("<slug:slug>/versions/<int:version_id>/score-file/", views.version_score_file, name="training-version-score-file"),
     path("<slug:slug>/ab/", views.ab_create, name="training-ab-create"),
     path("<slug:slug>/endpoints/", views.endpoint_create, name="training-endpoint-create"),
     path("<slug:slug>/versions/<int:version_id>/", views_detail.version_detail, name="training-version-detail"),

@@ -28,7 +28,9 @@ from training.selectors.versions import (
     version_is_adapter,
 )
 from training.charts import curve_svg
+from training.ml.preference_file import parse_preference_upload
 from training.services import ab, endpoints, rounds, runs, versions
+from training.services.reward import SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
 
 RUNS_SHOWN = 30
 
@@ -212,6 +214,34 @@ def version_evaluate(request: HttpRequest, project: Project, version_id: int) ->
     run = runs.run_request(project=project, kind=plan.EVALUATE, trigger="dashboard", base_version=version,
                            requested_by=request.user, auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
     return f"Queued evaluation run {run.pk} of {version.name}."
+
+
+@login_required
+@require_POST
+def version_score_file(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
+    """The reward version page's form (project admins): score the version on an uploaded preference
+    file and keep the result under a name, as `evaluate_reward_model --record` does; back to its page."""
+    project, _ = _project(request, slug, admin=True)
+    version = get_object_or_404(model_version_list(project=project, kind=ModelVersion.Kind.REWARD, include_base=False), pk=version_id)
+    upload, name = request.FILES.get("file"), request.POST.get("name", "")
+    try:
+        if upload is None:
+            raise ValidationError("Choose a file of {prompt, chosen, rejected} lines.")
+        if not name.strip():
+            raise ValidationError("Name the evaluation (1 to 64 characters): the result is kept under it.")
+        try:
+            records = parse_preference_upload(upload.read(), upload.name)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        if not records or len(records) > SYNC_EVALUATION_MAX_RECORDS:
+            raise ValidationError(f"The file has {len(records)} pairs; give 1 to {SYNC_EVALUATION_MAX_RECORDS} "
+                                  f"(evaluate_reward_model takes any number).")
+        result = reward_model_evaluate(version=version, records=records, record_as=name, source=upload.name)
+        messages.success(request, f"Kept \u201c{name.strip()}\u201d: accuracy {result['accuracy']:.3f} on {result['pairs']} pairs "
+                                  f"(the longer answer wins: {result['length_baseline']:.3f}).")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("training-version-detail", slug=project.slug, version_id=version.pk)
 
 
 def _int_field(request: HttpRequest, name: str, default: int = 0) -> int:

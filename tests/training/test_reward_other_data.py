@@ -135,3 +135,46 @@ def _call(*args) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out, stderr=io.StringIO())
     return out.getvalue()
+
+
+def _upload(name: str, body: bytes):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, body, content_type="application/octet-stream")
+
+
+@pytest.mark.django_db
+def test_an_admin_scores_a_file_from_the_version_page_and_a_viewer_cannot(trained, member, client):
+    import gzip
+
+    project, version, records, _ = trained
+    url = reverse("training-version-score-file", kwargs={"slug": project.slug, "version_id": version.pk})
+    page_url = reverse("training-version-detail", kwargs={"slug": project.slug, "version_id": version.pk})
+    # A string may hold U+2028 unescaped: it is inside the line, not a line break.
+    odd = {**records[0], "prompt": "line\u2028separator <script>alert(1)</script>"}
+    body = gzip.compress("\n".join(json.dumps(r, ensure_ascii=False) for r in records[:5] + [odd]).encode())
+
+    client.force_login(member(project, Membership.Role.VIEWER))
+    assert f'action="{url}"' not in client.get(page_url).content.decode()
+    assert client.post(url, {"file": _upload("x.jsonl.gz", body), "name": "n"}).status_code in (403, 404)
+    assert "evaluations" not in ModelVersion.objects.get(pk=version.pk).metrics
+
+    client.force_login(member(project, Membership.Role.ADMIN))
+    assert f'action="{url}"' in client.get(page_url).content.decode()
+    response = client.post(url, {"file": _upload("mine.jsonl.gz", body), "name": "mine <b>"}, follow=True)
+    assert response.redirect_chain[-1][0] == page_url
+    kept = ModelVersion.objects.get(pk=version.pk).metrics["evaluations"]["mine <b>"]
+    assert kept["pairs"] == 6 and kept["source"] == "mine.jsonl.gz"
+    html = response.content.decode()
+    assert "Kept \u201cmine &lt;b&gt;\u201d: accuracy" in html and f"on 6 pairs" in html and "<script>alert" not in html
+
+    broken = b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a", "rejected": \n'
+    response = client.post(url, {"file": _upload("broken.jsonl", broken), "name": "broken"}, follow=True)
+    assert "broken.jsonl:2: not JSON" in response.content.decode()
+    response = client.post(url, {"name": "no file"}, follow=True)
+    assert "Choose a file" in response.content.decode()
+    response = client.post(url, {"file": _upload("empty.jsonl", b"\n\n"), "name": "empty"}, follow=True)
+    assert "The file has 0 pairs" in response.content.decode()
+    response = client.post(url, {"file": _upload("ok.jsonl", body), "name": ""}, follow=True)
+    assert "1 to 64 characters" in response.content.decode()
+    assert set(ModelVersion.objects.get(pk=version.pk).metrics["evaluations"]) == {"mine <b>"}

@@ -4,7 +4,6 @@ Reads need any role in the project; starting, cancelling, promoting and demoting
 """
 from __future__ import annotations
 
-import gzip
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -17,16 +16,15 @@ from rest_framework.views import APIView
 
 from labeling.apis.base import ADMIN_ROLES, OVERSIGHT_ROLES, ProjectScopedMixin
 from training import plan
-from training.ml.preference_file import PAIR_FIELDS, parse_preference_lines
+from training.ml.preference_file import parse_preference_upload
 from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import run_list
 from training.selectors.versions import model_card_text, model_version_list
 from training.services.endpoints import endpoint_version_register
-from training.services.reward import reward_model_evaluate
+from training.services.reward import SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
 from training.services.runs import RunAlreadyActive, run_cancel, run_request
 from training.services.versions import model_version_demote, model_version_merge, model_version_promote
 
-MAX_EVAL_RECORDS = 20000
 
 
 class RunOutputSerializer(serializers.ModelSerializer):
@@ -247,23 +245,15 @@ class VersionEvaluateApi(_VersionActionApi):
             raise PermissionDenied("Only project admins can keep an evaluation on a version.")
         source = ""
         if "file" in request.FILES:
-            upload = request.FILES["file"]
-            source, raw = upload.name, upload.read()
-            if raw[:2] == b"\x1f\x8b":
-                try:
-                    raw = gzip.decompress(raw)
-                except OSError as exc:
-                    raise ApiValidationError({"file": f"bad gzip: {exc}"}) from None
+            source = request.FILES["file"].name
             try:
-                records = parse_preference_lines(raw.decode("utf-8").splitlines(), source, PAIR_FIELDS)
-            except UnicodeDecodeError as exc:
-                raise ApiValidationError({"file": f"not UTF-8: {exc}"}) from None
+                records = parse_preference_upload(request.FILES["file"].read(), source)
             except ValueError as exc:
                 raise ApiValidationError({"file": str(exc)}) from None
         else:
             records = request.data.get("records") if isinstance(request.data, dict) else None
         if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
             raise ApiValidationError({"records": "Give a non-empty list of {prompt, chosen, rejected} records or a file."})
-        if len(records) > MAX_EVAL_RECORDS:
-            raise ApiValidationError({"records": f"At most {MAX_EVAL_RECORDS} records; use the command for more."})
+        if len(records) > SYNC_EVALUATION_MAX_RECORDS:
+            raise ApiValidationError({"records": f"At most {SYNC_EVALUATION_MAX_RECORDS} records; use the command for more."})
         return HttpResponse(reward_model_evaluate(version=version, records=records, record_as=name, source=source))

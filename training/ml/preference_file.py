@@ -41,3 +41,18 @@ def parse_preference_lines(lines: Iterable[str], source: str, fields: Sequence[s
             raise ValueError(f"{source}:{number}: missing or non-string {', '.join(missing)}")
         records.append(record)
     return records
+
+
+def parse_preference_upload(raw: bytes, source: str, fields: Sequence[str] = PAIR_FIELDS) -> list[dict[str, Any]]:
+    """An uploaded file's bytes, gzip or plain -> records (parse_preference_lines); a ValueError says
+    what is wrong. Lines end at "\n" only: a string may hold U+2028 and friends unescaped."""
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{source}: bad gzip ({exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{source}: not UTF-8 ({exc})") from None
+    return parse_preference_lines(text.split("\n"), source, fields)

@@ -99,6 +99,7 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
 
 
 EVALUATION_NAME_MAX = 64
+SYNC_EVALUATION_MAX_RECORDS = 20000  # what a web request scores (API, console); the command takes any number
 
 
 def reward_model_evaluate(
