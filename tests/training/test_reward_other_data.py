@@ -166,7 +166,7 @@ def test_an_admin_scores_a_file_from_the_version_page_and_a_viewer_cannot(traine
     kept = ModelVersion.objects.get(pk=version.pk).metrics["evaluations"]["mine <b>"]
     assert kept["pairs"] == 6 and kept["source"] == "mine.jsonl.gz"
     html = response.content.decode()
-    assert "Kept \u201cmine &lt;b&gt;\u201d: accuracy" in html and f"on 6 pairs" in html and "<script>alert" not in html
+    assert "Kept \u201cmine &lt;b&gt;\u201d: accuracy" in html and "on 6 pairs" in html and "<script>alert" not in html
 
     broken = b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": "a", "rejected": \n'
     response = client.post(url, {"file": _upload("broken.jsonl", broken), "name": "broken"}, follow=True)
