@@ -206,8 +206,8 @@ def version_is_adapter(*, version: ModelVersion) -> bool:
 
 
 def prompt_key(text: str) -> str:
-    """How prompts are matched across files and snapshots: whitespace folded, case ignored (an HH
-    transcript imported as chat messages comes back from prompt_rm_text with other line breaks)."""
+    """How prompts are matched across files and snapshots: whitespace folded, case ignored (another
+    file of the same conversations may break, pad or capitalise them differently)."""
     return " ".join(str(text).split()).casefold()
 
 

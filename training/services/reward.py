@@ -136,11 +136,11 @@ def reward_model_evaluate(
     result["trained_prompts"] = None if trained is None else sum(prompt_key(r["prompt"]) in trained for r in records)
     if name:
         model_version_evaluation_record(version=version, name=name, result=result, source=source,
-                                        records_sha256=records_digest(records))
+                                        records_sha256=_records_digest(records))
     return result | ({"margins": margins} if with_margins else {})
 
 
-def records_digest(records: list[dict[str, Any]]) -> str:
+def _records_digest(records: list[dict[str, Any]]) -> str:
     """sha256 of the pairs themselves (prompt, chosen, rejected, in order): which data an evaluation saw."""
     digest = hashlib.sha256()
     for r in records:
