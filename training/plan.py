@@ -70,6 +70,10 @@ def trainer_config(cls: type, params: dict[str, Any], **fixed: Any) -> Any:
 # The trainers that run on a group of processes (training.ml.launch), and the largest group.
 GROUP_KINDS = frozenset({SFT, DPO, REWARD})
 MAX_PROCESSES = 64
+# Other projects' frozen training data a reward run may add to its own (public preference sets
+# imported as projects, say): the reward model then transfers further (bench/reward_transfer.py
+# --leave-one-out; README, Benchmarks).
+MAX_MIXED_SNAPSHOTS = 16
 
 
 def run_params(
@@ -77,13 +81,13 @@ def run_params(
     include_chosen: bool = False, auto_promote_margin: float | None = None, promote_metric: str = "",
     max_prompts: int | None = None, snapshot: int | None = None, include_gold: bool = False,
     filters: dict[str, Any] | None = None, min_gold_accuracy: float | None = None, processes: int | None = None,
-    accelerate_config: str = "",
+    accelerate_config: str = "", mix_snapshots: list[int] | None = None,
 ) -> dict[str, Any]:
     """The params of a run started by hand (API, dashboard, command), with the per-kind defaults:
     training runs say whether they promote and which data they read (a frozen snapshot by id, else
     one made at their start with the export filters, gold judgments left out unless asked), a
-    reward run may name its backbone, SFT may add each judgment's best response, an evaluation may
-    promote by a margin."""
+    reward run may name its backbone and mix in other projects' frozen training snapshots, SFT may
+    add each judgment's best response, an evaluation may promote by a margin."""
     if kind not in RUN_KINDS:
         raise PlanError("kind", f"One of {', '.join(RUN_KINDS)}.")
     if promote is not None and promote not in PROMOTE_CHOICES:
@@ -112,6 +116,13 @@ def run_params(
             params["accelerate_config"] = str(accelerate_config)
     if kind == REWARD and base:
         params["base"] = base
+    if mix_snapshots:
+        if kind != REWARD:
+            raise PlanError("mix_snapshots", "Only reward runs mix in other projects' snapshots.")
+        ids = list(dict.fromkeys(int(i) for i in mix_snapshots))
+        if len(ids) > MAX_MIXED_SNAPSHOTS or min(ids) < 1:
+            raise PlanError("mix_snapshots", f"Up to {MAX_MIXED_SNAPSHOTS} snapshot ids.")
+        params["mix_snapshots"] = ids
     if kind == SFT:
         params["include_chosen"] = bool(include_chosen)
     if kind == EVALUATE and auto_promote_margin is not None:

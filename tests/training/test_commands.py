@@ -60,6 +60,9 @@ def test_train_queues_by_default_and_refuses_a_second_live_run(project_factory, 
         _call("train_reward_model", "--project", project.slug)
     with pytest.raises(CommandError, match="no project"):
         _call("train_reward_model", "--project", "nope")
+    with pytest.raises(CommandError, match="No training snapshot 999999 of a project you oversee"):
+        _call("train_reward_model", "--project", project.slug, "--mix-snapshot", "999999")
+    assert TrainingRun.objects.filter(project=project).count() == 1
 
 
 @pytest.mark.django_db

@@ -54,6 +54,10 @@ class RunInputSerializer(serializers.Serializer):
     snapshot = serializers.IntegerField(required=False, min_value=1, help_text="Training runs: train from this frozen "
                                         "training snapshot (default: one frozen from the live data at the run's start).")
     include_gold = serializers.BooleanField(default=False, help_text="Training runs: also train on gold judgments.")
+    mix_snapshots = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), required=False, max_length=plan.MAX_MIXED_SNAPSHOTS,
+        help_text="Reward runs: also train on these frozen training snapshots of other projects you oversee (their "
+                  "training side), e.g. public preference sets imported as projects.")
     processes = serializers.IntegerField(required=False, min_value=1, max_value=plan.MAX_PROCESSES,
                                          help_text="SFT, DPO and reward runs: train on this many processes (torchrun on the "
                                                    "CPU, accelerate launch on GPUs; default PAIRWISE_TRAIN_PROCESSES).")
@@ -127,6 +131,7 @@ class RunListApi(ProjectScopedMixin, generics.ListAPIView):
                 promote_metric=valid["promote_metric"], max_prompts=valid.get("max_prompts"),
                 snapshot=valid.get("snapshot"), include_gold=valid["include_gold"], filters=valid.get("filters"),
                 min_gold_accuracy=valid.get("min_gold_accuracy"), processes=valid.get("processes"),
+                mix_snapshots=valid.get("mix_snapshots"),
             )
         except RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)

@@ -145,6 +145,12 @@ def training_dataset_collect(*, project: Project, filters: ExportFilters) -> Tra
     return dataset
 
 
+def training_snapshot_find(*, snapshot_id: int) -> DatasetSnapshot | None:
+    """A frozen training dataset of any live project, with its project (who may read it, the caller decides)."""
+    return (DatasetSnapshot.objects.select_related("project")
+            .filter(pk=snapshot_id, format=FORMAT, project__deleted_at__isnull=True).first())
+
+
 def training_snapshot_get(*, project: Project, snapshot_id: int) -> DatasetSnapshot | None:
     """A frozen training dataset of this project (not an export snapshot: those hold pairs, not judgments)."""
     return DatasetSnapshot.objects.filter(project=project, pk=snapshot_id, format=FORMAT).first()

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from labeling.models import Judgment, Project, TaskResponse
+from labeling.models import DatasetSnapshot, Judgment, Project, TaskResponse
 from training.ml.card import CARD_FILE, ModelCardFacts, model_card
 from training.models import ModelVersion, TrainingRun
 
@@ -102,7 +102,7 @@ def model_card_facts(*, version: ModelVersion) -> ModelCardFacts:
         base_model=version.base or None, parent=version.parent.name if version.parent_id else None,
         project=version.project.slug if version.project_id else None,
         snapshot_sha256=data.get("sha256") or (version.snapshot.sha256 if version.snapshot_id else None),
-        datasets=[f"pairwise-snapshot-{data['snapshot']}"] if data.get("snapshot") else [],
+        datasets=[f"pairwise-snapshot-{i}" for i in [data.get("snapshot")] + [m.get("snapshot") for m in data.get("mixed") or []] if i],
         prompts=data.get("prompts"), judgments=data.get("judgments"), annotators=data.get("annotators"),
         agreement=data.get("agreement"), training_config=config or None,
         metrics=_numbers(metrics.get("evaluation") or metrics) or None, flag_rates=flag_rates or None,
@@ -212,12 +212,20 @@ def prompt_key(text: str) -> str:
 
 
 def version_trained_prompts(*, version: ModelVersion) -> set[str] | None:
-    """prompt_key of every prompt a version trained on: its snapshot's prompts on the training side of
-    the split that have a judgment or a demonstration. None when the version has no readable snapshot
-    (shared bases, versions older than snapshots, a file deleted since)."""
+    """prompt_key of every prompt a version trained on: those of its snapshot, and of the snapshots
+    mixed into its run (metrics["data"]["mixed"]), on the training side of the split, with a judgment
+    or a demonstration. None when one of them cannot be read (shared bases, versions older than
+    snapshots, a file deleted since): then nobody can tell."""
     from training.dataset import dataset_read, training_prompt_ids
 
-    if version.snapshot_id is None or not Path(version.snapshot.path).is_file():
+    if version.snapshot_id is None:
         return None
-    dataset = dataset_read(version.snapshot.path)
-    return {prompt_key(dataset.rm_prompt(pid)) for pid in training_prompt_ids(dataset)}
+    mixed = [m.get("snapshot") for m in ((version.metrics or {}).get("data") or {}).get("mixed") or []]
+    paths = [version.snapshot.path] + list(DatasetSnapshot.objects.filter(pk__in=mixed).values_list("path", flat=True))
+    if len(paths) != 1 + len(set(mixed)) or not all(Path(p).is_file() for p in paths):
+        return None
+    keys: set[str] = set()
+    for path in paths:
+        dataset = dataset_read(path)
+        keys |= {prompt_key(dataset.rm_prompt(pid)) for pid in training_prompt_ids(dataset)}
+    return keys

@@ -7,18 +7,19 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from django.core.exceptions import ValidationError
 
 from training import plan
 from training.dataset import reward_groups
 from training.models import ModelVersion, TrainingRun
+from training.selectors.data import training_snapshot_find
 from training.selectors.versions import model_version_promoted_get, prompt_key, reward_base_get, version_trained_prompts
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.groups import group_size, group_train
 from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
-from training.services.snapshots import run_snapshot_use, snapshot_facts
+from training.services.snapshots import run_snapshot_use, snapshot_facts, snapshot_read
 from training.services.versions import model_version_evaluation_record
 
 
@@ -58,7 +59,9 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     threads_set(params=params)
     snapshot, dataset = run_snapshot_use(run=run)
     data = reward_groups(dataset)
-    if not data.train:
+    mixed, mixed_facts = _mixed_groups(params.get("mix_snapshots") or ())
+    train = data.train + mixed
+    if not train:
         raise ValueError(f"no judgments with comparisons on train prompts in project {run.project.slug} "
                          f"({data.skipped} without comparisons, {len(data.held_out)} on held-out prompts)")
     base, base_version = _reward_base(run)
@@ -67,23 +70,25 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     until = dataset.last_judgment_id
     run_params_update(
         run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=until,
-        groups=len(data.train) + len(data.held_out), held_out_groups=len(data.held_out),
+        groups=len(train) + len(data.held_out), held_out_groups=len(data.held_out), mixed=mixed_facts,
         judgments=len(dataset.judgments), skipped_judgments=data.skipped, snapshot=snapshot.pk, data_sha256=snapshot.sha256,
         reference="demonstrations" if data.reference_texts else "chosen responses", processes=group_size(params=params),
     )
     reporter.log(f"{len(data.train)} groups from {len(dataset.judgments)} judgments of snapshot {snapshot.pk} "
-                 f"({data.skipped} without comparisons); base {base}")
+                 f"({data.skipped} without comparisons)"
+                 + "".join(f", {m['groups']} from {m['project']}'s snapshot {m['snapshot']}" for m in mixed_facts)
+                 + f"; base {base}")
     processes = group_size(params=params)
     if processes == 1:
-        metrics = train_reward_model(data.train, config, output_dir, progress=reporter,
+        metrics = train_reward_model(train, config, output_dir, progress=reporter,
                                      reference_texts=data.reference_texts, val_groups=data.held_out)
     else:
         job = {"out_dir": str(output_dir), "config": dataclasses.asdict(config), "val_groups": list(data.held_out),
                "reference_texts": [list(pair) for pair in data.reference_texts or []]}
-        metrics = group_train(trainer="reward", job=job, rows=list(data.train), processes=processes, reporter=reporter,
+        metrics = group_train(trainer="reward", job=job, rows=list(train), processes=processes, reporter=reporter,
                               scratch=output_dir.with_name(f".group-{output_dir.name}"),
                               accelerate_config=params.get("accelerate_config", ""))
-    metrics["data"] = snapshot_facts(snapshot=snapshot, dataset=dataset)
+    metrics["data"] = snapshot_facts(snapshot=snapshot, dataset=dataset) | ({"mixed": mixed_facts} if mixed_facts else {})
     reporter.flush()
     parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)
     promote = params.get("promote", plan.DEFAULT_PROMOTE[plan.REWARD])
@@ -96,6 +101,21 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     }
     return run_succeed_with_version(run_id=run.pk, output_dir=output_dir, version_fields=fields,
                                     promote=promote == "always" or (promote == "if_none" and parent is None))
+
+
+def _mixed_groups(snapshot_ids: Sequence[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Other projects' frozen training data, mixed into a reward run's (params["mix_snapshots"],
+    checked when the run was asked for): the train side of each, so no model trains on any
+    project's held-out prompts. Returns (groups, facts per snapshot for the version's metrics)."""
+    groups, facts = [], []
+    for snapshot_id in snapshot_ids:
+        snapshot = training_snapshot_find(snapshot_id=snapshot_id)
+        if snapshot is None:
+            raise ValueError(f"mixed snapshot {snapshot_id} is gone (or its project was deleted)")
+        more = reward_groups(snapshot_read(snapshot=snapshot)).train
+        groups += more
+        facts.append({"snapshot": snapshot.pk, "project": snapshot.project.slug, "sha256": snapshot.sha256, "groups": len(more)})
+    return groups, facts
 
 
 EVALUATION_NAME_MAX = 64

@@ -29,6 +29,7 @@ from training.models import ModelVersion, TrainingRun
 from training.selectors.data import training_filters, training_snapshot_get
 from training.selectors.runs import run_active_get, run_pipeline_spec, runs_queued_unpicked_list, runs_stale_list
 from training.selectors.versions import model_version_promoted_get
+from training.services.snapshots import snapshot_mix_check
 from training.services.versions import model_version_card_write, model_version_promote, model_version_register
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ def run_request(
         training_filters(params=params, project=project)
         if params.get("snapshot") and training_snapshot_get(project=project, snapshot_id=params["snapshot"]) is None:
             raise ValidationError({"snapshot": f"No training snapshot {params['snapshot']} in this project."})
+        for snapshot_id in params.get("mix_snapshots", ()):
+            snapshot_mix_check(project=project, snapshot_id=snapshot_id, user=requested_by)
     make = run_queue if send else run_create
     return make(project=project, kind=kind, params=params, base_version=base_version, requested_by=requested_by)
 

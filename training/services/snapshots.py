@@ -9,15 +9,20 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 
-from labeling.models import DatasetSnapshot, Project
+from labeling.models import DatasetSnapshot, Membership, Project
 from labeling.selectors.exports import ExportFilters
+from labeling.selectors.projects import project_access_get
 from labeling.services.exports import dataset_snapshot_freeze, file_sha256
 from training.dataset import FORMAT, TrainingDataset, agreement, dataset_read, dataset_write
 from training.models import TrainingRun
-from training.selectors.data import training_dataset_collect, training_filters, training_snapshot_get
+from training.selectors.data import training_dataset_collect, training_filters, training_snapshot_find, training_snapshot_get
+
+OVERSIGHT_ROLES = (Membership.Role.ADMIN, Membership.Role.VIEWER)
 
 
 def training_snapshot_create(
@@ -44,12 +49,35 @@ def run_snapshot_use(*, run: TrainingRun) -> tuple[DatasetSnapshot, TrainingData
     else:
         filters = training_filters(params=params, project=run.project)
         snapshot = training_snapshot_create(project=run.project, filters=filters, user=run.requested_by)
-    if not Path(snapshot.path).is_file() or file_sha256(Path(snapshot.path)) != snapshot.sha256:
-        raise ValueError(f"the file of snapshot {snapshot.pk} is missing or changed since it was frozen ({snapshot.path})")
+    dataset = snapshot_read(snapshot=snapshot)
     with transaction.atomic():
         TrainingRun.objects.filter(pk=run.pk).update(snapshot=snapshot)
     run.snapshot = snapshot
-    return snapshot, dataset_read(snapshot.path)
+    return snapshot, dataset
+
+
+def snapshot_read(*, snapshot: DatasetSnapshot) -> TrainingDataset:
+    """A frozen training dataset's records, checked against the sha256 it was frozen with."""
+    if not Path(snapshot.path).is_file() or file_sha256(Path(snapshot.path)) != snapshot.sha256:
+        raise ValueError(f"the file of snapshot {snapshot.pk} is missing or changed since it was frozen ({snapshot.path})")
+    return dataset_read(snapshot.path)
+
+
+def snapshot_mix_check(*, project: Project, snapshot_id: int, user: AbstractUser | None) -> DatasetSnapshot:
+    """A snapshot a reward run of `project` may mix in: another live project's frozen training data
+    that the requester oversees (admin or viewer there; a command, with no user, may use any). The
+    same refusal whether it does not exist or is not theirs, so ids do not tell what exists."""
+    snapshot = training_snapshot_find(snapshot_id=snapshot_id)
+    if snapshot is not None and snapshot.project_id == project.pk:
+        raise ValidationError({"mix_snapshots": f"Snapshot {snapshot_id} is this project's own data; it trains on that already."})
+    if snapshot is not None and user is not None:
+        try:
+            project_access_get(slug=snapshot.project.slug, user=user, roles=OVERSIGHT_ROLES)
+        except (Http404, PermissionDenied):
+            snapshot = None
+    if snapshot is None:
+        raise ValidationError({"mix_snapshots": f"No training snapshot {snapshot_id} of a project you oversee."})
+    return snapshot
 
 
 def snapshot_facts(*, snapshot: DatasetSnapshot, dataset: TrainingDataset) -> dict[str, Any]:

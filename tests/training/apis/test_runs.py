@@ -153,6 +153,28 @@ def test_training_runs_take_a_snapshot_and_filters_and_refuse_bad_ones(project_f
 
 
 @pytest.mark.django_db
+def test_a_reward_run_mixes_in_another_projects_snapshot_its_admin_oversees(project_factory, member, api_client, no_broker):
+    from labeling.services.projects import membership_set
+    from training.services.snapshots import training_snapshot_create
+
+    project, public = project_factory(), project_factory()
+    admin = member(project, "admin")
+    url = reverse("api-training-runs", args=[project.slug])
+    mixed = training_snapshot_create(project=public)
+
+    hidden = api_client(admin).post(url, {"kind": "reward", "mix_snapshots": [mixed.pk]}, format="json")
+    assert hidden.status_code == 400 and hidden.json() == {"mix_snapshots": [f"No training snapshot {mixed.pk} of a project you oversee."]}
+    assert api_client(admin).post(url, {"kind": "reward", "mix_snapshots": [0]}, format="json").json() == {
+        "mix_snapshots": {"0": ["Ensure this value is greater than or equal to 1."]}}
+    assert "mix_snapshots" in api_client(admin).post(url, {"kind": "reward", "mix_snapshots": "7"}, format="json").json()
+    membership_set(project=public, user=admin, role="viewer")
+    ok = api_client(admin).post(url, {"kind": "reward", "mix_snapshots": [mixed.pk]}, format="json")
+    assert ok.status_code == 201 and ok.json()["params"]["mix_snapshots"] == [mixed.pk]
+    policy = api_client(admin).post(url, {"kind": "dpo", "mix_snapshots": [mixed.pk]}, format="json")
+    assert policy.status_code == 400 and "Only reward runs" in policy.json()["mix_snapshots"][0]
+
+
+@pytest.mark.django_db
 def test_endpoint_registration_api_validates_and_never_stores_the_key(project_factory, member, models_dir, monkeypatch):
     from rest_framework.test import APIClient
 

@@ -4,6 +4,7 @@ With --sync the last line of output is the new version id (scripts read it with 
 """
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from config.cli import json_object, project_from_slug
@@ -24,17 +25,22 @@ class Command(BaseCommand):
         parser.add_argument("--snapshot", type=int, default=None,
                             help="Train from this frozen training snapshot (default: freeze the live data now).")
         parser.add_argument("--include-gold", action="store_true", help="Also train on gold judgments.")
+        parser.add_argument("--mix-snapshot", type=int, action="append", default=[], metavar="ID", dest="mix_snapshots",
+                            help="Also train on another project's frozen training snapshot (its training side); repeatable. "
+                                 "Public preference sets imported as projects make the reward model transfer further.")
 
     def handle(self, *args, project: str, base: str, sync: bool, config: str, no_promote: bool, snapshot: int | None,
-               include_gold: bool, **options):
+               include_gold: bool, mix_snapshots: list[int], **options):
         found = project_from_slug(project)
         overrides = json_object(config, "--config")
         try:
             run = run_request(project=found, kind=plan.REWARD, trigger="command", config=overrides, base=base,
                               promote="never" if no_promote else None, snapshot=snapshot, include_gold=include_gold,
-                              send=not sync)
+                              mix_snapshots=mix_snapshots, send=not sync)
         except RunAlreadyActive as exc:
             raise CommandError(exc.messages[0]) from None
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
         if not sync:
             self.stdout.write(f"queued reward run {run.pk}")
             return
