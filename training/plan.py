@@ -152,6 +152,10 @@ def round_spec(
     unknown = set(step_params) - set(steps)
     if unknown or not all(isinstance(v, dict) for v in step_params.values()):
         raise PlanError("step_params", f"a dict of step kind -> params dict; unknown steps {sorted(unknown)}")
+    mixed = (step_params.get(REWARD) or {}).get("mix_snapshots", [])
+    if not isinstance(mixed, list) or len(mixed) > MAX_MIXED_SNAPSHOTS or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in mixed):
+        raise PlanError("step_params", f"reward.mix_snapshots: a list of up to {MAX_MIXED_SNAPSHOTS} snapshot ids")
     return {
         "steps": steps,
         "auto_promote_margin": None if auto_promote_margin is None else float(auto_promote_margin),

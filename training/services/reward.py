@@ -14,12 +14,11 @@ from django.core.exceptions import ValidationError
 from training import plan
 from training.dataset import reward_groups
 from training.models import ModelVersion, TrainingRun
-from training.selectors.data import training_snapshot_find
 from training.selectors.versions import model_version_promoted_get, prompt_key, reward_base_get, version_trained_prompts
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.groups import group_size, group_train
 from training.services.runs import run_output_dir, run_params_update, run_succeed_with_version
-from training.services.snapshots import run_snapshot_use, snapshot_facts, snapshot_read
+from training.services.snapshots import run_snapshot_use, snapshot_facts, snapshot_mix_check, snapshot_read
 from training.services.versions import model_version_evaluation_record
 
 
@@ -59,7 +58,7 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     threads_set(params=params)
     snapshot, dataset = run_snapshot_use(run=run)
     data = reward_groups(dataset)
-    mixed, mixed_facts = _mixed_groups(params.get("mix_snapshots") or ())
+    mixed, mixed_facts = _mixed_groups(run, params.get("mix_snapshots") or ())
     train = data.train + mixed
     if not train:
         raise ValueError(f"no judgments with comparisons on train prompts in project {run.project.slug} "
@@ -103,15 +102,17 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
                                     promote=promote == "always" or (promote == "if_none" and parent is None))
 
 
-def _mixed_groups(snapshot_ids: Sequence[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Other projects' frozen training data, mixed into a reward run's (params["mix_snapshots"],
-    checked when the run was asked for): the train side of each, so no model trains on any
-    project's held-out prompts. Returns (groups, facts per snapshot for the version's metrics)."""
+def _mixed_groups(run: TrainingRun, snapshot_ids: Sequence[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Other projects' frozen training data, mixed into a reward run's (params["mix_snapshots"]),
+    checked again here against whoever asked for the run (a round's params come from elsewhere
+    than run_request): the train side of each, so no model trains on any project's held-out
+    prompts. Returns (groups, facts per snapshot for the version's metrics)."""
     groups, facts = [], []
     for snapshot_id in snapshot_ids:
-        snapshot = training_snapshot_find(snapshot_id=snapshot_id)
-        if snapshot is None:
-            raise ValueError(f"mixed snapshot {snapshot_id} is gone (or its project was deleted)")
+        try:
+            snapshot = snapshot_mix_check(project=run.project, snapshot_id=int(snapshot_id), user=run.requested_by)
+        except ValidationError as exc:
+            raise ValueError("; ".join(exc.messages)) from None
         more = reward_groups(snapshot_read(snapshot=snapshot)).train
         groups += more
         facts.append({"snapshot": snapshot.pk, "project": snapshot.project.slug, "sha256": snapshot.sha256, "groups": len(more)})

@@ -16,6 +16,7 @@ from training.models import TrainingRun
 from training.selectors.data import reward_new_judgments_count
 from training.selectors.runs import pipeline_spec, round_live_exists, run_active_get, run_last_get
 from training.services.runs import RunAlreadyActive, run_queue
+from training.services.snapshots import snapshot_mix_check
 
 
 def pipeline_start(*, project: Project, spec: dict[str, Any] | None = None, trigger: str = "manual",
@@ -24,6 +25,8 @@ def pipeline_start(*, project: Project, spec: dict[str, Any] | None = None, trig
     reward run is live. plain_params keeps the first run's params to {"trigger"} (default spec)."""
     spec = spec or pipeline_spec()
     first = spec["steps"][0]
+    for snapshot_id in plan.round_step_params(spec=spec, kind=first).get("mix_snapshots") or ():
+        snapshot_mix_check(project=project, snapshot_id=int(snapshot_id), user=requested_by)  # refused now, not at run time
     params = {"trigger": trigger} if plain_params else {
         **plan.round_step_params(spec=spec, kind=first), "trigger": trigger, "pipeline": spec,
     }

@@ -96,3 +96,44 @@ def test_a_mixed_snapshot_changed_on_disk_fails_the_run_with_the_reason(project_
     assert reward_model_train(run_id=run.pk) is None
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED and f"snapshot {snapshot.pk} is missing or changed" in run.error
+
+
+@pytest.mark.django_db
+def test_a_round_mixes_only_what_its_requester_oversees(project_factory, member, api_client, no_broker):
+    from django.urls import reverse
+
+    from labeling.services.projects import membership_set
+
+    own = project_factory()
+    admin = member(own, Membership.Role.ADMIN)
+    public, _, snapshot = _public(project_factory, n=4)
+    pipes = reverse("api-training-pipelines", kwargs={"slug": own.slug})
+
+    def start(mix):
+        return api_client(admin).post(pipes, {"step_params": {"reward": {"mix_snapshots": mix}}}, format="json")
+
+    refused = start([snapshot.pk])
+    assert refused.status_code == 400 and "of a project you oversee" in refused.json()["mix_snapshots"][0]
+    for bad in ("7", [0], [True], list(range(1, 18))):
+        assert "reward.mix_snapshots" in start(bad).json()["step_params"][0], bad
+    assert not TrainingRun.objects.filter(project=own).exists()
+    membership_set(project=public, user=admin, role=Membership.Role.VIEWER)
+    started = start([snapshot.pk])
+    assert started.status_code == 201
+    run = TrainingRun.objects.get(project=own, kind=REWARD)
+    assert run.params["mix_snapshots"] == [snapshot.pk] and run.requested_by == admin
+
+
+@pytest.mark.django_db
+def test_a_run_checks_the_mix_again_against_who_asked_for_it(project_factory, member, tiny_reward_base, models_dir):
+    """A round's params come from its spec, not run_request: the run itself refuses a snapshot its
+    requester does not oversee (lost access since, or params written around the API)."""
+    own = project_factory()
+    import_preferences(own, separable_records(8))
+    admin = member(own, Membership.Role.ADMIN)
+    _, _, snapshot = _public(project_factory, n=4)
+    run = run_create(project=own, kind=REWARD, requested_by=admin,
+                     params={**fast_params(tiny_reward_base), "mix_snapshots": [snapshot.pk]})
+    assert reward_model_train(run_id=run.pk) is None
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED and f"No training snapshot {snapshot.pk} of a project you oversee" in run.error
