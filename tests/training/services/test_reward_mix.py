@@ -25,7 +25,8 @@ def _public(project_factory, n: int = 20):
 
 
 @pytest.mark.django_db
-def test_a_mixed_run_trains_on_the_other_projects_training_side_and_the_version_knows_it(project_factory, tiny_reward_base, models_dir):
+def test_a_mixed_run_trains_on_the_other_projects_training_side_and_the_version_knows_it(project_factory, tiny_reward_base, models_dir,
+                                                                                        member, client):
     own = project_factory()
     import_preferences(own, separable_records(24))
     public, records, snapshot = _public(project_factory, n=40)
@@ -45,6 +46,11 @@ def test_a_mixed_run_trains_on_the_other_projects_training_side_and_the_version_
     assert reward_model_evaluate(version=version, records=records)["trained_prompts"] == public_train
     assert model_card_facts(version=version).datasets == [f"pairwise-snapshot-{run.snapshot_id}", f"pairwise-snapshot-{snapshot.pk}"]
     assert f"from {public.slug}'s snapshot {snapshot.pk}" in run.log_tail
+    client.force_login(member(own, Membership.Role.VIEWER))
+    from django.urls import reverse
+
+    page = client.get(reverse("training-version-detail", kwargs={"slug": own.slug, "version_id": version.pk})).content.decode()
+    assert f"snapshot {snapshot.pk} of <bdi>{public.slug}</bdi> ({public_train} groups" in page
 
 
 @pytest.mark.django_db
