@@ -20,7 +20,8 @@ other source (up to --eval-pairs pairs each, the same sample for every row).
 With --leave-one-out, a row per source trains on the MIX of every other source's training side
 (each up to --train-pairs) and is scored on that source, which it never saw (its whole sample, the
 diagonal), and on the others' held-out sides: does mixing sources into training make a model that
-holds up on a kind of data it has not met?
+holds up on a kind of data it has not met? It mixes them as a user would: each source imported
+into a project of its own and frozen, and the row's run naming those snapshots (mix_snapshots).
 
 Two baselines per cell, on the same pairs, so a model that learned a shortcut is visible:
 - length: the longer answer wins (ties half).
@@ -304,19 +305,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def training_sets(data: dict[str, dict[str, Any]], train_pairs: int, leave_one_out: bool, seed: int) -> dict[str, list[dict]]:
-    """Each row's training pairs, by row name. A matrix row: its source's training side; a
-    leave-one-out row: the training sides of every OTHER source, mixed (shuffled together). Each
-    source gives up to train_pairs (0: all), so a leave-one-out row trains on the union of what the
-    other matrix rows train on."""
-    side = lambda d: d["train"][:train_pairs] if train_pairs else d["train"]  # noqa: E731
-    if not leave_one_out:
-        return {name: side(d) for name, d in data.items()}
-    mixes = {}
-    for name in data:
-        mixes[name] = [r for other, d in data.items() if other != name for r in side(d)]
-        random.Random(f"{seed}:mix:{name}").shuffle(mixes[name])
-    return mixes
+def row_sources(names: Sequence[str], leave_one_out: bool) -> dict[str, list[str]]:
+    """The sources each row trains on, by row name: a matrix row its own; a leave-one-out row every
+    OTHER source (mixed into its run as those sources' frozen snapshots: the product's mix_snapshots)."""
+    return {name: [o for o in names if (o != name) == leave_one_out] for name in names}
+
+
+def _frozen_source(name: str, records: list[dict]) -> Any:
+    """One source's training pairs imported into a project of their own and frozen (a training snapshot)."""
+    from labeling.services.projects import project_create
+    from training.services.snapshots import training_snapshot_create
+
+    tag = uuid.uuid4().hex[:8]
+    project = project_create(name=f"reward transfer source {name} {tag}", slug=f"transfer-src-{tag}", mode="pairwise")
+    import_pairs(project, records)
+    return training_snapshot_create(project=project)
 
 
 def transfer(args: argparse.Namespace) -> dict[str, Any]:
@@ -341,12 +344,20 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     params = {**({"threads": args.threads} if args.threads else {}), **({"base": args.base} if args.base else {}),
               "config": {**args.config, "seed": args.seed}}
-    for name, records in training_sets(data, args.train_pairs, args.leave_one_out, args.seed).items():
+    train_side = lambda d: d["train"][: args.train_pairs] if args.train_pairs else d["train"]  # noqa: E731
+    # A leave-one-out row mixes the other sources in as the product would: each imported once into a
+    # project of its own and frozen, then named in the row's run params (mix_snapshots).
+    frozen = {name: _frozen_source(name, train_side(d)) for name, d in data.items()} if args.leave_one_out else {}
+    for name, sources in row_sources(list(data), args.leave_one_out).items():
         clock = time.perf_counter()
         tag = uuid.uuid4().hex[:8]
         project = project_create(name=f"reward transfer {name} {tag}", slug=f"transfer-{tag}", mode="pairwise")
-        import_pairs(project, records)
-        version = train(project, "reward", params)
+        if args.leave_one_out:
+            version = train(project, "reward", {**params, "mix_snapshots": [frozen[o].pk for o in sources]})
+        else:
+            import_pairs(project, train_side(data[name]))
+            version = train(project, "reward", params)
+        records = [r for o in sources for r in train_side(data[o])]
         trained = time.perf_counter() - clock
         matrix[name] = {}
         for other in data:
@@ -358,7 +369,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
                 related[key] = relevance.margins(samples[key])
             matrix[name][other] = cell(report["margins"], report, args.seed, related[key], args.relevance_weight)
             margins[(name, other)] = report["margins"]
-        rows[name] = {"version": version.pk, "train_pairs": len(records), "val_accuracy": version.metrics.get("val_accuracy"),
+        rows[name] = {"version": version.pk, "train_pairs": len(records), "trained_on": sources, "val_accuracy": version.metrics.get("val_accuracy"),
                       "val_length_baseline": version.metrics.get("val_length_baseline"),
                       "train_seconds": trained, "eval_seconds": time.perf_counter() - clock - trained}
         print(json.dumps({"row": name, **rows[name], "accuracy": {e: c["accuracy"] for e, c in matrix[name].items()}}),

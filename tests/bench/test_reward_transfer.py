@@ -184,18 +184,9 @@ def test_a_broken_file_stops_with_its_line(tmp_path):
         reward_transfer.main(["--source", f"g={good}", "--source", f"x={broken}"])
 
 
-def test_a_leave_one_out_row_trains_on_the_mix_of_every_other_source():
-    data = {name: {"train": [{"id": f"{name}{i}"} for i in range(n)]} for name, n in (("a", 3), ("b", 5), ("c", 2))}
-    ids = lambda records: sorted(r["id"] for r in records)  # noqa: E731
-    mixes = reward_transfer.training_sets(data, train_pairs=4, leave_one_out=True, seed=0)
-    assert ids(mixes["a"]) == ["b0", "b1", "b2", "b3", "c0", "c1"]  # b capped at 4, a itself left out
-    assert ids(mixes["c"]) == ["a0", "a1", "a2", "b0", "b1", "b2", "b3"]
-    assert [r["id"] for r in mixes["c"]] != ids(mixes["c"])  # shuffled together, not one source after another
-    assert mixes == reward_transfer.training_sets(data, train_pairs=4, leave_one_out=True, seed=0)  # the same every run
-    assert ids(reward_transfer.training_sets(data, train_pairs=0, leave_one_out=True, seed=0)["a"]) == [
-        "b0", "b1", "b2", "b3", "b4", "c0", "c1"]
-    one = reward_transfer.training_sets(data, train_pairs=2, leave_one_out=False, seed=0)
-    assert {n: ids(r) for n, r in one.items()} == {"a": ["a0", "a1"], "b": ["b0", "b1"], "c": ["c0", "c1"]}
+def test_a_leave_one_out_row_trains_on_every_other_source():
+    assert reward_transfer.row_sources(["a", "b", "c"], leave_one_out=True) == {"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]}
+    assert reward_transfer.row_sources(["a", "b"], leave_one_out=False) == {"a": ["a"], "b": ["b"]}
 
 
 def test_the_leave_one_out_summary_averages_the_unseen_cells():
@@ -224,6 +215,13 @@ def test_leave_one_out_scores_each_source_on_a_model_that_never_saw_it(tmp_path,
     ])
     assert result["mode"] == "leave-one-out"
     assert {n: r["train_pairs"] for n, r in result["rows"].items()} == {"a": 20, "b": 20, "c": 20}
+    # Mixed in as a user would: the other sources' frozen snapshots, named in the run (mix_snapshots).
+    from training.models import ModelVersion
+
+    version = ModelVersion.objects.get(pk=result["rows"]["c"]["version"])
+    assert result["rows"]["c"]["trained_on"] == ["a", "b"] and version.metrics["data"]["judgments"] == 0
+    mixed = version.metrics["data"]["mixed"]
+    assert len(mixed) == 2 and all(m["project"].startswith("transfer-src-") and 0 < m["groups"] <= 10 for m in mixed)
     unseen_c, seen_a = result["matrix"]["c"]["c"], result["matrix"]["c"]["a"]
     assert unseen_c["pairs"] == 8 and seen_a["pairs"] == result["sources"]["a"]["held_out_side"]
     assert unseen_c["accuracy"] == 0.0 and seen_a["accuracy"] == 1.0
