@@ -73,7 +73,10 @@ def default_reward_base() -> Path:
 
 @dataclass
 class RewardConfig(TrainerConfig):
-    base_model: str = field(default="", metadata={"help": "HF model folder of the backbone; empty = bundled MiniLM."})
+    base_model: str = field(default="", metadata={"help": (
+        "HF model folder of the backbone; empty = bundled MiniLM (22M): it trains 5,000 pairs in about 15 minutes on a 2-core CPU. A "
+        "larger backbone scores higher (SmolLM2-135M: 67.4% against 63.8% on the shared hh-rlhf split) but costs about "
+        "1.7 s a sequence on a 2-core CPU, so use one where a GPU trains it.")})
     max_length: int = field(default=256, metadata={"help": "Tokens per (prompt, response); the prompt is cut from the left."})
     batch_size: int = field(default=16, metadata={"help": "Judgments (ranked groups) per micro-batch, each bringing K responses; shared out among the processes when several train."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
@@ -85,7 +88,10 @@ class RewardConfig(TrainerConfig):
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."})
     dropout: float | None = field(default=0.0, metadata={"help": "Overrides every dropout probability of the backbone; None keeps the checkpoint's. 0 because MiniLM's dropout doubles step cost for no gain in one epoch."})
     val_fraction: float = field(default=HELD_OUT_FRACTION, metadata={"help": "Fraction of prompts held out for validation when the caller passes no val_groups (bench scripts); the product always passes its own held-out prompts (labeling.splits)."})
-    pooling: str = field(default="auto", metadata={"help": "'mean' over non-pad tokens, 'response' (mean over the response's tokens only), 'last' non-pad token, or 'auto' (mean for encoders, last for decoders)."})
+    pooling: str = field(default="auto", metadata={"help": (
+        "'mean' over non-pad tokens, 'response' (mean over the response's tokens only), 'last' non-pad token, or 'auto' "
+        "(mean for encoders, last for decoders). Mean, because 'response' transferred no better (bench/reward_transfer: "
+        "49.2% mean off-diagonal against 50.3%).")})
     group_by_length: bool = field(default=True, metadata={"help": "Batch judgments of similar length together to cut padding (order stays random across batches)."})
     reference_limit: int = field(default=512, metadata={"help": "At most this many reference (prompt, response) pairs are scored to set the normalisation bias."})
     eval_batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass in evaluation and scoring."})
