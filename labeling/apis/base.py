@@ -7,13 +7,10 @@ from rest_framework import exceptions, views
 from rest_framework.request import Request
 
 from labeling.models import Membership
-from labeling.selectors.projects import project_access_get
+from labeling.selectors.projects import OVERSIGHT_ROLES, project_access_get  # noqa: F401 (the APIs import it from here)
 
 READ_ROLES = frozenset(Membership.Role.values)
 ADMIN_ROLES = frozenset({Membership.Role.ADMIN})
-# Roles that oversee a project without labeling in it. Annotators are kept out of what would tell
-# them which tasks are gold or which model wrote a response (the labeling page hides both).
-OVERSIGHT_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
 
 
 def exception_handler(exc, context):

@@ -6,10 +6,10 @@ from typing import Any
 from django.http import HttpRequest
 
 from labeling.models import Membership, Project
-from labeling.selectors.projects import WORK_ROLES, project_access_get
+from labeling.selectors.projects import OVERSIGHT_ROLES, WORK_ROLES, project_access_get
 
 ADMIN = frozenset({Membership.Role.ADMIN})
-OVERSIGHT = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
+OVERSIGHT = OVERSIGHT_ROLES
 
 
 def project_for(request: HttpRequest, slug: str, roles=OVERSIGHT) -> tuple[Project, str]:

@@ -11,6 +11,9 @@ from labeling.models import Demonstration, Judgment, Membership, Project, Prompt
 
 # The roles that label in a project (the others oversee it).
 WORK_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.ANNOTATOR})
+# The roles that oversee a project without labeling in it: they may see who judged what, gold tasks
+# and model sources (the labeling page hides them from annotators), and use its frozen data elsewhere.
+OVERSIGHT_ROLES = frozenset({Membership.Role.ADMIN, Membership.Role.VIEWER})
 
 
 def project_list_for_user(*, user: AbstractUser) -> QuerySet[Project]:

@@ -4,7 +4,6 @@ Reads need any role in the project; starting, cancelling, promoting and demoting
 """
 from __future__ import annotations
 
-
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
@@ -24,7 +23,6 @@ from training.services.endpoints import endpoint_version_register
 from training.services.reward import SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
 from training.services.runs import RunAlreadyActive, run_cancel, run_request
 from training.services.versions import model_version_demote, model_version_merge, model_version_promote
-
 
 
 class RunOutputSerializer(serializers.ModelSerializer):

@@ -14,15 +14,13 @@ from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
 
-from labeling.models import DatasetSnapshot, Membership, Project
+from labeling.models import DatasetSnapshot, Project
 from labeling.selectors.exports import ExportFilters
-from labeling.selectors.projects import project_access_get
+from labeling.selectors.projects import OVERSIGHT_ROLES, project_access_get
 from labeling.services.exports import dataset_snapshot_freeze, file_sha256
 from training.dataset import FORMAT, TrainingDataset, agreement, dataset_read, dataset_write
 from training.models import TrainingRun
 from training.selectors.data import training_dataset_collect, training_filters, training_snapshot_find, training_snapshot_get
-
-OVERSIGHT_ROLES = (Membership.Role.ADMIN, Membership.Role.VIEWER)
 
 
 def training_snapshot_create(
