@@ -90,6 +90,7 @@ def load_records(paths: list[str], limit: int | None, seed: int) -> list[dict]:
 def run_ours(groups: list[dict], val_records: list[dict], args, base: str, precision: str) -> dict[str, Any]:
     config = RewardConfig(
         base_model=base, max_length=args.max_length, batch_size=args.batch, lr=args.lr, epochs=1,
+        lora_r=0,  # full fine-tuning on both sides: TRL's RewardTrainer here trains every weight
         warmup_fraction=args.warmup, weight_decay=0.01, seed=args.seed, precision=precision,
         val_fraction=args.val_fraction, log_every=10**9,
     )

@@ -58,7 +58,8 @@ def main() -> None:
 
 
 def run_one(records: list[dict], args: argparse.Namespace, seed: int) -> dict:
-    config = RewardConfig(lr=args.lr, epochs=args.epochs, max_length=args.max_length, val_fraction=0.1,
+    # Every weight trains, as when its README figures were taken (the product's default is LoRA now).
+    config = RewardConfig(lr=args.lr, epochs=args.epochs, max_length=args.max_length, val_fraction=0.1, lora_r=0,
                           pooling=args.pooling, batch_size=args.batch_size, seed=seed,
                           **({"base_model": args.base} if args.base else {}))
     train, val = split_by_prompt(groups_from_pairs(records), config.val_fraction, config.seed)

@@ -120,11 +120,14 @@ def admin_action(view: Callable[..., str | None]) -> Callable[..., HttpResponse]
 
 
 def _lora_config(request: HttpRequest) -> dict | None:
-    """The form's LoRA rank as a trainer config override (blank or 0: every weight trains)."""
+    """The form's LoRA rank as a trainer config override: blank keeps the trainer's default (reward
+    models 16, policies 0), 0 trains every weight."""
+    if not (request.POST.get("lora_r") or "").strip():
+        return None
     rank = _int_field(request, "lora_r", 0)
     if not 0 <= rank <= 1024:
         raise ValidationError("The LoRA rank must be between 0 and 1024.")
-    return {"lora_r": rank, "lora_alpha": 2 * rank} if rank else None
+    return {"lora_r": rank, "lora_alpha": 2 * rank} if rank else {"lora_r": 0}
 
 
 @admin_action

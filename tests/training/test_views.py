@@ -42,6 +42,16 @@ def test_runs_page_json_svg_and_buttons(trained, member, client, no_broker):
     assert TrainingRun.objects.filter(project=project).count() == 2
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("rank, config", [("", None), ("0", {"lora_r": 0}), ("8", {"lora_r": 8, "lora_alpha": 16})])
+def test_the_train_now_lora_rank_blank_keeps_the_default_and_zero_trains_every_weight(
+        project_factory, member, client, no_broker, rank, config):
+    project = project_factory()
+    client.force_login(member(project, Membership.Role.ADMIN))
+    client.post(reverse("training-train", kwargs={"slug": project.slug}), {"lora_r": rank})
+    assert TrainingRun.objects.get(project=project).params.get("config") == config
+
+
 def test_runs_page_csrf_is_enforced(project_factory, member, db):
     from django.test import Client
 

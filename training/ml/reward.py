@@ -78,9 +78,15 @@ class RewardConfig(TrainerConfig):
         "larger backbone scores higher (SmolLM2-135M: 67.4% against 63.8% on the shared hh-rlhf split) but costs about "
         "1.7 s a sequence on a 2-core CPU, so use one where a GPU trains it.")})
     max_length: int = field(default=256, metadata={"help": "Tokens per (prompt, response); the prompt is cut from the left."})
+    lora_r: int = field(default=16, metadata={"help": (
+        "LoRA rank of the backbone's adapters (merged at save); 0 trains every weight. 16 by default: a reward model "
+        "that keeps its pretrained weights transfers further and loses nothing on its own data (bench/reward_transfer.py, "
+        "one source per row: 51.4% mean accuracy on the sources it never saw against 50.4% when every weight trains, "
+        "higher on 3 of 5 rows; 57.5% against 56.7% on its own held-out prompts), at about 1.6x the CPU time.")})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator: the adapter's update is scaled by alpha / r."})
     batch_size: int = field(default=16, metadata={"help": "Judgments (ranked groups) per micro-batch, each bringing K responses; shared out among the processes when several train."})
     grad_accum: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
-    lr: float = field(default=3e-5, metadata={"help": "Peak AdamW learning rate."})
+    lr: float | None = field(default=None, metadata={"help": "Peak AdamW learning rate; None: 3e-4 with LoRA adapters (lora_r > 0), 3e-5 when every weight trains."})
     epochs: int = field(default=1, metadata={"help": "Passes over the data; the paper uses 1 because the RM overfits after one."})
     warmup_fraction: float = field(default=0.05, metadata={"help": "Fraction of optimizer steps with linear warmup before the cosine decay."})
     min_lr_ratio: float = field(default=0.0, metadata={"help": "Cosine floor as a fraction of the peak learning rate."})
@@ -401,8 +407,13 @@ def make_optimizer(model: nn.Module, config: RewardConfig) -> torch.optim.Optimi
             (no_decay if p.ndim < 2 else decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
+        lr=reward_lr(config),
     )
+
+
+def reward_lr(config: RewardConfig) -> float:
+    """The peak learning rate: config.lr, else the default for what trains (adapters take a larger step)."""
+    return config.lr if config.lr is not None else (3e-4 if config.lora_r > 0 else 3e-5)
 
 
 # ----------------------------------------------------------------------------------------------

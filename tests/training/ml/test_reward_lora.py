@@ -266,3 +266,18 @@ def test_gradient_checkpointing_run_trains_like_a_plain_run(lora_r, bases, tmp_p
     assert not adapted_names(built[True])
     assert not any(getattr(m, "gradient_checkpointing", False) is True for m in backbone.modules())
     assert not getattr(backbone, "_require_grads_hooks", None)
+
+
+def test_the_reward_default_is_lora_with_its_own_learning_rate():
+    from training.ml.reward import RewardConfig, reward_lr
+
+    default = RewardConfig()
+    assert (default.lora_r, default.lora_alpha, default.lr) == (16, 32, None) and reward_lr(default) == 3e-4
+    assert reward_lr(RewardConfig(lora_r=0)) == 3e-5  # every weight trains: the smaller step
+    assert reward_lr(RewardConfig(lr=1e-5)) == reward_lr(RewardConfig(lora_r=0, lr=1e-5)) == 1e-5  # a given lr wins
+    import torch
+
+    from training.ml.reward import make_optimizer
+
+    optimizer = make_optimizer(torch.nn.Linear(2, 1), default)
+    assert {g["lr"] for g in optimizer.param_groups} == {3e-4}  # what the trainer steps with
