@@ -30,7 +30,7 @@ from training.selectors.versions import (
 from training.charts import curve_svg
 from training.ml.preference_file import parse_preference_upload
 from training.services import ab, endpoints, rounds, runs, versions
-from training.services.reward import SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
+from training.services.reward import EVALUATION_NAME_MAX, SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
 
 RUNS_SHOWN = 30
 
@@ -231,7 +231,7 @@ def version_score_file(request: HttpRequest, slug: str, version_id: int) -> Http
         if upload is None:
             raise ValidationError("Choose a file of {prompt, chosen, rejected} lines.")
         if not name.strip():
-            raise ValidationError("Name the evaluation (1 to 64 characters): the result is kept under it.")
+            raise ValidationError(f"Name the evaluation (1 to {EVALUATION_NAME_MAX} characters): the result is kept under it.")
         try:
             records = parse_preference_upload(upload.read(), upload.name)
         except ValueError as exc:

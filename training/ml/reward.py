@@ -32,7 +32,7 @@ from labeling.ranking import ranking_pairs
 from labeling.splits import HELD_OUT_FRACTION, prompt_is_held_out
 from training.ml.distributed import Ranks, ranks_get
 from training.ml.lora import describe, is_lora, lora_apply
-from training.ml.preference_file import PAIR_FIELDS, parse_preference_lines, read_preference_file  # noqa: F401 (re-exported)
+from training.ml.preference_file import read_preference_file  # noqa: F401 (re-exported: benches and tests read files through here)
 from training.ml.modeling_pairwise_reward import PairwiseRewardConfig, PairwiseRewardModel, pool, register
 from training.ml.common import (
     TrainerConfig,
@@ -811,7 +811,7 @@ def pair_margins(
 
 __all__ = [
     "RewardConfig", "RewardModel", "grouped_ranking_loss", "groups_from_pairs",
-    "read_preference_file", "parse_preference_lines", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
+    "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
     "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS", "pool",
     "length_report", "margin_report", "length_outcomes", "margin_outcomes", "LENGTH_BUCKETS",
     "trainable_reward_model", "merge_adapters",

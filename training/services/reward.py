@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 
 from training import plan
 from training.dataset import reward_groups
+from training.ml.preference_file import PAIR_FIELDS
 from training.models import ModelVersion, TrainingRun
 from training.selectors.versions import model_version_promoted_get, prompt_key, reward_base_get, version_trained_prompts
 from training.services.execution import RunReporter, run_execute, threads_set
@@ -144,7 +145,7 @@ def reward_model_evaluate(
     from training.ml.reward import CONFIG_FILE, load_reward_model, margin_outcomes, margin_report, pair_margins
 
     for i, record in enumerate(records):
-        missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(record.get(k), str)]
+        missing = [k for k in PAIR_FIELDS if not isinstance(record.get(k), str)]
         if missing:
             raise ValidationError(f"record {i + 1}: missing or non-string {', '.join(missing)}")
     if not (Path(version.artifact_path) / CONFIG_FILE).is_file():
