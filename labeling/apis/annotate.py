@@ -23,10 +23,15 @@ def _conflict(exc: AssignmentConflict) -> HttpResponse:
     return HttpResponse({"detail": exc.message, "code": exc.code}, status=status.HTTP_409_CONFLICT)
 
 
+RANKING_HELP = ("Tie groups of response ids, best first. K-way: a response may not be ranked below one it "
+                "was rated strictly higher than in `likert` (400 on `ranking`).")
+
+
 class SubmitInputSerializer(serializers.Serializer):
     """Documentation of the body; the service validates it (one place, one set of messages)."""
     idempotency_key = serializers.CharField(max_length=128)
-    ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()), required=False)
+    ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()), required=False,
+                                    help_text=RANKING_HELP)
     both_bad = serializers.BooleanField(required=False, default=False)
     likert = serializers.DictField(child=serializers.IntegerField(), required=False)
     flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
@@ -38,7 +43,7 @@ class SubmitInputSerializer(serializers.Serializer):
 class CorrectInputSerializer(serializers.Serializer):
     """Documentation of the body; the service validates it, as for a submit."""
     idempotency_key = serializers.CharField(max_length=128)
-    ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+    ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()), help_text=RANKING_HELP)
     both_bad = serializers.BooleanField(required=False, default=False)
     likert = serializers.DictField(child=serializers.IntegerField(), required=False)
     flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)

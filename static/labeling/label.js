@@ -60,8 +60,10 @@
   function showProgress() {
     const p = cfg.progress;
     const complete = Math.min(p.tasks_total, p.tasks_complete);
+    const count = (n) => n.toLocaleString("en-US");
     $("progress").value = p.tasks_total ? Math.round((100 * complete) / p.tasks_total) : 0;
-    $("progress-text").textContent = "You: " + done + " done · project " + complete + "/" + p.tasks_total;
+    $("progress-text").textContent = "You: " + count(done) + " done · project: " + count(complete) + " of "
+      + count(p.tasks_total) + " tasks complete";
   }
 
   // --- rendering --------------------------------------------------------------------------------
@@ -78,13 +80,14 @@
     const s = {
       payload, key: randomKey(), started: performance.now(), cursor: 0, picked: null, verdict: null,
       likert: {}, flags: {}, rationale: "", revising: null,
+      arranged: false, // the annotator moved or tied something in the ranking: it is no longer derived from the ratings
       phase: cfg.mode === "demonstrate" ? "write" : (cfg.likert || cfg.flags.length ? "rate" : "rank"),
       order: payload.responses.map((r) => ({ id: r.id, tied: false })),
     };
     if (!prior) return s;
     const ids = payload.responses.map((r) => r.id);
     Object.assign(s, {
-      revising: prior.judgment, phase: "rank", likert: { ...prior.likert }, flags: { ...prior.flags },
+      revising: prior.judgment, phase: "rank", arranged: true, likert: { ...prior.likert }, flags: { ...prior.flags },
       rationale: prior.rationale || "",
       order: prior.ranking.flatMap((group) => group.map((id, j) => ({ id, tied: j > 0 }))),
       verdict: prior.both_bad ? "X" : prior.ranking.length === 1 ? "=" : prior.ranking[0][0] === ids[0] ? "A" : "B",
@@ -143,7 +146,7 @@
       return;
     }
     state.payload.responses.forEach((r, i) => {
-      const card = el("article", { class: "response card", id: "resp-" + r.id, "data-index": String(i) });
+      const card = el("article", { class: "response card", id: "resp-" + r.id, "data-index": String(i), tabindex: "-1" });
       const head = el("header");
       head.append(el("span", { class: "badge" }, label(i)));
       if (cfg.likert) {
@@ -195,6 +198,11 @@
       return;
     }
     panel.append(el("h2", {}, "Ranking, best first"));
+    if (state.phase === "rate") {
+      panel.append(el("p", { class: "muted note", id: "ranking-note" }, cfg.likert
+        ? "Ordered by your ratings so far (ties where they tie); step 2 shows it for you to check before saving."
+        : "Step 2: check this order before saving."));
+    }
     const list = el("ol", { class: "ranking", id: "ranking" });
     state.order.forEach((item, pos) => {
       const idx = ids.indexOf(item.id);
@@ -239,21 +247,73 @@
     });
     const current = document.querySelector(".response.current");
     if (current) current.scrollIntoView({ block: "nearest" });
+    // Keyboard focus on a response follows the highlight (screen readers announce the response).
+    if (current && document.activeElement?.classList.contains("response")) current.focus({ preventScroll: true });
   }
 
   // --- actions ----------------------------------------------------------------------------------
   function pick(id) {
+    if (state.phase === "rate") { toRanking(id); return; }
     state.picked = id;
-    state.phase = "rank";
     renderRanking();
     renderPhase();
   }
 
+  // A rating never moves the focus (J/K, the arrows and the mouse do): a digit then J rates the
+  // next response, and 7 J 6 J … rates each response exactly once.
   function rate(value) {
     const r = state.payload.responses[state.cursor];
     state.likert[r.id] = value;
-    if (state.cursor < state.payload.responses.length - 1) state.cursor += 1;
+    if (cfg.mode === "rank" && !state.arranged) { state.order = orderFromRatings(); renderRanking(); }
     renderPhase();
+  }
+
+  // Best first by rating, responses with equal ratings tied, in display order within a tie;
+  // unrated ones last (submitting asks for their rating first).
+  function orderFromRatings() {
+    const score = (id) => state.likert[id] ?? 0;
+    const ids = state.payload.responses.map((r) => r.id).sort((a, b) => score(b) - score(a));
+    return ids.map((id, i) => ({ id, tied: i > 0 && score(id) > 0 && score(id) === score(ids[i - 1]) }));
+  }
+
+  // Step 2. Until the annotator arranges it, the ranking is the one their ratings give.
+  function toRanking(picked) {
+    state.phase = "rank";
+    if (cfg.likert && !state.arranged) state.order = orderFromRatings();
+    state.picked = picked ?? state.order[0].id;
+    renderRanking();
+    renderPhase();
+  }
+
+  // K-way with Likert on: every response needs its rating. Says which one is missing and focuses it.
+  function requireRatings() {
+    if (cfg.mode !== "rank" || !cfg.likert) return true;
+    const i = state.payload.responses.findIndex((r) => state.likert[r.id] === undefined);
+    if (i < 0) return true;
+    state.cursor = i;
+    renderPhase();
+    document.querySelectorAll(".response")[i].focus();
+    setStatus("Rate response " + label(i) + " first (1–7): every response needs a rating.", "error");
+    return false;
+  }
+
+  // A response rated strictly higher may not be ranked below a lower-rated one (the server refuses it too).
+  function contradiction() {
+    if (cfg.mode !== "rank") return null;
+    const ids = state.payload.responses.map((r) => r.id);
+    const groups = ranking();
+    for (let g = 0; g < groups.length; g++) {
+      for (const above of groups[g]) {
+        for (const below of groups.slice(g + 1).flat()) {
+          const a = state.likert[above], b = state.likert[below];
+          if (a !== undefined && b !== undefined && a < b) {
+            return "Response " + label(ids.indexOf(above)) + " (rated " + a + ") is ranked above response "
+              + label(ids.indexOf(below)) + " (rated " + b + "): change the ranking or the ratings.";
+          }
+        }
+      }
+    }
+    return null;
   }
 
   function toggleFlag(id, key, on) {
@@ -272,6 +332,7 @@
   function moveTo(id, pos) {
     const from = state.order.findIndex((x) => x.id === id);
     if (from < 0) return;
+    state.arranged = true;
     const [item] = state.order.splice(from, 1);
     item.tied = false;
     state.order.splice(Math.max(0, Math.min(pos, state.order.length)), 0, item);
@@ -289,6 +350,7 @@
   function toggleTie() {
     const at = state.order.findIndex((x) => x.id === state.picked);
     if (at <= 0) return;
+    state.arranged = true;
     state.order[at].tied = !state.order[at].tied;
     renderRanking();
   }
@@ -317,6 +379,16 @@
       body = { text };
     } else {
       if (cfg.mode === "pairwise" && !s.verdict) { setStatus("Choose A, B, = (tie) or X (both bad) first.", "error"); return; }
+      if (!requireRatings()) return;
+      // K-way: never save a ranking nobody made. From step 1, show the ranking first; Submit again saves it.
+      if (cfg.mode === "rank" && s.phase === "rate") {
+        toRanking();
+        setStatus(cfg.likert ? "Check the ranking from your ratings (ties where they tie), then Submit (Enter) to save it."
+          : "Check the ranking, then Submit (Enter) to save it.", "info");
+        return;
+      }
+      const problem = contradiction();
+      if (problem) { setStatus(problem, "error"); return; }
       body = { ranking: ranking(), both_bad: s.verdict === "X", likert: s.likert, flags: s.flags, rationale: $("rationale").value };
     }
     body.idempotency_key = s.key;
@@ -329,7 +401,8 @@
       if (status === 201 && data.judgment) remember(data.judgment, s.payload, body);
       if (status === 201) {
         done += 1;
-        cfg.progress.tasks_complete += 1 / cfg.overlap;
+        // With overlap 1 a submit completes its task; with more, others' work decides: the page-load count stays.
+        if (cfg.overlap === 1) cfg.progress.tasks_complete += 1;
         setStatus("Saved.", "ok");
         advance();
       } else if (status === 409) {
@@ -432,7 +505,7 @@
     let handled = true;
     if (key === "?") $("help").showModal();
     else if (key === "Enter") {
-      if (state.phase === "rate" && cfg.mode !== "pairwise") { state.phase = "rank"; state.picked = state.order[0].id; renderRanking(); renderPhase(); }
+      if (state.phase === "rate" && cfg.mode !== "pairwise") { if (requireRatings()) { setStatus(""); toRanking(); } }
       else submit();
     } else if (key === "s" || key === "S") skip();
     else if (key === "r" || key === "R") $("rationale").focus();
@@ -445,8 +518,8 @@
 
   function rateKey(key) {
     const n = state.payload.responses.length;
-    if (key === "ArrowDown" || key === "j" || key === "ArrowRight") state.cursor = Math.min(n - 1, state.cursor + 1);
-    else if (key === "ArrowUp" || key === "k" || key === "ArrowLeft") state.cursor = Math.max(0, state.cursor - 1);
+    if (key === "ArrowDown" || key === "j" || key === "J" || key === "ArrowRight") state.cursor = Math.min(n - 1, state.cursor + 1);
+    else if (key === "ArrowUp" || key === "k" || key === "K" || key === "ArrowLeft") state.cursor = Math.max(0, state.cursor - 1);
     else if (/^[1-7]$/.test(key) && cfg.likert) { rate(Number(key)); return true; }
     else if (key === "f" || key === "F") {
       const first = document.querySelectorAll(".response")[state.cursor].querySelector(".flags");

@@ -26,12 +26,12 @@ def test_login_and_rank_k4_with_keyboard_only(browser, live_server, project_fact
     page.keyboard.press("Enter")
     page.click(f"text={project.name}")
     page.wait_for_selector("body[data-ready]")
-    for rating in "6352":  # step 1: a Likert per response, the cursor advances by itself
-        page.keyboard.press(rating)
-    page.keyboard.press("Enter")  # to the ranking
-    page.keyboard.press("4")  # pick response 4 and move it to the top
-    for _ in range(3):
-        page.keyboard.press("ArrowUp")
+    for key in "6j3j6j2":  # step 1: a Likert per response; J moves on (a digit keeps the highlight)
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")  # to the ranking, ordered by the ratings: 1 and 3 tied, then 2, then 4
+    page.keyboard.press("3")  # pick response 3, untie it from 1 and move it to the top
+    page.keyboard.press("t")
+    page.keyboard.press("ArrowUp")
     page.keyboard.press("2")  # pick 2, tie it with the one above... then untie: no tie in the end
     page.keyboard.press("t")
     page.keyboard.press("t")
@@ -39,8 +39,8 @@ def test_login_and_rank_k4_with_keyboard_only(browser, live_server, project_fact
     wait_saved(page, 1)
     judgment = Judgment.objects.get()
     order = Assignment.objects.get(pk=judgment.assignment_id).shown_order
-    assert judgment.ranking == [[order[3]], [order[0]], [order[1]], [order[2]]]
-    assert judgment.likert == {str(order[0]): 6, str(order[1]): 3, str(order[2]): 5, str(order[3]): 2}
+    assert judgment.ranking == [[order[2]], [order[0]], [order[1]], [order[3]]]
+    assert judgment.likert == {str(order[0]): 6, str(order[1]): 3, str(order[2]): 6, str(order[3]): 2}
     assert judgment.shown_order == order and judgment.time_spent_ms > 0
     assert PreferencePair.objects.filter(judgment=judgment).count() == 6
     context.close()

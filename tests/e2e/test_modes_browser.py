@@ -143,7 +143,10 @@ def test_revise_shows_hostile_text_inert(page_for, live_server, project_factory,
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     open_label(page, live_server, project)
     page.fill("#rationale", HOSTILE)
-    page.locator("#rationale").press("Control+Enter")
+    page.locator("#rationale").press("Control+Enter")  # from step 1 (flags): shows the ranking, saves nothing
+    page.wait_for_selector("#status:has-text('Check the ranking')")
+    assert Judgment.objects.filter(annotator=user).count() == 0
+    page.locator("#rationale").press("Control+Enter")  # the ranking as shown, now seen: saved
     wait_saved(page, 1)
     open_label(page, live_server, project)  # the revision comes from the server's payload
     page.keyboard.press("e")

@@ -139,3 +139,32 @@ def test_next_and_submit_query_budget(setup):
         assert not any("__count" in x["sql"] for x in q.captured_queries)  # no .count() over the project
     assert len(next_q) <= 22, [x["sql"][:80] for x in next_q.captured_queries]
     assert len(submit_q) <= 10, [x["sql"][:80] for x in submit_q.captured_queries]
+
+
+def test_k_way_ranking_that_contradicts_the_ratings_is_400(setup):
+    """A response rated 7 ranked below one rated 2 is refused on the ranking field; ties and unrated
+    responses are no contradiction, and the same ratings in their order are stored."""
+    project, user, client = setup
+    current = _next(client, project).json()["current"]
+    a, b, c, d = [r["id"] for r in current["responses"]]
+    likert = {str(a): 2, str(b): 7, str(c): 3}
+    url = f"/api/assignments/{current['assignment']}/submit/"
+    res = client.post(url, {"ranking": [[a], [b], [c], [d]], "likert": likert, "idempotency_key": "c1"}, format="json")
+    assert res.status_code == 400, res.content
+    assert res.json()["ranking"] == [f"response {a} (rated 2) is ranked above response {b} (rated 7): "
+                                     "the ranking contradicts the ratings"]
+    assert Judgment.objects.count() == 0 and PreferencePair.objects.count() == 0
+    res = client.post(url, {"ranking": [[d], [b], [a, c]], "likert": likert, "idempotency_key": "c2"}, format="json")
+    assert res.status_code == 201, res.content
+    assert Judgment.objects.get().ranking == [[d], [b], [a, c]]
+
+
+def test_pairwise_ranking_is_not_checked_against_ratings(project_factory, member, api_client):
+    project = project_factory(mode="pairwise")
+    make_tasks(project, 1)
+    client = api_client(member(project, "annotator"), token=False)
+    current = _next(client, project).json()["current"]
+    a, b = [r["id"] for r in current["responses"]]
+    res = client.post(f"/api/assignments/{current['assignment']}/submit/",
+                      {"ranking": [[a], [b]], "likert": {str(a): 1, str(b): 7}, "idempotency_key": "p"}, format="json")
+    assert res.status_code == 201, res.content

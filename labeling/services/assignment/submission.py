@@ -92,6 +92,8 @@ def judgment_fields_validate(
     if both_bad and "ranking" not in errors and len(ranking) != 1:
         errors["both_bad"] = "a both-bad verdict ranks every response as tied"
     likert = _likert_clean(likert, response_ids, project, errors)
+    if project.mode == Project.Mode.RANK and not errors:
+        _ranking_against_likert(ranking, likert, errors)
     flags = _flags_clean(flags, response_ids, project, errors)
     if not isinstance(rationale, str) or len(rationale) > MAX_RATIONALE_CHARS or "\x00" in rationale:
         errors["rationale"] = f"must be text of at most {MAX_RATIONALE_CHARS} characters"
@@ -147,6 +149,21 @@ def _likert_clean(likert, response_ids, project: Project, errors: dict) -> dict:
 
     return _per_response("likert", likert, response_ids, errors, enabled=project.likert_enabled,
                          disabled="Likert ratings are disabled in this project", shape="ratings 1..7", clean_one=rating)
+
+
+def _ranking_against_likert(ranking: list[list[int]], likert: dict, errors: dict) -> None:
+    """K-way: a ranking that puts a response below one rated strictly lower contradicts the ratings
+    the annotator gave in the same judgment (ties are no contradiction)."""
+    placed: list[tuple[int, int]] = []  # (response, rating) of the groups above
+    for group in ranking:
+        for below in group:
+            rating = likert.get(str(below))
+            worse = next(((rid, r) for rid, r in placed if rating is not None and r < rating), None)
+            if worse is not None:
+                errors["ranking"] = (f"response {worse[0]} (rated {worse[1]}) is ranked above response {below} "
+                                     f"(rated {rating}): the ranking contradicts the ratings")
+                return
+        placed.extend((rid, likert[str(rid)]) for rid in group if str(rid) in likert)
 
 
 def _flags_clean(flags, response_ids, project: Project, errors: dict) -> dict:
