@@ -5,29 +5,43 @@ Each prompt is one job on a thread pool of `concurrency`; a job asks for k sampl
 tops up with further requests when the server returns fewer choices (llama.cpp's server ignores n).
 A request that gets 429, a 5xx, a connection error or a timeout is retried with exponential
 backoff (a Retry-After header, when sent, is honoured up to a cap); any other 4xx, or retries
-running out, raises EndpointError with the endpoint's status and message. Progress is reported
-from the calling thread only, so a progress callback may touch the database.
+running out, raises EndpointError with the endpoint's status and a fixed message (never the
+server's body). Progress is reported from the calling thread only, so a progress callback may touch
+the database.
+
+The operator's EndpointPolicy bounds what a registered endpoint can reach and read: hosts are checked
+by training.ml.netguard at every request and the connection goes to the checked address; the key's
+variable must carry the operator's prefix (so no request can send SECRET_KEY or DATABASE_URL away);
+no redirect is followed; answers are read up to a byte cap and response texts cut at a length cap.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
+import certifi
+import urllib3
+
+from .netguard import AllowList, BlockedHost, Resolver, Target, system_resolver, url_check, url_problem, url_target
 
 Messages = list[dict[str, str]]
 ProgressFn = Callable[[float, dict[str, Any]], None]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 MAX_BACKOFF_S = 30.0
-MAX_ERROR_CHARS = 500
+DEFAULT_KEY_ENV_PREFIX = "PAIRWISE_ENDPOINT_KEY_"
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_CHARS = 1_000_000
 
 
 @dataclass
@@ -36,7 +50,8 @@ class EndpointConfig:
                                             "(e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1)."})
     model: str = field(metadata={"help": "The model name the server expects in the request's `model` field."})
     api_key_env: str = field(default="", metadata={"help": "Name of the environment variable that holds the API key, "
-                                                           "sent as `Authorization: Bearer`; empty for no key. The key "
+                                                           "sent as `Authorization: Bearer`; empty for no key. It must "
+                                                           "start with the operator's prefix (EndpointPolicy). The key "
                                                            "itself is never stored."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; 0 is greedy."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling: keep the smallest token set with this much probability."})
@@ -54,8 +69,9 @@ class EndpointConfig:
     def problems(self) -> dict[str, str]:
         """Field name -> what is wrong with it (empty when the config is usable)."""
         out: dict[str, str] = {}
-        if not (isinstance(self.base_url, str) and self.base_url.startswith(("http://", "https://"))):
-            out["base_url"] = "must start with http:// or https://"
+        url = url_problem(self.base_url)
+        if url:
+            out["base_url"] = url
         if not (isinstance(self.model, str) and self.model.strip()):
             out["model"] = "required"
         if self.api_key_env and not (self.api_key_env.replace("_", "a").isalnum() and not self.api_key_env[0].isdigit()):
@@ -101,9 +117,42 @@ class EndpointConfig:
         return self.base_url.rstrip("/") + "/chat/completions"
 
 
+@dataclass(frozen=True)
+class EndpointPolicy:
+    """The operator's limits on every endpoint (settings, never request fields). The defaults are the
+    strict ones: public hosts only, keys only from variables named with the default prefix."""
+    allowed: AllowList = AllowList()
+    key_env_prefix: str = DEFAULT_KEY_ENV_PREFIX
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_response_chars: int = DEFAULT_MAX_RESPONSE_CHARS
+    resolver: Resolver = system_resolver
+
+    def key_env_problem(self, name: str) -> str | None:
+        """Why the variable may not be read for a key (None: it may, or there is no key)."""
+        if not name:
+            return None
+        if not self.key_env_prefix:
+            return "is not allowed: the operator allows no API keys for endpoints (PAIRWISE_ENDPOINT_KEY_ENV_PREFIX is empty)"
+        if not name.startswith(self.key_env_prefix) or name == self.key_env_prefix:
+            return (f"must start with {self.key_env_prefix} (the operator's PAIRWISE_ENDPOINT_KEY_ENV_PREFIX): "
+                    f"only such variables may hold endpoint keys")
+        return None
+
+    def problems(self, values: dict[str, Any]) -> dict[str, str]:
+        """The policy's field errors for an endpoint's settings (base_url, api_key_env), at registration."""
+        out: dict[str, str] = {}
+        key = self.key_env_problem(values.get("api_key_env") or "")
+        if key:
+            out["api_key_env"] = key
+        url = url_check(values.get("base_url") or "", allow=self.allowed, resolver=self.resolver)
+        if url:
+            out["base_url"] = url
+        return out
+
+
 class EndpointError(RuntimeError):
-    """The endpoint failed for good: `status` is its last HTTP status (None for a connection error
-    or a timeout), `message` what it said."""
+    """The endpoint failed for good: `status` is its last HTTP status (None for a connection error,
+    a timeout or a refused address), `message` a fixed description (never the server's body)."""
 
     def __init__(self, message: str, *, status: int | None = None, url: str = "", attempts: int = 1):
         self.status, self.message, self.url, self.attempts = status, message, url, attempts
@@ -122,22 +171,7 @@ def endpoint_messages(prompt: str | Messages, system_prompt: str = "") -> Messag
     return messages
 
 
-def _error_message(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return (response.text or response.reason or "").strip()[:MAX_ERROR_CHARS]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])[:MAX_ERROR_CHARS]
-    if isinstance(error, str):
-        return error[:MAX_ERROR_CHARS]
-    if isinstance(body, dict) and body.get("detail"):
-        return str(body["detail"])[:MAX_ERROR_CHARS]
-    return json.dumps(body)[:MAX_ERROR_CHARS]
-
-
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
     value = response.headers.get("Retry-After")
     try:
         return min(MAX_BACKOFF_S, max(0.0, float(value))) if value is not None else None
@@ -145,51 +179,138 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
-class EndpointClient:
-    """One endpoint's requests (thread-safe: one requests.Session per thread)."""
+def _status_message(status: int) -> str:
+    """A fixed message for an HTTP status: never the server's body or its reason phrase, which an
+    internal server could fill with what it holds."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "HTTP error"
+    return f"{phrase} (redirects are not followed)" if 300 <= status < 400 else phrase
 
-    def __init__(self, config: EndpointConfig, *, sleep: Callable[[float], None] = time.sleep):
+
+def _connection_message(exc: BaseException) -> str:
+    """A connection failure in fixed words: the exception's class and the system's reason (its text
+    may quote what the server sent, e.g. a bad status line)."""
+    name, seen, cause = type(exc).__name__, set(), exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"connection error ({name}): {cause.strerror}"
+        cause = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+    return f"connection error ({name})"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_capped(response: urllib3.BaseHTTPResponse, cap: int) -> bytes:
+    """The body, streamed; _TooLarge (the connection dropped) as soon as it passes cap bytes."""
+    length = response.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > cap:
+        raise _TooLarge
+    chunks, size = [], 0
+    for chunk in response.stream(64 * 1024):
+        size += len(chunk)
+        if size > cap:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class EndpointClient:
+    """One endpoint's requests (thread-safe). Each request resolves the host and checks it with the
+    policy (training.ml.netguard), then connects to that checked address with the URL's host name in
+    the Host header and for TLS (SNI and the certificate), so DNS cannot move it afterwards; it
+    follows no redirect and reads at most policy.max_response_bytes."""
+
+    def __init__(self, config: EndpointConfig, *, policy: EndpointPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         self.config, self.sleep = config, sleep
-        self._local = threading.local()
-        self.headers = {"Content-Type": "application/json"}
+        self.policy = policy or EndpointPolicy()
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        problem = self.policy.key_env_problem(config.api_key_env)
+        if problem:  # checked again here: an endpoint stored before the rule, or under another prefix
+            raise EndpointError(f"api_key_env {problem}", url=config.url)
         if config.api_key_env:
             key = os.environ.get(config.api_key_env, "")
             if not key:
                 raise EndpointError(f"environment variable {config.api_key_env} (the API key) is not set", url=config.url)
             self.headers["Authorization"] = f"Bearer {key}"
-        self.sessions: list[requests.Session] = []
+        self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
+        self._lock = threading.Lock()
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            self.sessions.append(session)
-        return session
+    def _pool(self, target: Target) -> urllib3.HTTPConnectionPool:
+        key = (target.scheme, target.address, target.port, target.host)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                common = {"maxsize": self.config.concurrency, "block": False, "retries": False}
+                if target.scheme == "https":
+                    pool = urllib3.HTTPSConnectionPool(
+                        target.address, target.port, server_hostname=target.host, assert_hostname=target.host,
+                        cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where(),
+                        **common)
+                else:
+                    pool = urllib3.HTTPConnectionPool(target.address, target.port, **common)
+                self._pools[key] = pool
+            return pool
 
     def close(self) -> None:
-        for session in self.sessions:
-            session.close()
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+    def _send(self, data: bytes) -> tuple[int, bytes | None, urllib3.BaseHTTPResponse]:
+        """One POST to the checked address: (status, body or None when it is not a success, response)."""
+        cfg, policy = self.config, self.policy
+        target = url_target(cfg.url, allow=policy.allowed, resolver=policy.resolver)  # at every connection
+        response = self._pool(target).urlopen(
+            "POST", target.path, body=data, headers={**self.headers, "Host": target.netloc}, redirect=False,
+            retries=False, preload_content=False, assert_same_host=False,
+            timeout=urllib3.Timeout(connect=cfg.timeout_s, read=cfg.timeout_s))
+        ok, done = 200 <= response.status < 300, False
+        try:
+            content = _read_capped(response, policy.max_response_bytes) if ok else None  # an error's body: never read
+            done = ok
+            return response.status, content, response
+        finally:
+            if not done:
+                response.close()  # drop the connection rather than read a body we do not want
+            response.release_conn()
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST to /chat/completions with retries; the decoded JSON answer."""
         cfg = self.config
+        data = json.dumps(body).encode()
         attempts = cfg.retries + 1
         for attempt in range(attempts):
             wait_s = min(MAX_BACKOFF_S, cfg.backoff_s * (2 ** attempt)) * (1 + 0.1 * random.random())
             try:
-                response = self._session().post(cfg.url, json=body, headers=self.headers, timeout=cfg.timeout_s)
-            except requests.Timeout:
+                status, content, response = self._send(data)
+            except BlockedHost as exc:  # not retried: the address is refused, not down
+                raise EndpointError(str(exc), url=cfg.url, attempts=attempt + 1) from None
+            except _TooLarge:
+                raise EndpointError(f"the answer is larger than {self.policy.max_response_bytes} bytes",
+                                    status=200, url=cfg.url, attempts=attempt + 1) from None
+            except urllib3.exceptions.NewConnectionError as exc:  # a subclass of the timeout error: first
+                status, message = None, _connection_message(exc)
+            except urllib3.exceptions.TimeoutError:
                 status, message = None, f"no answer within {cfg.timeout_s:g} s (timeout)"
-            except requests.ConnectionError as exc:
-                status, message = None, f"connection error: {exc}"[:MAX_ERROR_CHARS]
+            except socket.gaierror:
+                status, message = None, f"the host {urlsplit(cfg.url).hostname} does not resolve"
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                status, message = None, _connection_message(exc)
             else:
-                if response.ok:
+                if content is not None:
                     try:
-                        return response.json()
-                    except ValueError:
-                        raise EndpointError(f"the answer is not JSON: {response.text[:200]!r}", status=response.status_code,
-                                            url=cfg.url, attempts=attempt + 1) from None
-                status, message = response.status_code, _error_message(response)
+                        return json.loads(content)
+                    except (ValueError, RecursionError):
+                        raise EndpointError("the answer is not JSON", status=status, url=cfg.url,
+                                            attempts=attempt + 1) from None
+                message = _status_message(status)
                 if status not in RETRY_STATUSES:
                     raise EndpointError(message, status=status, url=cfg.url, attempts=attempt + 1)
                 asked = _retry_after(response)
@@ -208,11 +329,13 @@ class EndpointClient:
         answer = self.post(body)
         choices = answer.get("choices") if isinstance(answer, dict) else None
         if not isinstance(choices, list):
-            raise EndpointError(f"the answer has no choices: {json.dumps(answer)[:200]}", url=cfg.url)
-        texts = []
+            raise EndpointError("the answer has no choices", url=cfg.url)
+        texts, cap = [], self.policy.max_response_chars
         for choice in choices[:n]:
-            message = choice.get("message") or {}
-            texts.append(str(message.get("content") or choice.get("text") or ""))
+            if not isinstance(choice, dict):
+                raise EndpointError("the answer's choices are not objects", url=cfg.url)
+            message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            texts.append(str(message.get("content") or choice.get("text") or "")[:cap])
         return texts
 
     def samples(self, messages: Messages, k: int, seed: int | None = None) -> list[str]:
@@ -245,13 +368,15 @@ def unique_responses(responses: Sequence[str], k: int) -> list[str]:
 def endpoint_generate(
     config: EndpointConfig, prompts: Sequence[str | Messages], k: int = 4, system_prompt: str = "",
     progress: ProgressFn | None = None, seed: int | None = None, sleep: Callable[[float], None] = time.sleep,
+    policy: EndpointPolicy | None = None,
 ) -> list[list[str]]:
     """Up to k distinct responses per prompt (fewer when samples repeat), in prompt order, like
     training.ml.generate.generate_candidates. Raises EndpointError when a request fails for good;
-    the requests still queued are dropped and those in flight end within their timeout."""
+    the requests still queued are dropped and those in flight end within their timeout. policy: the
+    operator's limits (None: the strict defaults)."""
     if k < 1:
         raise ValueError("k must be at least 1")
-    client = EndpointClient(config, sleep=sleep)
+    client = EndpointClient(config, policy=policy, sleep=sleep)
     results: list[list[str] | None] = [None] * len(prompts)
     pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="endpoint")
     try:

@@ -5,7 +5,11 @@ generation and blind A/B evaluations like any trained policy.
 The version's config is {"endpoint": {...}} (training.ml.endpoint.EndpointConfig's fields, the
 sampling ones None = the project's generation settings); its artifact folder holds endpoint.json
 with the same, so the registry's folder check holds and the version describes itself. The API key
-is never stored: only the name of the environment variable that holds it."""
+is never stored: only the name of the environment variable that holds it, which must carry the
+operator's prefix (PAIRWISE_ENDPOINT_KEY_ENV_PREFIX), so a request cannot make the workers send
+SECRET_KEY or DATABASE_URL away. The host must be public unless the operator's allow-list
+(PAIRWISE_ENDPOINT_ALLOWED_NETWORKS) names it: both are checked at registration and again by the
+client on the worker at every request (training.ml.endpoint.EndpointPolicy)."""
 from __future__ import annotations
 
 import json
@@ -24,6 +28,20 @@ from training.services.versions import model_version_register
 
 ENDPOINT_FILE = "endpoint.json"
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")  # None: the project's generation settings
+
+
+def _policy():
+    """The operator's limits on endpoints, from the settings (read at each use, so tests and a
+    changed setting apply to endpoints registered before)."""
+    from training.ml.endpoint import EndpointPolicy
+    from training.ml.netguard import AllowList
+
+    return EndpointPolicy(
+        allowed=AllowList.parse(settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS),
+        key_env_prefix=settings.PAIRWISE_ENDPOINT_KEY_ENV_PREFIX,
+        max_response_bytes=settings.PAIRWISE_ENDPOINT_MAX_RESPONSE_BYTES,
+        max_response_chars=settings.PAIRWISE_MAX_TEXT_CHARS,
+    )
 
 
 def is_endpoint_version(version: ModelVersion | None) -> bool:
@@ -51,7 +69,8 @@ def endpoint_samples(config, prompts: list[Prompt], *, k: int, system_prompt: st
     from training.ml.text import to_messages
 
     messages = [to_messages(prompt_input(p), system_prompt) for p in prompts]
-    return endpoint_generate(config, messages, k=k, system_prompt=system_prompt, progress=progress, seed=seed)
+    return endpoint_generate(config, messages, k=k, system_prompt=system_prompt, progress=progress, seed=seed,
+                             policy=_policy())
 
 
 def endpoint_version_register(
@@ -76,6 +95,7 @@ def endpoint_version_register(
     }
     defaults = {f.name: f.default for f in fields(EndpointConfig)}
     errors.update(EndpointConfig.check({k: (v if v is not None else defaults[k]) for k, v in endpoint.items()}))
+    errors.update({k: v for k, v in _policy().problems(endpoint).items() if k not in errors})
     if errors:
         raise ValidationError(errors)
     if project is not None and ModelVersion.objects.filter(project=project, name=name).exists():
