@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint migrate models run clean
+.PHONY: venv secret-key demo test lint migrate models run clean
 
 $(STAMP): requirements.txt requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ $(STAMP): requirements.txt requirements-models.txt
 
 venv: $(STAMP)
 
-migrate: venv
+# With DEBUG off and no SECRET_KEY the app does not start: on first run this writes a random key to
+# var/secret_key (mode 0600) for the local targets; a SECRET_KEY in the environment needs no file.
+secret-key: venv
+	$(PY) -m config.secret_key
+
+migrate: venv secret-key
 	$(PY) manage.py migrate --noinput
 
 models: migrate

@@ -19,21 +19,16 @@ Besides chaos_annotate's figures it reports:
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from annotate_load import free_port, start_gunicorn
-from chaos_annotate import add_load_args, emit, run_load, seed_project, stop_gunicorn, uninterrupted, verify
-
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+from annotate_load import start_gunicorn
+from chaos_annotate import add_load_args, emit, run_load, seed_project, stop_gunicorn, verify
+from pg_cluster import ThrowawayCluster
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,46 +40,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=150)
     add_load_args(p)
     return p.parse_args()
-
-
-class ThrowawayCluster:
-    """A private Postgres 15 cluster in a temp folder, on loopback only, trust auth."""
-
-    def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="pairwise-chaos-pg-"))
-        self.data, self.log = self.root / "data", self.root / "postgres.log"
-        self.port = free_port()
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/bench"
-        self.running = False
-        if os.geteuid() == 0:  # initdb refuses root; the folder goes to the postgres OS user
-            shutil.chown(self.root, "postgres", "postgres")
-
-    def _run(self, *argv: str) -> None:
-        cmd = [str(PG_BIN / argv[0]), *argv[1:]]
-        if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/tmp")
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-
-    def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root} "
-                   "-c max_connections=200 -c shared_buffers=64MB")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
-        self.running = True
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-        self.running = False
-
-    def remove(self) -> None:
-        with uninterrupted():
-            try:
-                if self.running or (self.data / "postmaster.pid").exists():
-                    self.stop("immediate")
-            finally:
-                shutil.rmtree(self.root, ignore_errors=True)
 
 
 def restarter(cluster: ThrowawayCluster, after: float, down: float, marks: dict) -> Callable[[threading.Event], None]:

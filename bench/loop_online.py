@@ -44,12 +44,15 @@ def database_url() -> str:
 class Worker:
     """A Celery worker process on the bench's database, broker and folders (one child: runs go one by one)."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, *, threads: int = 0, device: str = ""):
         from django.conf import settings
 
         env = {**os.environ, "CONN_MAX_AGE": "0", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
                "DATABASE_URL": database_url(), "PAIRWISE_MODELS_DIR": str(settings.PAIRWISE_MODELS_DIR),
                "PAIRWISE_EXPORTS_DIR": str(settings.PAIRWISE_EXPORTS_DIR)}
+        # Operator knobs are the worker's settings, never a round's step params (training.runspec).
+        env.update({**({"PAIRWISE_TRAIN_THREADS": str(threads)} if threads else {}),
+                    **({"PAIRWISE_DEVICE": device} if device else {})})
         env.pop("CELERY_TASK_ALWAYS_EAGER", None)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
@@ -74,6 +77,19 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
         self._log.close()
+
+
+def shared_reward_base(folder: str):
+    """The reward backbone folder as an installed shared base (install_base_models does the same):
+    a round's reward step names it by version id."""
+    from training.models import ModelVersion
+    from training.selectors.versions import base_version_get
+    from training.services.versions import model_version_register
+
+    path = Path(folder).resolve()
+    return base_version_get(kind=ModelVersion.Kind.REWARD, artifact_path=str(path)) or model_version_register(
+        project=None, kind=ModelVersion.Kind.REWARD, name=path.name, base=str(path), artifact_path=path,
+        config={"role": "base"})
 
 
 class Labeler:
@@ -187,16 +203,27 @@ def online_rounds(*, args, base, judge, prompts: list[str], train_prompts: list[
     # so a round may hold fewer than per_round judgments.
     project = project_create(name=f"online loop {tag}", slug=f"online-{tag}", mode="rank",
                              responses_per_task=args.online_k, overlap=1, gold_rate=0.0,
-                             gen_max_new_tokens=args.max_new_tokens, retrain_min_judgments=1)
+                             gen_max_new_tokens=args.max_new_tokens, retrain_min_judgments=1,
+                             # every round's reward model judges its policy, as when the README's figures were measured
+                             reward_promote_min_heldout_groups=0)
     body = "\n".join(json.dumps({"id": f"online{i}", "prompt": p}) for i, p in enumerate(train_prompts))
     project_data_import(project=project, stream=io.BytesIO(body.encode()), filename="online-prompts.jsonl")
     annotator = get_user_model().objects.create_user(username=f"labeler-{tag}")
     membership_set(project=project, user=annotator, role="annotator")
 
-    common = {"threads": args.threads} if args.threads else {}
+    # The round's step params are a request (training.runspec): threads and device go to the worker's
+    # settings, and the reward backbone is named as an installed shared base, not by its folder.
+    device = args.reward_config.get("device") or args.policy_config.get("device") or ""
+
+    def requestable(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k != "device"}
+
+    reward_step: dict[str, Any] = {"config": requestable(reward_params["config"])}
+    if args.reward_base:
+        reward_step["base"] = shared_reward_base(args.reward_base).pk
     step_params = {
-        "reward": {**reward_params, **({"base": args.reward_base} if args.reward_base else {})},
-        args.policy: {**common, "config": {**args.policy_config, "seed": args.seed}},
+        "reward": reward_step,
+        args.policy: {"config": requestable({**args.policy_config, "seed": args.seed})},
         "evaluate": {"max_prompts": 16, "max_new_tokens": 64},
         "candidates": {"max_prompts": per_round, "batch_size": args.batch_size},
     }
@@ -204,7 +231,7 @@ def online_rounds(*, args, base, judge, prompts: list[str], train_prompts: list[
                                                                     "batch_size": args.batch_size})
     candidates_generate(run_id=first.pk, worker="bench/loop_online.py")
 
-    worker = Worker(Path(args.online_log))
+    worker = Worker(Path(args.online_log), threads=args.threads, device=device)
     report: dict[str, Any] = {"labeler_val_accuracy": labeler_rm.metrics.get("val_accuracy"), "rounds": []}
     versions = {"base": base.artifact_path}
     try:

@@ -8,6 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("PAIRWISE_VAR_DIR", BASE_DIR / "var")).resolve()
@@ -25,8 +28,11 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-# The fallback key only serves local runs; check --deploy flags it and production sets SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY", "django-insecure-pairwise-local-only")
+# SECRET_KEY from the environment, else var/secret_key (`make demo` writes it), else, with DEBUG on
+# only, the public development key: with DEBUG off and no key the server refuses to start.
+SECRET_KEY = secret_key.secret_key_resolve(environ=os.environ, var_dir=VAR_DIR, debug=DEBUG)
+if SECRET_KEY is None:
+    raise ImproperlyConfigured(secret_key.secret_key_missing_message(var_dir=VAR_DIR))
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -48,6 +54,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.RequestSizeMiddleware",  # before anything (the CSRF check) reads a body
     "config.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -113,9 +120,15 @@ elif CACHE_URL:
 
 AUTHENTICATION_BACKENDS = ["config.auth.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Markdown: the console's preview renders at most this many characters (400 beyond), and each
+# process keeps rendered HTML (prompts, responses, instructions) within this many bytes.
+PAIRWISE_MARKDOWN_PREVIEW_MAX_CHARS = int(os.environ.get("PAIRWISE_MARKDOWN_PREVIEW_MAX_CHARS", "20000"))
+PAIRWISE_MARKDOWN_CACHE_BYTES = int(os.environ.get("PAIRWISE_MARKDOWN_CACHE_BYTES", str(8 * 1024 * 1024)))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -133,11 +146,18 @@ LOGOUT_REDIRECT_URL = "login"
 
 # Uploads: imports stream from a temp file; anything above this is refused with a 400.
 PAIRWISE_MAX_IMPORT_BYTES = int(os.environ.get("PAIRWISE_MAX_IMPORT_BYTES", str(200 * 1024 * 1024)))
+# A reward-evaluation upload (viewers may post one): bytes after decompression, and the request's size.
+PAIRWISE_MAX_EVAL_UPLOAD_BYTES = int(os.environ.get("PAIRWISE_MAX_EVAL_UPLOAD_BYTES", str(64 * 1024 * 1024)))
 PAIRWISE_MAX_TEXT_CHARS = int(os.environ.get("PAIRWISE_MAX_TEXT_CHARS", str(1_000_000)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 PAIRWISE_MODELS_DIR = Path(os.environ.get("PAIRWISE_MODELS_DIR", VAR_DIR / "models"))
 PAIRWISE_EXPORTS_DIR = Path(os.environ.get("PAIRWISE_EXPORTS_DIR", VAR_DIR / "exports"))
+# An import upload of at least this many bytes (as received) is saved under PAIRWISE_IMPORTS_DIR and
+# imported by the worker as a background job (labeling.services.import_jobs); the folder must be shared
+# by the web and worker processes.
+PAIRWISE_IMPORT_BACKGROUND_BYTES = int(os.environ.get("PAIRWISE_IMPORT_BACKGROUND_BYTES", str(20 * 1024 * 1024)))
+PAIRWISE_IMPORTS_DIR = Path(os.environ.get("PAIRWISE_IMPORTS_DIR", VAR_DIR / "imports"))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -145,6 +165,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's own three, the JSON one turning over-deep nesting into a 400 instead of a RecursionError.
+    "DEFAULT_PARSER_CLASSES": [
+        "labeling.apis.base.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "labeling.apis.schema.AutoSchema",
@@ -208,9 +234,23 @@ PAIRWISE_OVERVIEW_PANELS = ["training.selectors.overview.project_training_summar
 # (torchrun on the CPU, `accelerate launch` on GPUs); an accelerate config file selects FSDP or DeepSpeed.
 PAIRWISE_TRAIN_PROCESSES = int(os.environ.get("PAIRWISE_TRAIN_PROCESSES", "1"))
 PAIRWISE_ACCELERATE_CONFIG = os.environ.get("PAIRWISE_ACCELERATE_CONFIG", "")
+# Operator knobs a run request can never set (training.runspec.OPERATOR_ONLY): the most processes a
+# request may ask for (default: PAIRWISE_TRAIN_PROCESSES), the torch device of every trainer, evaluation
+# and sampler ("auto": cuda when present), and torch's CPU threads per run (0: torch's default).
+PAIRWISE_MAX_PROCESSES = int(os.environ.get("PAIRWISE_MAX_PROCESSES", "0")) or PAIRWISE_TRAIN_PROCESSES
+PAIRWISE_DEVICE = os.environ.get("PAIRWISE_DEVICE", "auto")
+PAIRWISE_TRAIN_THREADS = int(os.environ.get("PAIRWISE_TRAIN_THREADS", "0"))
 # Local candidate sampler: auto (vLLM where it is installed and a GPU is there, else transformers),
 # vllm (fail a run that cannot use it) or transformers (training.ml.vllm_backend).
 PAIRWISE_GENERATOR = os.environ.get("PAIRWISE_GENERATOR", "auto")
+# Model servers that project admins register (training.services.endpoints) are reached from the workers,
+# so they are bounded by the operator: an endpoint's key is read only from variables with this prefix
+# (never SECRET_KEY, DATABASE_URL, cloud keys; empty: no keys at all); hosts resolving to loopback,
+# link-local, private, multicast or reserved addresses are refused unless this allow-list (comma-separated
+# CIDRs or host names, e.g. "10.0.0.0/8,vllm.internal") names them; answers are read up to this many bytes.
+PAIRWISE_ENDPOINT_KEY_ENV_PREFIX = os.environ.get("PAIRWISE_ENDPOINT_KEY_ENV_PREFIX", "PAIRWISE_ENDPOINT_KEY_")
+PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = os.environ.get("PAIRWISE_ENDPOINT_ALLOWED_NETWORKS", "")
+PAIRWISE_ENDPOINT_MAX_RESPONSE_BYTES = int(os.environ.get("PAIRWISE_ENDPOINT_MAX_RESPONSE_BYTES", str(4 * 1024 * 1024)))
 PAIRWISE_RETRAIN_CHECK_MINUTES = int(os.environ.get("PAIRWISE_RETRAIN_CHECK_MINUTES", "5"))
 PAIRWISE_PIPELINE_POLICY_KIND = os.environ.get("PAIRWISE_PIPELINE_POLICY_KIND", "dpo")
 PAIRWISE_AUTO_PROMOTE_MARGIN = (

@@ -170,7 +170,7 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
 
 @admin.register(models.ExportJob)
 class ExportJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "format", "status", "progress", "rows", "created_at"]
+    list_display = ["id", "project", "format", "status", "progress", "rows", "heartbeat_at", "created_at"]
     list_filter = ["project", "status", "format"]
 
 

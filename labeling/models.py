@@ -45,6 +45,11 @@ class Project(models.Model):
     retrain_paused = models.BooleanField(
         default=False, db_default=False, help_text="Pause scheduled training rounds (the schedule stays; a round can still be started by hand).",
     )
+    reward_promote_min_heldout_groups = models.PositiveIntegerField(
+        default=20, db_default=20,
+        help_text="A trained reward model is promoted by its run only when at least this many held-out groups "
+                  "measured it and its accuracy on them beats \"the longer answer wins\"; otherwise it stays a candidate.",
+    )
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="Soft delete; admins can restore.")
@@ -209,6 +214,11 @@ class Judgment(models.Model):
     )
     annotator = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgments")
     source = models.CharField(max_length=255, default="human", help_text='"human", or an imported dataset name.')
+    counts_for_retrain = models.BooleanField(
+        default=True, db_default=True,
+        help_text="Counts toward the project's retrain_min_judgments: human judgments do, imported ones only when "
+                  "their import asked (an import never starts a scheduled round by itself).",
+    )
     ranking = models.JSONField(help_text="Tie groups of response ids, best first: [[3], [1, 4], [2]].")
     both_bad = models.BooleanField(default=False)
     likert = models.JSONField(default=dict, blank=True, help_text="{response_id: 1..7}")
@@ -291,6 +301,42 @@ class ExportJob(models.Model):
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Liveness, as for training runs: the worker beats while it writes; the reaper
+    # (labeling.services.exports.export_jobs_reap_stale) fails a silent one and resends a lost message.
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    sends = models.PositiveIntegerField(default=0)
+
+
+class ImportJob(models.Model):
+    """An upload over PAIRWISE_IMPORT_BACKGROUND_BYTES, imported by the worker from its saved copy
+    (labeling.services.import_jobs); liveness fields as for ExportJob."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    filename = models.CharField(max_length=255)
+    path = models.CharField(max_length=1024, help_text="The saved upload; removed once the job ends.")
+    size = models.PositiveBigIntegerField(default=0)
+    options = models.JSONField(default=dict, blank=True, help_text="format, source, preferences, skip_invalid, count_for_retrain")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    rows_done = models.PositiveBigIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True, help_text="What the synchronous import answers, once it succeeded.")
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}] of a failed import.")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    sends = models.PositiveIntegerField(default=0)
 
 
 class ImportBatch(models.Model):

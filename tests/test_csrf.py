@@ -43,6 +43,7 @@ def world(project_factory, member, settings, tmp_path) -> World:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PAIRWISE_EXPORTS_DIR = tmp_path
     settings.PAIRWISE_MODELS_DIR = tmp_path / "models"
+    settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = "127.0.0.1/32"  # the endpoint form names a loopback server
     project = project_factory()
     Prompt.objects.create(project=project, external_id="p1", text="hello")
     admin = member(project, Membership.Role.ADMIN)

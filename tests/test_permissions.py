@@ -9,8 +9,10 @@ test_every_endpoint_is_in_the_table. Policy, as the code has it:
 - an assignment that is not yours is a 409 "foreign" (the same answer as one that does not exist);
 - a judgment is revised by its own annotator: others who label in the project get 409 "foreign", and
   those who do not label there (viewers, outsiders) 404, as for the labeling API;
-- exports, imports, members and training actions are for project admins; quality, tasks and responses
-  for admins and viewers (annotators must not learn gold flags or response sources);
+- exports, imports, members and training actions are for project admins; quality, tasks, responses and
+  every training read (runs' params, logs and errors, versions' folders and endpoint URLs, rounds, A/B
+  evaluations) for admins and viewers (annotators must not learn gold flags, response sources or which
+  side of a blind A/B is which);
 - staff superusers act as admins of every project; the Django admin is for staff only;
 - the schema, the API docs and the login page are public.
 
@@ -34,7 +36,7 @@ from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from labeling.models import (
-    Assignment, ComparisonTask, DatasetSnapshot, Demonstration, ExportJob, ImportBatch, Judgment, Membership, Project,
+    Assignment, ComparisonTask, DatasetSnapshot, Demonstration, ExportJob, ImportBatch, ImportJob, Judgment, Membership, Project,
     Prompt, Response,
 )
 from labeling.services.assignment import task_assign_next
@@ -89,6 +91,8 @@ def _seed(project: Project, *, admin, annotators, tmp) -> Side:
                                    path=snapshot.path, rows=snapshot.rows, created_by=admin)
     run = TrainingRun.objects.create(project=project, kind=TrainingRun.Kind.REWARD,
                                      status=TrainingRun.Status.SUCCEEDED, requested_by=admin)
+    import_job = ImportJob.objects.create(project=project, filename="big.jsonl", status=ImportJob.Status.SUCCEEDED,
+                                          created_by=admin)
     policies = [ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.POLICY, name=f"{project.slug}-p{i}",
                                             base="base", artifact_path=str(tmp / f"{project.slug}-p{i}"))
                 for i in (1, 2)]
@@ -97,6 +101,7 @@ def _seed(project: Project, *, admin, annotators, tmp) -> Side:
                                          base="base", artifact_path=str(tmp / f"{project.slug}-r"))
     return Side(project=project, ids={
         "assignment_id": assignment.pk, "judgment_id": judged[0].pk, "job_id": job.pk, "snapshot_id": snapshot.pk, "run_id": run.pk,
+        "import_job_id": import_job.pk,
         "prompt_id": voted.prompt_id, "solo_prompt_id": project.prompts.get(external_id="solo").pk,
         "version_id": policies[0].pk, "version_b_id": policies[1].pk, "reward_version_id": reward.pk,
     })
@@ -136,6 +141,7 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
 def _artifacts_in_tmp(settings, tmp_path):
     """Rows that write files (an endpoint's folder, a snapshot) write them under the test's tmp_path."""
     settings.PAIRWISE_MODELS_DIR = tmp_path / "models"
+    settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = "127.0.0.1/32"  # the endpoint rows name a loopback server
 
 
 @pytest.fixture
@@ -240,6 +246,8 @@ TABLE: dict[tuple[str, str], Call] = {
                                          data=lambda side: {"prompt": side.ids["solo_prompt_id"], "text": "ideal"}),
     ("api-imports", "GET"): Call(api(200, ADMINS)),
     ("api-imports", "POST"): Call(api(201, ADMINS), data=_upload, fmt="multipart"),
+    ("api-import-job", "GET"): Call(api(200, ADMINS), kwargs=lambda side: {"slug": side.project.slug,
+                                                                            "job_id": side.ids["import_job_id"]}),
     # Annotating
     ("api-next", "POST"): Call(api(200, WORKERS, members=WORKERS)),
     ("api-submit", "POST"): Call({**OWN_ASSIGNMENT, "annotator": 201}, kwargs=_assignment, data=_ranking),
@@ -260,15 +268,15 @@ TABLE: dict[tuple[str, str], Call] = {
     ("api-consensus", "GET"): Call(api(200, OVERSIGHT)),
     ("api-leaderboard", "GET"): Call(api(200, OVERSIGHT), query={"rounds": 0}),
     ("api-prompt-bradley-terry", "GET"): Call(api(200, OVERSIGHT), kwargs=_ids("prompt_id")),
-    # Training API: reads for members, actions for admins
-    ("api-training-runs", "GET"): Call(api(200)),
+    # Training API: reads for viewers and admins (runs' params, logs and errors, endpoint URLs), actions for admins
+    ("api-training-runs", "GET"): Call(api(200, OVERSIGHT)),
     ("api-training-runs", "POST"): Call(api(201, ADMINS), data=lambda side: {"kind": "reward"}),
-    ("api-training-run", "GET"): Call(api(200), kwargs=_ids("run_id")),
+    ("api-training-run", "GET"): Call(api(200, OVERSIGHT), kwargs=_ids("run_id")),
     ("api-training-run-cancel", "POST"): Call(api(200, ADMINS), kwargs=_ids("run_id")),
-    ("api-training-versions", "GET"): Call(api(200)),
+    ("api-training-versions", "GET"): Call(api(200, OVERSIGHT)),
     ("api-training-version-promote", "POST"): Call(api(200, ADMINS), kwargs=_ids("version_id")),
     ("api-training-version-demote", "POST"): Call(api(200, ADMINS), kwargs=_ids("version_id")),
-    ("api-training-version-card", "GET"): Call(api(200), kwargs=_ids("version_id")),
+    ("api-training-version-card", "GET"): Call(api(200, OVERSIGHT), kwargs=_ids("version_id")),
     # 400: allowed through, then refused by the service (the seeded policy is not a LoRA adapter).
     ("api-training-version-merge", "POST"): Call(api(400, ADMINS), kwargs=_ids("version_id")),
     # 400: allowed through, then refused by the service (the seeded reward version has no files).
@@ -277,21 +285,21 @@ TABLE: dict[tuple[str, str], Call] = {
         data=lambda side: {"records": [{"prompt": "p", "chosen": "a", "rejected": "b"}]}),
     ("api-training-endpoints", "POST"): Call(api(201, ADMINS), data=lambda side: {
         "name": "perm-endpoint", "base_url": "http://127.0.0.1:9/v1", "model": "m"}),
-    ("api-training-pipelines", "GET"): Call(api(200)),
+    ("api-training-pipelines", "GET"): Call(api(200, OVERSIGHT)),
     ("api-training-pipelines", "POST"): Call(api(201, ADMINS), data=lambda side: {}),
-    ("api-training-ab-evaluations", "GET"): Call(api(200)),
+    ("api-training-ab-evaluations", "GET"): Call(api(200, OVERSIGHT)),
     ("api-training-ab-evaluations", "POST"): Call(api(201, ADMINS), data=lambda side: {
         "version_a": side.ids["version_id"], "version_b": side.ids["version_b_id"], "prompts": 2}),
-    ("api-training-leaderboard", "GET"): Call(api(200), query={"rounds": 0}),
+    ("api-training-leaderboard", "GET"): Call(api(200, OVERSIGHT), query={"rounds": 0}),
     # Pages
     ("project-list", "GET"): Call({**everyone(200), "anonymous": LOGIN}, kwargs=NO_SLUG),
     ("label", "GET"): Call(page(200, WORKERS, members=WORKERS)),
     ("dashboard-project", "GET"): Call(page(200, OVERSIGHT)),
-    ("training-runs", "GET"): Call(page(200)),
-    ("training-runs-json", "GET"): Call(page(200)),
-    ("training-version-card", "GET"): Call(page(200), kwargs=_ids("version_id")),
-    ("training-version-detail", "GET"): Call(page(200), kwargs=_ids("version_id")),
-    ("training-run-detail", "GET"): Call(page(200), kwargs=_ids("run_id")),
+    ("training-runs", "GET"): Call(page(200, OVERSIGHT)),
+    ("training-runs-json", "GET"): Call(page(200, OVERSIGHT)),
+    ("training-version-card", "GET"): Call(page(200, OVERSIGHT), kwargs=_ids("version_id")),
+    ("training-version-detail", "GET"): Call(page(200, OVERSIGHT), kwargs=_ids("version_id")),
+    ("training-run-detail", "GET"): Call(page(200, OVERSIGHT), kwargs=_ids("run_id")),
     # The project console: staff create projects; admins and viewers read; admins change.
     ("console-project-create", "GET"): Call({**everyone(403), "anonymous": LOGIN, "superuser": 200}, kwargs=NO_SLUG),
     ("console-project-create", "POST"): Call({**everyone(403), "anonymous": LOGIN, "superuser": BACK}, kwargs=NO_SLUG,
@@ -475,16 +483,17 @@ def test_an_annotator_sees_only_their_own_judgments_and_demonstrations(world, cl
 
 @pytest.mark.parametrize("route,kind", [
     ("api-export-job", "job_id"), ("api-export-job-download", "job_id"), ("api-snapshot-download", "snapshot_id"),
+    ("api-import-job", "import_job_id"),
     ("api-training-run", "run_id"), ("api-training-run-cancel", "run_id"),
     ("api-training-version-promote", "version_id"), ("api-training-version-demote", "version_id"),
     ("api-training-version-card", "version_id"), ("api-training-version-evaluate", "reward_version_id"), ("api-prompt-bradley-terry", "prompt_id"),
 ])
 def test_another_projects_ids_are_not_found_through_yours(world, client_for, route, kind):
     """P's admin names a row of Q under P's slug: 404, and Q's row is untouched."""
-    url_kind = "version_id" if kind == "reward_version_id" else kind
+    url_kind = {"reward_version_id": "version_id", "import_job_id": "job_id"}.get(kind, kind)
     url = reverse(route, kwargs={"slug": world.p.project.slug, url_kind: world.q.ids[kind]})
     client = client_for("admin")
-    response = client.get(url) if route in ("api-export-job", "api-export-job-download", "api-snapshot-download",
+    response = client.get(url) if route in ("api-export-job", "api-export-job-download", "api-snapshot-download", "api-import-job",
                                             "api-training-run", "api-prompt-bradley-terry",
                                             "api-training-version-card") else client.post(url)
     assert response.status_code == 404, response.content

@@ -29,10 +29,11 @@ def test_production_environment_passes_check_deploy(tmp_path):
 
 
 @pytest.mark.parametrize(("env", "warning"), [
-    (dict(PRODUCTION), "security.W009"),  # no SECRET_KEY: the local fallback key
+    # A weak key. With none at all the server does not start (tests/security/test_defaults.py).
+    ({**PRODUCTION, "SECRET_KEY": "too-short"}, "security.W009"),
     ({"SECRET_KEY": secrets.token_urlsafe(50), "DEBUG": "0"}, "security.W008"),  # no PAIRWISE_HTTPS
 ])
-def test_check_deploy_fails_without_a_secret_key_or_https(tmp_path, env, warning):
+def test_check_deploy_fails_with_a_weak_secret_key_or_without_https(tmp_path, env, warning):
     result = check_deploy(tmp_path, **env)
     assert result.returncode != 0 and warning in result.stderr, result.stdout + result.stderr
 

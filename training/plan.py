@@ -1,7 +1,7 @@
 """The shape of the training loop, as plain data and pure functions (no Django, no torch): which
 step of a round follows which, which task runs each kind of run, what a run's params default to,
 and whether an evaluated policy is promoted. Services, APIs, views and commands all ask here, so
-a default is decided once.
+a default is decided once; what a request may ask for is parsed in training.runspec.
 
 A round is a chain of runs sharing a pipeline_id:
 
@@ -14,7 +14,6 @@ cancelled ends the round and a rolled-back success queues nothing.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -37,8 +36,9 @@ DEFAULT_POLICY_KIND = DPO
 DEFAULT_PROMOTE_METRIC = "win_rate"
 PROMOTE_METRICS = ("win_rate", "reward")
 PROMOTE_CHOICES = ("always", "if_none", "never")
-# A new reward model replaces the old one at once (nothing else can judge it); a new policy waits
-# for its evaluation, because it is what annotators see next.
+# A new reward model replaces the old one as soon as its held-out groups show it learned more than
+# length (reward_promotion_evidence; nothing else can judge it); a new policy waits for its
+# evaluation, because it is what annotators see next.
 DEFAULT_PROMOTE = {REWARD: "always", SFT: "never", DPO: "never", PPO: "never"}
 
 
@@ -58,17 +58,7 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def trainer_config(cls: type, params: dict[str, Any], **fixed: Any) -> Any:
-    """A trainer's config dataclass: `fixed` values (chosen by the product, e.g. the backbone or the
-    project's system prompt), overridden by the run's params["config"] where it names a field."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    overrides = {k: v for k, v in (params.get("config") or {}).items() if k in known}
-    return cls(**{**fixed, **overrides})
-
-
-
-# The trainers that run on a group of processes (training.ml.launch), and the largest group.
-GROUP_KINDS = frozenset({SFT, DPO, REWARD})
+# The largest process group (training.ml.launch); a request's is capped lower by settings.PAIRWISE_MAX_PROCESSES.
 MAX_PROCESSES = 64
 # Other projects' frozen training data a reward run may add to its own (public preference sets
 # imported as projects, say): the reward model then transfers further (bench/reward_transfer.py
@@ -76,91 +66,7 @@ MAX_PROCESSES = 64
 MAX_MIXED_SNAPSHOTS = 16
 
 
-def run_params(
-    *, kind: str, trigger: str, config: dict[str, Any] | None = None, promote: str | None = None, base: str = "",
-    include_chosen: bool = False, auto_promote_margin: float | None = None, promote_metric: str = "",
-    max_prompts: int | None = None, snapshot: int | None = None, include_gold: bool = False,
-    filters: dict[str, Any] | None = None, min_gold_accuracy: float | None = None, processes: int | None = None,
-    accelerate_config: str = "", mix_snapshots: list[int] | None = None,
-) -> dict[str, Any]:
-    """The params of a run started by hand (API, dashboard, command), with the per-kind defaults:
-    training runs say whether they promote and which data they read (a frozen snapshot by id, else
-    one made at their start with the export filters, gold judgments left out unless asked), a
-    reward run may name its backbone and mix in other projects' frozen training snapshots, SFT may
-    add each judgment's best response, an evaluation may promote by a margin."""
-    if kind not in RUN_KINDS:
-        raise PlanError("kind", f"One of {', '.join(RUN_KINDS)}.")
-    if promote is not None and promote not in PROMOTE_CHOICES:
-        raise PlanError("promote", f"One of {', '.join(PROMOTE_CHOICES)}.")
-    params: dict[str, Any] = {"trigger": trigger}
-    if config:
-        params["config"] = dict(config)
-    if kind in TRAINING_KINDS:
-        params["promote"] = promote or DEFAULT_PROMOTE[kind]
-        if snapshot:
-            params["snapshot"] = int(snapshot)
-        if include_gold:
-            params["include_gold"] = True
-        if filters:
-            params["filters"] = dict(filters)
-        if min_gold_accuracy is not None:
-            params["min_gold_accuracy"] = float(min_gold_accuracy)
-    if processes is not None or accelerate_config:
-        if kind not in GROUP_KINDS:
-            raise PlanError("processes", f"Only {', '.join(sorted(GROUP_KINDS))} runs train on several processes.")
-        if processes is not None and not 1 <= int(processes) <= MAX_PROCESSES:
-            raise PlanError("processes", f"From 1 to {MAX_PROCESSES}.")
-        if processes is not None:
-            params["processes"] = int(processes)
-        if accelerate_config:
-            params["accelerate_config"] = str(accelerate_config)
-    if kind == REWARD and base:
-        params["base"] = base
-    if mix_snapshots:
-        if kind != REWARD:
-            raise PlanError("mix_snapshots", "Only reward runs mix in other projects' snapshots.")
-        ids = list(dict.fromkeys(int(i) for i in mix_snapshots))
-        if len(ids) > MAX_MIXED_SNAPSHOTS or min(ids) < 1:
-            raise PlanError("mix_snapshots", f"Up to {MAX_MIXED_SNAPSHOTS} snapshot ids.")
-        params["mix_snapshots"] = ids
-    if kind == SFT:
-        params["include_chosen"] = bool(include_chosen)
-    if kind == EVALUATE and auto_promote_margin is not None:
-        params["auto_promote_margin"] = float(auto_promote_margin)
-        params["promote_metric"] = promote_metric or DEFAULT_PROMOTE_METRIC
-    if max_prompts:
-        params["max_prompts"] = int(max_prompts)
-    return params
-
-
 # ---------------------------------------------------------------------------------------- rounds
-
-
-def round_spec(
-    *, policy_kind: str = "", auto_promote_margin: float | None = None, promote_metric: str = DEFAULT_PROMOTE_METRIC,
-    step_params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The steps of a round and their settings, validated. The caller fills in the deployment's
-    defaults (settings) before asking; an empty policy_kind means DPO."""
-    policy_kind = policy_kind or DEFAULT_POLICY_KIND
-    if policy_kind not in POLICY_KINDS:
-        raise PlanError("policy_kind", f"one of {', '.join(POLICY_KINDS)}")
-    if promote_metric not in PROMOTE_METRICS:
-        raise PlanError("promote_metric", f"one of {', '.join(PROMOTE_METRICS)}")
-    steps = [REWARD, policy_kind, EVALUATE, CANDIDATES]
-    step_params = step_params or {}
-    unknown = set(step_params) - set(steps)
-    if unknown or not all(isinstance(v, dict) for v in step_params.values()):
-        raise PlanError("step_params", f"a dict of step kind -> params dict; unknown steps {sorted(unknown)}")
-    mixed = (step_params.get(REWARD) or {}).get("mix_snapshots", [])
-    if not isinstance(mixed, list) or len(mixed) > MAX_MIXED_SNAPSHOTS or not all(
-            isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in mixed):
-        raise PlanError("step_params", f"reward.mix_snapshots: a list of up to {MAX_MIXED_SNAPSHOTS} snapshot ids")
-    return {
-        "steps": steps,
-        "auto_promote_margin": None if auto_promote_margin is None else float(auto_promote_margin),
-        "promote_metric": promote_metric, "params": jsonable(step_params),
-    }
 
 
 def round_next_kind(*, spec: dict[str, Any], kind: str) -> str | None:
@@ -202,3 +108,24 @@ def promotion_decide(*, evaluation: dict[str, Any], margin: float, metric: str =
         return False, "no reward-model scores (no trained reward model)"
     ok = mine - theirs >= margin
     return ok, f"reward gain {mine - theirs:.4f} {'>=' if ok else '<'} margin {margin:g}"
+
+
+def reward_promotion_evidence(*, metrics: dict[str, Any], min_heldout_groups: int) -> tuple[bool, str]:
+    """May a trained reward model be promoted by its run? Only when at least `min_heldout_groups`
+    held-out groups measured it (the project's reward_promote_min_heldout_groups) and its accuracy on
+    them beats "the longer answer wins" on the same pairs: a model that was not measured, or learned
+    no more than length, stays a candidate. min_heldout_groups 0 turns the check off."""
+    if min_heldout_groups <= 0:
+        return True, "the project promotes without held-out evidence (minimum held-out groups 0)"
+    groups = metrics.get("val_groups") or 0
+    if groups < min_heldout_groups:
+        return False, (f"{groups} held-out group{'s' if groups != 1 else ''}, fewer than the project's minimum of "
+                       f"{min_heldout_groups} to measure it")
+    accuracy, baseline = metrics.get("val_accuracy"), metrics.get("val_length_baseline")
+    if accuracy is None:
+        return False, f"no held-out accuracy ({groups} held-out groups without comparisons)"
+    if baseline is not None and accuracy <= baseline:
+        return False, (f"held-out accuracy {accuracy:.3f} is not above the length-only baseline {baseline:.3f} "
+                       f"on {groups} groups")
+    against = "" if baseline is None else f" above the length-only baseline {baseline:.3f}"
+    return True, f"held-out accuracy {accuracy:.3f}{against} on {groups} groups"

@@ -12,6 +12,7 @@ urlpatterns = [
     path("projects/<slug:slug>/judgments/", data.JudgmentListApi.as_view(), name="api-judgments"),
     path("projects/<slug:slug>/demonstrations/", data.DemonstrationListApi.as_view(), name="api-demonstrations"),
     path("projects/<slug:slug>/imports/", imports.ImportListCreateApi.as_view(), name="api-imports"),
+    path("projects/<slug:slug>/imports/jobs/<int:job_id>/", imports.ImportJobDetailApi.as_view(), name="api-import-job"),
     # Annotator workflow (next task, submit, skip) and quality/export endpoints live in their own modules.
     path("", include("labeling.apis.annotate_urls")),
     path("", include("labeling.apis.quality_urls")),

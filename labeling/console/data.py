@@ -1,5 +1,6 @@
 """The data tab: upload with a preview (static/console/console.js drives the import API's dry run and
-then the import, with a progress bar), past imports, and a browser over prompts, tasks, responses and
+then the import, with a progress bar; a file over PAIRWISE_IMPORT_BACKGROUND_BYTES is imported by a
+background job, whose progress the page polls), past imports and import jobs, and a browser over prompts, tasks, responses and
 judgments with filters and keyset pagination."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from labeling.console.common import form_status, project_for, tabs_context
 from labeling.console.forms import BrowseForm
 from labeling.models import ComparisonTask
 from labeling.selectors.console import BROWSE_VIEWS, BrowseFilters, browse_page, browse_sources, import_list
+from labeling.selectors.import_jobs import import_jobs_recent_list
 from labeling.services.imports import FORMATS
 
 IMPORTS_SHOWN = 10
@@ -40,5 +42,6 @@ def project_data(request: HttpRequest, slug: str) -> HttpResponse:
         "sources": browse_sources(project=project),
         "task_statuses": ComparisonTask.Status.values, "judgment_statuses": ["current", "superseded"],
         "imports": import_list(project=project, limit=IMPORTS_SHOWN),
+        "import_jobs": import_jobs_recent_list(project=project, limit=IMPORTS_SHOWN),
         "import_url": reverse("api-imports", args=[project.slug]), "formats": FORMATS,
     }, status=form_status(form))

@@ -26,7 +26,7 @@ from django.utils.dateparse import parse_date
 
 from labeling import splits
 from labeling.export_records import FORMATS, JUDGMENT_FORMATS, PAIR_FORMATS, PG_PROMPT, PG_RECORDS
-from labeling.models import Judgment, PreferencePair, Project, Response, TaskResponse
+from labeling.models import ExportJob, Judgment, PreferencePair, Project, Response, TaskResponse
 
 CHUNK = 2000
 CONSENSUS = ("all", "majority", "unanimous")
@@ -338,3 +338,20 @@ def pair_json_lines(*, fmt: str, project: Project, filters: ExportFilters) -> It
         cursor.execute(sql)
         while rows := cursor.fetchmany(CHUNK):
             yield [line for (line,) in rows]
+
+
+# --- export jobs the reaper looks at ---------------------------------------------------------
+
+def export_jobs_stale_list(*, now: datetime | None = None) -> QuerySet[ExportJob]:
+    """RUNNING jobs whose last heartbeat (or start) is older than PAIRWISE_HEARTBEAT_STALE: the worker died."""
+    cutoff = (now or timezone.now()) - settings.PAIRWISE_HEARTBEAT_STALE
+    running = ExportJob.objects.filter(status=ExportJob.Status.RUNNING)
+    return (running.filter(heartbeat_at__lt=cutoff) | running.filter(heartbeat_at__isnull=True, started_at__lt=cutoff)
+            | running.filter(heartbeat_at__isnull=True, started_at__isnull=True, created_at__lt=cutoff))
+
+
+def export_jobs_queued_unpicked_list(*, now: datetime | None = None) -> QuerySet[ExportJob]:
+    """QUEUED jobs whose task was last sent longer than PAIRWISE_QUEUED_RESEND_AFTER ago: no worker took it."""
+    cutoff = (now or timezone.now()) - settings.PAIRWISE_QUEUED_RESEND_AFTER
+    queued = ExportJob.objects.filter(status=ExportJob.Status.QUEUED)
+    return queued.filter(sent_at__lt=cutoff) | queued.filter(sent_at__isnull=True, created_at__lt=cutoff)

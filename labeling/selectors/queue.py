@@ -1,15 +1,17 @@
 """Reads for the annotator's queue: task payloads in the order shown, progress, markdown rendering."""
 from __future__ import annotations
 
+import hashlib
 import json
-from functools import lru_cache
 
 import nh3
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Q
 from markdown_it import MarkdownIt
 
+from labeling.byte_lru import ByteBoundedLRU
 from labeling.models import Assignment, ComparisonTask, Judgment, Membership, Project
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
@@ -20,18 +22,24 @@ _ALLOWED_TAGS = {
 # No style attributes: markdown-it writes column alignment as style="text-align:…", which the CSP
 # (no inline style) refuses, one violation per cell; the tables lose their alignment instead.
 _ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"alt", "title"}, "ol": {"start"}, "code": {"class"}}
+# Rendered HTML by a digest of its source (the source itself is not kept), within
+# PAIRWISE_MARKDOWN_CACHE_BYTES per process: texts run to a million characters each.
+_rendered = ByteBoundedLRU()
 
 
-@lru_cache(maxsize=4096)
 def markdown_render(text: str) -> str:
     """Markdown to HTML that is safe to insert: raw HTML in the source is escaped by markdown-it
     (html disabled) and nh3 then drops anything outside a small allow-list, including
     javascript: links and every event-handler attribute. Images keep no src, so nothing loads."""
-    html = _markdown.render(text)
-    return nh3.clean(
-        html, tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow",
-    )
+    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    html = _rendered.get(key)
+    if html is None:
+        html = nh3.clean(
+            _markdown.render(text), tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES,
+            url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow",
+        )
+        _rendered.put(key, html, max_bytes=settings.PAIRWISE_MARKDOWN_CACHE_BYTES)
+    return html
 
 
 _PAYLOAD_SQL = """

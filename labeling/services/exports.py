@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
 import uuid
@@ -21,6 +22,7 @@ import zipfile
 from contextlib import closing
 from dataclasses import replace
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -31,17 +33,22 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from config.celery import task_send_on_commit
+from config.db import db_retry, heartbeats
 from labeling.export_records import (
     CSV_COLUMNS, HF_FORMATS, HF_SPLITS, JUDGMENT_FORMATS, SQL_JSON_FORMATS, csv_row, extension, hf_data_file,
     hf_dataset_card, jsonl, judgment_record, pair_record, ranked_record,
 )
 from labeling.models import DatasetSnapshot, ExportJob, Project
 from labeling.selectors.exports import (
-    AnnotatorLabels, ExportFilters, export_count, format_validate, judgment_rows, on_postgres, ordered_plans,
-    pair_json_lines, pair_json_sql, pair_rows, response_texts,
+    AnnotatorLabels, ExportFilters, export_count, export_jobs_queued_unpicked_list, export_jobs_stale_list,
+    format_validate, judgment_rows, on_postgres, ordered_plans, pair_json_lines, pair_json_sql, pair_rows,
+    response_texts,
 )
 
+logger = logging.getLogger(__name__)
+
 PARQUET_ROW_GROUP = 10_000
+EXPORT_TASK = "labeling.tasks.export_run"
 
 
 @dataclass
@@ -229,10 +236,16 @@ class _RowCounter:
 
 # --- files, snapshots, jobs ------------------------------------------------------------------
 
-def export_path(*, project: Project, stem: str, fmt: str) -> Path:
+def export_path(*, project: Project, stem: str, fmt: str, create: bool = True) -> Path:
     folder = Path(settings.PAIRWISE_EXPORTS_DIR) / project.slug
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{stem}.{extension(fmt)}"
+
+
+def partial_path(path: Path) -> Path:
+    """Where export_to_file writes before the rename."""
+    return path.with_name(path.name + ".part")
 
 
 def file_sha256(path: Path) -> str:
@@ -249,9 +262,13 @@ def export_to_file(
 ) -> ExportResult:
     """Write next to the target and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    with open(partial, "wb", buffering=1 << 20) as out:
-        result = preferences_export(project=project, fmt=fmt, filters=filters, out=out, on_rows=on_rows)
+    partial = partial_path(path)
+    try:
+        with open(partial, "wb", buffering=1 << 20) as out:
+            result = preferences_export(project=project, fmt=fmt, filters=filters, out=out, on_rows=on_rows)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
     result.bytes = path.stat().st_size
     return result
@@ -293,10 +310,18 @@ def export_job_create(
 ) -> ExportJob:
     """Queue a large export; the worker writes the file and reports progress on the job."""
     format_validate(fmt=fmt, filters=filters)
-    job = ExportJob.objects.create(
-        project=project, format=fmt, filters={**filters.as_dict(), "snapshot": snapshot}, created_by=user)
-    task_send_on_commit("labeling.tasks.export_run", job.pk)
+    with transaction.atomic():
+        job = ExportJob.objects.create(
+            project=project, format=fmt, filters={**filters.as_dict(), "snapshot": snapshot}, created_by=user)
+        _export_job_send(job)
     return job
+
+
+def _export_job_send(job: ExportJob) -> None:
+    """Send the job's task after the commit, and record the send (for export_jobs_resend_lost)."""
+    job.sent_at, job.sends = timezone.now(), job.sends + 1
+    ExportJob.objects.filter(pk=job.pk).update(sent_at=job.sent_at, sends=job.sends)
+    task_send_on_commit(EXPORT_TASK, job.pk)
 
 
 def _progress_writer() -> Callable[[int, float, int], None]:
@@ -316,38 +341,121 @@ def _progress_writer() -> Callable[[int, float, int], None]:
     return write
 
 
+def _export_job_start(*, job_id: int) -> ExportJob | None:
+    """QUEUED -> RUNNING under a row lock, or a RUNNING job whose worker went silent (a redelivery
+    after the worker died) restarted. None when there is nothing to do: the job is finished, failed
+    (reaped: a late redelivery does not revive it), or running with a live heartbeat (a duplicate
+    delivery while its worker writes)."""
+    with transaction.atomic():
+        job = ExportJob.objects.select_for_update(of=("self",)).select_related("project", "created_by").filter(pk=job_id).first()
+        if job is None or job.status in (ExportJob.Status.SUCCEEDED, ExportJob.Status.FAILED):
+            return None
+        if job.status == ExportJob.Status.RUNNING and not export_jobs_stale_list().filter(pk=job.pk).exists():
+            return None
+        now = timezone.now()
+        job.status, job.started_at, job.heartbeat_at = ExportJob.Status.RUNNING, now, now
+        job.progress, job.rows, job.error = 0.0, 0, ""
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "progress", "rows", "error"])
+    return job
+
+
+def _export_job_beat(job_id: int) -> bool:
+    return ExportJob.objects.filter(pk=job_id, status=ExportJob.Status.RUNNING).update(heartbeat_at=timezone.now()) == 1
+
+
 def export_run(*, job_id: int) -> ExportJob:
-    """Run a queued export job. Idempotent: a finished job is left alone, a re-delivered one restarts."""
-    job = ExportJob.objects.select_related("project", "created_by").get(pk=job_id)
-    if job.status == ExportJob.Status.SUCCEEDED:
-        return job
+    """Run a queued export job, with heartbeats while it writes. Idempotent: a finished or failed
+    job is left alone, and so is one a live worker is writing; one whose worker died restarts."""
+    job = _export_job_start(job_id=job_id)
+    if job is None:
+        return ExportJob.objects.get(pk=job_id)
     options = dict(job.filters)
     freeze = bool(options.pop("snapshot", False))
     filters = ExportFilters.from_dict(options)
-    ExportJob.objects.filter(pk=job.pk).update(status=ExportJob.Status.RUNNING, progress=0.0, rows=0, error="")
     write_progress = _progress_writer()
+    path = export_path(project=job.project, stem=f"job-{job.pk}", fmt=job.format)
     try:
-        total = max(1, export_count(project=job.project, fmt=job.format, filters=filters))
-        path = export_path(project=job.project, stem=f"job-{job.pk}", fmt=job.format)
-        result = export_to_file(
-            project=job.project, fmt=job.format, filters=filters, path=path,
-            on_rows=lambda rows: write_progress(job.pk, min(0.99, rows / total), rows),
-        )
-        snapshot = None
-        if freeze:
-            snapshot = dataset_snapshot_freeze(project=job.project, fmt=job.format, filters=filters, path=path,
-                                               rows=result.rows, user=job.created_by)
+        with heartbeats(name=f"heartbeat-export-{job.pk}", beat=lambda: _export_job_beat(job.pk)):
+            total = max(1, export_count(project=job.project, fmt=job.format, filters=filters))
+            result = export_to_file(
+                project=job.project, fmt=job.format, filters=filters, path=path,
+                on_rows=lambda rows: write_progress(job.pk, min(0.99, rows / total), rows),
+            )
+            finished = db_retry(lambda: _export_job_succeed(job=job, path=path, rows=result.rows, freeze=freeze,
+                                                            filters=filters), what=f"finishing export job {job.pk}")
     except Exception as exc:
-        ExportJob.objects.filter(pk=job.pk).update(
-            status=ExportJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now())
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        db_retry(lambda: ExportJob.objects.filter(pk=job.pk, status=ExportJob.Status.RUNNING).update(
+            status=ExportJob.Status.FAILED, error=error, finished_at=timezone.now()), what=f"failing export job {job.pk}")
         raise
     finally:
         getattr(write_progress, "close", lambda: None)()
-    ExportJob.objects.filter(pk=job.pk).update(
-        status=ExportJob.Status.SUCCEEDED, progress=1.0, rows=result.rows, path=str(path), snapshot=snapshot,
-        finished_at=timezone.now())
+    if not finished:  # reaped while it wrote (its heartbeats did not land): the job stays failed, no orphan file
+        path.unlink(missing_ok=True)
     job.refresh_from_db()
     return job
+
+
+def _export_job_succeed(*, job: ExportJob, path: Path, rows: int, freeze: bool, filters: ExportFilters) -> bool:
+    """RUNNING -> SUCCEEDED with its snapshot, in one transaction; False when the job is no longer RUNNING."""
+    with transaction.atomic():
+        if not ExportJob.objects.select_for_update().filter(pk=job.pk, status=ExportJob.Status.RUNNING).exists():
+            return False
+        snapshot = None
+        if freeze:
+            snapshot = dataset_snapshot_freeze(project=job.project, fmt=job.format, filters=filters, path=path,
+                                               rows=rows, user=job.created_by)
+        ExportJob.objects.filter(pk=job.pk).update(
+            status=ExportJob.Status.SUCCEEDED, progress=1.0, rows=rows, path=str(path), snapshot=snapshot,
+            finished_at=timezone.now(), heartbeat_at=timezone.now())
+    return True
+
+
+def export_jobs_reap_stale() -> list[int]:
+    """Fail RUNNING export jobs whose heartbeat went stale (the worker was killed: Celery acknowledged
+    its task, so nothing else will move the job) and remove their `.part` files; send again the
+    tasks of QUEUED jobs no worker picked up (export_jobs_resend_lost). Returns the failed ids.
+    Run every minute by beat (labeling.tasks.export_jobs_reap_stale) and by manage.py reap_runs."""
+    failed = export_jobs_resend_lost()
+    for job_id in list(export_jobs_stale_list().values_list("pk", flat=True)):
+        with transaction.atomic():
+            job = export_jobs_stale_list().select_for_update(of=("self",)).select_related("project").filter(pk=job_id).first()
+            if job is None:
+                continue
+            last = job.heartbeat_at or job.started_at
+            job.status, job.finished_at = ExportJob.Status.FAILED, timezone.now()
+            job.error = (f"Reaped: no heartbeat since {last.isoformat() if last else 'start'} "
+                         f"(limit {settings.PAIRWISE_HEARTBEAT_STALE}); the worker was killed or lost.")
+            job.save(update_fields=["status", "finished_at", "error"])
+        path = export_path(project=job.project, stem=f"job-{job.pk}", fmt=job.format, create=False)
+        partial_path(path).unlink(missing_ok=True)
+        failed.append(job_id)
+        logger.warning("reaped stale export job %s", job_id)
+    return failed
+
+
+def export_jobs_resend_lost(*, now: datetime | None = None) -> list[int]:
+    """A QUEUED job whose message the broker lost (a Redis restart) would wait for ever: send its
+    task again (a duplicate is harmless: _export_job_start takes a QUEUED job once, under a row
+    lock), and fail it once it has waited PAIRWISE_QUEUED_MAX_AGE. Returns the failed ids."""
+    now = now or timezone.now()
+    failed = []
+    for job_id in list(export_jobs_queued_unpicked_list(now=now).values_list("pk", flat=True)):
+        with transaction.atomic():
+            job = export_jobs_queued_unpicked_list(now=now).select_for_update().filter(pk=job_id).first()
+            if job is None:
+                continue
+            if now - job.created_at < settings.PAIRWISE_QUEUED_MAX_AGE:
+                _export_job_send(job)
+                logger.warning("export job %s was not picked up since %s; sent its task again (send %s)",
+                               job.pk, job.sent_at, job.sends)
+                continue
+            job.status, job.finished_at = ExportJob.Status.FAILED, now
+            job.error = (f"No worker started this export in {now - job.created_at} ({job.sends} task messages sent, "
+                         f"limit {settings.PAIRWISE_QUEUED_MAX_AGE}): is a worker consuming the celery queue?")
+            job.save(update_fields=["status", "finished_at", "error"])
+        failed.append(job_id)
+    return failed
 
 
 def export_stream_file(*, project: Project, fmt: str, filters: ExportFilters) -> IO[bytes]:

@@ -1,16 +1,19 @@
-"""Reading an import file: decoding (gzip, size limit, binary refusal), JSONL/JSON/CSV rows (Parquet
-and zip in labeling.services.import_files), turning other formats into native records
-(import_formats, import_external), and record validation with line-numbered issues. Nothing here
-writes; labeling.services.imports writes what this returns. The native shapes are listed there.
+"""Reading an import file: decoding (gzip, size limit, binary refusal: labeling.upload_limits),
+JSONL/JSON/CSV rows (Parquet and zip in labeling.services.import_files), turning other formats into
+native records (import_formats, import_external), and record validation with line-numbered issues.
+Records come out in chunks as the file is read (import_records_chunks), so an import holds one chunk
+of parsed rows at a time, never the whole file. Nothing here writes; labeling.services.imports writes
+what this returns. The native shapes are listed there.
 """
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
+import itertools
 import json
 import re
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterator
@@ -23,6 +26,9 @@ from labeling.services import import_external, import_formats
 from labeling.services.import_files import FileUnreadable, parquet_rows, zip_members
 from labeling.services.import_formats import RowInvalid as _Invalid
 from labeling.services.import_formats import detect, judgments_lookup, row_object
+from labeling.upload_limits import (
+    ByteBudget, JsonTooDeep, UploadRefused, bounded_stream, json_depth_check, json_loads, too_large,
+)
 
 MAX_REPORTED_ISSUES = 100
 RAW_CHARS = 2000  # of a skipped record, echoed back so it can be fixed and imported again
@@ -31,9 +37,8 @@ SUFFIXES = (".jsonl", ".json", ".csv")
 BINARY_SUFFIXES = (".parquet", ".zip")  # never gzipped: both compress inside
 SUFFIXES_SAID = "a .jsonl, .json or .csv file (optionally .gz), a .parquet file or a .zip of a dataset folder"
 FORMATS = ("auto", "native", "trl", "trl-chat", "hh", "ranked", "judgments", "label-studio", "argilla")
-GZIP_MAGIC = b"\x1f\x8b"
 _SPACE = re.compile(r"\s*")
-MULTIPART_ALLOWANCE = 1024 * 1024  # boundaries and the other form fields around the file
+CHUNK_ROWS = 10_000  # rows parsed at a time, each chunk written before the next: memory against round trips
 
 
 @dataclass
@@ -90,45 +95,26 @@ def import_upload_check(*, filename: str | None = None, size: int | None = None,
     if filename is not None and not (name.removesuffix(".gz").endswith(SUFFIXES) or name.endswith(BINARY_SUFFIXES)):
         raise _file_error(f"must be {SUFFIXES_SAID}, not {filename[-80:]!r}")
     if size is not None and size > limit:
-        raise _file_error(f"file is larger than the limit of {limit} bytes")
+        raise _file_error(str(too_large(limit)))
 
 
-def import_request_check(*, content_length: str | None) -> None:
-    """Refuse a request body too big to hold a file within the limit (CONTENT_LENGTH as the client
-    sent it), before Django stores it."""
-    size = int(content_length) if content_length and content_length.isdigit() else 0
-    import_upload_check(size=max(0, size - MULTIPART_ALLOWANCE))
+def _open_text(stream: IO[bytes], filename: str, budget: ByteBudget) -> io.TextIOWrapper:
+    raw = bounded_stream(stream, budget, named_gzip=filename.lower().endswith(".gz"), refuse_nul=True)
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
-class _LimitedReader(io.RawIOBase):
-    """Counts bytes after decompression, so a small gzip bomb cannot blow past the limit, and
-    refuses binary data: no JSONL/JSON/CSV text in UTF-8 holds a NUL byte."""
-
-    def __init__(self, raw: IO[bytes], limit: int):
-        self.raw, self.limit, self.count = raw, limit, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        if b"\x00" in data:
-            offset = self.count + data.index(b"\x00")
-            raise _file_error(f"is binary, not JSONL/JSON/CSV text (a NUL byte at offset {offset})")
-        self.count += len(data)
-        if self.count > self.limit:
-            raise _file_error(f"file is larger than the limit of {self.limit} bytes")
-        buffer[: len(data)] = data
-        return len(data)
+def _too_deep(line: int, exc: JsonTooDeep | RecursionError, raw: str | None = None) -> _Invalid:
+    why = str(exc) if isinstance(exc, JsonTooDeep) else "nested deeper than this server can read"
+    return _Invalid("json", f"invalid JSON at line {line}: {why}", raw=raw)
 
 
-def _open_text(stream: IO[bytes], filename: str, limit: int) -> io.TextIOWrapper:
-    head = stream.read(2)
-    stream.seek(0)
-    if filename.lower().endswith(".gz") and head != GZIP_MAGIC:
-        raise _file_error("is named .gz but does not hold gzip data")
-    raw: IO[bytes] = gzip.GzipFile(fileobj=stream) if head == GZIP_MAGIC else stream
-    return io.TextIOWrapper(io.BufferedReader(_LimitedReader(raw, limit)), encoding="utf-8", newline="")
+def _json_problem(exc: json.JSONDecodeError, line: int) -> str:
+    """The decoder's message without its dangling "at" ("Invalid control character at"), with where."""
+    what = exc.msg.removesuffix(" starting at").removesuffix(" at")
+    what = what[:1].lower() + what[1:]
+    if what.startswith("invalid control character"):
+        what += " (a tab or line break inside a string must be written as \\t or \\n)"
+    return f"invalid JSON at line {line}, column {exc.colno}: {what}"
 
 
 def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
@@ -136,13 +122,16 @@ def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            yield number, json_loads(line)
         except json.JSONDecodeError as exc:
-            yield number, _Invalid("json", f"invalid JSON: {exc.msg} at column {exc.colno}", raw=line)
+            yield number, _Invalid("json", _json_problem(exc, number), raw=line)
+        except JsonTooDeep as exc:
+            yield number, _too_deep(number, exc, raw=line[:RAW_CHARS])
 
 
 def _json_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
-    """A .json file: an array of records, each numbered by the line it starts on, or JSON lines."""
+    """A .json file: an array of records, each numbered by the line it starts on, or JSON lines.
+    The text is held whole (an array has no line boundaries to stream by); its records are not."""
     content = text.read()
     position = _SPACE.match(content).end()
     if not content.startswith("[", position):
@@ -161,8 +150,14 @@ def _json_rows(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
     while True:
         try:
             item, end = decoder.raw_decode(content, position)
+            json_depth_check(content[position:end])
         except json.JSONDecodeError as exc:
-            yield line_of(exc.pos), _Invalid("json", f"invalid JSON: {exc.msg} at column {exc.colno}")
+            at = line_of(exc.pos)
+            yield at, _Invalid("json", _json_problem(exc, at))
+            return
+        except (JsonTooDeep, RecursionError) as exc:
+            at = line_of(position)
+            yield at, _too_deep(at, exc)
             return
         yield line_of(position), item
         position = _SPACE.match(content, end).end()
@@ -290,22 +285,22 @@ def _responses(value: Any, expected: int | None, source: str) -> list[tuple[str,
     return out
 
 
-def _rows(stream: IO[bytes], filename: str, limit: int) -> Iterator[tuple[int, Any]]:
+def _rows(stream: IO[bytes], filename: str, budget: ByteBudget) -> Iterator[tuple[int, Any]]:
     name = filename.lower()
-    if name.endswith(".zip"):  # lines count on across the members, in name order
+    if name.endswith(".zip"):  # lines count on across the members, in name order; one budget for all
         offset = 0
-        for member, data in zip_members(stream, limit):
+        for member, data in zip_members(stream, budget):
             if not member.lower().removesuffix(".gz").endswith(SUFFIXES + (".parquet",)):
                 raise FileUnreadable(f"{member}: the zip archive may hold only .parquet, .jsonl, .json and .csv files")
             last = 0
-            for last, row in _rows(data, member, limit):
+            for last, row in _rows(data, member, budget):
                 yield offset + last, row
             offset += last
         return
     if name.endswith(".parquet"):
-        yield from parquet_rows(stream, limit)
+        yield from parquet_rows(stream, budget)
         return
-    text, name = _open_text(stream, filename, limit), name.removesuffix(".gz")
+    text, name = _open_text(stream, filename, budget), name.removesuffix(".gz")
     yield from _csv_rows(text) if name.endswith(".csv") else _json_rows(text) if name.endswith(".json") else (
         _jsonl_rows(text))
 
@@ -327,37 +322,72 @@ def _raw(data: Any, bad: _Invalid) -> str:
     return text.rstrip("\n")[:RAW_CHARS]
 
 
-def import_records_parse(
+class _Enough(Exception):
+    """As many problems as an all-or-nothing import reports."""
+
+
+def import_records_chunks(
     *, stream: IO[bytes], filename: str, project: Project, default_source: str, limit: int, fmt: str = "auto",
-    skip_invalid: bool = False,
-) -> ParsedFile:
-    """Every record of the file, or DataImportError with every problem (up to MAX_REPORTED_ISSUES) by line.
-    skip_invalid: the valid records and the rows left out, each with its error; what makes the whole
+    skip_invalid: bool = False, rejects: list[ImportIssue] | None = None, chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[list[Record]]:
+    """The file's valid records, a chunk at a time as the file is read (only one chunk of parsed rows is
+    in memory); the caller writes them in one transaction and rolls it back on DataImportError, raised
+    after the last chunk with every problem (up to MAX_REPORTED_ISSUES) by line. Once a row fails an
+    all-or-nothing import no more chunks come; the rest is read only to report its problems.
+    skip_invalid: the rows left out are added to rejects, each with its error; what makes the whole
     file unreadable (encoding, size, a broken gzip) still fails the import, as does a file with no
     valid record at all."""
     if fmt not in FORMATS:
         raise DataImportError([ImportIssue(0, "format", f"must be one of {', '.join(FORMATS)}")])
-    records, issues, fatal = [], [], []
+    issues: list[ImportIssue] = []
+    fatal: list[ImportIssue] = []
+    kept = 0
     try:
-        rows = list(_rows(stream, filename, limit))
-        lookup = judgments_lookup(rows) if fmt in ("auto", "judgments") else {}
-        for line, data in rows:
-            try:  # a row's records are taken together or not at all
-                records.extend([_record(line, item, project, default_source) for item in _convert(fmt, data, lookup)])
-            except _Invalid as bad:
-                issues.append(ImportIssue(line, bad.field, bad.message, _raw(data, bad)))
-                if not skip_invalid and len(issues) >= MAX_REPORTED_ISSUES:
-                    break
-    except FileUnreadable as exc:
+        rows_in = _rows(stream, filename, ByteBudget(limit))
+        while rows := list(itertools.islice(rows_in, chunk_rows)):
+            chunk = _chunk_records(rows, fmt, project, default_source, issues, skip_invalid)
+            if chunk and (skip_invalid or not issues):
+                kept += len(chunk)
+                yield chunk
+    except _Enough:
+        pass
+    except (FileUnreadable, UploadRefused) as exc:
         fatal.append(ImportIssue(0, "file", str(exc)))
     except UnicodeDecodeError as exc:
         fatal.append(ImportIssue(0, "file", f"not UTF-8 text ({exc.reason})"))
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:  # gzip.BadGzipFile is an OSError
         fatal.append(ImportIssue(0, "file", f"unreadable (a damaged or truncated gzip file?): {exc}"))
     except csv.Error as exc:
         fatal.append(ImportIssue(0, "file", f"unreadable CSV: {exc}"))
-    if fatal or (issues and not (skip_invalid and records)):
+    if fatal or (issues and not (skip_invalid and kept)):
         raise DataImportError(fatal or issues[:MAX_REPORTED_ISSUES])
-    if not records:
+    if not kept:
         raise DataImportError([ImportIssue(0, "file", "contains no records")])
-    return ParsedFile(records=records, rejects=issues)
+    if rejects is not None:
+        rejects.extend(issues)
+
+
+def _chunk_records(rows: list[tuple[int, Any]], fmt: str, project: Project, default_source: str,
+                   issues: list[ImportIssue], skip_invalid: bool) -> list[Record]:
+    lookup = judgments_lookup(rows) if fmt in ("auto", "judgments") else {}
+    records: list[Record] = []
+    for line, data in rows:
+        try:  # a row's records are taken together or not at all
+            records.extend([_record(line, item, project, default_source) for item in _convert(fmt, data, lookup)])
+        except _Invalid as bad:
+            issues.append(ImportIssue(line, bad.field, bad.message, _raw(data, bad)))
+            if not skip_invalid and len(issues) >= MAX_REPORTED_ISSUES:
+                raise _Enough from None
+    return records
+
+
+def import_records_parse(
+    *, stream: IO[bytes], filename: str, project: Project, default_source: str, limit: int, fmt: str = "auto",
+    skip_invalid: bool = False,
+) -> ParsedFile:
+    """Every record of the file at once (import_records_chunks gathered), or DataImportError."""
+    rejects: list[ImportIssue] = []
+    records = [record for chunk in import_records_chunks(
+        stream=stream, filename=filename, project=project, default_source=default_source, limit=limit, fmt=fmt,
+        skip_invalid=skip_invalid, rejects=rejects) for record in chunk]
+    return ParsedFile(records=records, rejects=rejects)

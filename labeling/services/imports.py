@@ -15,35 +15,46 @@ Other formats (fmt, auto-detected per row by default) become these shapes first:
 exports and raw hh-rlhf transcripts (labeling.services.import_formats), Label Studio and Argilla
 exports (labeling.services.import_external).
 
-The whole file is parsed and validated first (labeling.services.import_parsing), every problem reported
-with its line number, and only then written in one transaction with bulk inserts: an import is all or
-nothing. With skip_invalid the valid records are written (still in one transaction) and the rows
+The file is parsed, validated and written a chunk at a time as it is read (labeling.services.import_parsing;
+memory stays at one chunk, not the file), all in one transaction with bulk inserts: any problem, reported
+with its line number, rolls the whole of it back, so an import is all or nothing. With skip_invalid the valid records are written (still in one transaction) and the rows
 left out come back in ImportResult.rejects, each with its error; the ImportBatch keeps them too.
+
+Preference records (pairs and ranked judgments) are written one of two ways, as the caller chooses
+(PREFERENCES): "judgments" keeps them as judgments from their source (training data; each fills its
+task's seat, so annotators get nothing to label), "open" makes each an open task with its responses
+for annotators, the recorded ranking kept as the task's hidden reference (gold_ranking on a task
+that is not gold: the queue serves it like any task, nothing annotators read includes it, and the
+quality tab compares their verdicts with it). Imported judgments count toward the project's
+retraining threshold only with count_for_retrain, so an import never starts a round by itself.
 
 Uploads are refused by name (.jsonl, .json, .csv, optionally .gz) and by content: NUL bytes mean
 binary data, a .gz name must hold gzip data, and the size limit counts bytes after decompression.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 
 from labeling.models import (
-    ComparisonTask, Demonstration, ImportBatch, Judgment, PreferencePair, Project, Prompt,
+    ComparisonTask, Demonstration, ImportBatch, Judgment, PreferencePair, Project, Prompt, TaskResponse,
 )
 from labeling.services.import_parsing import (  # the checks and the error are part of this module's API
-    FORMATS, DataImportError, ImportIssue, Record, import_records_parse, import_request_check, import_upload_check,
+    FORMATS, DataImportError, ImportIssue, Record, import_records_chunks, import_upload_check,
 )
 from labeling.services.judgments import preference_pairs_build
 from labeling.services.tasks import NewResponse, NewTask, tasks_create
 
-__all__ = ["FORMATS", "DataImportError", "ImportIssue", "ImportResult", "import_request_check",
-           "import_upload_check", "project_data_import"]
+__all__ = ["FORMATS", "PREFERENCES", "DataImportError", "ImportIssue", "ImportResult",
+           "import_options_check", "import_upload_check", "project_data_import"]
+
+PREFERENCES = ("judgments", "open")  # what preference records become; the first keeps the old behaviour
 
 BATCH = 2000
 BATCH_REJECTS_KEPT = 1000  # an import's record stays small; the full list goes back to the caller
@@ -59,12 +70,17 @@ class ImportResult:
     demonstrations: int = 0
     skipped_duplicates: int = 0
     skipped_invalid: int = 0
+    open_tasks: int = 0  # tasks this import leaves open for annotators
+    project_open_tasks: int = 0  # the project's open tasks (gold apart) once it is written
+    references: int = 0  # of those, tasks holding an imported ranking as their hidden reference
+    preferences: str = PREFERENCES[0]
+    counts_for_retrain: bool = False
     batch_id: int | None = None
     dry_run: bool = False
     rejects: list[ImportIssue] = field(default_factory=list)
     preview: list[dict[str, Any]] = field(default_factory=list)  # the first records as parsed
 
-    def as_dict(self) -> dict[str, int | None]:
+    def as_dict(self) -> dict[str, int | str | bool | None]:
         """The counts (and batch id); the rejects and the preview are apart."""
         return {key: value for key, value in self.__dict__.items() if key not in ("rejects", "preview")}
 
@@ -101,9 +117,17 @@ def _import_key(project: Project, *parts: str) -> str:
     return f"import:{project.pk}:{digest}"
 
 
-def _dedupe_key(project: Project, record: Record) -> tuple[str, str]:
-    """(which table decides, key): preference records by their id, demonstrations by content,
-    everything else by the prompt's external id."""
+def _task_key(prompt_key: str, texts: list[str]) -> str:
+    """A task by content: its prompt and its responses' texts in any order."""
+    return hashlib.sha1("\x1f".join([prompt_key, *sorted(texts)]).encode("utf-8")).hexdigest()
+
+
+def _dedupe_key(project: Project, record: Record, preferences: str = PREFERENCES[0]) -> tuple[str, str]:
+    """(which table decides, key): preference records by their id (opened ones, which leave no
+    judgment, by their task's content), demonstrations by content, everything else by the prompt's
+    external id."""
+    if record.kind == "preference" and preferences == "open":
+        return "task", _task_key(record.prompt_key, [text for text, _ in record.responses])
     if record.kind == "preference":
         return "judgment", _import_key(project, record.record_id)
     if record.kind == "demonstration":
@@ -111,13 +135,25 @@ def _dedupe_key(project: Project, record: Record) -> tuple[str, str]:
     return "prompt", record.prompt_key
 
 
-def _drop_duplicates(project: Project, records: list[Record], result: ImportResult) -> list[Record]:
-    keys = [_dedupe_key(project, r) for r in records]
-    wanted = {table: [k for t, k in keys if t == table] for table in ("prompt", "judgment", "demonstration")}
+def _existing_tasks(project: Project, records: list[Record]) -> set[str]:
+    """Content keys of the project's tasks on the prompts of these (opened preference) records."""
+    prompt_keys = sorted({r.prompt_key for r in records})
+    texts: dict[int, tuple[str, list[str]]] = {}
+    for start in range(0, len(prompt_keys), BATCH):
+        slots = TaskResponse.objects.filter(task__project=project, task__prompt__external_id__in=prompt_keys[start:start + BATCH])
+        for task_id, prompt_key, text in slots.values_list("task_id", "task__prompt__external_id", "response__text"):
+            texts.setdefault(task_id, (prompt_key, []))[1].append(text)
+    return {_task_key(prompt_key, found) for prompt_key, found in texts.values()}
+
+
+def _drop_duplicates(project: Project, records: list[Record], result: ImportResult, preferences: str) -> list[Record]:
+    keys = [_dedupe_key(project, r, preferences) for r in records]
+    wanted = {table: [k for t, k in keys if t == table] for table in ("prompt", "judgment", "demonstration", "task")}
     taken = {
         "prompt": _existing(Prompt, "external_id", wanted["prompt"], project=project),
         "judgment": _existing(Judgment, "idempotency_key", wanted["judgment"]),
         "demonstration": _existing(Demonstration, "idempotency_key", wanted["demonstration"]),
+        "task": _existing_tasks(project, [r for r, (t, _) in zip(records, keys) if t == "task"]) if wanted["task"] else set(),
     }
     kept = []
     for record, (table, key) in zip(records, keys):
@@ -144,12 +180,24 @@ def _prompts(project: Project, records: list[Record], result: ImportResult) -> d
             by_key[record.prompt_key] = prompt
             new.append(prompt)
     Prompt.objects.bulk_create(new, batch_size=BATCH)
-    result.prompts = len(new)
+    result.prompts += len(new)  # the counts add up over the file's chunks
     return by_key
+
+
+def _opened(record: Record) -> Record:
+    """A preference record to be labeled again: its responses in an order of their own (seeded by the
+    record, so a re-import matches), so neither slot order nor response ids tell the recorded choice
+    (hh-rlhf lists "chosen" first). Its ranking, renumbered, becomes the task's hidden reference."""
+    order = sorted(range(len(record.responses)),
+                   key=lambda i: hashlib.sha1(f"{record.record_id}\x1f{i}".encode("utf-8")).hexdigest())
+    slot = {old: new for new, old in enumerate(order)}
+    return dataclasses.replace(record, responses=[record.responses[i] for i in order],
+                               ranking=[[slot[i] for i in group] for group in record.ranking or []])
 
 
 def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], result: ImportResult) -> None:
     specs, with_tasks, judgments, demos = [], [], [], []
+    opened = result.preferences == "open"
     for record in records:
         prompt = prompts[record.prompt_key]
         if record.kind == "demonstration":
@@ -162,12 +210,14 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
             continue  # a prompt to generate candidates for later
         # In a demonstrate project a bare prompt becomes a task with no responses: the queue serves it
         # and the labeling page asks for the ideal response (labeling.services.assignment.demonstration_submit).
-        is_preference = record.kind == "preference"
+        judged = record.kind == "preference" and not opened  # its imported judgment takes the task's seat
+        if record.kind == "preference" and opened:
+            record = _opened(record)
         specs.append(NewTask(
             prompt=prompt, responses=[NewResponse(text=text, source=source) for text, source in record.responses],
             is_gold=record.gold_ranking is not None,
-            status=ComparisonTask.Status.COMPLETE if is_preference else ComparisonTask.Status.OPEN,
-            judgments_count=1 if is_preference else 0,
+            status=ComparisonTask.Status.COMPLETE if judged else ComparisonTask.Status.OPEN,
+            judgments_count=1 if judged else 0,
         ))
         with_tasks.append(record)
     created = tasks_create(project=project, tasks=specs, batch_size=BATCH)
@@ -175,48 +225,68 @@ def _write(project: Project, records: list[Record], prompts: dict[str, Prompt], 
         task, rows = made.task, made.responses
         if record.gold_ranking is not None:
             task.gold_ranking = [[rows[i].pk for i in group] for group in record.gold_ranking]
-        if record.kind == "preference":
+        if record.kind == "preference" and opened:
+            # A reference, not gold: the task stays an ordinary one (served, completed by its overlap).
+            task.gold_ranking = [[rows[i].pk for i in group] for group in record.ranking]
+            result.references += 1
+        elif record.kind == "preference":
             judgments.append(Judgment(
-                project=project, task=task, source=record.source,
+                project=project, task=task, source=record.source, counts_for_retrain=result.counts_for_retrain,
                 ranking=[[rows[i].pk for i in group] for group in record.ranking],
                 shown_order=[row.pk for row in rows], idempotency_key=_dedupe_key(project, record)[1],
             ))
-    gold = [made.task for made, r in zip(created, with_tasks) if r.gold_ranking is not None]
-    ComparisonTask.objects.bulk_update(gold, ["gold_ranking"], batch_size=BATCH)
+    answered = [made.task for made in created if made.task.gold_ranking is not None]
+    ComparisonTask.objects.bulk_update(answered, ["gold_ranking"], batch_size=BATCH)
     Judgment.objects.bulk_create(judgments, batch_size=BATCH)
     pairs = [pair for judgment in judgments for pair in preference_pairs_build(judgment=judgment)]
     PreferencePair.objects.bulk_create(pairs, batch_size=BATCH)
     Demonstration.objects.bulk_create(demos, batch_size=BATCH)
-    result.responses, result.tasks = sum(len(c.responses) for c in created), len(created)
-    result.judgments, result.pairs, result.demonstrations = len(judgments), len(pairs), len(demos)
+    result.responses += sum(len(c.responses) for c in created)
+    result.tasks += len(created)
+    result.judgments += len(judgments)
+    result.pairs += len(pairs)
+    result.demonstrations += len(demos)
+    result.open_tasks += sum(1 for c in created if c.task.status == ComparisonTask.Status.OPEN and not c.task.is_gold)
 
 
 def project_data_import(
     *, project: Project, stream: IO[bytes], filename: str, user: AbstractUser | None = None,
     source: str = "", max_bytes: int | None = None, fmt: str = "auto", skip_invalid: bool = False,
-    dry_run: bool = False,
+    dry_run: bool = False, preferences: str = PREFERENCES[0], count_for_retrain: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Validate the whole file, then write it in one transaction. Raises DataImportError with line numbers.
     fmt: one of FORMATS ("auto" detects each row's); skip_invalid: write the valid records and return
     the others in result.rejects instead of failing. dry_run: do all of it, then roll the transaction
-    back, so the counts (duplicates included) are exactly what the import would write; nothing is kept."""
+    back, so the counts (duplicates included) are exactly what the import would write; nothing is kept.
+    preferences: one of PREFERENCES (see the module docstring); count_for_retrain: the imported
+    judgments count toward the project's retrain_min_judgments (default: they do not). on_chunk: called
+    with each chunk's count of valid records once it is written (a background job's progress)."""
+    import_options_check(project=project, preferences=preferences)
     limit = max_bytes or settings.PAIRWISE_MAX_IMPORT_BYTES
     import_upload_check(filename=filename, size=getattr(stream, "size", None), max_bytes=limit)
     default_source = source or f"import:{filename}"[:255]
-    parsed = import_records_parse(stream=stream, filename=filename, project=project, default_source=default_source,
-                                  limit=limit, fmt=fmt, skip_invalid=skip_invalid)
-    records = parsed.records
-    result = ImportResult(skipped_invalid=len(parsed.rejects), rejects=parsed.rejects, dry_run=dry_run,
-                          preview=_preview(records))
-    with transaction.atomic():
-        records = _drop_duplicates(project, records, result)
-        prompts = _prompts(project, records, result)
-        _write(project, records, prompts, result)
-        kinds = sorted({r.kind for r in records}) or ["none"]
+    result = ImportResult(dry_run=dry_run, preferences=preferences, counts_for_retrain=count_for_retrain)
+    kinds: set[str] = set()
+    with transaction.atomic():  # chunk by chunk as the file is read; a DataImportError rolls all of it back
+        for records in import_records_chunks(stream=stream, filename=filename, project=project,
+                                             default_source=default_source, limit=limit, fmt=fmt,
+                                             skip_invalid=skip_invalid, rejects=result.rejects):
+            result.preview = result.preview or _preview(records)
+            read = len(records)
+            records = _drop_duplicates(project, records, result, preferences)  # earlier chunks are in the table
+            prompts = _prompts(project, records, result)
+            _write(project, records, prompts, result)
+            kinds.update(r.kind for r in records)
+            if on_chunk is not None:
+                on_chunk(read)
+        result.skipped_invalid = len(result.rejects)
+        result.project_open_tasks = ComparisonTask.objects.filter(
+            project=project, status=ComparisonTask.Status.OPEN, is_gold=False).count()
         # The skipped rows (without their text) are kept in the batch's JSON: no schema change needed.
         kept = [{"line": i.line, "field": i.field, "message": i.message} for i in result.rejects[:BATCH_REJECTS_KEPT]]
         batch = ImportBatch.objects.create(
-            project=project, filename=filename[:255], kind=",".join(kinds),
+            project=project, filename=filename[:255], kind=",".join(sorted(kinds) or ["none"]),
             created={**result.as_dict(), **({"rejects": kept} if kept else {})},
             skipped_duplicates=result.skipped_duplicates, created_by=user,
         )
@@ -225,3 +295,12 @@ def project_data_import(
             transaction.set_rollback(True)
             result.batch_id = None
     return result
+
+
+def import_options_check(*, project: Project, preferences: str) -> None:
+    """The choices refused before a byte is read (a background job checks them before it is queued)."""
+    if preferences not in PREFERENCES:
+        raise DataImportError([ImportIssue(0, "preferences", f"must be one of {', '.join(PREFERENCES)}")])
+    if preferences == "open" and project.mode == Project.Mode.DEMONSTRATE:
+        raise DataImportError([ImportIssue(0, "preferences", "a demonstrate project asks for demonstrations, not "
+                                                             "rankings: open preference data in a pairwise or rank project")])

@@ -1,5 +1,6 @@
 // The project console's few interactive parts, under the strict CSP (no inline script): the upload
-// panel (dry-run preview, then import, with an upload progress bar), the instructions' markdown
+// panel (dry-run preview, then import, with an upload progress bar; a large file's background import
+// job is polled in the imports list), the instructions' markdown
 // preview, and background exports with a progress bar. Text from the server or the file is only ever
 // set as textContent, never as HTML, except the preview, which the server has sanitised.
 (function () {
@@ -26,6 +27,13 @@
     var status = section.querySelector("#upload-status");
     var result = section.querySelector("#upload-result");
     var url = section.getAttribute("data-import-url");
+    var countBox = section.querySelector("#upload-count-retrain");
+
+    // What preference records become is the admin's choice: nothing is ticked until they make it.
+    function preferenceChoice() {
+      var checked = section.querySelector('input[name="upload-preferences"]:checked');
+      return checked ? checked.value : "";
+    }
 
     function send(dryRun) {
       if (!file.files.length) { status.textContent = "Choose a file first."; return; }
@@ -34,6 +42,8 @@
       form.append("format", section.querySelector("#upload-format").value);
       form.append("source", section.querySelector("#upload-source").value);
       form.append("skip_invalid", section.querySelector("#upload-skip").checked ? "true" : "false");
+      form.append("preferences", preferenceChoice() || "judgments");
+      form.append("count_for_retrain", countBox.checked ? "true" : "false");
       form.append("dry_run", dryRun ? "true" : "false");
       var xhr = new XMLHttpRequest();
       xhr.open("POST", url);
@@ -48,11 +58,19 @@
         previewButton.disabled = false;
         var body = null;
         try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
-        if (xhr.status === 200 || xhr.status === 201) {
+        if (xhr.status === 202 && body) {  // a large file: the worker imports it, the list below follows it
+          bar.value = 1;
+          result.textContent = "";
+          status.textContent = "Uploaded: importing in the background (see Imports below).";
+          section.setAttribute("data-state", "queued");
+          importJobAdd(body);
+        } else if (xhr.status === 200 || xhr.status === 201) {
           bar.value = 1;
           show(body, dryRun);
-          commitButton.disabled = !dryRun;
-          status.textContent = dryRun ? "Nothing written yet: check the preview, then Import." : "Imported.";
+          var undecided = dryRun && preferenceRecords(body) > 0 && !preferenceChoice();
+          commitButton.disabled = !dryRun || undecided;
+          status.textContent = undecided ? "The file holds preference records: choose what they become, then Preview again."
+            : dryRun ? "Nothing written yet: check the preview, then Import." : "Imported.";
           section.setAttribute("data-state", dryRun ? "previewed" : "imported");
           if (!dryRun) { refreshTables(); }
         } else {
@@ -65,22 +83,6 @@
       xhr.send(form);
     }
 
-    // After an import the browser and the import history below would still show the page as it was
-    // loaded ("No rows."): take them from a fresh copy of this page (the server's escaped HTML).
-    function refreshTables() {
-      fetch(location.href, { credentials: "same-origin" })
-        .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (html) {
-          if (!html) { return; }
-          var fresh = new DOMParser().parseFromString(html, "text/html");
-          ["table.browse", "p.pager", "table.imports", "#browse-sources"].forEach(function (selector) {
-            var now = document.querySelector(selector);
-            var next = fresh.querySelector(selector);
-            if (now && next) { now.replaceWith(document.importNode(next, true)); }
-          });
-        }, function () { /* the import itself succeeded; a reload shows the tables */ });
-    }
-
     function counts(body) {
       return ["prompts", "responses", "tasks", "judgments", "pairs", "demonstrations"].map(function (k) {
         return body[k] + " " + k;
@@ -88,9 +90,30 @@
         (body.skipped_invalid ? ", " + body.skipped_invalid + " invalid records skipped" : "");
     }
 
+    function preferenceRecords(body) { return body.judgments + body.references; }
+
+    // The effect of the choice, in words: whether annotators will have anything to label.
+    function effect(body, dryRun) {
+      var words = [];
+      if (body.references) {
+        words.push(body.references + " preference records " + (dryRun ? "become" : "became") +
+          " tasks open for annotators, each with the recorded choice kept as a hidden reference.");
+      }
+      if (body.judgments) {
+        words.push(body.judgments + " preference records " + (dryRun ? "are kept" : "were kept") +
+          " as judgments: each fills its task's seat, so annotators get none of these tasks. They " +
+          (body.counts_for_retrain ? "count" : "do not count") + " toward the training threshold (" +
+          section.getAttribute("data-retrain-min") + " new judgments start a scheduled round).");
+      }
+      words.push("After this import the project has " + body.project_open_tasks + " tasks open for annotators" +
+        (body.open_tasks ? " (" + body.open_tasks + " of them from this file)." : "."));
+      return words.join(" ");
+    }
+
     function show(body, dryRun) {
       result.textContent = "";
       result.appendChild(el("p", (dryRun ? "Would create " : "Created ") + counts(body) + ".", "upload-counts"));
+      result.appendChild(el("p", effect(body, dryRun), "upload-effect"));
       if (body.preview && body.preview.length && dryRun) {
         var table = el("table", null, "preview-rows");
         var head = el("tr");
@@ -141,6 +164,69 @@
     previewButton.addEventListener("click", function () { send(true); });
     commitButton.addEventListener("click", function () { send(false); });
     file.addEventListener("change", function () { commitButton.disabled = true; result.textContent = ""; status.textContent = ""; });
+    section.querySelectorAll('#upload-preferences input').forEach(function (input) {
+      input.addEventListener("change", function () {
+        if (!result.textContent) { return; }
+        commitButton.disabled = true;
+        status.textContent = "Preview again: the choice changes what is written.";
+      });
+    });
+  }
+
+  // --- background imports: "Importing <file>: N% (rows)" until the job ends ----------------------
+  function importJobText(job) {
+    if (job.status === "succeeded") {
+      var r = job.result || {};
+      return "Imported " + job.filename + ": " + job.rows_done + " rows (" + (r.prompts || 0) + " prompts, " +
+        (r.tasks || 0) + " tasks, " + (r.judgments || 0) + " judgments; " + (r.skipped_duplicates || 0) + " duplicates skipped)";
+    }
+    if (job.status === "failed") {
+      return "Import of " + job.filename + " failed: " + (job.error || "failed") + (job.errors || []).slice(0, 20).map(function (e) {
+        return "; " + (e.line ? "line " + e.line + ": " : "") + e.field + ": " + e.message;
+      }).join("");
+    }
+    return "Importing " + job.filename + ": " + Math.round((job.progress || 0) * 100) + "% (" + job.rows_done + " rows)";
+  }
+
+  function importJobPoll(item) {
+    fetch(item.getAttribute("data-import-job"), { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (job) {
+        if (!job) { return; }
+        item.textContent = importJobText(job);
+        item.setAttribute("data-status", job.status);
+        if (job.status === "succeeded" || job.status === "failed") {
+          if (job.status === "succeeded") { refreshTables(); }
+          return;
+        }
+        setTimeout(function () { importJobPoll(item); }, 1000);
+      }, function () { setTimeout(function () { importJobPoll(item); }, 3000); });  // a network blip: keep polling
+  }
+
+  function importJobAdd(job) {
+    var list = document.getElementById("import-jobs");
+    if (!list) { return; }
+    var item = el("li", importJobText(job));
+    item.setAttribute("data-import-job", job.url);
+    item.setAttribute("data-status", job.status);
+    list.insertBefore(item, list.firstChild);
+    importJobPoll(item);
+  }
+
+  // After an import the browser and the import history below would still show the page as it was
+  // loaded ("No rows."): take them from a fresh copy of this page (the server's escaped HTML).
+  function refreshTables() {
+    fetch(location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        ["table.browse", "p.pager", "table.imports", "#browse-sources"].forEach(function (selector) {
+          var now = document.querySelector(selector);
+          var next = fresh.querySelector(selector);
+          if (now && next) { now.replaceWith(document.importNode(next, true)); }
+        });
+      }, function () { /* a reload shows the tables */ });
   }
 
   // --- markdown preview of the instructions ---------------------------------------------------
@@ -154,8 +240,15 @@
         var body = new FormData();
         body.append("text", area.value);
         fetch(url, { method: "POST", body: body, headers: { "X-CSRFToken": csrf(form) }, credentials: "same-origin" })
-          .then(function (r) { return r.ok ? r.json() : null; })
-          .then(function (data) { if (data) { out.innerHTML = data.html; out.hidden = !area.value; } });  // sanitised on the server
+          .then(function (r) {
+            return r.json().then(function (data) { return { ok: r.ok, data: data }; }, function () { return null; });
+          })
+          .then(function (got) {
+            if (!got) { return; }
+            if (got.ok) { out.innerHTML = got.data.html; }  // sanitised on the server
+            else { out.textContent = (got.data.text || ["No preview."]).join(" "); }  // over the size cap
+            out.hidden = !area.value;
+          });
       }
       area.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(render, 250); });
       if (area.value) { render(); }
@@ -217,6 +310,10 @@
     }
   }
 
+  document.querySelectorAll("#import-jobs [data-import-job]").forEach(function (item) {
+    var state = item.getAttribute("data-status");
+    if (state === "queued" || state === "running") { importJobPoll(item); }
+  });
   var section = document.getElementById("upload");
   if (section) { upload(section); }
   var form = document.getElementById("project-form");

@@ -10,10 +10,20 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from tests.training.conftest import FAST_CONFIG, import_preferences, separable_records, write_pairs_gz
+from labeling.models import ExportJob, ImportJob
+from tests.training.conftest import FAST_CONFIG, import_preferences, requestable, separable_records, write_pairs_gz
 from training.models import ModelVersion, TrainingRun
 from training.services.runs import run_create, run_start
-from training.services.schedules import LEASE_SWEEP_SCHEDULE_NAME, REAPER_SCHEDULE_NAME, RETRAIN_SCHEDULE_PREFIX
+from training.services.schedules import (
+    EXPORT_REAPER_SCHEDULE_NAME, LEASE_SWEEP_SCHEDULE_NAME, REAPER_SCHEDULE_NAME, RETRAIN_SCHEDULE_PREFIX,
+)
+
+
+def _tiny_base(folder) -> ModelVersion:
+    from training.services.versions import model_version_register
+
+    return model_version_register(project=None, kind=ModelVersion.Kind.REWARD, name="tiny-base", base=str(folder),
+                                  artifact_path=folder, config={"role": "base"})
 
 
 def _call(*args) -> tuple[str, str]:
@@ -26,8 +36,10 @@ def _call(*args) -> tuple[str, str]:
 def test_train_sync_prints_the_version_id_last_and_evaluate_prints_json(project_factory, tiny_reward_base, models_dir, tmp_path):
     project = project_factory()
     import_preferences(project, separable_records(24))
-    out, err = _call("train_reward_model", "--project", project.slug, "--base", str(tiny_reward_base), "--sync",
-                     "--config", json.dumps({**FAST_CONFIG, "epochs": 8}))
+    # The backbone is named as an installed shared base (a path is the operator's: install_base_models).
+    _tiny_base(tiny_reward_base)
+    out, err = _call("train_reward_model", "--project", project.slug, "--base", "tiny-base", "--sync",
+                     "--config", json.dumps(requestable({"config": {**FAST_CONFIG, "epochs": 8}})["config"]))
     version = ModelVersion.objects.get(project=project)
     assert out.strip().splitlines()[-1] == str(version.pk)
     assert "100.0%" in err and "[" in err  # the progress bar went to stderr
@@ -36,7 +48,9 @@ def test_train_sync_prints_the_version_id_last_and_evaluate_prints_json(project_
     data = write_pairs_gz(tmp_path / "pairs.jsonl.gz", separable_records(10))
     out, _ = _call("evaluate_reward_model", "--version", str(version.pk), "--data", str(data))
     result = json.loads(out)
-    assert set(result) == {"pairs", "accuracy", "ci95", "mean_margin", "log_loss", "length_baseline", "by_length", "trained_prompts"}
+    assert set(result) == {"pairs", "accuracy", "ci95", "mean_margin", "log_loss", "length_baseline", "by_length", "trained_prompts",
+                           "length_margin_corr", "accuracy_shorter_chosen", "pairs_shorter_chosen",
+                           "accuracy_longer_chosen", "pairs_longer_chosen"}
     assert result["pairs"] == 10 and result["accuracy"] >= 0.9
     assert 0 < result["trained_prompts"] < 10  # the same prompts it trained on, those on the train side
     assert "evaluations" not in ModelVersion.objects.get(pk=version.pk).metrics  # kept only with --record
@@ -69,17 +83,20 @@ def test_train_queues_by_default_and_refuses_a_second_live_run(project_factory, 
 def test_sync_run_that_fails_exits_with_an_error(project_factory, tiny_reward_base):
     project = project_factory()  # no judgments
     with pytest.raises(CommandError, match="failed"):
-        _call("train_reward_model", "--project", project.slug, "--base", str(tiny_reward_base), "--sync")
+        _call("train_reward_model", "--project", project.slug, "--base", str(_tiny_base(tiny_reward_base).pk), "--sync")
 
 
 @pytest.mark.django_db
 def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     a, b = project_factory(), project_factory()
     out, _ = _call("setup_schedules")
-    assert "2 created, 2 already there" in out  # the projects' own were made with them
+    assert "4 created, 2 already there" in out  # the projects' own were made with them
     names = set(PeriodicTask.objects.values_list("name", flat=True))
     sweep = PeriodicTask.objects.get(name=LEASE_SWEEP_SCHEDULE_NAME)
     assert sweep.task == "labeling.tasks.assignments_expire_sweep" and sweep.queue == "celery"
+    exports_reaper = PeriodicTask.objects.get(name=EXPORT_REAPER_SCHEDULE_NAME)
+    assert exports_reaper.task == "labeling.tasks.export_jobs_reap_stale" and exports_reaper.interval.every == 1
+    assert exports_reaper.queue == "celery"
     assert {REAPER_SCHEDULE_NAME, RETRAIN_SCHEDULE_PREFIX + a.slug, RETRAIN_SCHEDULE_PREFIX + b.slug} <= names
     reaper = PeriodicTask.objects.get(name=REAPER_SCHEDULE_NAME)
     assert reaper.task == "training.tasks.runs_reap_stale" and reaper.interval.every == 1 and reaper.queue == "celery"
@@ -90,8 +107,8 @@ def test_setup_schedules_is_idempotent_and_keeps_admin_edits(project_factory):
     check.save()
 
     out, _ = _call("setup_schedules")
-    assert "0 created, 4 already there" in out
-    assert PeriodicTask.objects.count() == 4 and not PeriodicTask.objects.get(pk=check.pk).enabled
+    assert "0 created, 6 already there" in out
+    assert PeriodicTask.objects.count() == 6 and not PeriodicTask.objects.get(pk=check.pk).enabled
     b.deleted_at = timezone.now()
     b.save()
     c = project_factory()
@@ -108,9 +125,16 @@ def test_reap_runs_command(project_factory, settings):
     run = run_create(project=project_factory(), kind=TrainingRun.Kind.REWARD)
     run_start(run_id=run.pk)
     TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    job = ExportJob.objects.create(project=run.project, format="trl", status=ExportJob.Status.RUNNING,
+                                   started_at=timezone.now() - timedelta(minutes=5))
+    imported = ImportJob.objects.create(project=run.project, filename="big.jsonl", status=ImportJob.Status.RUNNING,
+                                        started_at=timezone.now() - timedelta(minutes=5))
     out, _ = _call("reap_runs")
-    assert out.strip() == f"reaped 1 run(s): {run.pk}"
+    assert out.splitlines() == [f"reaped 1 run(s): {run.pk}", f"reaped 1 export job(s): {job.pk}",
+                                f"reaped 1 import job(s): {imported.pk}"]
     assert TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.FAILED
+    assert ExportJob.objects.get(pk=job.pk).status == ExportJob.Status.FAILED
+    assert ImportJob.objects.get(pk=imported.pk).status == ImportJob.Status.FAILED
 
 
 @pytest.mark.django_db

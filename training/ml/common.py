@@ -94,7 +94,9 @@ def atomic_output_dir(final_dir: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside final_dir; rename it into place only if the block succeeds.
 
     The rename is atomic on one filesystem, so a reader sees either no folder or a complete one,
-    and a crashed run leaves only a `.tmp-*` folder that nothing points to.
+    and a crashed run leaves only a `.tmp-*` folder that nothing points to. The files and folders
+    are fsynced before the rename and the parent after it, so after a power loss the version the
+    database registered is there whole (not a folder of empty or truncated files).
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,32 @@ def atomic_output_dir(final_dir: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final_dir.name}-", dir=final_dir.parent))
     try:
         yield tmp
+        fsync_tree(tmp)
         os.rename(tmp, final_dir)
+        fsync_path(final_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush one file or folder (its entries) to disk."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """Flush every file under root, then each folder, deepest first, root last."""
+    folders = []
+    for folder, _, files in os.walk(root):
+        folders.append(folder)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                fsync_path(path)
+    for folder in reversed(folders):
+        fsync_path(folder)

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from training.ml.parent_death import rank_dies_with_launcher
+
 RESULT_TMP_SUFFIX = ".tmp"
 
 
@@ -62,6 +64,7 @@ def launch_command(*, job_path: str | Path, processes: int, gpu: bool, accelerat
 
 
 def main(job_path: str) -> None:
+    rank_dies_with_launcher()  # torchrun gives each rank a session of its own: no group kill reaches it
     job = json.loads(Path(job_path).read_text())
     main_rank = os.environ.get("RANK", "0") == "0"
     progress_file = open(job["progress"], "a", encoding="utf-8") if main_rank else None

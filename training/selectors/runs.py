@@ -11,7 +11,7 @@ from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from labeling.models import Project
-from training import plan
+from training import plan, runspec
 from training.models import TrainingRun
 
 
@@ -57,20 +57,26 @@ def runs_queued_unpicked_list(*, now: datetime | None = None) -> QuerySet[Traini
     return queued.filter(sent_at__lt=cutoff) | queued.filter(sent_at__isnull=True, created_at__lt=cutoff)
 
 
-def pipeline_spec(*, policy_kind: str = "", auto_promote_margin: float | None = None,
-                  promote_metric: str = plan.DEFAULT_PROMOTE_METRIC, step_params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A validated round spec (training.plan.round_spec) with this deployment's defaults:
-    settings.PAIRWISE_PIPELINE_POLICY_KIND (dpo) and settings.PAIRWISE_AUTO_PROMOTE_MARGIN (None:
-    promotion stays manual). A bad option is a ValidationError naming its field."""
-    if auto_promote_margin is None:
-        auto_promote_margin = getattr(settings, "PAIRWISE_AUTO_PROMOTE_MARGIN", None)
+def request_max_processes() -> int:
+    """The most processes a run request may ask for: settings.PAIRWISE_MAX_PROCESSES."""
+    return int(getattr(settings, "PAIRWISE_MAX_PROCESSES", 0) or getattr(settings, "PAIRWISE_TRAIN_PROCESSES", 1) or 1)
+
+
+def pipeline_spec(**options: Any) -> dict[str, Any]:
+    """A parsed round spec (training.runspec.round_spec: policy_kind, auto_promote_margin,
+    promote_metric, step_params, each step's params checked as that kind's run) with this
+    deployment's defaults: settings.PAIRWISE_PIPELINE_POLICY_KIND (dpo) and
+    settings.PAIRWISE_AUTO_PROMOTE_MARGIN (None: promotion stays manual). A bad option is a
+    ValidationError naming its field; ids are checked against the project where the round starts
+    (training.services.runspec.round_spec_check)."""
     try:
-        return plan.round_spec(
-            policy_kind=policy_kind or getattr(settings, "PAIRWISE_PIPELINE_POLICY_KIND", plan.DEFAULT_POLICY_KIND),
-            auto_promote_margin=auto_promote_margin, promote_metric=promote_metric, step_params=step_params,
+        return runspec.round_spec(
+            options, max_processes=request_max_processes(),
+            default_policy_kind=getattr(settings, "PAIRWISE_PIPELINE_POLICY_KIND", plan.DEFAULT_POLICY_KIND),
+            default_margin=getattr(settings, "PAIRWISE_AUTO_PROMOTE_MARGIN", None),
         )
-    except plan.PlanError as exc:
-        raise ValidationError({exc.field: exc.message}) from None
+    except runspec.SpecError as exc:
+        raise ValidationError(dict(exc.errors)) from None
 
 
 def run_pipeline_spec(*, run: TrainingRun) -> dict[str, Any] | None:
@@ -80,10 +86,45 @@ def run_pipeline_spec(*, run: TrainingRun) -> dict[str, Any] | None:
     return (run.params or {}).get("pipeline") or pipeline_spec()
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
+
+
+def run_timing(*, run: TrainingRun, now: datetime | None = None) -> dict[str, Any]:
+    """How long the run has trained (from started_at to its end, or now), its speed in steps (PPO:
+    iterations) per second from the last recorded step, and, while it runs, the time left
+    extrapolated from its progress at that speed: elapsed * (1 - progress) / progress. Each is None
+    where it cannot be known yet (not started, no step or no progress recorded); `text` says it in words."""
+    if run.started_at is None:
+        return {"elapsed_s": None, "steps": None, "steps_per_s": None, "eta_s": None,
+                "text": "waiting for a worker" if run.status in TrainingRun.ACTIVE_STATUSES else ""}
+    end = run.finished_at or (now or timezone.now())
+    elapsed = max(0.0, (end - run.started_at).total_seconds())
+    x = "iteration" if run.kind == TrainingRun.Kind.PPO else "step"
+    steps = max((p[x] for p in run.metrics_history or [] if isinstance(p.get(x), (int, float))), default=None)
+    speed = steps / elapsed if steps and elapsed > 0 else None
+    running = run.status == TrainingRun.Status.RUNNING
+    progress = float(run.progress)
+    eta = elapsed * (1.0 - progress) / progress if running and 0.0 < progress < 1.0 else None
+    words = [f"{_duration(elapsed)} {'elapsed' if running else 'in all'}"]
+    if speed is not None:
+        words.append(f"{speed:.3g} {x}s/s")
+    if running:
+        words.append(f"about {_duration(eta)} left" if eta is not None else "time left unknown until it reports progress")
+    return {"elapsed_s": round(elapsed, 1), "steps": steps, "steps_per_s": None if speed is None else round(speed, 4),
+            "eta_s": None if eta is None else round(eta, 1), "text": " · ".join(words)}
+
+
 def run_as_dict(run: TrainingRun) -> dict[str, Any]:
     """The JSON the runs page polls, and the API's run shape."""
     last = run.metrics_history[-1] if run.metrics_history else {}
     return {
+        "timing": run_timing(run=run),
         "id": run.pk,
         "project": run.project.slug if run.project_id else None,
         "kind": run.kind,

@@ -8,6 +8,7 @@ import json
 import random
 from typing import Callable
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -111,7 +112,7 @@ def ab_candidates_generate(*, run: TrainingRun, echo: Callable | None = None) ->
                 version.artifact_path, [prompt_input(p) for p in prompts], k=1, temperature=project.gen_temperature,
                 top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens, system_prompt=generation["system_prompt"],
                 batch_size=int(params.get("batch_size", 16)), seed=int(ab.get("seed", 0)) + i, progress=reporter,
-                device=params.get("device", "auto"),
+                device=settings.PAIRWISE_DEVICE,
             ))
         reporter.flush()
     rng = random.Random(ab.get("seed", 0))

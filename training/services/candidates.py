@@ -45,7 +45,7 @@ def generator_backend(*, policy: ModelVersion, params: dict[str, Any]) -> tuple[
     from training.ml.common import pick_device
     from training.ml.vllm_backend import backend_choose
 
-    return backend_choose(model_dir=policy.artifact_path, device=pick_device(params.get("device", "auto")),
+    return backend_choose(model_dir=policy.artifact_path, device=pick_device(settings.PAIRWISE_DEVICE),
                           requested=params.get("backend") or settings.PAIRWISE_GENERATOR)
 
 
@@ -92,7 +92,7 @@ def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:
             policy.artifact_path, [prompt_input(p) for p in prompts], k=project.responses_per_task,
             temperature=project.gen_temperature, top_p=project.gen_top_p, max_new_tokens=project.gen_max_new_tokens,
             system_prompt=generation["system_prompt"], batch_size=int(params.get("batch_size", 16)), seed=run.pk,
-            progress=reporter, device=params.get("device", "auto"), backend=generation["backend"],
+            progress=reporter, device=settings.PAIRWISE_DEVICE, backend=generation["backend"],
         )
     reporter.flush()
     created: dict[str, int] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from django.conf import settings
 from django.utils import timezone
 
 from training import plan
@@ -53,7 +54,7 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
         version.artifact_path, (parent or version).artifact_path, rm.artifact_path if rm else None, prompts, demos,
         max_new_tokens=int(params.get("max_new_tokens", min(project.gen_max_new_tokens, 64))),
         batch_size=int(params.get("batch_size", 8)), system_prompt=system_prompt_of(project), seed=run.pk,
-        device=params.get("device", "auto"), precision=params.get("precision", "fp32"),
+        device=settings.PAIRWISE_DEVICE, precision=params.get("precision", "fp32"),
         base_dir=base.artifact_path if base is not None and base not in (parent, version) else None,
     )
     flags = version_flag_rates(version_ids=[v.pk for v in (version, parent) if v is not None])

@@ -1,17 +1,17 @@
 """How a run task executes: the frame around every task body (run_execute), the progress reporter
 the trainers call, and the heartbeat thread that keeps a long step visibly alive. A SIGKILLed
-worker goes silent, and the reaper (training.services.runs.runs_reap_stale) finds it."""
+worker goes silent, and the reaper (training.services.runs.runs_reap_stale) finds it. A database
+restart is not a dead worker: heartbeats and reports reconnect and retry (config.db.db_retry)."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from typing import Any, Callable
 
 from django.conf import settings
-from django.db import connection
 
+from config.db import DB_ERRORS, db_retry, heartbeats
 from training.models import TrainingRun
 from training.services.runs import RunAborted, run_fail, run_heartbeat, run_start
 
@@ -34,7 +34,8 @@ def run_execute(*, run_id: int, worker: str, what: str, body: Callable[[Training
         logger.warning("%s", exc)
         return None
     except BaseException as exc:
-        run_fail(run_id=run.pk, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+        db_retry(lambda: run_fail(run_id=run.pk, error=error), what=f"failing run {run.pk}")
         logger.exception("%s run %s failed", what, run.pk)
         if not isinstance(exc, Exception):
             raise
@@ -56,6 +57,7 @@ class RunReporter:
         self._points: list[dict[str, Any]] = []
         self._lines: list[str] = []
         self._last = 0.0
+        self._offline = False
         self.fraction = 0.0
 
     def __call__(self, fraction: float, metrics: dict[str, Any]) -> None:
@@ -79,49 +81,31 @@ class RunReporter:
         points, lines = self._points, self._lines
         self._points, self._lines = [], []
         self._last = time.monotonic()
-        if not run_heartbeat(run_id=self.run_id, progress=self.fraction, metrics=points, log_lines=lines):
+        try:  # once a report has given up, the next ones try once each: training is not slowed down for long
+            running = db_retry(lambda: run_heartbeat(run_id=self.run_id, progress=self.fraction, metrics=points,
+                                                     log_lines=lines),
+                               what=f"progress of run {self.run_id}", within_s=0.0 if self._offline else None)
+        except DB_ERRORS:
+            # Still no database after the retries: keep the points for the next report and train on;
+            # the heartbeat thread keeps trying too, and the run ends normally once it is back.
+            self._points, self._lines, self._offline = points + self._points, lines + self._lines, True
+            logger.warning("run %s: progress not recorded, the database is unavailable", self.run_id)
+            return
+        self._offline = False
+        if not running:
             raise RunAborted(f"run {self.run_id} is no longer running")
 
 
-class _HeartbeatThread(threading.Thread):
-    """Beats while the trainer is busy in a long step, model load or evaluation. It dies with the
-    process, so a SIGKILLed worker goes silent and the reaper finds it."""
-
-    def __init__(self, run_id: int, interval: float):
-        super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
-        self.run_id, self.interval, self.stopped = run_id, interval, threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.wait(self.interval):
-                try:
-                    run_heartbeat(run_id=self.run_id)
-                except Exception:  # a DB blip must not kill the beat; the reaper is the backstop
-                    logger.exception("heartbeat failed for run %s", self.run_id)
-        finally:
-            connection.close()
-
-
-class run_heartbeats:
-    """Context manager: a heartbeat thread for the block's duration."""
-
-    def __init__(self, *, run_id: int):
-        stale = settings.PAIRWISE_HEARTBEAT_STALE.total_seconds()
-        self.thread = _HeartbeatThread(run_id, interval=min(30.0, max(0.5, stale / 4)))
-
-    def __enter__(self):
-        self.thread.start()
-        return self.thread
-
-    def __exit__(self, *exc):
-        self.thread.stopped.set()
-        self.thread.join(timeout=10)
-        return False
+def run_heartbeats(*, run_id: int) -> heartbeats:
+    """Context manager: a heartbeat thread for the block's duration (it reconnects after a database restart)."""
+    return heartbeats(name=f"heartbeat-run-{run_id}", beat=lambda: run_heartbeat(run_id=run_id))
 
 
 def threads_set(*, params: dict[str, Any]) -> None:
-    """params["threads"] caps torch's CPU threads for this run (a worker shared with other work)."""
-    if params.get("threads"):
+    """settings.PAIRWISE_TRAIN_THREADS caps torch's CPU threads for a run (a worker shared with other
+    work). An operator knob: a run's params never set it (training.runspec.OPERATOR_ONLY)."""
+    threads = int(getattr(settings, "PAIRWISE_TRAIN_THREADS", 0) or 0)
+    if threads:
         import torch
 
-        torch.set_num_threads(int(params["threads"]))
+        torch.set_num_threads(threads)

@@ -6,7 +6,9 @@ supervises the group until it ends.
   which heartbeats into the database, and heartbeats between lines too, so a long step is not taken
   for a dead worker.
 - Cancelling the run (RunAborted from the reporter), the task's time limit, or any other error ends
-  every process of the group (it runs in its own session: one killpg reaches all ranks).
+  every process of the group (SIGTERM to the launcher's session; the launcher stops its ranks).
+- A worker process that dies (SIGKILL, the OOM killer) takes the group with it: the launcher and
+  each rank get the parent-death signal (training.ml.parent_death), so no rank keeps the GPUs.
 - A rank that dies makes the launcher exit non-zero: the run fails with the end of the group's log,
   and the reaper cleans up as for any failed run. Rank 0 alone writes the artifact, atomically.
 """
@@ -19,11 +21,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 
 from training.ml.launch import launch_command
+from training.ml.parent_death import guarded
 from training.services.execution import REPORT_EVERY_S, RunReporter
 
 POLL_S = 0.5
@@ -67,8 +70,16 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
+def group_start(*, command: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen:
+    """Start the launcher in a session of its own (_stop signals its group), tied to this process by
+    the parent-death signal (training.ml.parent_death): when the worker process dies, even by
+    SIGKILL, the launcher dies and each rank with it."""
+    return subprocess.Popen(guarded(command, parent_pid=os.getpid()), cwd=settings.BASE_DIR, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def group_train(*, trainer: str, job: dict[str, Any], rows: list[dict[str, Any]], processes: int, scratch: Path,
-                reporter: RunReporter, accelerate_config: str = "") -> dict[str, Any]:
+                reporter: RunReporter) -> dict[str, Any]:
     """Run one training job on `processes` processes and return rank 0's metrics."""
     import torch
 
@@ -78,13 +89,12 @@ def group_train(*, trainer: str, job: dict[str, Any], rows: list[dict[str, Any]]
     paths["job.json"].write_text(json.dumps({**job, "trainer": trainer, "data": str(paths["data.jsonl"]),
                                              "progress": str(paths["progress.jsonl"]), "result": str(paths["result.json"])}))
     command = launch_command(job_path=paths["job.json"], processes=processes, gpu=torch.cuda.is_available(),
-                             accelerate_config=accelerate_config or getattr(settings, "PAIRWISE_ACCELERATE_CONFIG", ""))
+                             accelerate_config=getattr(settings, "PAIRWISE_ACCELERATE_CONFIG", ""))
     threads = max(1, (os.cpu_count() or 1) // processes)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(settings.BASE_DIR)}
     reporter.log(f"training on {processes} processes: {' '.join(command[1:])}")
     with paths["group.log"].open("wb") as log:
-        process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = group_start(command=command, env=env, log=log)
     try:
         offset, last_flush = 0, time.monotonic()
         while process.poll() is None:

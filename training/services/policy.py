@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from labeling.models import Project
+from django.conf import settings
+
 from training import plan
+from training.runspec import trainer_config
 from training.models import ModelVersion, TrainingRun
 from training.dataset import TrainingDataset, dpo_pairs, ppo_prompts, sft_examples
 from training.selectors.data import system_prompt_of
@@ -50,8 +53,7 @@ def _alone_or_group(trainer: str, fit: Callable[..., dict[str, Any]], *, rows: l
             return fit(parent.artifact_path, rows, output_dir, config, progress=progress)
         job = {"parent_dir": parent.artifact_path, "out_dir": str(output_dir), "config": dataclasses.asdict(config)}
         return group_train(trainer=trainer, job=job, rows=rows, processes=processes, reporter=progress,
-                           scratch=output_dir.with_name(f".group-{output_dir.name}"),
-                           accelerate_config=params.get("accelerate_config", ""))
+                           scratch=output_dir.with_name(f".group-{output_dir.name}"))
 
     return train
 
@@ -64,7 +66,7 @@ def _sft_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
     examples = sft_examples(dataset, include_chosen=include_chosen)
     if not examples:
         raise ValueError(f"no demonstrations{' or chosen responses' if include_chosen else ''} in project {project.slug}")
-    config = plan.trainer_config(SFTConfig, params, **defaults)
+    config = trainer_config(SFTConfig, params, **defaults)
     processes = group_size(params=params)
     train = _alone_or_group("sft", train_sft, rows=list(examples), processes=processes, parent=parent, config=config,
                             params=params, output_dir=output_dir)
@@ -79,7 +81,7 @@ def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
     pairs, until = dpo_pairs(dataset), dataset.last_judgment_id
     if not pairs:
         raise ValueError(f"no preference pairs in project {project.slug}")
-    config = plan.trainer_config(DPOConfig, params, **defaults)
+    config = trainer_config(DPOConfig, params, **defaults)
     processes = group_size(params=params)
     train = _alone_or_group("dpo", train_dpo, rows=list(pairs), processes=processes, parent=parent, config=config,
                             params=params, output_dir=output_dir)
@@ -97,7 +99,7 @@ def _ppo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
     prompts = ppo_prompts(dataset)
     if not prompts:
         raise ValueError(f"no prompts in project {project.slug}")
-    config = plan.trainer_config(PPOConfig, params, **defaults)
+    config = trainer_config(PPOConfig, params, **defaults)
     demos = sft_examples(dataset) if config.ptx_coef > 0 else []
     return _Job(config, {"prompts": len(prompts), "ptx_demonstrations": len(demos), "reward_version": rm.pk},
                 f"PPO on {len(prompts)} prompts against reward model {rm.name}, KL beta {config.beta} vs {parent.name}",
@@ -120,7 +122,8 @@ def _policy_train(run: TrainingRun, echo) -> ModelVersion | None:
     output_dir = run_output_dir(run=run)
     reporter = RunReporter(run_id=run.pk, echo=echo)
     snapshot, dataset = run_snapshot_use(run=run)
-    job = JOBS[run.kind](project, dataset, parent, params, output_dir, {"system_prompt": system_prompt_of(project)})
+    fixed = {"system_prompt": system_prompt_of(project), "device": settings.PAIRWISE_DEVICE}  # the product's and the operator's
+    job = JOBS[run.kind](project, dataset, parent, params, output_dir, fixed)
     run_params_update(run_id=run.pk, output_dir=str(output_dir), parent_version=parent.pk, snapshot=snapshot.pk,
                       **job.stats)
     reporter.log(f"{job.log}; data: snapshot {snapshot.pk}")

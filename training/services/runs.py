@@ -23,13 +23,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.celery import task_send_on_commit
+from config.db import db_connection_ensure
 from labeling.models import Project
 from training import plan
 from training.models import ModelVersion, TrainingRun
-from training.selectors.data import training_filters, training_snapshot_get
 from training.selectors.runs import run_active_get, run_pipeline_spec, runs_queued_unpicked_list, runs_stale_list
 from training.selectors.versions import model_version_promoted_get
-from training.services.snapshots import snapshot_mix_check
+from training.services.runspec import round_step_check, run_spec_check
 from training.services.versions import model_version_card_write, model_version_promote, model_version_register
 
 logger = logging.getLogger(__name__)
@@ -94,24 +94,18 @@ def _run_send(run: TrainingRun) -> None:
 
 
 def run_request(
-    *, project: Project, kind: str, trigger: str, base_version: ModelVersion | None = None,
-    requested_by: AbstractUser | None = None, send: bool = True, **options: Any,
+    *, project: Project, kind: str, trigger: str, requested_by: AbstractUser | None = None, send: bool = True,
+    spec: dict[str, Any] | None = None, **options: Any,
 ) -> TrainingRun:
-    """A run a person asks for (API, dashboard, command): its params are training.plan.run_params
-    (the per-kind defaults, decided there once), then it is queued; with send=False it is only
-    created, for a caller that runs it in the foreground (manage.py train_reward_model --sync)."""
-    try:
-        params = plan.run_params(kind=kind, trigger=trigger, **options)
-    except plan.PlanError as exc:
-        raise ValidationError({exc.field: exc.message}) from None
-    if kind in plan.TRAINING_KINDS:  # refuse bad data options now, not when a worker picks the run up
-        training_filters(params=params, project=project)
-        if params.get("snapshot") and training_snapshot_get(project=project, snapshot_id=params["snapshot"]) is None:
-            raise ValidationError({"snapshot": f"No training snapshot {params['snapshot']} in this project."})
-        for snapshot_id in params.get("mix_snapshots", ()):
-            snapshot_mix_check(project=project, snapshot_id=snapshot_id, user=requested_by)
+    """A run a person asks for (API, dashboard, command): `spec` (and `options`) are the request's options, parsed and
+    checked (training.services.runspec.run_spec_check: unknown keys, bad values and other projects'
+    ids are refused, the per-kind defaults filled in), then the run is queued with them as its params;
+    with send=False it is only created, for a caller that runs it in the foreground
+    (manage.py train_reward_model --sync)."""
+    checked = run_spec_check(project=project, user=requested_by, kind=kind, spec={**(spec or {}), **options})
     make = run_queue if send else run_create
-    return make(project=project, kind=kind, params=params, base_version=base_version, requested_by=requested_by)
+    return make(project=project, kind=kind, params={"trigger": trigger, **checked.params}, base_version=checked.version,
+                requested_by=requested_by)
 
 
 def run_start(*, run_id: int, worker: str = "") -> TrainingRun | None:
@@ -175,6 +169,7 @@ def run_succeed(
     None when the run is no longer RUNNING (reaped or cancelled meanwhile): then nothing is registered
     and the caller removes the artifact it made.
     """
+    db_connection_ensure(what=f"finishing run {run_id}")  # a database restart during the save is not a failure
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
         if run is None or run.status != TrainingRun.Status.RUNNING:
@@ -209,10 +204,11 @@ def pipeline_advance(*, run: TrainingRun, version: ModelVersion | None) -> Train
         if version is None or version.kind != ModelVersion.Kind.POLICY:
             stopped = "the policy step registered no version"
     if not stopped:
-        try:
-            nxt = run_queue(project=run.project, kind=kind, base_version=base_version, pipeline_id=run.pipeline_id,
-                            requested_by=run.requested_by,
-                            params={**plan.round_step_params(spec=spec, kind=kind), "trigger": "pipeline", "pipeline": spec})
+        try:  # the stored spec is checked again, as a request would be: it cannot bring what a request may not
+            step = round_step_check(project=run.project, user=run.requested_by, spec=spec, kind=kind)
+            nxt = run_queue(project=run.project, kind=kind, base_version=base_version or step.version,
+                            pipeline_id=run.pipeline_id, requested_by=run.requested_by,
+                            params={**step.params, "trigger": "pipeline", "pipeline": spec})
         except RunAlreadyActive as exc:
             stopped = f"a {kind} run ({exc.run.pk}) was already live"
         except ValidationError as exc:

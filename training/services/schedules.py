@@ -9,9 +9,12 @@ from django.db import transaction
 
 from labeling.models import Project
 from training.selectors.runs import pipeline_spec
+from training.services.runspec import round_spec_check
 
 REAPER_SCHEDULE_NAME = "pairwise: reap stale training runs"
 LEASE_SWEEP_SCHEDULE_NAME = "pairwise: return expired leases to the pool"
+EXPORT_REAPER_SCHEDULE_NAME = "pairwise: reap stale export jobs"
+IMPORT_REAPER_SCHEDULE_NAME = "pairwise: reap stale import jobs"
 RETRAIN_SCHEDULE_PREFIX = "pairwise: reward retrain check: "
 
 
@@ -19,7 +22,7 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
     """Create the django-celery-beat schedules. Idempotent, and it never overwrites a schedule that
     was edited (so edits made in the admin survive); schedules of deleted projects are disabled.
 
-    - the reaper, every minute;
+    - the reapers of training runs, of export jobs and of import jobs, every minute;
     - the sweep that returns expired annotator leases to the pool, every minute;
     - per project, the training round check every `check_minutes` (PAIRWISE_RETRAIN_CHECK_MINUTES, 5):
       reward retrain -> policy retrain -> evaluation -> optional auto-promotion -> candidates
@@ -28,8 +31,10 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
       were made with at project creation, where an admin can edit them later.
     Both go to the `celery` queue, so they are never stuck behind a training run.
     """
-    if pipeline_options:
-        pipeline_spec(**pipeline_options)  # refuse bad options before writing anything
+    if pipeline_options:  # refuse bad options before writing anything: parsed, then checked against every project
+        spec = pipeline_spec(**pipeline_options)
+        for project in Project.objects.filter(deleted_at__isnull=True).order_by("id"):
+            round_spec_check(project=project, user=None, spec=spec)
     from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
     minutes = check_minutes or int(getattr(settings, "PAIRWISE_RETRAIN_CHECK_MINUTES", 5))
@@ -40,6 +45,8 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
         wanted = {
             REAPER_SCHEDULE_NAME: ("training.tasks.runs_reap_stale", every_minute, {}),
             LEASE_SWEEP_SCHEDULE_NAME: ("labeling.tasks.assignments_expire_sweep", every_minute, {}),
+            EXPORT_REAPER_SCHEDULE_NAME: ("labeling.tasks.export_jobs_reap_stale", every_minute, {}),
+            IMPORT_REAPER_SCHEDULE_NAME: ("labeling.tasks.import_jobs_reap_stale", every_minute, {}),
         }
         for project in Project.objects.filter(deleted_at__isnull=True).order_by("id"):
             wanted[f"{RETRAIN_SCHEDULE_PREFIX}{project.slug}"] = (

@@ -32,10 +32,14 @@ def test_train_now_queues_then_conflicts_and_roles_are_enforced(project_factory,
     again = api_client(admin).post(url, {"kind": "reward"}, format="json")
     assert again.status_code == 409 and again.json()["id"] == run_id
 
-    listed = api_client(annotator).get(url).json()
+    # Reads are for viewers and admins: runs carry params, logs and errors (tests/security/test_defaults.py).
+    viewer = member(project, Membership.Role.VIEWER)
+    listed = api_client(viewer).get(url).json()
     assert [r["id"] for r in listed["results"]] == [run_id]
-    detail = api_client(annotator).get(reverse("api-training-run", kwargs={"slug": project.slug, "run_id": run_id}))
+    detail_url = reverse("api-training-run", kwargs={"slug": project.slug, "run_id": run_id})
+    detail = api_client(viewer).get(detail_url)
     assert detail.status_code == 200 and detail.json()["kind"] == "reward"
+    assert api_client(annotator).get(url).status_code == api_client(annotator).get(detail_url).status_code == 403
     other = project_factory()
     assert api_client(admin).get(reverse("api-training-runs", kwargs={"slug": other.slug})).status_code == 404
 
@@ -62,7 +66,8 @@ def test_versions_promote_demote_and_evaluate(trained, member, api_client):
     as_json = api_client(viewer).post(evaluate, {"records": separable_records(6)}, format="json")
     assert as_json.status_code == 200, as_json.content
     assert set(as_json.json()) == {"pairs", "accuracy", "ci95", "mean_margin", "log_loss", "length_baseline", "by_length",
-                                   "trained_prompts"}
+                                   "trained_prompts", "length_margin_corr", "accuracy_shorter_chosen",
+                                   "pairs_shorter_chosen", "accuracy_longer_chosen", "pairs_longer_chosen"}
     assert as_json.json()["pairs"] == 6 and as_json.json()["length_baseline"] == 1.0
 
     body = gzip.compress("\n".join(json.dumps(r) for r in separable_records(5)).encode())
@@ -165,7 +170,7 @@ def test_a_reward_run_mixes_in_another_projects_snapshot_its_admin_oversees(proj
     hidden = api_client(admin).post(url, {"kind": "reward", "mix_snapshots": [mixed.pk]}, format="json")
     assert hidden.status_code == 400 and hidden.json() == {"mix_snapshots": [f"No training snapshot {mixed.pk} of a project you oversee."]}
     assert api_client(admin).post(url, {"kind": "reward", "mix_snapshots": [0]}, format="json").json() == {
-        "mix_snapshots": {"0": ["Ensure this value is greater than or equal to 1."]}}
+        "mix_snapshots": ["Up to 16 snapshot ids, as a list of positive ids"]}  # training.runspec's message
     assert "mix_snapshots" in api_client(admin).post(url, {"kind": "reward", "mix_snapshots": "7"}, format="json").json()
     membership_set(project=public, user=admin, role="viewer")
     ok = api_client(admin).post(url, {"kind": "reward", "mix_snapshots": [mixed.pk]}, format="json")
@@ -175,10 +180,12 @@ def test_a_reward_run_mixes_in_another_projects_snapshot_its_admin_oversees(proj
 
 
 @pytest.mark.django_db
-def test_endpoint_registration_api_validates_and_never_stores_the_key(project_factory, member, models_dir, monkeypatch):
+def test_endpoint_registration_api_validates_and_never_stores_the_key(project_factory, member, models_dir, monkeypatch,
+                                                                      settings):
     from rest_framework.test import APIClient
 
-    monkeypatch.setenv("PAIRWISE_TEST_KEY", "sk-secret-value")
+    monkeypatch.setenv("PAIRWISE_ENDPOINT_KEY_TEST", "sk-secret-value")
+    settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = "127.0.0.1/32"  # the operator's allow-list opens loopback
     project = project_factory()
     client = APIClient()
     client.force_authenticate(member(project, "admin"))
@@ -186,10 +193,10 @@ def test_endpoint_registration_api_validates_and_never_stores_the_key(project_fa
     bad = client.post(url, {"name": "", "base_url": "not a url", "model": "m", "concurrency": 0}, format="json")
     assert bad.status_code == 400 and {"name", "base_url", "concurrency"} <= set(bad.json())
     made = client.post(url, {"name": "vllm-8b", "base_url": "http://127.0.0.1:9/v1", "model": "llama",
-                             "api_key_env": "PAIRWISE_TEST_KEY"}, format="json")
+                             "api_key_env": "PAIRWISE_ENDPOINT_KEY_TEST"}, format="json")
     assert made.status_code == 201, made.content
     body = made.json()
-    assert body["kind"] == "policy" and body["config"]["endpoint"]["api_key_env"] == "PAIRWISE_TEST_KEY"
+    assert body["kind"] == "policy" and body["config"]["endpoint"]["api_key_env"] == "PAIRWISE_ENDPOINT_KEY_TEST"
     assert "sk-secret-value" not in made.content.decode()
     duplicate = client.post(url, {"name": "vllm-8b", "base_url": "http://127.0.0.1:9/v1", "model": "llama"}, format="json")
     assert duplicate.status_code == 400 and "name" in duplicate.json()

@@ -57,9 +57,13 @@ def test_blind_ab_evaluation_feeds_a_bradley_terry_leaderboard(setup, make_user,
     assert flags[base.pk]["any_flag_rate"] == 1.0 and flags[base.pk]["flag_rates"] == {"hallucination": 1.0}
     assert flags[sft.pk]["any_flag_rate"] == 0.0 and flags[sft.pk]["responses_judged"] == judged
 
-    body = api_client(annotator).get(reverse("api-training-leaderboard", kwargs={"slug": project.slug})).json()
+    # Viewers and admins read them; the annotator, who labels the blind A/B, may not learn the sides.
+    board_url = reverse("api-training-leaderboard", kwargs={"slug": project.slug})
+    assert api_client(annotator).get(board_url).status_code == api_client(annotator).get(url).status_code == 403
+    viewer = member(project, "viewer")
+    body = api_client(viewer).get(board_url).json()
     assert body["leaderboard"][0]["version_id"] == sft.pk and body["flag_rates"][str(base.pk)]["any_flag_rate"] == 1.0
-    listed = api_client(annotator).get(url).json()["evaluations"]
+    listed = api_client(viewer).get(url).json()["evaluations"]
     assert listed[0]["project"] == ab.slug and listed[0]["judgments"] == judged
 
     page = api_client(admin, token=False).get(reverse("training-runs", kwargs={"slug": project.slug}))

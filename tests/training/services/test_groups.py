@@ -4,6 +4,7 @@ it, when the run is cancelled."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -91,3 +92,72 @@ def test_cancelling_ends_every_process_of_the_group(tmp_path, tiny_policy, monke
     assert reporter.points and reporter.points[0]["step"] == 1
     assert started and not _alive(started[0].pid)  # the launcher and both ranks: one process group
     assert time.monotonic() - begin < 120 and not (tmp_path / "scratch").exists() and not (tmp_path / "out").exists()
+
+
+RANK_SCRIPT = """
+import os, sys, time
+from training.ml.parent_death import rank_dies_with_launcher
+rank_dies_with_launcher()  # as training.ml.launch does
+open(os.path.join(sys.argv[1], "rank-" + os.environ["RANK"]), "w").write(str(os.getpid()))
+time.sleep(600)
+"""
+
+OWNER_SCRIPT = """
+import os, sys, time
+import django
+django.setup()
+from training.services.groups import group_start
+with open(os.path.join(sys.argv[1], "group.log"), "wb") as log:
+    process = group_start(command=sys.argv[2:], env=dict(os.environ), log=log)
+open(os.path.join(sys.argv[1], "launcher"), "w").write(str(process.pid))
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # dead, waiting for init to reap it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_the_group_dies_with_the_worker_process_that_owns_it(tmp_path):
+    """The OOM killer SIGKILLs the Celery child that supervises a group: torchrun and every rank (each
+    in a session of its own) go too, so none keeps the GPUs. The owner starts a real torchrun group
+    through group_start; its ranks sleep."""
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    (tmp_path / "rank.py").write_text(RANK_SCRIPT)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONPATH": str(settings.BASE_DIR),
+           "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                str(tmp_path / "rank.py"), str(tmp_path)]
+    owner = subprocess.Popen([sys.executable, "-c", OWNER_SCRIPT, str(tmp_path), *launcher], cwd=settings.BASE_DIR,
+                             env=env)
+    pids = {}
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < 3 and time.monotonic() < deadline:
+            assert owner.poll() is None, "the owner exited"
+            pids = {p.name: int(p.read_text()) for p in tmp_path.iterdir() if p.name in ("launcher", "rank-0", "rank-1")
+                    and p.read_text()}
+            time.sleep(0.2)
+        log = (tmp_path / "group.log").read_text(errors="replace") if (tmp_path / "group.log").exists() else ""
+        assert len(pids) == 3, f"the group did not start: {pids}\n{log[-3000:]}"
+        assert not any(_gone(pid) for pid in pids.values())
+
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(_gone(pid) for pid in pids.values()):
+            time.sleep(0.1)
+        assert {name: _gone(pid) for name, pid in pids.items()} == {"launcher": True, "rank-0": True, "rank-1": True}
+    finally:
+        for pid in [owner.pid, *pids.values()]:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -119,7 +119,9 @@ def test_a_round_mixes_only_what_its_requester_oversees(project_factory, member,
         return api_client(admin).post(pipes, {"step_params": {"reward": {"mix_snapshots": mix}}}, format="json")
 
     refused = start([snapshot.pk])
-    assert refused.status_code == 400 and "of a project you oversee" in refused.json()["mix_snapshots"][0]
+    # A round's errors name the step: step_params "reward.mix_snapshots: ...".
+    assert refused.status_code == 400 and "reward.mix_snapshots: No training snapshot" in refused.json()["step_params"][0]
+    assert "of a project you oversee" in refused.json()["step_params"][0]
     for bad in ("7", [0], [True], list(range(1, 18))):
         assert "reward.mix_snapshots" in start(bad).json()["step_params"][0], bad
     assert not TrainingRun.objects.filter(project=own).exists()

@@ -1,7 +1,10 @@
 """Evaluate a reward-model version on a ../shared/datasets-shaped file (gzip or plain JSONL of
 {id, prompt, chosen, rejected}) and print {"pairs", "accuracy", "mean_margin", "log_loss", "length_baseline",
-"by_length", "ci95", "trained_prompts"} as JSON ("length_baseline" and "by_length": "the longer answer
-wins" on the same pairs, and both accuracies by how much longer the chosen answer is; "trained_prompts":
+"by_length", "length_margin_corr", "accuracy_shorter_chosen", "accuracy_longer_chosen" (with their pair
+counts), "ci95", "trained_prompts"} as JSON ("length_baseline" and "by_length": "the longer answer
+wins" on the same pairs, and both accuracies by how much longer the chosen answer is; the margin's
+correlation with the length difference and the accuracy where the chosen answer is shorter / longer
+say whether the model only learned length; "trained_prompts":
 how many of the file's prompts the version trained on). --record NAME also stores the result on the
 version, shown on the training page and in its model card."""
 from __future__ import annotations

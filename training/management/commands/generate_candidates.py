@@ -1,10 +1,12 @@
 """Queue a candidate-generation run: the promoted policy samples K responses for prompts that have
 no open task yet, and the worker turns them into comparison tasks."""
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from config.cli import project_from_slug
 from training import plan
 from training.services.runs import RunAlreadyActive, run_request
+from training.services.runspec import spec_error_text
 
 
 class Command(BaseCommand):
@@ -20,4 +22,6 @@ class Command(BaseCommand):
             run = run_request(project=found, kind=plan.CANDIDATES, trigger="command", max_prompts=max_prompts)
         except RunAlreadyActive as exc:
             raise CommandError(exc.messages[0]) from None
+        except ValidationError as exc:
+            raise CommandError(spec_error_text(exc)) from None
         self.stdout.write(f"queued candidates run {run.pk}")

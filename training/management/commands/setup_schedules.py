@@ -9,6 +9,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from training.services.runspec import spec_error_text
 from training.services.schedules import schedules_setup
 
 
@@ -45,7 +46,7 @@ class Command(BaseCommand):
         try:
             result = schedules_setup(check_minutes=check_minutes or None, pipeline_options=pipeline or None)
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from None
+            raise CommandError(spec_error_text(exc)) from None
         self.stdout.write(
             f"schedules: {result['created']} created, {result['existing']} already there, "
             f"{result['updated']} given the options, {result['disabled']} disabled (deleted projects)"

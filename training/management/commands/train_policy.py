@@ -12,8 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.cli import json_object, project_from_slug
 from training import plan
-from training.selectors.versions import model_version_list
 from training.services.runs import RunAlreadyActive, run_request
+from training.services.runspec import spec_error_text
 
 
 class Command(BaseCommand):
@@ -27,20 +27,22 @@ class Command(BaseCommand):
         parser.add_argument("--snapshot", type=int, default=None, help="Train from this frozen training snapshot.")
         parser.add_argument("--include-chosen", action="store_true", help="SFT: also train on chosen responses.")
         parser.add_argument("--processes", type=int, default=None,
-                            help="SFT and DPO: train on this many processes (default: PAIRWISE_TRAIN_PROCESSES).")
+                            help="SFT and DPO: train on this many processes (default: PAIRWISE_TRAIN_PROCESSES; at most "
+                                 "PAIRWISE_MAX_PROCESSES).")
 
     def handle(self, *args, project: str, kind: str, config: str, parent: int | None, snapshot: int | None,
                include_chosen: bool, processes: int | None, **options):
         found = project_from_slug(project)
-        base_version = None
-        if parent is not None:
-            base_version = model_version_list(project=found, kind="policy").filter(pk=parent).first()
-            if base_version is None:
-                raise CommandError(f"--parent {parent}: no policy version with that id in {found.slug}")
+        spec = {"version": parent, "config": json_object(config, "--config"), "snapshot": snapshot,
+                "include_chosen": include_chosen or None, "processes": processes}
         try:
-            run = run_request(project=found, kind=kind, trigger="command", base_version=base_version,
-                              config=json_object(config, "--config"), snapshot=snapshot, include_chosen=include_chosen,
-                              processes=processes)
-        except (RunAlreadyActive, ValidationError) as exc:
-            raise CommandError("; ".join(exc.messages)) from None
+            run = run_request(project=found, kind=kind, trigger="command",
+                              spec={k: v for k, v in spec.items() if v not in (None, {})})
+        except RunAlreadyActive as exc:
+            raise CommandError(exc.messages[0]) from None
+        except ValidationError as exc:
+            text = spec_error_text(exc)
+            if parent is not None and "version" in getattr(exc, "error_dict", {}):  # --parent is the spec's version
+                text = f"--parent {parent}: {text}"
+            raise CommandError(text) from None
         self.stdout.write(f"queued {kind} run {run.pk}")

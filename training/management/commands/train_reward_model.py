@@ -11,6 +11,7 @@ from config.cli import json_object, project_from_slug
 from training import plan
 from training.services.reward import reward_model_train
 from training.services.runs import RunAlreadyActive, run_request
+from training.services.runspec import spec_error_text
 
 
 class Command(BaseCommand):
@@ -18,7 +19,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--project", required=True, help="Project slug.")
-        parser.add_argument("--base", default="", help="HF model folder of the backbone (default: the registered base, else MiniLM).")
+        parser.add_argument("--base", default="", help="The backbone: an installed shared reward base, by version id or name "
+                                                       "(manage.py install_base_models --reward-base FOLDER installs one; "
+                                                       "default: the newest installed, else MiniLM).")
         parser.add_argument("--sync", action="store_true", help="Train here, with a progress bar, instead of queueing.")
         parser.add_argument("--config", default="", help='RewardConfig overrides as JSON, e.g. \'{"epochs": 2, "lr": 1e-5}\'.')
         parser.add_argument("--no-promote", action="store_true", help="Register the version without promoting it.")
@@ -34,13 +37,14 @@ class Command(BaseCommand):
         found = project_from_slug(project)
         overrides = json_object(config, "--config")
         try:
-            run = run_request(project=found, kind=plan.REWARD, trigger="command", config=overrides, base=base,
-                              promote="never" if no_promote else None, snapshot=snapshot, include_gold=include_gold,
-                              mix_snapshots=mix_snapshots, send=not sync)
+            spec = {"config": overrides, "base": base or None, "promote": "never" if no_promote else None,
+                    "snapshot": snapshot, "include_gold": include_gold, "mix_snapshots": mix_snapshots}
+            run = run_request(project=found, kind=plan.REWARD, trigger="command", send=not sync,
+                              spec={k: v for k, v in spec.items() if v not in (None, "", [], {}, False)})
         except RunAlreadyActive as exc:
             raise CommandError(exc.messages[0]) from None
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from None
+            raise CommandError(spec_error_text(exc)) from None
         if not sync:
             self.stdout.write(f"queued reward run {run.pk}")
             return
@@ -55,6 +59,9 @@ class Command(BaseCommand):
             f"run {run.pk} succeeded: val_accuracy={metrics.get('val_accuracy')} val_log_loss={metrics.get('val_log_loss')} "
             f"groups={metrics.get('groups')} seconds={metrics.get('seconds', 0):.1f} artifact={version.artifact_path}"
         )
+        promotion = metrics.get("promotion") or {}
+        if promotion:
+            self.stdout.write(f"{'promoted' if version.promoted else 'kept as a candidate'}: {promotion.get('reason')}")
         self.stdout.write(str(version.pk))
 
 
