@@ -221,7 +221,9 @@ def offline_round(args: argparse.Namespace, *, tag: str, parent, judge, records:
     from training.ml.evaluate import head_to_head, length_controlled_win_rate, win_rate_interval
 
     clock = time.perf_counter()
-    project = project_create(name=f"loop quality {tag}", slug=f"loop-{tag}", mode="pairwise")
+    # Its reward model is promoted whatever its held-out evidence: the round's evaluation needs it.
+    project = project_create(name=f"loop quality {tag}", slug=f"loop-{tag}", mode="pairwise",
+                             reward_promote_min_heldout_groups=0)
     import_pairs(project, records)
     rm = train(project, "reward", {**reward_params_of(args), **({"base": args.reward_base} if args.reward_base else {})})
     seconds["reward"], clock = time.perf_counter() - clock, time.perf_counter()

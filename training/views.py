@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -17,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Membership, Project
 from labeling.console.common import tabs_context
-from labeling.selectors.projects import project_access_get
+from labeling.selectors.projects import OVERSIGHT_ROLES, project_access_get
 from labeling.selectors.queue import markdown_render
 from training import plan
 from training.models import ModelVersion, TrainingRun
@@ -30,14 +31,19 @@ from training.selectors.versions import (
 from training.charts import curve_svg
 from training.ml.preference_file import parse_preference_upload
 from training.services import ab, endpoints, rounds, runs, versions
+from training.services.runspec import ab_spec_check, spec_error_text
 from training.services.reward import EVALUATION_NAME_MAX, SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
 
 RUNS_SHOWN = 30
 
 
 def _project(request: HttpRequest, slug: str, *, admin: bool = False) -> tuple[Project, str]:
-    return project_access_get(slug=slug, user=request.user, roles=[Membership.Role.ADMIN] if admin else None,
-                              denied="Only project admins can do this.")
+    """Admins act; viewers and admins read (runs' params, logs and errors, endpoint URLs: not annotators')."""
+    if admin:
+        return project_access_get(slug=slug, user=request.user, roles=[Membership.Role.ADMIN],
+                                  denied="Only project admins can do this.")
+    return project_access_get(slug=slug, user=request.user, roles=OVERSIGHT_ROLES,
+                              denied="Training is for the project's viewers and admins.")
 
 
 @login_required
@@ -65,6 +71,10 @@ def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
         **tabs_context(project=project, role=role, tab="training"),
         "win_rates": win_rates, "win_chart": curve_svg(win_rates, "win_rate", "win rate against the first policy, by version"),
         "reward_series": rewards,
+        # The promoted reward model (else the newest candidate, with why it is one), named on the page
+        # even when no held-out accuracy puts it on the chart.
+        "promoted_reward": next((v for v in versions if v.kind == ModelVersion.Kind.REWARD and v.project_id and v.promoted), None),
+        "reward_trained": next((v for v in versions if v.kind == ModelVersion.Kind.REWARD and v.project_id), None),
         "reward_chart": curve_svg(rewards, "val_accuracy", "reward model held-out accuracy, by version"),
         "runs": runs,
         "active_statuses": list(TrainingRun.ACTIVE_STATUSES),
@@ -113,34 +123,59 @@ def admin_action(view: Callable[..., str | None]) -> Callable[..., HttpResponse]
             if text:
                 messages.success(request, text)
         except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
+            messages.error(request, spec_error_text(exc))  # each message after its field
         return redirect("training-runs", slug=project.slug)
 
     return wrapper
 
 
-def _lora_config(request: HttpRequest) -> dict | None:
+def _form(request: HttpRequest, *fields: str) -> dict[str, str]:
+    """The form's fields, refusing any other (a hand-made POST gets what the API answers, not a
+    silently ignored key); blank ones are left out. The values are parsed by training.runspec."""
+    unknown = sorted(set(request.POST) - set(fields) - {"csrfmiddlewaretoken"})
+    if unknown:
+        raise ValidationError({key: f"unknown field; allowed: {', '.join(fields)}" for key in unknown})
+    return {k: request.POST[k].strip() for k in fields if (request.POST.get(k) or "").strip()}
+
+
+def _number(value: str | None, cast: Callable = int):
+    """A form's number, or the text itself when it is none, so the run spec refuses it naming the field."""
+    try:
+        return None if value is None else cast(value)
+    except ValueError:
+        return value
+
+
+def _lora_config(form: dict[str, str]) -> dict | None:
     """The form's LoRA rank as a trainer config override: blank keeps the trainer's default (reward
     models 16, policies 0), 0 trains every weight."""
-    if not (request.POST.get("lora_r") or "").strip():
+    if "lora_r" not in form:
         return None
-    rank = _int_field(request, "lora_r", 0)
-    if not 0 <= rank <= 1024:
-        raise ValidationError("The LoRA rank must be between 0 and 1024.")
+    rank = _number(form["lora_r"])
+    if not isinstance(rank, int) or not 0 <= rank <= 1024:
+        raise ValidationError({"lora_r": "The LoRA rank must be a whole number between 0 and 1024."})
     return {"lora_r": rank, "lora_alpha": 2 * rank} if rank else {"lora_r": 0}
 
 
 @admin_action
 def train_now(request: HttpRequest, project: Project) -> str:
+    form = _form(request, "lora_r", "length_debias")
+    # length_debias is passed as given: the run spec refuses a value it does not know, naming the field.
+    config = (_lora_config(form) or {}) | ({"length_debias": form["length_debias"]} if "length_debias" in form else {})
     run = runs.run_request(project=project, kind=plan.REWARD, trigger="dashboard", requested_by=request.user,
-                           config=_lora_config(request))
+                           config=config or None)
     return f"Queued reward run {run.pk}."
 
 
 @admin_action
 def run_cancel(request: HttpRequest, project: Project, run_id: int) -> str | None:
     run = get_object_or_404(run_list(project=project), pk=run_id)
-    return f"Cancelled run {run.pk}." if runs.run_cancel(run=run) else None
+    if not runs.run_cancel(run=run):
+        return None
+    if run.kind == TrainingRun.Kind.REWARD:  # training.selectors.data.reward_retrain_mark
+        return (f"Cancelled run {run.pk}. The schedule starts no new round until "
+                f"{project.retrain_min_judgments} new judgments arrive beyond its data; a round can still be started by hand.")
+    return f"Cancelled run {run.pk}."
 
 
 @admin_action
@@ -183,39 +218,33 @@ def endpoint_create(request: HttpRequest, project: Project) -> str:
     return f"Registered the endpoint {version.name} (version {version.pk}); pick it for candidates or a blind A/B."
 
 
-def _margin(value: str | None) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise ValidationError("The margin must be a number.") from None
-
-
 @admin_action
 def pipeline_start(request: HttpRequest, project: Project) -> str:
     """Run a training round now: reward -> policy -> evaluation -> optional auto-promotion -> candidates."""
-    spec = pipeline_spec(policy_kind=request.POST.get("policy_kind", ""),
-                         auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
+    form = _form(request, "policy_kind", "auto_promote_margin")
+    spec = pipeline_spec(policy_kind=form.get("policy_kind", ""),
+                         auto_promote_margin=_number(form.get("auto_promote_margin"), float))
     run = rounds.pipeline_start(project=project, spec=spec, trigger="dashboard", requested_by=request.user)
     return f"Started a training round (reward run {run.pk})."
 
 
 @admin_action
 def policy_train(request: HttpRequest, project: Project) -> str:
-    kind = request.POST.get("kind", "")
+    form = _form(request, "kind", "include_chosen", "lora_r")
+    kind = form.get("kind", "")
     if kind not in plan.POLICY_KINDS:
-        raise ValidationError(f"Unknown policy run kind {kind!r}.")
-    run = runs.run_request(project=project, kind=kind, trigger="dashboard", requested_by=request.user,
-                           include_chosen=request.POST.get("include_chosen") == "on", config=_lora_config(request))
+        raise ValidationError({"kind": f"Unknown policy run kind {kind!r}; one of {', '.join(plan.POLICY_KINDS)}."})
+    spec = {"config": _lora_config(form), **({"include_chosen": form["include_chosen"] == "on"} if "include_chosen" in form else {})}
+    run = runs.run_request(project=project, kind=kind, trigger="dashboard", requested_by=request.user, spec=spec)
     return f"Queued {kind} run {run.pk}."
 
 
 @admin_action
 def version_evaluate(request: HttpRequest, project: Project, version_id: int) -> str:
     version = get_object_or_404(model_version_list(project=project, kind=ModelVersion.Kind.POLICY), pk=version_id)
-    run = runs.run_request(project=project, kind=plan.EVALUATE, trigger="dashboard", base_version=version,
-                           requested_by=request.user, auto_promote_margin=_margin(request.POST.get("auto_promote_margin")))
+    form = _form(request, "auto_promote_margin")
+    run = runs.run_request(project=project, kind=plan.EVALUATE, trigger="dashboard", version=version.pk,
+                           requested_by=request.user, auto_promote_margin=_number(form.get("auto_promote_margin"), float))
     return f"Queued evaluation run {run.pk} of {version.name}."
 
 
@@ -233,7 +262,8 @@ def version_score_file(request: HttpRequest, slug: str, version_id: int) -> Http
         if not name.strip():
             raise ValidationError(f"Name the evaluation (1 to {EVALUATION_NAME_MAX} characters): the result is kept under it.")
         try:
-            records = parse_preference_upload(upload.read(), upload.name)
+            records = parse_preference_upload(upload, upload.name, limit=settings.PAIRWISE_MAX_EVAL_UPLOAD_BYTES,
+                                              max_records=SYNC_EVALUATION_MAX_RECORDS)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
         if not records or len(records) > SYNC_EVALUATION_MAX_RECORDS:
@@ -247,21 +277,10 @@ def version_score_file(request: HttpRequest, slug: str, version_id: int) -> Http
     return redirect("training-version-detail", slug=project.slug, version_id=version.pk)
 
 
-def _int_field(request: HttpRequest, name: str, default: int = 0) -> int:
-    try:
-        return int(request.POST.get(name) or default)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number.") from None
-
-
 @admin_action
 def ab_create(request: HttpRequest, project: Project) -> str:
     """One click: a blind pairwise A/B project between two versions, and its generation run."""
-    policies = model_version_list(project=project, kind=ModelVersion.Kind.POLICY)
-    a = policies.filter(pk=_int_field(request, "version_a")).first()
-    b = policies.filter(pk=_int_field(request, "version_b")).first()
-    if a is None or b is None:
-        raise ValidationError("Pick two policy versions.")
-    run = ab.ab_evaluation_create(project=project, version_a=a, version_b=b,
-                                               prompts=_int_field(request, "prompts", 20), created_by=request.user)
+    form = _form(request, "version_a", "version_b", "prompts")
+    a, b, prompts = ab_spec_check(project=project, spec={k: _number(v) for k, v in form.items()})
+    run = ab.ab_evaluation_create(project=project, version_a=a, version_b=b, prompts=prompts, created_by=request.user)
     return f"Created the blind A/B project {run.project.slug}; generating its tasks (run {run.pk})."

@@ -11,39 +11,93 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from labeling.console.common import tabs_context
-from labeling.selectors.projects import project_access_get
+from labeling.selectors.projects import OVERSIGHT_ROLES, project_access_get
 from training.charts import curve_svg
 from training.models import TrainingRun
-from training.selectors.runs import run_list
+from training.selectors.runs import run_list, run_timing
 from training.selectors.versions import model_version_list, version_is_adapter, version_lineage, version_run_get
 
 CURVE_KEYS_MAX = 8
 
+# Human names of the metrics a version's page shows; a key not named here is shown from its own name.
+METRIC_LABELS = {
+    "val_accuracy": "Held-out accuracy", "val_log_loss": "Held-out log loss", "val_groups": "Held-out groups",
+    "val_comparisons": "Held-out comparisons", "val_length_baseline": "Length-only baseline on them",
+    "val_length_margin_corr": "Margin's correlation with the length difference",
+    "val_accuracy_shorter_chosen": "Held-out accuracy, chosen answer shorter", "val_pairs_shorter_chosen": "Held-out pairs, chosen answer shorter",
+    "val_accuracy_longer_chosen": "Held-out accuracy, chosen answer longer", "val_pairs_longer_chosen": "Held-out pairs, chosen answer longer",
+    "train_loss": "Training loss (mean)", "final_train_loss": "Training loss (last tenth)",
+    "comparisons": "Training comparisons", "groups": "Training groups", "groups_without_comparisons": "Groups without comparisons",
+    "sequences": "Sequences", "truncated": "Truncated sequences", "reference_size": "Reference responses",
+    "bias": "Score offset", "precision": "Precision", "device": "Device", "train_seconds": "Training time",
+    "seconds": "Total time", "comparisons_per_s": "Comparisons per second", "processes": "Processes",
+    "win_rate_vs_parent": "Win rate vs parent", "win_rate_vs_parent_ci95": "Win rate vs parent, 95% interval",
+    "win_rate_vs_base": "Win rate vs first policy", "win_rate_vs_base_ci95": "Win rate vs first policy, 95% interval",
+    "reward_mean": "Mean reward", "parent_reward_mean": "Parent's mean reward", "kl_per_token": "KL per token",
+    "kl_per_response": "KL per response", "perplexity": "Perplexity", "bleu": "BLEU", "rouge_l": "ROUGE-L",
+    "prompts": "Prompts", "demonstrations": "Demonstrations", "judgments": "Judgments", "annotators": "Annotators",
+    "agreement": "Agreement", "snapshot": "Snapshot", "sha256": "sha256", "merged_from": "Merged from version",
+}
+METRIC_SECTIONS = {"evaluation": "Evaluation against its parent", "data": "Training data", "adaptation": "Adaptation"}
+METRICS_LEFT_OUT = {"evaluations", "promotion", "history", "samples"}  # shown elsewhere on the page or too long
 
-def _numbers(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Flat (name, value) rows of a metrics dict: numbers and short strings, nested dicts dotted."""
-    rows = []
-    for key, value in sorted((metrics or {}).items()):
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += _numbers(value, f"{name}.")
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            rows.append((name, value))
-        else:
-            rows.append((name, json.dumps(value)[:200]))
-    return rows
+
+def _metric_value(key: str, value: Any) -> str | None:
+    """One metric as text: numbers rounded, times in seconds, intervals as ranges; None leaves it out
+    of the table (long lists stay in the raw JSON)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if key.endswith("seconds") or key == "seconds":
+            return f"{value:,.1f} s"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"{value[0]:.3f} to {value[1]:.3f}"
+    if isinstance(value, str):
+        return value[:16] + "…" if key == "sha256" and len(value) > 16 else value[:200]
+    return None
+
+
+def metric_sections(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """A version's metrics as titled tables of {label, key, value} rows: the run's own first, then
+    one table per nested dict (its evaluation, its data, its adapters)."""
+    order = {key: i for i, key in enumerate(METRIC_LABELS)}  # the named ones in their order (results first), then the rest
+
+    def rows(values: dict[str, Any], prefix: str = "") -> list[dict[str, str]]:
+        out = []
+        for key, value in sorted(values.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
+            text = _metric_value(key, value)
+            if text is not None and key not in METRICS_LEFT_OUT:
+                out.append({"label": METRIC_LABELS.get(key, key.replace("_", " ").capitalize()), "key": prefix + key,
+                            "value": text})
+        return out
+
+    metrics = metrics or {}
+    top = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    sections = [{"title": "", "rows": rows(top)}]
+    for key, value in metrics.items():
+        if isinstance(value, dict) and key not in METRICS_LEFT_OUT:
+            sections.append({"title": METRIC_SECTIONS.get(key, key.replace("_", " ").capitalize()),
+                             "rows": rows(value, f"{key}.")})
+    return [s for s in sections if s["rows"]]
 
 
 @login_required
 @require_GET
 def version_detail(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
-    project, role = project_access_get(slug=slug, user=request.user)
+    project, role = project_access_get(slug=slug, user=request.user, roles=OVERSIGHT_ROLES)  # not annotators
     version = get_object_or_404(model_version_list(project=project), pk=version_id)
     return render(request, "training/version.html", {
         **tabs_context(project=project, role=role, tab="training"), "version": version,
         "lineage": version_lineage(version=version), "run": version_run_get(version=version),
         "adapter": version_is_adapter(version=version),
-        "metrics": _numbers({k: v for k, v in (version.metrics or {}).items() if k != "evaluations"}),
+        "metric_sections": metric_sections(version.metrics or {}),
+        "metrics_json": json.dumps(version.metrics or {}, indent=2, sort_keys=True)[:200_000],
+        "promotion": (version.metrics or {}).get("promotion"),
         "evaluations": [{"name": name, **e} for name, e in sorted(((version.metrics or {}).get("evaluations") or {}).items())],
         "config": json.dumps(version.config, indent=2, sort_keys=True)[:20_000],
     })
@@ -69,9 +123,10 @@ def run_curves(run: TrainingRun) -> list:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, slug: str, run_id: int) -> HttpResponse:
-    project, role = project_access_get(slug=slug, user=request.user)
+    project, role = project_access_get(slug=slug, user=request.user, roles=OVERSIGHT_ROLES)  # not annotators
     run = get_object_or_404(run_list(project=project), pk=run_id)
     return render(request, "training/run.html", {
         **tabs_context(project=project, role=role, tab="training"), "run": run, "curves": run_curves(run),
-        "params": json.dumps(run.params, indent=2, sort_keys=True)[:20_000],
+        "params": json.dumps(run.params, indent=2, sort_keys=True)[:20_000], "timing": run_timing(run=run),
+        "active": run.status in TrainingRun.ACTIVE_STATUSES,
     })

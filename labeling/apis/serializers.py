@@ -15,7 +15,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "id", "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
             "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
-            "created_at",
+            "reward_promote_min_heldout_groups", "created_at",
         ]
         read_only_fields = fields
 
@@ -27,6 +27,7 @@ class ProjectInputSerializer(serializers.ModelSerializer):
             "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
             "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
+            "reward_promote_min_heldout_groups",
         ]
         # The database enforces these too; repeating them here turns a violation into a field error.
         extra_kwargs = {
@@ -37,6 +38,7 @@ class ProjectInputSerializer(serializers.ModelSerializer):
             "gen_temperature": {"min_value": 0.0, "max_value": 5.0},
             "gen_top_p": {"min_value": 0.0, "max_value": 1.0},
             "gen_max_new_tokens": {"min_value": 1, "max_value": 4096},
+            "reward_promote_min_heldout_groups": {"min_value": 0, "max_value": 100000},
         }
 
     def validate_custom_flags(self, value):

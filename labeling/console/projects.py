@@ -11,12 +11,10 @@ from django.utils.module_loading import import_string
 from django.views.decorators.http import require_http_methods, require_POST
 
 from labeling.console.common import ADMIN, form_status, project_for, tabs_context
-from labeling.console.forms import ProjectCreateForm, ProjectForm
+from labeling.console.forms import ProjectCreateForm, ProjectSettingsForm
 from labeling.selectors.console import import_last_get, judgments_per_hour, labeling_now, project_counts
 from labeling.selectors.queue import markdown_render
 from labeling.services.projects import project_create, project_soft_delete, project_update
-
-MARKDOWN_PREVIEW_MAX = 100_000
 
 
 def _save(form, save) -> bool:
@@ -79,7 +77,7 @@ def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = project_for(request, slug)
     if request.method == "POST":
         project_for(request, slug, roles=ADMIN)
-    form = ProjectForm(request.POST or None, instance=project)
+    form = ProjectSettingsForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
         changed = {name: form.cleaned_data[name] for name in form.changed_data}
         if _save(form, lambda: project_update(project=project, **changed)):
@@ -109,6 +107,7 @@ def project_delete(request: HttpRequest, slug: str) -> HttpResponse:
 def markdown_preview(request: HttpRequest) -> JsonResponse:
     """The instructions as annotators will see them: the labeling page's own sanitising renderer."""
     text = request.POST.get("text", "")
-    if len(text) > MARKDOWN_PREVIEW_MAX:
-        return JsonResponse({"text": [f"at most {MARKDOWN_PREVIEW_MAX} characters"]}, status=400)
+    cap = settings.PAIRWISE_MARKDOWN_PREVIEW_MAX_CHARS
+    if len(text) > cap:
+        return JsonResponse({"text": [f"The preview renders at most {cap} characters."]}, status=400)
     return JsonResponse({"html": markdown_render(text)})

@@ -52,6 +52,7 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
         "agreement_annotators": hbars(agreement["annotators"], label="username", value="agreement", reference=0.726),
         "position": hbars(report["position_bias"]["annotators"], label="username", value="rate", reference=0.5),
         "gold": hbars(report["annotators"], label="username", value="gold_accuracy"),
+        "reference": hbars(report["reference"]["annotators"], label="username", value="agreement"),
         "safety": hbars(report["safety"], label="source", value="any_flag_rate"),
         "leaderboard": intervals(report["leaderboard"]),
     }

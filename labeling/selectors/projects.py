@@ -4,7 +4,7 @@ from collections.abc import Collection
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from labeling.models import Demonstration, Judgment, Membership, Project, Prompt, Response, ComparisonTask
@@ -34,6 +34,12 @@ def response_list(*, project: Project) -> QuerySet[Response]:
 
 def task_list(*, project: Project) -> QuerySet[ComparisonTask]:
     return project.tasks.order_by("id").prefetch_related("slots")
+
+
+def tasks_short_of_responses_count(*, project: Project, responses: int) -> int:
+    """How many of the project's tasks show fewer than `responses` responses: after K is raised they
+    keep their old number (nothing adds responses to an existing task)."""
+    return project.tasks.annotate(shown=Count("slots")).filter(shown__lt=responses).count()
 
 
 def judgment_list(*, project: Project, user: AbstractUser, role: str) -> QuerySet[Judgment]:

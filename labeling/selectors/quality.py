@@ -171,6 +171,29 @@ def annotator_report(*, rows: list[JudgmentRow]) -> list[dict[str, Any]]:
     ]
 
 
+def reference_report(*, rows: list[JudgmentRow]) -> dict[str, Any]:
+    """Agreement with the original labels of preference data imported "open for annotators": the
+    tasks that are not gold but hold a reference ranking (labeling.services.imports). Per decided
+    reference pair, whether the annotator decided it the same way; overall and per annotator."""
+    total = [0, 0]
+    per: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        if row.is_gold or not row.gold_ranking or row.annotator_id is None:
+            continue
+        for pair, expected in stats.ranking_outcomes(row.gold_ranking).items():
+            if expected != 0 and pair in row.outcomes:
+                hit = int(row.outcomes[pair] == expected)
+                for tally in (total, per[row.annotator_id]):
+                    tally[0] += hit
+                    tally[1] += 1
+    names = _usernames(per)
+    return {
+        "overall": _share(stats.Share(*total)),
+        "annotators": [{"annotator_id": who, "username": names.get(who, ""), **_share(stats.Share(*hc))}
+                       for who, hc in sorted(per.items(), key=lambda kv: names.get(kv[0], ""))],
+    }
+
+
 def annotators_below_gold_accuracy(*, project: Project, threshold: float) -> set[int]:
     """Annotators whose gold accuracy in the project is under `threshold` (those with no gold answers
     yet have no accuracy and are not counted as below it)."""
@@ -329,6 +352,7 @@ def quality_report(*, project: Project, period: str = "week", min_overlap: int =
         "alpha": alpha_report(rows=rows),
         "kappa": kappa_report(rows=rows, min_overlap=min_overlap),
         "annotators": annotator_report(rows=rows),
+        "reference": reference_report(rows=rows),
         "position_bias": position_bias_report(rows=rows),
         "safety": safety_report(project=project, rows=rows, period=period),
         "leaderboard": source_leaderboard(project=project, rounds=rounds),

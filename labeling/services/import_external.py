@@ -3,7 +3,9 @@ Label Studio's JSON export (pairwise and ranker projects) and Argilla v2's recor
 (`rg.Dataset.to_disk` / `records.to_json`: a list of {id, fields, responses, suggestions, ...}).
 
 A labeled item becomes one imported judgment per annotator (source names the tool and the
-annotator); an unlabeled one becomes a prompt with responses, i.e. an open task.
+annotator); an unlabeled one becomes a prompt with responses, i.e. an open task. Imported with
+preferences="open" (labeling.services.imports), a labeled item becomes one open task: its first
+annotator's ranking is the hidden reference, the others' are counted as duplicates of it.
 """
 from __future__ import annotations
 

@@ -42,6 +42,8 @@
     if (bar) { bar.value = run.progress; }
     var pct = row.querySelector(".pct");
     if (pct) { pct.textContent = Math.round(run.progress * 100) + "%"; }
+    var eta = row.querySelector(".eta");
+    if (eta) { eta.textContent = ACTIVE[run.status] && run.timing ? run.timing.text : ""; }
     if (run.heartbeat_at) {
       row.querySelector(".heartbeat").textContent = new Date(run.heartbeat_at).toLocaleTimeString();
     }
@@ -69,3 +71,37 @@
 
   schedule(1000);
 })();
+
+// One run's page, while the run is live: its status, progress and time (elapsed, speed, time left)
+// from the same JSON, and a reload once it ends, so its curves and result are drawn on the server.
+(function () {
+  "use strict";
+  var root = document.getElementById("run-live");
+  if (!root) { return; }
+  var url = root.getAttribute("data-poll-url");
+  var id = Number(root.getAttribute("data-run-id"));
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (data) {
+        var run = data.runs.filter(function (r) { return r.id === id; })[0];
+        if (!run) { return; }  // no longer among the latest runs: the page stays as it was drawn
+        if (run.status !== root.getAttribute("data-status")) { window.location.reload(); return; }
+        root.querySelector("progress").value = run.progress;
+        root.querySelector(".pct").textContent = Math.round(run.progress * 100) + "%";
+        document.getElementById("run-timing").textContent = run.timing.text || "—";
+        window.setTimeout(poll, 2000);
+      })
+      .catch(function () { window.setTimeout(poll, 10000); });
+  }
+
+  window.setTimeout(poll, 2000);
+})();
+
+// A form with data-confirm (cancelling a run) asks first; a listener, since the CSP forbids inline handlers.
+document.addEventListener("submit", function (event) {
+  "use strict";
+  var message = event.target.getAttribute && event.target.getAttribute("data-confirm");
+  if (message && !window.confirm(message)) { event.preventDefault(); }
+});

@@ -103,7 +103,7 @@ def test_new_staff_user_runs_a_project_from_the_console(page_for, live_server, m
     page.fill("#id_overlap", "1")
     page.uncheck("#id_likert_enabled")
     page.uncheck("#id_flags_enabled")
-    for name in ("Likert enabled", "Flags enabled", "Retrain paused"):  # each box on the line of its label
+    for name in ("Likert enabled", "Flags enabled", "Pause scheduled training rounds"):  # each box on the line of its label
         box, label = page.get_by_label(name).bounding_box(), page.locator("label", has_text=name).bounding_box()
         assert label["y"] <= box["y"] + box["height"] / 2 <= label["y"] + label["height"], name
     page.fill("#id_instructions", "# Rank by helpfulness\n\nPrefer **correct**, short answers.")

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tests.paths import SHARED_DATASETS
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
 from labeling.models import ComparisonTask, Demonstration, ImportBatch, Judgment, PreferencePair, Prompt, Response
@@ -143,6 +144,19 @@ def test_every_bad_line_is_reported(project_factory):
     assert [i.line for i in caught.value.issues] == [1, 3]
 
 
+@pytest.mark.parametrize("filename", ["d.jsonl", "d.json"])
+def test_json_errors_read_plainly_with_line_and_column(project_factory, filename):
+    """A raw tab inside a string: json says "Invalid control character at", which read "… at at column 13"."""
+    body = b'[\n{"prompt": "ok"},\n{"prompt": "a\tb"}\n]\n' if filename == "d.json" else b'{"prompt": "ok"}\n{"prompt": "a\tb"}\n'
+    with pytest.raises(DataImportError) as caught:
+        run(project_factory(), body, filename=filename)
+    issue = caught.value.issues[0]
+    line = 3 if filename == "d.json" else 2
+    assert (issue.line, issue.field) == (line, "json")
+    assert issue.message.startswith(f"invalid JSON at line {line}, column 14: invalid control character (a tab")
+    assert " at at " not in issue.message
+
+
 def test_oversized_file_and_gzip_bomb_are_refused(project_factory):
     project = project_factory()
     big = jsonl(*({"prompt": "x" * 100} for _ in range(50)))
@@ -180,3 +194,113 @@ def test_hundred_thousand_prompts_use_bulk_writes(project_factory, django_assert
     with django_assert_max_num_queries(200):
         result = run(project, data)
     assert result.prompts == 100_000
+
+
+# --- what preference records become: judgments (training data) or tasks open for annotators -----------
+
+def hh_pairs(n: int, prefix: str = "hh") -> list[dict]:
+    return [{"id": f"{prefix}/{i}", "prompt": f"\n\nHuman: {prefix} question {i}\n\nAssistant:", "chosen": f" good {i}",
+             "rejected": f" bad {i}", "source": "hh-rlhf/helpful-base"} for i in range(n)]
+
+
+def test_kept_as_judgments_they_fill_every_seat_and_the_preview_says_so(project_factory):
+    project = project_factory(mode="pairwise", overlap=1)
+    preview = run(project, jsonl(*hh_pairs(4)), dry_run=True)
+    assert (preview.judgments, preview.open_tasks, preview.project_open_tasks, preview.references) == (4, 0, 0, 0)
+    assert preview.preferences == "judgments" and not preview.counts_for_retrain
+    assert counts()["ComparisonTask"] == 0  # a preview writes nothing
+    result = run(project, jsonl(*hh_pairs(4)))
+    assert result.project_open_tasks == 0 and set(ComparisonTask.objects.values_list("status", flat=True)) == {"complete"}
+    # Imported judgments do not count toward the training threshold unless the import asks.
+    assert not Judgment.objects.filter(counts_for_retrain=True).exists()
+    more = run(project, jsonl(*hh_pairs(2, prefix="more")), count_for_retrain=True)
+    assert more.counts_for_retrain and Judgment.objects.filter(counts_for_retrain=True).count() == 2
+
+
+def test_opened_for_annotators_they_leave_open_tasks_with_a_hidden_reference(project_factory, member, api_client):
+    from labeling.services.assignment import task_assign_next
+
+    project = project_factory(mode="pairwise", overlap=1)
+    rows = hh_pairs(12)
+    preview = run(project, jsonl(*rows), preferences="open", dry_run=True)
+    assert (preview.judgments, preview.references, preview.open_tasks, preview.project_open_tasks) == (0, 12, 12, 12)
+    result = run(project, jsonl(*rows), preferences="open")
+    assert (result.judgments, result.pairs, result.tasks) == (0, 0, 12)
+    assert not Judgment.objects.exists() and not PreferencePair.objects.exists()
+    tasks = list(ComparisonTask.objects.filter(project=project))
+    assert all(t.status == "open" and t.judgments_count == 0 and not t.is_gold for t in tasks)
+    chosen_slots = set()
+    for task in tasks:
+        slots = list(task.slots.order_by("position").select_related("response"))
+        good = next(s for s in slots if s.response.text.startswith(" good"))
+        bad = next(s for s in slots if s.response.text.startswith(" bad"))
+        assert task.gold_ranking == [[good.response_id], [bad.response_id]]  # the recorded choice, as reference
+        chosen_slots.add(good.position)
+    assert chosen_slots == {0, 1}  # the chosen response is not always first: slot order tells nothing
+
+    # The queue serves them, and nothing an annotator reads carries the reference.
+    annotator = member(project, "annotator")
+    served = task_assign_next(annotator=annotator, project=project)
+    assert served.assignment is not None and served.reason in ("oldest", "started")
+    body = api_client(annotator).post(f"/api/projects/{project.slug}/next/", format="json").content.decode()
+    task = ComparisonTask.objects.get(pk=served.assignment.task_id)
+    assert "gold" not in body and "reference" not in body and "hh-rlhf" not in body
+    page = api_client(annotator, token=False)
+    page.force_login(annotator)
+    html = page.get(f"/label/{project.slug}/").content.decode()
+    assert "gold" not in html.lower() and json.dumps(task.gold_ranking) not in html
+
+
+def test_opened_preferences_are_not_imported_twice(project_factory):
+    project = project_factory(mode="pairwise")
+    run(project, jsonl(*hh_pairs(3)))  # first as judgments
+    again = run(project, jsonl(*hh_pairs(5)), preferences="open")
+    assert (again.references, again.skipped_duplicates) == (2, 3)
+    third = run(project, jsonl(*hh_pairs(5)), preferences="open")
+    assert (third.tasks, third.skipped_duplicates) == (0, 5)
+
+
+def test_agreement_with_the_original_labels_on_the_quality_tab(project_factory, member):
+    from labeling.selectors.quality import quality_report
+    from labeling.services.assignment import task_assign_next
+    from tests.labeling.judging import submit
+
+    project = project_factory(mode="pairwise", overlap=1)
+    run(project, jsonl(*hh_pairs(2)), preferences="open")
+    annotator = member(project, "annotator")
+    verdicts = []
+    for agree in (True, False):
+        assignment = task_assign_next(annotator=annotator, project=project).assignment
+        task = ComparisonTask.objects.get(pk=assignment.task_id)
+        good, bad = task.gold_ranking[0][0], task.gold_ranking[1][0]
+        submit(assignment, annotator, ranking=[[good], [bad]] if agree else [[bad], [good]])
+        verdicts.append(agree)
+    report = quality_report(project=project, rounds=10)["reference"]
+    assert report["overall"] == {"agreement": 0.5, "agree": 1, "compared": 2}
+    assert report["annotators"][0]["username"] == annotator.username
+    # A reference is not gold: gold accuracy stays unmeasured, the tasks completed by their overlap.
+    assert quality_report(project=project, rounds=10)["annotators"][0]["gold_pairs"] == 0
+    assert set(ComparisonTask.objects.values_list("status", flat=True)) == {"complete"}
+
+
+def test_the_api_and_the_command_take_the_choice(project_factory, member, api_client, tmp_path):
+    project = project_factory(mode="pairwise")
+    admin = member(project, "admin")
+    url = f"/api/projects/{project.slug}/imports/"
+    upload = lambda **fields: api_client(admin).post(url, {  # noqa: E731
+        "file": SimpleUploadedFile("pairs.jsonl", jsonl(*hh_pairs(2))), **fields}, format="multipart")
+    bad = upload(preferences="both")
+    assert bad.status_code == 400 and "preferences" in bad.json() and counts()["ComparisonTask"] == 0
+    with pytest.raises(DataImportError, match="demonstrate project"):
+        run(project_factory(mode="demonstrate"), jsonl(*hh_pairs(1)), preferences="open")
+    preview = upload(preferences="open", dry_run="true")
+    assert preview.status_code == 200 and preview.json()["references"] == 2 and preview.json()["project_open_tasks"] == 2
+    made = upload(count_for_retrain="true")
+    assert made.status_code == 201 and made.json()["judgments"] == 2 and made.json()["counts_for_retrain"] is True
+    assert made.json()["project_open_tasks"] == 0
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(jsonl(*hh_pairs(3, prefix="cli")))
+    out = io.StringIO()
+    call_command("import_project_data", str(path), "--project", project.slug, "--preferences", "open", stdout=out)
+    assert "references 3" in out.getvalue() and f"{project.slug} has 3 tasks open for annotators" in out.getvalue()
+    assert ImportBatch.objects.order_by("-id").first().created["preferences"] == "open"

@@ -180,11 +180,11 @@ def separable_records(n: int = 24) -> list[dict[str, str]]:
     ]
 
 
-def import_preferences(project, records: list[dict[str, str]]):
+def import_preferences(project, records: list[dict[str, str]], **options):
     from labeling.services.imports import project_data_import
 
     body = "\n".join(json.dumps(r) for r in records).encode()
-    return project_data_import(project=project, stream=io.BytesIO(body), filename="prefs.jsonl")
+    return project_data_import(project=project, stream=io.BytesIO(body), filename="prefs.jsonl", **options)
 
 
 def write_pairs_gz(path: Path, records: list[dict[str, str]]) -> Path:
@@ -200,6 +200,16 @@ FAST_CONFIG = {"max_length": 48, "batch_size": 4, "epochs": 3, "lr": 2e-3, "val_
 
 def fast_params(base: Path, **config: Any) -> dict[str, Any]:
     return {"base": str(base), "config": {**FAST_CONFIG, **config}, "threads": 1}
+
+
+def requestable(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as a request may give them (a round's step_params, say): without the operator's knobs
+    (device, threads: settings) and without a backbone path (the installed shared base is used)."""
+    operator = {"device", "threads", "base"}
+    out = {k: v for k, v in params.items() if k not in operator}
+    if "config" in out:
+        out["config"] = {k: v for k, v in out["config"].items() if k != "device"}
+    return out
 
 
 # ------------------------------------------------ shared by the services, APIs and end-to-end tests
@@ -261,7 +271,8 @@ def train_reward(project, tiny_reward_base) -> ModelVersion:
 def setup(project_factory, tiny_policy, tiny_reward_base, models_dir):
     """A project with 12 prompts (demonstrations and preference pairs on each) and the tiny base policy."""
     installed = base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
-    project = project_factory(gen_max_new_tokens=6, system_prompt="Be brief.")
+    # 12 prompts hold out too few groups to measure a reward model: its runs promote without that check.
+    project = project_factory(gen_max_new_tokens=6, system_prompt="Be brief.", reward_promote_min_heldout_groups=0)
     import_preferences(project, [dict(r, id=f"q{i}") for i, r in enumerate(separable_records(12))])
     import_records(project, demonstrations(12, start=DEMO_START))
     return project, installed[ModelVersion.Kind.POLICY]
@@ -296,8 +307,9 @@ def no_broker(monkeypatch):
 
 @pytest.fixture
 def trained(project_factory, tiny_reward_base, models_dir, django_db_blocker):
-    """A project with a trained reward version (trained in process, once per test)."""
-    project = project_factory()
+    """A project with a trained, promoted reward version (trained in process, once per test; its few
+    held-out prompts cannot measure it, so the project promotes without that check)."""
+    project = project_factory(reward_promote_min_heldout_groups=0)
     import_preferences(project, separable_records(24))
     run = run_create(project=project, kind=TrainingRun.Kind.REWARD, params=fast_params(tiny_reward_base, epochs=8))
     version = reward_model_train(run_id=run.pk)

@@ -43,7 +43,8 @@ def test_reward_task_end_to_end_on_a_real_worker(celery_worker, project_factory,
     assert done.params["groups"] == 24 and done.params["data_until_judgment_id"] > 0
     version = done.result_version
     assert version is not None and version.kind == ModelVersion.Kind.REWARD and version.project == project
-    assert version.promoted
+    # 24 prompts hold out fewer groups than the default minimum: a candidate, and it says so.
+    assert not version.promoted and "held-out group" in version.metrics["promotion"]["reason"]
     assert os.path.isfile(os.path.join(version.artifact_path, "reward_config.json"))
     assert version.artifact_path.startswith(str(models_dir))
     assert version.metrics["val_accuracy"] is not None and "history" in version.metrics
@@ -131,9 +132,10 @@ def test_runs_of_one_project_never_overlap_on_the_worker(celery_worker, project_
 
 def test_retrain_check_task_queues_a_run_the_worker_trains(celery_worker, project_factory, tiny_reward_base, settings):
     project = project_factory(retrain_min_judgments=10)
-    import_preferences(project, separable_records(9))
+    import_preferences(project, separable_records(9), count_for_retrain=True)
     assert reward_retrain_check(project_id=project.pk) is None  # 9 < 10
-    import_preferences(project, [dict(r, id=f"x{r['id']}", prompt="more " + r["prompt"]) for r in separable_records(3)])
+    import_preferences(project, [dict(r, id=f"x{r['id']}", prompt="more " + r["prompt"]) for r in separable_records(3)],
+                       count_for_retrain=True)
     # The scheduled run uses the registered base; here that is the tiny model, registered as the reward base.
     model_version_register(project=None, kind=ModelVersion.Kind.REWARD, name="tiny-base",
                                     base=str(tiny_reward_base), artifact_path=tiny_reward_base, config={"role": "base"})

@@ -52,6 +52,20 @@ def test_the_train_now_lora_rank_blank_keeps_the_default_and_zero_trains_every_w
     assert TrainingRun.objects.get(project=project).params.get("config") == config
 
 
+@pytest.mark.django_db
+def test_the_train_now_length_option_reaches_the_run_and_a_made_up_one_is_refused(
+        project_factory, member, client, no_broker):
+    project = project_factory()
+    client.force_login(member(project, Membership.Role.ADMIN))
+    url = reverse("training-train", kwargs={"slug": project.slug})
+    assert 'name="length_debias"' in client.get(reverse("training-runs", kwargs={"slug": project.slug})).content.decode()
+    page = client.post(url, {"length_debias": "regress"}, follow=True).content.decode()
+    assert "config: length_debias: one of &#x27;none&#x27;, &#x27;odin&#x27;" in page
+    assert not TrainingRun.objects.filter(project=project).exists()
+    client.post(url, {"lora_r": "8", "length_debias": "odin"})
+    assert TrainingRun.objects.get(project=project).params["config"] == {"lora_r": 8, "lora_alpha": 16, "length_debias": "odin"}
+
+
 def test_runs_page_csrf_is_enforced(project_factory, member, db):
     from django.test import Client
 
@@ -88,14 +102,15 @@ def test_version_and_run_pages_show_lineage_metrics_and_every_curve(trained, mem
 
 
 @pytest.mark.django_db
-def test_the_runs_page_registers_a_model_server(project_factory, member, client, models_dir):
+def test_the_runs_page_registers_a_model_server(project_factory, member, client, models_dir, settings):
+    settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = "127.0.0.1/32"  # the operator's allow-list opens loopback
     project = project_factory()
     client.force_login(member(project, Membership.Role.ADMIN))
     url = reverse("training-endpoint-create", kwargs={"slug": project.slug})
     client.post(url, {"name": "vllm", "base_url": "http://127.0.0.1:9/v1", "model": "m", "temperature": "hot"})
     assert not ModelVersion.objects.filter(project=project).exists()  # refused: nothing registered
     response = client.post(url, {"name": "vllm", "base_url": "http://127.0.0.1:9/v1", "model": "m",
-                                 "api_key_env": "VLLM_KEY", "max_tokens": "64"}, follow=True)
+                                 "api_key_env": "PAIRWISE_ENDPOINT_KEY_VLLM", "max_tokens": "64"}, follow=True)
     version = ModelVersion.objects.get(project=project, name="vllm")
-    assert version.config["endpoint"]["api_key_env"] == "VLLM_KEY" and version.kind == "policy"
+    assert version.config["endpoint"]["api_key_env"] == "PAIRWISE_ENDPOINT_KEY_VLLM" and version.kind == "policy"
     assert "Registered the endpoint vllm" in response.content.decode()

@@ -1,20 +1,23 @@
 """REST API for training runs and the model registry, under /api/training/.
 
-Reads need any role in the project; starting, cancelling, promoting and demoting need the admin role.
+Reads are for viewers and admins (runs' params, logs and errors, versions' folders and endpoint URLs
+are not for annotators); starting, cancelling, promoting and demoting need the admin role.
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.exceptions import ValidationError as ApiValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labeling.apis.base import ADMIN_ROLES, OVERSIGHT_ROLES, ProjectScopedMixin
+from labeling.apis.base import ADMIN_ROLES, OVERSIGHT_ROLES, BoundedJSONParser, DeclaredSizeMixin, ProjectScopedMixin
 from training import plan
+from training.ml.netguard import url_problem
 from training.ml.preference_file import parse_preference_upload
 from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import run_list
@@ -37,11 +40,16 @@ class RunOutputSerializer(serializers.ModelSerializer):
 
 
 class RunInputSerializer(serializers.Serializer):
+    """The run request, for the schema: RunListApi.post parses it with training.runspec, which also
+    refuses unknown keys, other kinds' keys and operator-only ones (device, threads, output_dir,
+    accelerate_config, backend)."""
+
     # A CharField, not a ChoiceField: the same enum as RunOutputSerializer.kind on two components makes
     # drf-spectacular's enum naming collide with ModelVersion's "kind".
     kind = serializers.CharField(default=TrainingRun.Kind.REWARD,
                                  help_text=f"One of {', '.join(TrainingRun.Kind.values)}.")
-    base = serializers.CharField(required=False, allow_blank=True, help_text="Reward runs: HF model folder of the backbone.")
+    base = serializers.CharField(required=False, help_text="Reward runs: the backbone, a shared base model's version id or "
+                                                           "installed name (manage.py install_base_models).")
     config = serializers.DictField(required=False, help_text="Trainer config overrides (RewardConfig, SFTConfig, DPOConfig, "
                                                              "PPOConfig), e.g. {\"epochs\": 2}.")
     promote = serializers.ChoiceField(choices=list(plan.PROMOTE_CHOICES), required=False,
@@ -58,7 +66,8 @@ class RunInputSerializer(serializers.Serializer):
                   "training side), e.g. public preference sets imported as projects.")
     processes = serializers.IntegerField(required=False, min_value=1, max_value=plan.MAX_PROCESSES,
                                          help_text="SFT, DPO and reward runs: train on this many processes (torchrun on the "
-                                                   "CPU, accelerate launch on GPUs; default PAIRWISE_TRAIN_PROCESSES).")
+                                                   "CPU, accelerate launch on GPUs; default PAIRWISE_TRAIN_PROCESSES, at "
+                                                   "most PAIRWISE_MAX_PROCESSES).")
     min_gold_accuracy = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1,
                                                help_text="Training runs: leave out annotators whose gold accuracy is "
                                                          "below this (default: the project's setting).")
@@ -69,6 +78,13 @@ class RunInputSerializer(serializers.Serializer):
     promote_metric = serializers.ChoiceField(choices=list(plan.PROMOTE_METRICS), default=plan.DEFAULT_PROMOTE_METRIC)
     max_prompts = serializers.IntegerField(required=False, min_value=1, max_value=100000,
                                            help_text="Candidates and evaluation: how many prompts.")
+    max_demonstrations = serializers.IntegerField(required=False, min_value=1, max_value=100000,
+                                                  help_text="Evaluation: how many held-out demonstrations.")
+    max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=4096,
+                                              help_text="Evaluation: the longest sampled response.")
+    batch_size = serializers.IntegerField(required=False, min_value=1, max_value=1024,
+                                          help_text="Candidates and evaluation: prompts per batch.")
+    precision = serializers.ChoiceField(choices=["auto", "bf16", "fp32"], required=False, help_text="Evaluation.")
 
     def validate_kind(self, value: str) -> str:
         if value not in TrainingRun.Kind.values:
@@ -95,6 +111,13 @@ EVAL_RESULT = inline_serializer("RewardEvaluation", fields={
     "length_baseline": serializers.FloatField(allow_null=True, help_text="Accuracy of 'the longer answer wins' (ties half)."),
     "by_length": serializers.ListField(child=serializers.DictField(), help_text=(
         "{bucket, pairs, accuracy, length_baseline} by how much longer the chosen answer is, in characters.")),
+    "length_margin_corr": serializers.FloatField(allow_null=True, help_text=(
+        "Pearson correlation of the margin r(chosen) - r(rejected) with the length difference chosen - rejected, "
+        "in characters; near 1: the model mostly scores length (null: fewer than 2 pairs or a constant side).")),
+    "accuracy_shorter_chosen": serializers.FloatField(allow_null=True, help_text="Accuracy on the pairs whose chosen answer is shorter."),
+    "pairs_shorter_chosen": serializers.IntegerField(),
+    "accuracy_longer_chosen": serializers.FloatField(allow_null=True, help_text="Accuracy on the pairs whose chosen answer is longer."),
+    "pairs_longer_chosen": serializers.IntegerField(),
     "ci95": serializers.ListField(child=serializers.FloatField(), allow_null=True, help_text="Bootstrap 95% interval of the accuracy."),
     "trained_prompts": serializers.IntegerField(allow_null=True, help_text=(
         "How many of these prompts the version trained on (null: its data snapshot is gone).")),
@@ -102,6 +125,7 @@ EVAL_RESULT = inline_serializer("RewardEvaluation", fields={
 
 
 class RunListApi(ProjectScopedMixin, generics.ListAPIView):
+    read_roles = OVERSIGHT_ROLES  # runs carry params, logs and errors
     serializer_class = RunOutputSerializer
 
     def get_queryset(self):
@@ -111,32 +135,23 @@ class RunListApi(ProjectScopedMixin, generics.ListAPIView):
     @extend_schema(request=RunInputSerializer, responses={201: RunOutputSerializer, 409: RunOutputSerializer})
     def post(self, request, slug):
         """Train now. 409 with the live run when one of that kind is already queued or running."""
-        data = RunInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        valid, kind = data.validated_data, data.validated_data["kind"]
-        base_version = None
-        if valid.get("version") is not None:
-            base_version = model_version_list(project=self.project, kind=ModelVersion.Kind.POLICY).filter(pk=valid["version"]).first()
-            if base_version is None:
-                raise ApiValidationError({"version": "No such policy version in this project."})
-        elif kind == TrainingRun.Kind.EVALUATE:
-            raise ApiValidationError({"version": "An evaluation needs the version to evaluate."})
+        # One parser for every entry point (training.runspec, through run_request): unknown keys, keys of
+        # other kinds, operator-only keys, bad values and other projects' ids are a 400 naming the field.
+        # RunInputSerializer documents the request; DRF would drop the keys it does not know.
+        if not isinstance(request.data, dict):
+            raise ApiValidationError({"non_field_errors": ["An object of run options."]})
+        spec = dict(request.data.items())
+        kind = spec.pop("kind", TrainingRun.Kind.REWARD)
         try:
-            run = run_request(
-                project=self.project, kind=kind, trigger="api", base_version=base_version, requested_by=request.user,
-                config=valid.get("config"), promote=valid.get("promote"), base=valid.get("base", ""),
-                include_chosen=valid["include_chosen"], auto_promote_margin=valid.get("auto_promote_margin"),
-                promote_metric=valid["promote_metric"], max_prompts=valid.get("max_prompts"),
-                snapshot=valid.get("snapshot"), include_gold=valid["include_gold"], filters=valid.get("filters"),
-                min_gold_accuracy=valid.get("min_gold_accuracy"), processes=valid.get("processes"),
-                mix_snapshots=valid.get("mix_snapshots"),
-            )
+            run = run_request(project=self.project, kind=kind, trigger="api", requested_by=request.user, spec=spec)
         except RunAlreadyActive as exc:
             return HttpResponse(RunOutputSerializer(exc.run).data, status=status.HTTP_409_CONFLICT)
         return HttpResponse(RunOutputSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
 class RunDetailApi(ProjectScopedMixin, APIView):
+    read_roles = OVERSIGHT_ROLES
+
     @extend_schema(responses=RunOutputSerializer)
     def get(self, request, slug, run_id):
         return HttpResponse(RunOutputSerializer(get_object_or_404(run_list(project=self.project), pk=run_id)).data)
@@ -153,6 +168,7 @@ class RunCancelApi(ProjectScopedMixin, APIView):
 class VersionListApi(ProjectScopedMixin, generics.ListAPIView):
     """The project's versions plus the shared base models."""
 
+    read_roles = OVERSIGHT_ROLES  # bases, folders, configs and endpoint URLs
     serializer_class = VersionOutputSerializer
 
     def get_queryset(self):
@@ -178,15 +194,27 @@ class VersionDemoteApi(_VersionActionApi):
 
 class EndpointInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, help_text="The version's name, shown as the responses' source.")
-    base_url = serializers.URLField(help_text="The server's OpenAI-compatible base URL, e.g. http://gpu-1:8000/v1.")
+    # A CharField checked by the endpoint's own rule (an internal name such as http://gpu-1:8000/v1 has no
+    # TLD, which URLField refuses); the service then resolves the host against the operator's allow-list.
+    base_url = serializers.CharField(max_length=2000, help_text=(
+        "The server's OpenAI-compatible base URL, e.g. https://api.example.com/v1: no query, fragment or "
+        "user:password@. Hosts on loopback, link-local or private networks are refused unless the operator "
+        "names them in PAIRWISE_ENDPOINT_ALLOWED_NETWORKS."))
     model = serializers.CharField(max_length=200, help_text="The model name the server expects.")
-    api_key_env = serializers.CharField(required=False, allow_blank=True, default="", max_length=200,
-                                        help_text="Name of the environment variable (on the workers) holding the key.")
+    api_key_env = serializers.CharField(required=False, allow_blank=True, default="", max_length=200, help_text=(
+        "Name of the environment variable (on the workers) holding the key; it must start with the operator's "
+        "PAIRWISE_ENDPOINT_KEY_ENV_PREFIX (PAIRWISE_ENDPOINT_KEY_ by default). The key itself is never returned."))
     temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=5)
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=32768)
     concurrency = serializers.IntegerField(required=False, default=4, min_value=1, max_value=256)
     timeout_s = serializers.FloatField(required=False, default=60.0, min_value=0.1, max_value=3600)
+
+    def validate_base_url(self, value: str) -> str:
+        problem = url_problem(value.strip())
+        if problem:
+            raise ApiValidationError(problem)
+        return value.strip()
 
 
 class EndpointCreateApi(ProjectScopedMixin, APIView):
@@ -215,6 +243,8 @@ class VersionCardApi(ProjectScopedMixin, APIView):
     """The version's model card (README.md with Hugging Face YAML metadata): the file in its folder,
     else the card its registry facts make now (shared base models)."""
 
+    read_roles = OVERSIGHT_ROLES
+
     @extend_schema(responses=inline_serializer("ModelCard", fields={
         "version": serializers.IntegerField(), "markdown": serializers.CharField()}))
     def get(self, request, slug, version_id):
@@ -222,14 +252,17 @@ class VersionCardApi(ProjectScopedMixin, APIView):
         return HttpResponse({"version": version.pk, "markdown": model_card_text(version=version)})
 
 
-class VersionEvaluateApi(_VersionActionApi):
+class VersionEvaluateApi(DeclaredSizeMixin, _VersionActionApi):
     """Same evaluation as `manage.py evaluate_reward_model`: upload a file (`file`, gzip or plain JSONL of
     {id, prompt, chosen, rejected}) or post {"records": [...]}. With `name` (project admins) the result
     is kept on the version under that name, as `--record` keeps it."""
 
     # Scoring changes nothing, so viewers may; annotators may not load models on the server.
     write_roles = OVERSIGHT_ROLES
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [BoundedJSONParser, MultiPartParser, FormParser]
+
+    def upload_limit(self) -> int:
+        return settings.PAIRWISE_MAX_EVAL_UPLOAD_BYTES
 
     @extend_schema(
         request=inline_serializer("RewardEvaluationInput", fields={
@@ -250,7 +283,8 @@ class VersionEvaluateApi(_VersionActionApi):
         if "file" in request.FILES:
             source = request.FILES["file"].name
             try:
-                records = parse_preference_upload(request.FILES["file"].read(), source)
+                records = parse_preference_upload(request.FILES["file"], source, limit=settings.PAIRWISE_MAX_EVAL_UPLOAD_BYTES,
+                                                  max_records=SYNC_EVALUATION_MAX_RECORDS)
             except ValueError as exc:
                 raise ApiValidationError({"file": str(exc)}) from None
         else:

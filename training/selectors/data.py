@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 
 from labeling.models import ComparisonTask, DatasetSnapshot, Demonstration, Judgment, Project, Prompt, TaskResponse
 from labeling.selectors.exports import ExportFilters, annotator_pseudonym, judgment_queryset
@@ -61,9 +61,28 @@ def reward_last_trained_judgment_id(*, project: Project) -> int:
     return best
 
 
+def reward_retrain_mark(*, project: Project) -> int:
+    """The judgment id the schedule counts new judgments from: what the last succeeded reward run
+    trained on or, when a reward run was cancelled since, the data that run had (its snapshot's last
+    judgment; queued, the newest judgment when it was cancelled). So a cancelled round is not started
+    again until enough judgments arrive beyond it (or someone starts one by hand)."""
+    mark = reward_last_trained_judgment_id(project=project)
+    cancelled = (TrainingRun.objects.filter(project=project, kind=TrainingRun.Kind.REWARD, status=TrainingRun.Status.CANCELLED)
+                 .order_by("-finished_at", "-id").first())
+    if cancelled is not None:
+        had = int((cancelled.params or {}).get("data_until_judgment_id") or 0)
+        if not had and cancelled.finished_at is not None:
+            had = Judgment.objects.filter(project=project, created_at__lte=cancelled.finished_at).aggregate(
+                last=Max("pk"))["last"] or 0
+        mark = max(mark, had)
+    return mark
+
+
 def reward_new_judgments_count(*, project: Project) -> int:
-    since = reward_last_trained_judgment_id(project=project)
-    return judgments_for_training(project=project).filter(pk__gt=since).count()
+    """Judgments beyond reward_retrain_mark that count toward retrain_min_judgments: human ones, and
+    imported ones only where their import asked (Judgment.counts_for_retrain)."""
+    since = reward_retrain_mark(project=project)
+    return judgments_for_training(project=project).filter(pk__gt=since, counts_for_retrain=True).count()
 
 
 

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from labeling.models import Project
 from training.models import ModelVersion
+from training.selectors.data import reward_new_judgments_count
 from training.selectors.runs import pipeline_list
 from training.selectors.versions import model_version_promoted_get
 
@@ -32,5 +33,6 @@ def project_training_summary(*, project: Project) -> dict[str, Any]:
         {"label": "Last round", "url": reverse("training-runs", args=[project.slug]),
          "value": f"{last['status']}, started {last['started_at'][:16].replace('T', ' ')}" if last else "none yet"},
         {"label": "Scheduled rounds", "url": reverse("console-settings", args=[project.slug]),
-         "value": "paused" if project.retrain_paused else f"after every {project.retrain_min_judgments} new judgments"},
+         "value": "paused" if project.retrain_paused else
+         f"on: {reward_new_judgments_count(project=project)} of {project.retrain_min_judgments} new judgments so far"},
     ]}

@@ -87,6 +87,35 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+# What a card's model-index holds: a version's results on its held-out prompts, never statistics
+# of the run that made it (seconds, comparisons_per_s, processes go to the card's body).
+REWARD_RESULTS = ("val_accuracy", "val_log_loss")
+REWARD_CONTEXT = ("val_groups", "val_comparisons", "val_length_baseline")
+POLICY_RESULTS = ("win_rate_vs_parent", "win_rate_vs_base", "reward_mean", "kl_per_token", "kl_per_response",
+                  "perplexity", "bleu", "rouge_l")
+POLICY_CONTEXT = ("prompts", "demonstrations", "parent_reward_mean")
+TRAINING_RESULTS = ("train_loss", "final_train_loss", "comparisons", "groups", "train_seconds", "seconds",
+                    "comparisons_per_s", "processes", "precision", "device")
+
+
+def _pick(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: values[k] for k in keys if values.get(k) is not None}
+
+
+def base_model_name(*, version: ModelVersion) -> str | None:
+    """What a card's base_model says: the Hub id recorded when the shared base was installed
+    (config["model_id"]), else that base's name, else the last part of a folder path; never a local
+    absolute path (it means nothing off this machine and tells where the files are)."""
+    base = version.base or ""
+    shared = version if version.project_id is None else (
+        ModelVersion.objects.filter(project__isnull=True, artifact_path=base).order_by("-created_at").first() if base else None)
+    if shared is not None:
+        return (shared.config or {}).get("model_id") or shared.name or None
+    if base.startswith(("/", "./", "../", "~")) or "\\" in base or Path(base).is_absolute():
+        return Path(base).name or None
+    return base or None
+
+
 def model_card_facts(*, version: ModelVersion) -> ModelCardFacts:
     """What a version's model card says, from the registry: lineage, the data snapshot's facts
     (metrics["data"]), the config, the metrics (its evaluation's, once it has one) and flag rates."""
@@ -97,15 +126,22 @@ def model_card_facts(*, version: ModelVersion) -> ModelCardFacts:
     if flags.get("any_flag_rate") is not None:
         flag_rates["any flag"] = flags["any_flag_rate"]
     reward = version.kind == ModelVersion.Kind.REWARD
+    results = metrics if reward else (metrics.get("evaluation") or {})
+    base_model = base_model_name(version=version)
+    if config.get("base_model"):  # the trainer's config names the backbone by its folder: the card names the model
+        config = {**config, "base_model": base_model}
     return ModelCardFacts(
         name=version.name, kind=version.kind, method="reward" if reward else config.get("trainer"),
-        base_model=version.base or None, parent=version.parent.name if version.parent_id else None,
+        base_model=base_model, parent=version.parent.name if version.parent_id else None,
+        installed_base=version.project_id is None and config.get("role") in ("base", "policy-base"),
         project=version.project.slug if version.project_id else None,
         snapshot_sha256=data.get("sha256") or (version.snapshot.sha256 if version.snapshot_id else None),
         datasets=[f"pairwise-snapshot-{i}" for i in [data.get("snapshot")] + [m.get("snapshot") for m in data.get("mixed") or []] if i],
         prompts=data.get("prompts"), judgments=data.get("judgments"), annotators=data.get("annotators"),
         agreement=data.get("agreement"), training_config=config or None,
-        metrics=_numbers(metrics.get("evaluation") or metrics) or None, flag_rates=flag_rates or None,
+        metrics=_numbers(_pick(results, REWARD_RESULTS if reward else POLICY_RESULTS)) or None,
+        evaluation_context=_pick(results, REWARD_CONTEXT if reward else POLICY_CONTEXT) or None,
+        training_results=_pick(metrics, TRAINING_RESULTS) or None, flag_rates=flag_rates or None,
         evaluation=REWARD_EVALUATION if reward else POLICY_EVALUATION,
         other_evaluations=metrics.get("evaluations") or None,
     )

@@ -11,7 +11,10 @@ from typing import Any, Callable, Sequence
 
 from django.core.exceptions import ValidationError
 
+from django.conf import settings
+
 from training import plan
+from training.runspec import trainer_config
 from training.dataset import reward_groups
 from training.ml.preference_file import PAIR_FIELDS
 from training.models import ModelVersion, TrainingRun
@@ -66,7 +69,7 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
                          f"({data.skipped} without comparisons, {len(data.held_out)} on held-out prompts)")
     base, base_version = _reward_base(run)
     overrides = {k: v for k, v in (params.get("config") or {}).items() if k != "base_model"}  # the backbone is chosen above
-    config = plan.trainer_config(RewardConfig, {"config": overrides}, base_model=base)
+    config = trainer_config(RewardConfig, {"config": overrides}, base_model=base, device=settings.PAIRWISE_DEVICE)
     until = dataset.last_judgment_id
     run_params_update(
         run_id=run.pk, output_dir=str(output_dir), base=base, data_until_judgment_id=until,
@@ -86,12 +89,11 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
         job = {"out_dir": str(output_dir), "config": dataclasses.asdict(config), "val_groups": list(data.held_out),
                "reference_texts": [list(pair) for pair in data.reference_texts or []]}
         metrics = group_train(trainer="reward", job=job, rows=list(train), processes=processes, reporter=reporter,
-                              scratch=output_dir.with_name(f".group-{output_dir.name}"),
-                              accelerate_config=params.get("accelerate_config", ""))
+                              scratch=output_dir.with_name(f".group-{output_dir.name}"))
     metrics["data"] = snapshot_facts(snapshot=snapshot, dataset=dataset) | ({"mixed": mixed_facts} if mixed_facts else {})
     reporter.flush()
     parent = model_version_promoted_get(project=run.project, kind=ModelVersion.Kind.REWARD)
-    promote = params.get("promote", plan.DEFAULT_PROMOTE[plan.REWARD])
+    promoted, metrics["promotion"] = _promotion(run, metrics, parent)
     fields = {
         "project": run.project, "kind": ModelVersion.Kind.REWARD, "name": f"{run.project.slug}-reward-run{run.pk}",
         "base": base, "artifact_path": output_dir, "metrics": metrics,
@@ -99,8 +101,19 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
         "parent": parent if parent is not None and parent.project_id == run.project_id else base_version,
         "snapshot": snapshot,
     }
-    return run_succeed_with_version(run_id=run.pk, output_dir=output_dir, version_fields=fields,
-                                    promote=promote == "always" or (promote == "if_none" and parent is None))
+    return run_succeed_with_version(run_id=run.pk, output_dir=output_dir, version_fields=fields, promote=promoted)
+
+
+def _promotion(run: TrainingRun, metrics: dict[str, Any], parent: ModelVersion | None) -> tuple[bool, dict[str, Any]]:
+    """Whether the run promotes its version, and why (kept as metrics["promotion"], shown on the
+    training and version pages): the run's promote param asks, the held-out evidence decides."""
+    promote = (run.params or {}).get("promote", plan.DEFAULT_PROMOTE[plan.REWARD])
+    if promote == "never" or (promote == "if_none" and parent is not None):
+        reason = "the run was asked not to promote" if promote == "never" else "a reward model was promoted already"
+        return False, {"promoted": False, "reason": reason}
+    ok, reason = plan.reward_promotion_evidence(
+        metrics=metrics, min_heldout_groups=run.project.reward_promote_min_heldout_groups)
+    return ok, {"promoted": ok, "reason": reason}
 
 
 def _mixed_groups(run: TrainingRun, snapshot_ids: Sequence[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -131,7 +144,8 @@ def reward_model_evaluate(
     """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy,
     ci95 (bootstrap over pairs), mean_margin, log_loss, length_baseline, by_length} (training.ml.reward.
     length_report: the longer-answer-wins baseline, and both accuracies by how much longer the chosen
-    answer is), and trained_prompts: how many records' prompts the version trained on (None when it
+    answer is; length_dependence: length_margin_corr, accuracy_shorter_chosen, accuracy_longer_chosen
+    and their pair counts), and trained_prompts: how many records' prompts the version trained on (None when it
     has no snapshot to check), so "on data it never saw" can be checked rather than assumed.
     with_margins adds the per-record margins r(chosen) - r(rejected). record_as stores the result
     under that name on the version (model_version_evaluation_record: the training page and the

@@ -107,21 +107,30 @@ def base_models_install(*, policy_dir: str | os.PathLike | None = None, reward_b
     """Idempotent: the first promoted policy (SmolLM2-135M-Instruct converted from the GGUF into
     PAIRWISE_MODELS_DIR, or any local HF causal-LM folder) and the reward base (MiniLM), as shared
     (project-less) versions. Re-running registers nothing twice and keeps a promotion made since."""
-    from training.ml.reward import default_reward_base
+    from training.ml.reward import MINILM_HUB_ID, default_reward_base
 
+    # The Hub id of a bundled model is recorded (config["model_id"]): model cards name it as base_model.
+    policy_id = reward_id = None
     if policy_dir is None:
-        from training.ml.convert import ensure_smollm2
+        from training.ml.convert import SMOLLM2_HUB_ID, ensure_smollm2
 
-        policy_dir = ensure_smollm2(Path(settings.PAIRWISE_MODELS_DIR) / "smollm2-135m-instruct")
+        policy_dir, policy_id = ensure_smollm2(Path(settings.PAIRWISE_MODELS_DIR) / "smollm2-135m-instruct"), SMOLLM2_HUB_ID
+    if reward_base_dir is None:
+        reward_id = MINILM_HUB_ID
     policy_dir = Path(policy_dir).resolve()
     reward_dir = Path(reward_base_dir or default_reward_base()).resolve()
     installed = {}
     with transaction.atomic():
-        for kind, path, role in ((ModelVersion.Kind.POLICY, policy_dir, "policy-base"), (ModelVersion.Kind.REWARD, reward_dir, "base")):
+        for kind, path, role, model_id in ((ModelVersion.Kind.POLICY, policy_dir, "policy-base", policy_id),
+                                           (ModelVersion.Kind.REWARD, reward_dir, "base", reward_id)):
             version = base_version_get(kind=kind, artifact_path=str(path))
+            config = {"role": role} | ({"model_id": model_id} if model_id else {})
             if version is None:
-                version = model_version_register(project=None, kind=kind, name=path.name, base=str(path), artifact_path=path,
-                                                 config={"role": role})
+                version = model_version_register(project=None, kind=kind, name=path.name, base=str(path),
+                                                 artifact_path=path, config=config)
+            elif model_id and (version.config or {}).get("model_id") != model_id:  # installed before ids were kept
+                version.config = {**(version.config or {}), "model_id": model_id}
+                version.save(update_fields=["config"])
             installed[kind] = version
         policy = installed[ModelVersion.Kind.POLICY]
         if not base_policy_promoted_exists():

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.models import Project
-from labeling.services.imports import FORMATS, DataImportError, project_data_import
+from labeling.services.imports import FORMATS, PREFERENCES, DataImportError, project_data_import
 from labeling.services.projects import project_create
 
 
@@ -36,13 +36,21 @@ class Command(BaseCommand):
         parser.add_argument("--source", default="", help="Name of the external source for imported responses.")
         parser.add_argument("--format", dest="fmt", default="auto", choices=FORMATS,
                             help="Record format (default: detected per record).")
+        parser.add_argument("--preferences", default=PREFERENCES[0], choices=PREFERENCES,
+                            help="What preference pairs and ranked judgments become: 'judgments' (default) keeps them "
+                                 "as judgments from their source, which fill their tasks' seats; 'open' makes each an "
+                                 "open task for annotators, the recorded ranking kept as its hidden reference.")
+        parser.add_argument("--count-for-retrain", action="store_true",
+                            help="Let the imported judgments count toward retrain_min_judgments (default: an import "
+                                 "never starts a scheduled training round).")
         parser.add_argument("--skip-invalid", action="store_true",
                             help="Import the valid records, leave out the others (default: all or nothing).")
         parser.add_argument("--rejects", type=Path, default=None,
                             help="With --skip-invalid: write the left-out lines here as JSONL (line, field, message, raw).")
 
     def handle(self, *args, file: Path, project: str, create: bool, mode: str, k: int | None, source: str,
-               fmt: str, skip_invalid: bool, rejects: Path | None, **opts):
+               fmt: str, skip_invalid: bool, rejects: Path | None, preferences: str, count_for_retrain: bool,
+               **opts):
         if not file.exists():
             raise CommandError(f"{file}: no such file or folder")
         if rejects and not skip_invalid:
@@ -60,12 +68,14 @@ class Command(BaseCommand):
         with (_folder_as_zip(file) if file.is_dir() else file.open("rb")) as stream:
             try:
                 result = project_data_import(project=target, stream=stream, filename=name, source=source, fmt=fmt,
-                                             skip_invalid=skip_invalid)
+                                             skip_invalid=skip_invalid, preferences=preferences,
+                                             count_for_retrain=count_for_retrain)
             except DataImportError as exc:
                 lines = "\n".join(f"{file}:{issue.line}: {issue.field}: {issue.message}" for issue in exc.issues)
                 raise CommandError(f"import failed, nothing was written:\n{lines}") from None
         summary = ", ".join(f"{key} {value}" for key, value in result.as_dict().items() if key != "batch_id")
         self.stdout.write(f"imported into {target.slug}: {summary}")
+        self.stdout.write(f"{target.slug} has {result.project_open_tasks} tasks open for annotators")
         if result.rejects:
             if rejects:
                 with rejects.open("w", encoding="utf-8") as out:

@@ -329,3 +329,25 @@ def test_hostile_text_is_escaped_on_every_console_page(project_factory, make_use
         page = response.content.decode()
         assert response.status_code == 200, url
         assert "<script>alert" not in page and "<img src=x" not in page and "evil<img>" not in page, url
+
+
+def test_raising_k_over_existing_tasks_asks_for_confirmation(admin_project):
+    from tests.labeling.judging import make_tasks
+
+    admin, project = admin_project
+    Project.objects.filter(pk=project.pk).update(mode="pairwise", responses_per_task=2)
+    make_tasks(project, 3, k=2)
+    client = client_for(admin)
+    url = reverse("console-settings", args=[project.slug])
+    form = {**FORM, "name": project.name, "mode": "rank", "responses_per_task": 4}
+    refused = client.post(url, form)
+    page = refused.content.decode()
+    assert refused.status_code == 400 and 'data-field="confirm_k_change"' in page
+    assert "3 existing tasks show fewer than 4 responses" in page and 'name="confirm_k_change"' in page
+    project.refresh_from_db()
+    assert (project.mode, project.responses_per_task) == ("pairwise", 2)  # nothing saved
+    # Other edits that leave K alone save without the question.
+    assert client.post(url, {**FORM, "name": "Renamed", "mode": "pairwise", "responses_per_task": 2}).status_code == 302
+    assert client.post(url, {**form, "confirm_k_change": "on"}).status_code == 302
+    project.refresh_from_db()
+    assert (project.mode, project.responses_per_task) == ("rank", 4)

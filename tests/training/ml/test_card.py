@@ -55,3 +55,19 @@ def test_hostile_text_cannot_break_the_yaml_or_the_markdown():
     body = text.split("\n---\n", 1)[1]
     assert "<script>" not in body and "\n---\nlicense" not in body
     assert body.count("```") == 2  # the config block cannot be closed early
+
+
+def test_run_statistics_stay_out_of_the_model_index_and_a_base_model_has_its_own_text():
+    facts = ModelCardFacts(name="rm", kind="reward", project="demo", datasets=["pairwise-snapshot-3"],
+                           metrics={"val_accuracy": 0.7}, evaluation_context={"val_groups": 30},
+                           training_results={"seconds": 9.5, "comparisons_per_s": 40.0, "processes": 2})
+    text = model_card(facts)
+    [result] = front(text)["model-index"][0]["results"]
+    assert [m["type"] for m in result["metrics"]] == ["val_accuracy"]
+    assert result["dataset"] == {"name": "demo held-out prompts", "type": "pairwise-snapshot-3", "split": "held-out"}
+    assert "### Training run" in text and "| processes | 2 |" in text and "| val\\_groups | 30 |" in text
+
+    base = model_card(ModelCardFacts(name="smollm2", kind="policy", base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+                                     installed_base=True))
+    assert front(base)["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "model-index" not in front(base)
+    assert "trained by Pairwise" not in base and "Pairwise did not train it" in base and "the first policy" in base

@@ -13,7 +13,7 @@ from training.services.runs import run_create
 
 @pytest.mark.django_db(transaction=True)
 def test_reward_model_train_in_process_registers_a_complete_version(project_factory, tiny_reward_base, models_dir):
-    project = project_factory()
+    project = project_factory(reward_promote_min_heldout_groups=0)  # promoted without held-out evidence
     import_preferences(project, separable_records(24))
     run = run_create(project=project, kind=REWARD, params=fast_params(tiny_reward_base, epochs=8))
     seen_during = []

@@ -8,8 +8,10 @@ import pytest
 from django.utils import timezone
 
 from labeling.models import Judgment, Project, Response
-from tests.training.conftest import DPO_FAST, EVAL_FAST, fast_params, import_preferences, round_step, separable_records
-from training.models import TrainingRun
+from tests.training.conftest import (
+    DPO_FAST, EVAL_FAST, fast_params, import_preferences, requestable, round_step, separable_records,
+)
+from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import pipeline_list, pipeline_spec, run_pipeline_spec
 from training.services.candidates import candidates_generate
 from training.services.evaluation import policy_evaluate
@@ -17,15 +19,17 @@ from training.services.policy import policy_train
 from training.services.reward import reward_model_train
 from training.services.rounds import pipeline_start, reward_retrain_check
 from training.services.runs import run_create, run_fail, run_params_update, run_start, run_succeed
+from training.services.versions import model_version_register
 
 
 @pytest.mark.django_db
 def test_retrain_check_counts_new_judgments_since_the_last_succeeded_run(project_factory, settings):
     settings.PAIRWISE_HEARTBEAT_STALE = timedelta(seconds=60)
     project = project_factory(retrain_min_judgments=5)
-    import_preferences(project, separable_records(4))
+    import_preferences(project, separable_records(4), count_for_retrain=True)
     assert reward_retrain_check(project_id=project.pk) is None
-    import_preferences(project, [dict(r, id="n" + r["id"], prompt="n " + r["prompt"]) for r in separable_records(1)])
+    import_preferences(project, [dict(r, id="n" + r["id"], prompt="n " + r["prompt"]) for r in separable_records(1)],
+                       count_for_retrain=True)
     Project.objects.filter(pk=project.pk).update(retrain_paused=True)  # paused in the project's settings
     assert reward_retrain_check(project_id=project.pk) is None and not TrainingRun.objects.exists()
     Project.objects.filter(pk=project.pk).update(retrain_paused=False)
@@ -49,8 +53,8 @@ def test_retrain_check_counts_new_judgments_since_the_last_succeeded_run(project
 def test_a_round_chains_every_step_and_promotes_by_margin(setup, tiny_reward_base, sent, django_capture_on_commit_callbacks):
     project, base = setup
     spec = pipeline_spec(policy_kind="dpo", auto_promote_margin=-1.0, step_params={
-        "reward": fast_params(tiny_reward_base, epochs=2), "dpo": {"config": DPO_FAST, "threads": 1},
-        "evaluate": EVAL_FAST, "candidates": {"max_prompts": 4, "device": "cpu"},
+        "reward": requestable(fast_params(tiny_reward_base, epochs=2)), "dpo": requestable({"config": DPO_FAST}),
+        "evaluate": requestable(EVAL_FAST), "candidates": {"max_prompts": 4},
     })
     with django_capture_on_commit_callbacks(execute=True):
         first = pipeline_start(project=project, spec=spec)
@@ -62,7 +66,7 @@ def test_a_round_chains_every_step_and_promotes_by_margin(setup, tiny_reward_bas
         rm = reward_model_train(run_id=first.pk)
     dpo = round_step(first.pipeline_id, "dpo")
     assert rm.promoted and sent[-1] == ("policy_train", dpo.pk) and dpo.params["trigger"] == "pipeline"
-    assert dpo.params["config"] == DPO_FAST and dpo.base_version is None
+    assert dpo.params["config"] == requestable({"config": DPO_FAST})["config"] and dpo.base_version is None
 
     with django_capture_on_commit_callbacks(execute=True):
         version = policy_train(run_id=dpo.pk)
@@ -95,7 +99,9 @@ def test_a_failed_step_ends_the_round_and_a_missing_policy_stops_it(project_fact
     from tests.training.conftest import import_preferences, separable_records
 
     project = project_factory()
-    spec = pipeline_spec(step_params={"reward": fast_params(tiny_reward_base, epochs=1)})
+    tiny = model_version_register(project=None, kind=ModelVersion.Kind.REWARD, name="tiny-base", base=str(tiny_reward_base),
+                                  artifact_path=tiny_reward_base, config={"role": "base"})
+    spec = pipeline_spec(step_params={"reward": {**requestable(fast_params(tiny_reward_base, epochs=1)), "base": tiny.pk}})
     first = pipeline_start(project=project, spec=spec)
     with django_capture_on_commit_callbacks(execute=True):
         assert reward_model_train(run_id=first.pk) is None  # no judgments: it fails
@@ -117,7 +123,7 @@ def test_a_live_run_of_the_next_kind_stops_the_round(setup, tiny_reward_base, se
     project, _ = setup
     manual = run_create(project=project, kind=TrainingRun.Kind.DPO)
     first = pipeline_start(project=project, spec=pipeline_spec(
-        step_params={"reward": fast_params(tiny_reward_base, epochs=1)}))
+        step_params={"reward": requestable(fast_params(tiny_reward_base, epochs=1))}))
     with django_capture_on_commit_callbacks(execute=True):
         reward_model_train(run_id=first.pk)
     first.refresh_from_db()
@@ -129,6 +135,9 @@ def test_the_schedule_starts_a_round_with_its_kwargs_and_never_two_at_once(setup
     project, _ = setup
     project.retrain_min_judgments = 1
     project.save()
+    assert reward_retrain_check(project_id=project.pk) is None  # imported judgments that did not ask to count
+    import_preferences(project, [dict(r, id="c" + r["id"], prompt="c " + r["prompt"]) for r in separable_records(1)],
+                       count_for_retrain=True)
     run = reward_retrain_check(project_id=project.pk, policy_kind="ppo", auto_promote_margin=0.05,
                                         step_params={"ppo": {"config": {"iterations": 1}}})
     assert run.pipeline_id and run.params["trigger"] == "schedule"

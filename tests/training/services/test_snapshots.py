@@ -163,7 +163,8 @@ def test_every_trained_version_carries_a_model_card_the_api_and_page_serve(
 
     text = (Path(version.artifact_path) / "README.md").read_text()
     meta = yaml.safe_load(text.split("---\n")[1])
-    assert meta["tags"][:3] == ["pairwise", "rlhf", "reward"] and meta["base_model"] == str(tiny_reward_base)
+    # base_model names the model (a backbone given as a folder: the folder's name), never a local path.
+    assert meta["tags"][:3] == ["pairwise", "rlhf", "reward"] and meta["base_model"] == tiny_reward_base.name
     assert f"Data snapshot sha256: {run.snapshot.sha256}" in text and "- Judgments: 24" in text
     assert {m["name"] for m in meta["model-index"][0]["results"][0]["metrics"]} >= {"val_accuracy", "val_log_loss"}
     viewer = member(project, "viewer")
