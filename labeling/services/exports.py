@@ -22,7 +22,6 @@ import zipfile
 from contextlib import closing
 from dataclasses import replace
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -34,6 +33,7 @@ from django.utils import timezone
 
 from config.celery import task_send_on_commit
 from config.db import db_retry, heartbeats
+from config.jobs import JobReaper, jobs_reap_stale
 from labeling.export_records import (
     CSV_COLUMNS, HF_FORMATS, HF_SPLITS, JUDGMENT_FORMATS, SQL_JSON_FORMATS, csv_row, extension, hf_data_file,
     hf_dataset_card, jsonl, judgment_record, pair_record, ranked_record,
@@ -318,7 +318,7 @@ def export_job_create(
 
 
 def _export_job_send(job: ExportJob) -> None:
-    """Send the job's task after the commit, and record the send (for export_jobs_resend_lost)."""
+    """Send the job's task after the commit, and record the send (for the reaper, config.jobs)."""
     job.sent_at, job.sends = timezone.now(), job.sends + 1
     ExportJob.objects.filter(pk=job.pk).update(sent_at=job.sent_at, sends=job.sends)
     task_send_on_commit(EXPORT_TASK, job.pk)
@@ -411,51 +411,25 @@ def _export_job_succeed(*, job: ExportJob, path: Path, rows: int, freeze: bool, 
     return True
 
 
+def _export_job_part_remove(job: ExportJob) -> None:
+    path = export_path(project=job.project, stem=f"job-{job.pk}", fmt=job.format, create=False)
+    partial_path(path).unlink(missing_ok=True)
+
+
+_EXPORT_REAPER = JobReaper(
+    what="export", failed_status=ExportJob.Status.FAILED, stale=export_jobs_stale_list,
+    unpicked=lambda now: export_jobs_queued_unpicked_list(now=now), send=lambda job: _export_job_send(job),
+    cleanup=_export_job_part_remove,
+)
+
+
 def export_jobs_reap_stale() -> list[int]:
     """Fail RUNNING export jobs whose heartbeat went stale (the worker was killed: Celery acknowledged
     its task, so nothing else will move the job) and remove their `.part` files; send again the
-    tasks of QUEUED jobs no worker picked up (export_jobs_resend_lost). Returns the failed ids.
-    Run every minute by beat (labeling.tasks.export_jobs_reap_stale) and by manage.py reap_runs."""
-    failed = export_jobs_resend_lost()
-    for job_id in list(export_jobs_stale_list().values_list("pk", flat=True)):
-        with transaction.atomic():
-            job = export_jobs_stale_list().select_for_update(of=("self",)).select_related("project").filter(pk=job_id).first()
-            if job is None:
-                continue
-            last = job.heartbeat_at or job.started_at
-            job.status, job.finished_at = ExportJob.Status.FAILED, timezone.now()
-            job.error = (f"Reaped: no heartbeat since {last.isoformat() if last else 'start'} "
-                         f"(limit {settings.PAIRWISE_HEARTBEAT_STALE}); the worker was killed or lost.")
-            job.save(update_fields=["status", "finished_at", "error"])
-        path = export_path(project=job.project, stem=f"job-{job.pk}", fmt=job.format, create=False)
-        partial_path(path).unlink(missing_ok=True)
-        failed.append(job_id)
-        logger.warning("reaped stale export job %s", job_id)
-    return failed
-
-
-def export_jobs_resend_lost(*, now: datetime | None = None) -> list[int]:
-    """A QUEUED job whose message the broker lost (a Redis restart) would wait for ever: send its
-    task again (a duplicate is harmless: _export_job_start takes a QUEUED job once, under a row
-    lock), and fail it once it has waited PAIRWISE_QUEUED_MAX_AGE. Returns the failed ids."""
-    now = now or timezone.now()
-    failed = []
-    for job_id in list(export_jobs_queued_unpicked_list(now=now).values_list("pk", flat=True)):
-        with transaction.atomic():
-            job = export_jobs_queued_unpicked_list(now=now).select_for_update().filter(pk=job_id).first()
-            if job is None:
-                continue
-            if now - job.created_at < settings.PAIRWISE_QUEUED_MAX_AGE:
-                _export_job_send(job)
-                logger.warning("export job %s was not picked up since %s; sent its task again (send %s)",
-                               job.pk, job.sent_at, job.sends)
-                continue
-            job.status, job.finished_at = ExportJob.Status.FAILED, now
-            job.error = (f"No worker started this export in {now - job.created_at} ({job.sends} task messages sent, "
-                         f"limit {settings.PAIRWISE_QUEUED_MAX_AGE}): is a worker consuming the celery queue?")
-            job.save(update_fields=["status", "finished_at", "error"])
-        failed.append(job_id)
-    return failed
+    tasks of QUEUED jobs no worker picked up, failing them after PAIRWISE_QUEUED_MAX_AGE (config.jobs).
+    Returns the failed ids. Run every minute by beat (labeling.tasks.export_jobs_reap_stale) and by
+    manage.py reap_runs."""
+    return jobs_reap_stale(_EXPORT_REAPER)
 
 
 def export_stream_file(*, project: Project, fmt: str, filters: ExportFilters) -> IO[bytes]:

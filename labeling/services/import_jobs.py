@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +20,7 @@ from django.utils import timezone
 
 from config.celery import task_send_on_commit
 from config.db import db_retry, heartbeat_interval_s, heartbeats
+from config.jobs import JobReaper, jobs_reap_stale
 from labeling.models import ImportJob, Project
 from labeling.selectors.import_jobs import import_jobs_queued_unpicked_list, import_jobs_stale_list
 from labeling.services.imports import (
@@ -86,7 +86,7 @@ def _saved_remove(job: ImportJob) -> None:
 
 
 def _import_job_send(job: ImportJob) -> None:
-    """Send the job's task after the commit, and record the send (for import_jobs_resend_lost)."""
+    """Send the job's task after the commit, and record the send (for the reaper, config.jobs)."""
     job.sent_at, job.sends = timezone.now(), job.sends + 1
     ImportJob.objects.filter(pk=job.pk).update(sent_at=job.sent_at, sends=job.sends)
     task_send_on_commit(IMPORT_TASK, job.pk)
@@ -177,41 +177,13 @@ def _import_job_fail(*, job: ImportJob, error: str, errors: list[dict[str, Any]]
 def import_jobs_reap_stale() -> list[int]:
     """Fail RUNNING import jobs whose heartbeat went stale (the worker was killed; its transaction,
     and so its rows, died with it) and remove their saved files; send again the tasks of QUEUED jobs
-    no worker picked up. Returns the failed ids. Run every minute by beat and by manage.py reap_runs."""
-    failed = import_jobs_resend_lost()
-    for job_id in list(import_jobs_stale_list().values_list("pk", flat=True)):
-        with transaction.atomic():
-            job = import_jobs_stale_list().select_for_update().filter(pk=job_id).first()
-            if job is None:
-                continue
-            last = job.heartbeat_at or job.started_at
-            job.status, job.finished_at = ImportJob.Status.FAILED, timezone.now()
-            job.error = (f"Reaped: no heartbeat since {last.isoformat() if last else 'start'} "
-                         f"(limit {settings.PAIRWISE_HEARTBEAT_STALE}); the worker was killed or lost. Nothing was written.")
-            job.save(update_fields=["status", "finished_at", "error"])
-        _saved_remove(job)
-        failed.append(job_id)
-        logger.warning("reaped stale import job %s", job_id)
-    return failed
+    no worker picked up, failing them (and removing their files) after PAIRWISE_QUEUED_MAX_AGE
+    (config.jobs). Returns the failed ids. Run every minute by beat and by manage.py reap_runs."""
+    return jobs_reap_stale(_IMPORT_REAPER)
 
 
-def import_jobs_resend_lost(*, now: datetime | None = None) -> list[int]:
-    """Send again the task of a QUEUED job no worker took (a duplicate is harmless: _import_job_start
-    takes a QUEUED job once); fail it, removing its file, once it waited PAIRWISE_QUEUED_MAX_AGE."""
-    now = now or timezone.now()
-    failed = []
-    for job_id in list(import_jobs_queued_unpicked_list(now=now).values_list("pk", flat=True)):
-        with transaction.atomic():
-            job = import_jobs_queued_unpicked_list(now=now).select_for_update().filter(pk=job_id).first()
-            if job is None:
-                continue
-            if now - job.created_at < settings.PAIRWISE_QUEUED_MAX_AGE:
-                _import_job_send(job)
-                continue
-            job.status, job.finished_at = ImportJob.Status.FAILED, now
-            job.error = (f"No worker started this import in {now - job.created_at} ({job.sends} task messages sent): "
-                         "is a worker consuming the celery queue?")
-            job.save(update_fields=["status", "finished_at", "error"])
-        _saved_remove(job)
-        failed.append(job_id)
-    return failed
+_IMPORT_REAPER = JobReaper(
+    what="import", failed_status=ImportJob.Status.FAILED, stale=import_jobs_stale_list,
+    unpicked=lambda now: import_jobs_queued_unpicked_list(now=now), send=lambda job: _import_job_send(job),
+    cleanup=lambda job: _saved_remove(job), reaped_note=" Nothing was written.",
+)

@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.celery import task_send_on_commit
+from config.jobs import JobReaper, jobs_reap_stale, jobs_resend_lost
 from config.db import db_connection_ensure
 from labeling.models import Project
 from training import plan
@@ -266,23 +267,7 @@ def runs_reap_stale() -> list[int]:
     SIGKILLed (OOM killer, node loss), so without this the run would stay RUNNING and block its
     project's single flight forever.
     """
-    reaped = runs_resend_lost()
-    for run_id in list(runs_stale_list().values_list("pk", flat=True)):
-        with transaction.atomic():
-            run = runs_stale_list().select_for_update().filter(pk=run_id).first()
-            if run is None:
-                continue
-            last = run.heartbeat_at or run.started_at
-            run.status, run.finished_at = TrainingRun.Status.FAILED, timezone.now()
-            run.error = (
-                f"Reaped: no heartbeat since {last.isoformat() if last else 'start'} "
-                f"(limit {settings.PAIRWISE_HEARTBEAT_STALE}); the worker {run.worker or ''} was killed or lost."
-            )
-            run.save(update_fields=["status", "finished_at", "error"])
-        _partial_artifacts_remove(run)
-        reaped.append(run_id)
-        logger.warning("reaped stale run %s", run_id)
-    return reaped
+    return jobs_reap_stale(_RUN_REAPER)
 
 
 def runs_resend_lost(*, now: datetime | None = None) -> list[int]:
@@ -290,25 +275,7 @@ def runs_resend_lost(*, now: datetime | None = None) -> list[int]:
     by default) loses queued messages when it restarts: then no worker will ever start the run.
     Send its task again (a duplicate is harmless: run_start takes a QUEUED run once, under a row
     lock); fail it with the reason once it has waited PAIRWISE_QUEUED_MAX_AGE. Returns the failed ids."""
-    now = now or timezone.now()
-    failed = []
-    for run_id in list(runs_queued_unpicked_list(now=now).values_list("pk", flat=True)):
-        with transaction.atomic():
-            run = runs_queued_unpicked_list(now=now).select_for_update().filter(pk=run_id).first()
-            if run is None:
-                continue
-            if now - run.created_at < settings.PAIRWISE_QUEUED_MAX_AGE:
-                _run_send(run)
-                logger.warning("run %s was not picked up since %s; sent its task again (send %s)",
-                               run.pk, run.sent_at, run.sends)
-                continue
-            run.status, run.finished_at = TrainingRun.Status.FAILED, now
-            run.error = (f"No worker started this run in {now - run.created_at} ({run.sends} task messages sent, limit "
-                         f"{settings.PAIRWISE_QUEUED_MAX_AGE}): is a worker consuming the queue of "
-                         f"{plan.TASK_OF_KIND[run.kind]} (celery -A config worker -Q celery,training)?")
-            run.save(update_fields=["status", "finished_at", "error"])
-        failed.append(run_id)
-    return failed
+    return jobs_resend_lost(_RUN_REAPER, now=now)
 
 
 def _partial_artifacts_remove(run: TrainingRun) -> None:
@@ -320,6 +287,14 @@ def _partial_artifacts_remove(run: TrainingRun) -> None:
     if output.parent.is_dir():
         for tmp in output.parent.glob(f".tmp-{output.name}-*"):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_RUN_REAPER = JobReaper(
+    what="run", failed_status=TrainingRun.Status.FAILED, stale=runs_stale_list,
+    unpicked=lambda now: runs_queued_unpicked_list(now=now), send=_run_send, cleanup=_partial_artifacts_remove,
+    queue_hint=lambda run: f"a worker consuming the queue of {plan.TASK_OF_KIND[run.kind]} "
+                           "(celery -A config worker -Q celery,training)",
+)
 
 
 def run_output_dir(*, run: TrainingRun) -> Path:
