@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.export_bench import text as _text  # noqa: E402  (the same filler words as the export bench)
+
 MB = 1024 * 1024
-WORDS = ("the model answer human prompt reward policy gradient token response preference label annotator "
-         "ranking quality safety helpful honest harmless dataset import stream memory").split()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,15 +41,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.mb <= 0:
         p.error("--mb must be positive")
     return args
-
-
-def _text(rng: random.Random, chars: int) -> str:
-    out, size = [], 0
-    while size < chars:
-        word = rng.choice(WORDS)
-        out.append(word)
-        size += len(word) + 1
-    return " ".join(out)
 
 
 def write_file(path: Path, size_bytes: int, seed: int) -> int:
