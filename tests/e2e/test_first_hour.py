@@ -26,7 +26,7 @@ import pytest
 from playwright.sync_api import expect
 
 from labeling.models import Assignment, ComparisonTask, Judgment, Membership, PreferencePair, Project, Response
-from tests.e2e.pages import wait_saved, watch_csp
+from tests.e2e.pages import ranking_on_screen, shown_ids, wait_saved, watch_csp
 from tests.e2e.test_console import console_ready, download_lines, open_tab, write_jsonl
 from tests.paths import SHARED_DATASETS
 from tests.training.conftest import wait_for
@@ -48,23 +48,6 @@ def hh_records(n: int | None = None, path=HH_FILE) -> list[dict]:
 
 
 # --- what the page shows -----------------------------------------------------------------------
-
-def shown_ids(page) -> list[int]:
-    """Response ids in the order the labeling page displays them (cards are #resp-<id>)."""
-    page.wait_for_selector(".response")
-    return [int(i) for i in page.locator(".response").evaluate_all("cs => cs.map(c => c.id.slice(5))")]
-
-
-def ranking_on_screen(page) -> list[list[int]]:
-    items = page.locator("#ranking li").evaluate_all(
-        "lis => lis.map(li => [Number(li.dataset.id), li.classList.contains('tied')])")
-    groups: list[list[int]] = []
-    for rid, tied in items:
-        if tied and groups:
-            groups[-1].append(rid)
-        else:
-            groups.append([rid])
-    return groups
 
 
 def stored(project, annotator, count: int, shown: list[int]) -> Judgment:

@@ -10,27 +10,10 @@ import re
 import pytest
 
 from labeling.models import Assignment, Judgment
-from tests.e2e.pages import open_label, wait_saved, watch_csp
+from tests.e2e.pages import open_label, ranking_on_screen, shown_ids, wait_saved, watch_csp
 from tests.labeling.judging import make_tasks
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.django_db(transaction=True)]
-
-
-def _shown(page) -> list[int]:
-    """Response ids in the order the page displays them (cards are #resp-<id>)."""
-    return [int(i) for i in page.locator(".response").evaluate_all("cs => cs.map(c => c.id.slice(5))")]
-
-
-def _ranking_on_screen(page) -> list[list[int]]:
-    items = page.locator("#ranking li").evaluate_all(
-        "lis => lis.map(li => [Number(li.dataset.id), li.classList.contains('tied')])")
-    groups: list[list[int]] = []
-    for rid, tied in items:
-        if tied and groups:
-            groups[-1].append(rid)
-        else:
-            groups.append([rid])
-    return groups
 
 
 def _click_rating(page, response_id: int, value: int):
@@ -57,13 +40,13 @@ def test_mouse_ratings_then_submit_on_step_1_shows_the_ranking_first(page_for, l
     page = page_for(member(project, "annotator"))
     violations = watch_csp(page)
     open_label(page, live_server, project)
-    shown = _shown(page)
+    shown = shown_ids(page)
     for rid, value in zip(shown, [2, 7, 3, 5]):
         _click_rating(page, rid, value)
     page.click("#submit")  # still on step 1: the ranking from the ratings is shown, nothing is saved
     page.wait_for_selector("#status:has-text('Check the ranking from your ratings')")
     assert page.locator("#phase").inner_text().startswith("Step 2")
-    assert _ranking_on_screen(page) == [[shown[1]], [shown[3]], [shown[2]], [shown[0]]]
+    assert ranking_on_screen(page) == [[shown[1]], [shown[3]], [shown[2]], [shown[0]]]
     assert Judgment.objects.count() == 0
     page.click("#submit")
     judgment = _stored(page, 1)
@@ -76,12 +59,12 @@ def test_mouse_ratings_then_submit_on_step_1_shows_the_ranking_first(page_for, l
 
     # Equal ratings are tied in the ranking shown, and stored so.
     page.wait_for_function("() => document.querySelectorAll('.response .likert button[aria-pressed=true]').length === 0")
-    second = _shown(page)
+    second = shown_ids(page)
     for rid, value in zip(second, [5, 5, 3, 6]):
         _click_rating(page, rid, value)
     page.click("#submit")
     page.wait_for_selector("#status:has-text('Check the ranking')")
-    assert _ranking_on_screen(page) == [[second[3]], [second[0], second[1]], [second[2]]]
+    assert ranking_on_screen(page) == [[second[3]], [second[0], second[1]], [second[2]]]
     assert page.locator(f"#ranking li[data-id='{second[1]}'] .tie-mark").inner_text() == "= tied with above"
     page.click("#submit")
     judgment = _stored(page, 2)
@@ -97,7 +80,7 @@ def test_keys_7_j_6_j_rate_every_response_once(page_for, live_server, project_fa
     page = page_for(member(project, "annotator"))
     violations = watch_csp(page)
     open_label(page, live_server, project)
-    shown = _shown(page)
+    shown = shown_ids(page)
     for key in ["7", "J", "6", "j", "3", "ArrowDown", "5"]:  # a digit keeps the highlight, J moves it
         page.keyboard.press(key)
     assert page.locator(".response.current").get_attribute("id") == f"resp-{shown[3]}"
@@ -109,7 +92,7 @@ def test_keys_7_j_6_j_rate_every_response_once(page_for, live_server, project_fa
     assert "rate the highlighted response; the highlight stays" in help_text and "highlight the next response" in help_text
     page.keyboard.press("Escape")
     page.keyboard.press("Enter")  # to step 2: the ranking from the ratings
-    assert _ranking_on_screen(page) == [[shown[0]], [shown[1]], [shown[3]], [shown[2]]]
+    assert ranking_on_screen(page) == [[shown[0]], [shown[1]], [shown[3]], [shown[2]]]
     page.keyboard.press("Enter")
     judgment = _stored(page, 1)
     assert judgment.shown_order == shown
@@ -124,7 +107,7 @@ def test_mixed_mouse_and_keys_unrated_and_contradicting_are_refused(page_for, li
     page = page_for(member(project, "annotator"))
     violations = watch_csp(page)
     open_label(page, live_server, project)
-    shown = _shown(page)
+    shown = shown_ids(page)
     _click_rating(page, shown[0], 4)  # the mouse highlights response 1
     for key in ["J", "6", "J", "J", "5"]:  # response 3 is passed over
         page.keyboard.press(key)
@@ -138,7 +121,7 @@ def test_mixed_mouse_and_keys_unrated_and_contradicting_are_refused(page_for, li
     page.keyboard.press("2")  # rates the highlighted response 3
     page.click("#submit")
     page.wait_for_selector("#status:has-text('Check the ranking')")
-    assert _ranking_on_screen(page) == [[shown[1]], [shown[3]], [shown[0]], [shown[2]]]
+    assert ranking_on_screen(page) == [[shown[1]], [shown[3]], [shown[0]], [shown[2]]]
     page.keyboard.press("3")  # response 3 (rated 2) to the top contradicts the ratings: refused
     for _ in range(3):
         page.keyboard.press("ArrowUp")
