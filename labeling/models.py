@@ -282,61 +282,53 @@ class DatasetSnapshot(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
 
-class ExportJob(models.Model):
+class BackgroundJob(models.Model):
+    """A job a worker runs for a web request (an export, a large import): its status and its liveness,
+    as for training runs. The worker beats while it works; the reaper (config.jobs, through each
+    kind's service) fails a silent one and resends a lost message."""
+
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="export_jobs")
-    format = models.CharField(max_length=32)
-    filters = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)
-    rows = models.PositiveBigIntegerField(default=0)
-    path = models.CharField(max_length=1024, blank=True)
-    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # Liveness, as for training runs: the worker beats while it writes; the reaper
-    # (labeling.services.exports.export_jobs_reap_stale) fails a silent one and resends a lost message.
     started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     sends = models.PositiveIntegerField(default=0)
 
+    class Meta:
+        abstract = True
 
-class ImportJob(models.Model):
+
+class ExportJob(BackgroundJob):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="export_jobs")
+    format = models.CharField(max_length=32)
+    filters = models.JSONField(default=dict, blank=True)
+    rows = models.PositiveBigIntegerField(default=0)
+    path = models.CharField(max_length=1024, blank=True)
+    snapshot = models.ForeignKey(DatasetSnapshot, null=True, blank=True, on_delete=models.SET_NULL)
+
+
+class ImportJob(BackgroundJob):
     """An upload over PAIRWISE_IMPORT_BACKGROUND_BYTES, imported by the worker from its saved copy
-    (labeling.services.import_jobs); liveness fields as for ExportJob."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    (labeling.services.import_jobs)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
     filename = models.CharField(max_length=255)
     path = models.CharField(max_length=1024, help_text="The saved upload; removed once the job ends.")
     size = models.PositiveBigIntegerField(default=0)
     options = models.JSONField(default=dict, blank=True, help_text="format, source, preferences, skip_invalid, count_for_retrain")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    progress = models.FloatField(default=0.0)
     rows_done = models.PositiveBigIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True, help_text="What the synchronous import answers, once it succeeded.")
     errors = models.JSONField(default=list, blank=True, help_text="[{line, field, message}] of a failed import.")
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    sends = models.PositiveIntegerField(default=0)
 
 
 class ImportBatch(models.Model):
