@@ -32,10 +32,12 @@ And one ensemble: the reward model's margin plus --relevance-weight times the re
 ("with_relevance"): what the RM would score with that prior added after training.
 
 Prints JSON: "matrix" {train: {eval: {pairs, accuracy, ci95 (percentile bootstrap over pairs),
-length_baseline, relevance_baseline, with_relevance, by_length}}}, "rows" (version, its own
+length_baseline, relevance_baseline, with_relevance, by_length, length_margin_corr, accuracy_shorter_chosen,
+accuracy_longer_chosen and their pairs}}}, "rows" (version, its own
 validation accuracy and seconds), "mean_off_diagonal" (mean of the off-diagonal cells'
 accuracies), the same mean for each baseline and the ensemble, how many off-diagonal cells beat
 the length baseline ("off_diagonal_above_length_baseline", and "..._with_relevance_above_...") and
+the means of the cells' length_margin_corr, accuracy_shorter_chosen and accuracy_longer_chosen, and
 seconds. With --leave-one-out the same figures are over the unseen cells ("mean_unseen", ...).
 A matrix also reports, per source, the ensemble of the rows that never saw it ("ensemble": its
 accuracy, and how often its members disagree), to set against a leave-one-out row: mixing models
@@ -208,6 +210,11 @@ def _segment(input_ids: Any, keep: Any, prefix_id: int | None) -> tuple[Any, Any
     return ids, mask
 
 
+# reward_model_evaluate's length dependence (training.ml.reward.length_dependence), kept per cell.
+LENGTH_DEPENDENCE = ("length_margin_corr", "accuracy_shorter_chosen", "pairs_shorter_chosen",
+                     "accuracy_longer_chosen", "pairs_longer_chosen")
+
+
 def cell(margins: Sequence[float], report: dict[str, Any], seed: int,
          relevance: Sequence[float] = (), relevance_weight: float = 0.0) -> dict[str, Any]:
     """One matrix cell from reward_model_evaluate's report and margins: accuracy with a 95% bootstrap
@@ -217,7 +224,8 @@ def cell(margins: Sequence[float], report: dict[str, Any], seed: int,
 
     if not margins:
         return {"pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None, "relevance_baseline": None,
-                "with_relevance": None, "by_length": []}
+                "with_relevance": None, "by_length": [],
+                **{k: 0 if k.startswith("pairs_") else None for k in LENGTH_DEPENDENCE}}
     if relevance and len(relevance) != len(margins):
         raise ValueError(f"{len(relevance)} relevance margins for {len(margins)} pairs")
     accuracy = lambda ms: sum(margin_outcomes(ms)) / len(ms) if ms else None  # noqa: E731
@@ -225,7 +233,7 @@ def cell(margins: Sequence[float], report: dict[str, Any], seed: int,
     return {"pairs": report["pairs"], "accuracy": report["accuracy"], "ci95": [low, high],
             "length_baseline": report["length_baseline"], "relevance_baseline": accuracy(list(relevance)),
             "with_relevance": accuracy([m + relevance_weight * r for m, r in zip(margins, relevance)]),
-            "by_length": report["by_length"]}
+            "by_length": report["by_length"], **{k: report.get(k) for k in LENGTH_DEPENDENCE}}
 
 
 def summary(matrix: dict[str, dict[str, dict[str, Any]]], unseen: bool = False) -> dict[str, Any]:
@@ -239,6 +247,10 @@ def summary(matrix: dict[str, dict[str, dict[str, Any]]], unseen: bool = False) 
     def mean(key: str) -> float | None:
         return sum(c[key] for c in off) / len(off) if off and off[0].get(key) is not None else None
 
+    def mean_known(key: str) -> float | None:  # cells without such pairs (None) left out
+        known = [c[key] for c in off if c.get(key) is not None]
+        return sum(known) / len(known) if known else None
+
     def above(key: str) -> str | None:
         return f"{sum(c[key] > c['length_baseline'] for c in off)}/{len(off)}" if mean(key) is not None else None
 
@@ -249,6 +261,9 @@ def summary(matrix: dict[str, dict[str, dict[str, Any]]], unseen: bool = False) 
         f"mean_{prefix}_with_relevance": mean("with_relevance"),
         f"{prefix}_above_length_baseline": above("accuracy"),
         f"{prefix}_with_relevance_above_length_baseline": above("with_relevance"),
+        f"mean_{prefix}_length_margin_corr": mean_known("length_margin_corr"),
+        f"mean_{prefix}_accuracy_shorter_chosen": mean_known("accuracy_shorter_chosen"),
+        f"mean_{prefix}_accuracy_longer_chosen": mean_known("accuracy_longer_chosen"),
     }
 
 

@@ -58,6 +58,11 @@ def test_the_matrix_is_trained_and_scored_through_the_product(tmp_path, settings
     cells = [result["matrix"]["a"]["b"], result["matrix"]["b"]["a"]]
     assert result["mean_off_diagonal"] == pytest.approx((cells[0]["accuracy"] + cells[1]["accuracy"]) / 2)
     assert result["mean_off_diagonal_length_baseline"] == 0.5
+    # a's chosen answers are the shorter ones, b's the longer: each off-diagonal cell is all one side.
+    assert (cells[0]["pairs_shorter_chosen"], cells[0]["pairs_longer_chosen"]) == (12, 0)
+    assert (cells[1]["pairs_shorter_chosen"], cells[1]["pairs_longer_chosen"]) == (0, 12)
+    assert result["mean_off_diagonal_accuracy_shorter_chosen"] == pytest.approx(cells[0]["accuracy"])
+    assert result["mean_off_diagonal_accuracy_longer_chosen"] == pytest.approx(cells[1]["accuracy"])
     assert result["rows"]["a"]["val_length_baseline"] in (None, 1.0)
     assert json.loads(out.read_text())["matrix"] == result["matrix"]
     # Each cell is kept on its row's version, as `evaluate_reward_model --record` keeps it.
@@ -89,7 +94,13 @@ def test_a_cell_has_a_bootstrap_interval_and_the_length_baseline():
     tie = reward_transfer.cell([0.0], report | {"pairs": 1}, seed=0)  # a tie counts one half
     assert tie["ci95"] == [0.5, 0.5]
     assert reward_transfer.cell([], report, seed=0) == {"pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None,
-                                                         "relevance_baseline": None, "with_relevance": None, "by_length": []}
+                                                         "relevance_baseline": None, "with_relevance": None, "by_length": [],
+                                                         "length_margin_corr": None, "accuracy_shorter_chosen": None,
+                                                         "pairs_shorter_chosen": 0, "accuracy_longer_chosen": None,
+                                                         "pairs_longer_chosen": 0}
+    dependence = {"length_margin_corr": 0.25, "accuracy_shorter_chosen": 0.0, "pairs_shorter_chosen": 1,
+                  "accuracy_longer_chosen": 1.0, "pairs_longer_chosen": 1}
+    assert reward_transfer.cell([1.0, -1.0], report | dependence, seed=0).items() >= dependence.items()
 
 
 def test_a_cell_scores_the_relevance_baseline_and_the_ensemble():
@@ -148,15 +159,20 @@ def test_relevance_prefers_the_answer_closest_to_the_prompt(bert_dir):
 
 
 def test_the_summary_averages_off_diagonal_cells_only():
-    def c(acc, base, n=10, rel=None, ens=None):
-        return {"accuracy": acc, "length_baseline": base, "pairs": n, "relevance_baseline": rel, "with_relevance": ens}
+    def c(acc, base, n=10, rel=None, ens=None, short=None, long=None, corr=None):
+        return {"accuracy": acc, "length_baseline": base, "pairs": n, "relevance_baseline": rel, "with_relevance": ens,
+                "accuracy_shorter_chosen": short, "accuracy_longer_chosen": long, "length_margin_corr": corr}
 
-    matrix = {"x": {"x": c(0.9, 0.1, rel=0.0, ens=0.0), "y": c(0.6, 0.7, rel=0.4, ens=0.8), "z": c(0.0, 0.0, n=0)},
-              "y": {"x": c(0.8, 0.5, rel=0.6, ens=0.4), "y": c(1.0, 0.2, rel=0.0, ens=0.0)}}
+    # A cell without shorter-chosen pairs (None) is left out of that mean, not counted as 0.
+    matrix = {"x": {"x": c(0.9, 0.1, rel=0.0, ens=0.0, short=0.0), "y": c(0.6, 0.7, rel=0.4, ens=0.8, long=0.9, corr=0.5),
+                    "z": c(0.0, 0.0, n=0)},
+              "y": {"x": c(0.8, 0.5, rel=0.6, ens=0.4, short=0.4, long=0.7, corr=0.1), "y": c(1.0, 0.2, rel=0.0, ens=0.0)}}
     assert reward_transfer.summary(matrix) == {
         "mean_off_diagonal": pytest.approx(0.7), "mean_off_diagonal_length_baseline": pytest.approx(0.6),
         "mean_off_diagonal_relevance_baseline": pytest.approx(0.5), "mean_off_diagonal_with_relevance": pytest.approx(0.6),
         "off_diagonal_above_length_baseline": "1/2", "off_diagonal_with_relevance_above_length_baseline": "1/2",
+        "mean_off_diagonal_length_margin_corr": pytest.approx(0.3), "mean_off_diagonal_accuracy_shorter_chosen": 0.4,
+        "mean_off_diagonal_accuracy_longer_chosen": pytest.approx(0.8),
     }
     without = {t: {e: cell | {"relevance_baseline": None, "with_relevance": None} for e, cell in row.items()}
                for t, row in matrix.items()}

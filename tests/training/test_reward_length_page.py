@@ -28,6 +28,12 @@ def test_reward_versions_report_accuracy_by_length(project_factory, tiny_reward_
     result = reward_model_evaluate(version=version, records=records[:6] + swapped, with_margins=True)
     assert result["pairs"] == 12 and result["length_baseline"] == 0.5 and len(result["margins"]) == 12
     assert [b["bucket"] for b in result["by_length"]] == ["chosen shorter by >50%", "chosen longer by >50%"]
+    # Swapping a pair negates its margin: what is right where the longer answer is chosen is wrong where it is not.
+    assert (result["pairs_shorter_chosen"], result["pairs_longer_chosen"]) == (6, 6)
+    assert result["accuracy_shorter_chosen"] == pytest.approx(1 - result["accuracy_longer_chosen"])
+    assert result["accuracy_longer_chosen"] == pytest.approx(sum(m > 0 for m in result["margins"][:6]) / 6)
+    assert result["length_margin_corr"] > 0 and version.metrics["val_pairs_longer_chosen"] == held
+    assert version.metrics["val_accuracy_longer_chosen"] == pytest.approx(version.metrics["val_accuracy"])
     assert "margins" not in reward_model_evaluate(version=version, records=records[:2])
 
     client.force_login(member(project, Membership.Role.VIEWER))

@@ -105,6 +105,9 @@ def test_the_command_records_and_the_pages_and_card_show_it(trained, tmp_path, m
     row = page[page.index('id="other-data"'):page.index("</table>", page.index('id="other-data"'))]
     accuracy = version.metrics["evaluations"]["hh <test>"]["accuracy"]
     assert "<bdi>hh &lt;test&gt;</bdi>" in row and f"<td>{accuracy:.3f}</td>" in row and "<b>" not in page
+    kept = version.metrics["evaluations"]["hh <test>"]
+    assert f"({kept['pairs_shorter_chosen']}) / " in row and f"({kept['pairs_longer_chosen']}), r = " in row
+    assert kept["pairs_shorter_chosen"] + kept["pairs_longer_chosen"] == 9  # every pair differs in length
     assert "evaluations." not in page  # not flattened into the metrics table as well
 
 

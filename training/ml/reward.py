@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import shutil
 
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Encoding, Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -49,9 +49,14 @@ from training.ml.common import (
 CONFIG_FILE = "reward_config.json"  # our RewardConfig; in every layout, old and new
 HEAD_FILE = "reward_head.safetensors"  # old layout only: backbone folder + this head
 MODELING_FILE = "modeling_pairwise_reward.py"  # new layout: copied next to config.json (auto_map)
+LENGTH_HEAD_FILE = "length_head.safetensors"  # length_debias "odin": the length head, for inspection only (never scores)
 
 register()
 METRICS_FILE = "metrics.json"
+
+
+# The Hub id of the bundled backbone: what model cards name as the base of reward models trained on it.
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_reward_base() -> Path:
@@ -102,6 +107,16 @@ class RewardConfig(TrainerConfig):
     reference_limit: int = field(default=512, metadata={"help": "At most this many reference (prompt, response) pairs are scored to set the normalisation bias."})
     eval_batch_size: int = field(default=64, metadata={"help": "Sequences per forward pass in evaluation and scoring."})
     log_every: int = field(default=1, metadata={"help": "Call the progress callback every this many optimizer steps."})
+    length_debias: str = field(default="none", metadata={"help": (
+        "'none', or 'odin' (Chen et al. 2024): a second linear head on the pooled embedding takes the length "
+        "channel. Training ranks by the sum of both heads while pushing the length head's scores to correlate "
+        "with the response's token count, the reward head's to be uncorrelated with it, and the two heads' "
+        "weights to be orthogonal; the saved model scores with the reward head alone. Human raters often prefer "
+        "the longer answer, so a reward model learns length as a shortcut that fails where the habit reverses "
+        "and that a policy exploits by padding. 'none' by default until measured better (README, Benchmarks).")})
+
+
+LENGTH_DEBIAS = ("none", "odin")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,9 +140,13 @@ class RewardModel(nn.Module):
     of the pair template): the responses to one prompt share the prompt, so averaging its tokens
     in too dilutes exactly the part that differs. A decoder's causal attention only sees
     everything at the last token, so we read the last non-pad position there.
+
+    With length_head (length_debias "odin", training only), a second linear head reads the same
+    pooled state: forward(..., with_length=True) gives both heads' scores; plain forward, and so
+    evaluation, normalisation, scoring and the saved folder, use `head` alone.
     """
 
-    def __init__(self, backbone: nn.Module, pooling: str):
+    def __init__(self, backbone: nn.Module, pooling: str, length_head: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")
@@ -138,33 +157,46 @@ class RewardModel(nn.Module):
         # Small head init keeps the first rewards near 0, so the loss starts at log 2.
         nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(hidden + 1))
         nn.init.zeros_(self.head.bias)
+        self.length_head: nn.Linear | None = None
+        if length_head:
+            self.length_head = nn.Linear(hidden, 1)
+            nn.init.normal_(self.length_head.weight, std=1.0 / math.sqrt(hidden + 1))
+            nn.init.zeros_(self.length_head.bias)
         # Not trained: set after training so the reference responses average 0 (paper 3.5).
         self.register_buffer("bias", torch.zeros(()))
         self._takes_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
 
     @classmethod
-    def from_backbone_path(cls, path: str | Path, pooling: str = "auto", dropout: float | None = 0.0) -> "RewardModel":
+    def from_backbone_path(cls, path: str | Path, pooling: str = "auto", dropout: float | None = 0.0,
+                           length_head: bool = False) -> "RewardModel":
         config = AutoConfig.from_pretrained(path)
         if dropout is not None:
             _override_dropout(config, dropout)
         if pooling == "auto":
             pooling = "last" if is_decoder_config(config) else "mean"
         backbone = AutoModel.from_pretrained(path, config=config)
-        return cls(backbone, pooling)
+        return cls(backbone, pooling, length_head)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Shape: input_ids, attention_mask, token_type_ids [B, T] -> rewards [B] (float32)."""
+        with_length: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Shape: input_ids, attention_mask, token_type_ids [B, T] -> rewards [B] (float32); with_length
+        (a model with a length head): (rewards [B], length-head scores [B])."""
         kwargs = {}
         if token_type_ids is not None and self._takes_token_types:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         pooled = pool(hidden.float(), attention_mask, self.pooling, token_type_ids)
-        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
+        rewards = self.head(pooled.to(self.head.weight.dtype)).squeeze(-1).float() + self.bias
+        if not with_length:
+            return rewards
+        if self.length_head is None:
+            raise ValueError("this reward model has no length head (length_debias 'none')")
+        return rewards, self.length_head(pooled.to(self.length_head.weight.dtype)).squeeze(-1).float()
 
 
 def trainable_reward_model(config: RewardConfig) -> RewardModel:
@@ -172,8 +204,11 @@ def trainable_reward_model(config: RewardConfig) -> RewardModel:
     the backbone's weights are frozen under LoRA adapters on config.lora_target_modules (only the
     adapters and the head train); with config.gradient_checkpointing its blocks recompute their
     activations in the backward pass (same loss and gradients, less memory)."""
-    model = RewardModel.from_backbone_path(config.base_model, config.pooling, config.dropout)
-    # The head sits outside the peft wrapper, so peft's freezing leaves it trainable.
+    if config.length_debias not in LENGTH_DEBIAS:
+        raise ValueError(f"length_debias must be one of {', '.join(LENGTH_DEBIAS)}, got {config.length_debias!r}")
+    model = RewardModel.from_backbone_path(config.base_model, config.pooling, config.dropout,
+                                           length_head=config.length_debias == "odin")
+    # The heads sit outside the peft wrapper, so peft's freezing leaves them trainable.
     model.backbone = lora_apply(model.backbone, config, task_type="FEATURE_EXTRACTION")
     return model
 
@@ -243,6 +278,7 @@ class Encoded:
     input_ids: list[int]
     token_type_ids: list[int]
     truncated: bool
+    response_tokens: int = 0  # the response's own tokens as the model sees them (after truncation, no specials)
 
 
 class PairEncoder:
@@ -280,11 +316,12 @@ class PairEncoder:
         if self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
             ids.append(self.eos_id)
             types.append(types[-1] if types else 0)
-        return Encoded(ids, types, truncated)
+        return Encoded(ids, types, truncated, len(r))
 
 
 def collate(seqs: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence. Shape: -> input_ids, attention_mask, token_type_ids [N, T]."""
+    """Right-pad to the longest sequence. Shape: -> input_ids, attention_mask, token_type_ids [N, T],
+    response_tokens [N] (float: the length the ODIN losses correlate with)."""
     width = max(len(s.input_ids) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     types = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -294,7 +331,9 @@ def collate(seqs: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[
         ids[i, :n] = torch.tensor(s.input_ids)
         types[i, :n] = torch.tensor(s.token_type_ids)
         mask[i, :n] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device)}
+    lengths = torch.tensor([float(s.response_tokens) for s in seqs])
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "token_type_ids": types.to(device),
+            "response_tokens": lengths.to(device)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,6 +374,70 @@ def grouped_ranking_loss(
     counts = counts.index_add(0, group_index, torch.ones_like(per_pair))
     has = counts > 0
     return (totals[has] / counts[has]).mean()
+
+
+# ODIN (Chen et al. 2024, "ODIN: Disentangled Reward Mitigates Hacking in RLHF"): the ranking loss
+# reads the sum of two heads, r = r_Q + r_L, and three regularisers decide which head takes length:
+#
+#     loss = ranking(r_Q + r_L) + w_L * (-rho(r_L, len)) + w_D * |rho(r_Q, len)| + w_O * |w_Q . w_L|
+#
+# so length, the feature raters reward most reliably and the cheapest one to learn, has a head of
+# its own, and the quality head r_Q, which alone is saved and scores, is left with what length
+# does not explain. Length is the response's TOKEN count (Encoded.response_tokens), not characters:
+# tokens are what the model sees (its pooled state can only encode length in tokens) and what a
+# policy inflates when it learns to pad, so that is the length the reward must not pay for.
+
+ODIN_WEIGHTS = {"length": 1.0, "decorrelation": 1.0, "orthogonality": 1.0}  # w_L, w_D, w_O (the paper's lambdas, 1 each)
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation over a batch, differentiable:
+
+        rho(x, y) = sum_i (x_i - mean x)(y_i - mean y) / sqrt(sum_i (x_i - mean x)^2 * sum_i (y_i - mean y)^2)
+
+    0 when either side is constant (fewer than 2 items, or one length for the whole batch): no
+    evidence either way, so no gradient. Shape: x, y [N] -> [] scalar."""
+    x, y = x.to(torch.promote_types(x.dtype, torch.float32)), y.to(torch.promote_types(y.dtype, torch.float32))
+    if x.numel() < 2:
+        return x.sum() * 0.0
+    dx, dy = x - x.mean(), y - y.mean()
+    denominator = torch.sqrt((dx * dx).sum() * (dy * dy).sum())
+    if float(denominator.detach()) < eps:
+        return x.sum() * 0.0
+    return (dx * dy).sum() / denominator
+
+
+def odin_length_loss(length_scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The length head follows length: loss = -rho(r_L, len), in [-1, 1], lowest when r_L rises with
+    the token count. Shape: length_scores, lengths [N] -> [] scalar."""
+    return -pearson(length_scores, lengths)
+
+
+def odin_decorrelation_loss(quality_scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The quality head ignores length: loss = |rho(r_Q, len)|, in [0, 1], 0 when r_Q is uncorrelated
+    with the token count. Shape: quality_scores, lengths [N] -> [] scalar."""
+    return pearson(quality_scores, lengths).abs()
+
+
+def odin_orthogonality_loss(quality_weight: torch.Tensor, length_weight: torch.Tensor) -> torch.Tensor:
+    """The two heads read different directions of the pooled state: loss = |w_Q . w_L|, 0 when the
+    weight vectors are orthogonal. Shape: quality_weight, length_weight [1, H] or [H] -> [] scalar."""
+    return (quality_weight.reshape(-1).float() * length_weight.reshape(-1).float()).sum().abs()
+
+
+def odin_regulariser(
+    quality_scores: torch.Tensor, length_scores: torch.Tensor, lengths: torch.Tensor,
+    quality_weight: torch.Tensor, length_weight: torch.Tensor, weights: dict[str, float] = ODIN_WEIGHTS,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The three ODIN terms, weighted and summed, and each term's value (for the run's history).
+    Shape: quality_scores, length_scores, lengths [N]; quality_weight, length_weight [1, H] -> [] scalar."""
+    terms = {
+        "length": odin_length_loss(length_scores, lengths),
+        "decorrelation": odin_decorrelation_loss(quality_scores, lengths),
+        "orthogonality": odin_orthogonality_loss(quality_weight, length_weight),
+    }
+    total = sum(weights[k] * v for k, v in terms.items())
+    return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,7 +579,8 @@ def train_reward_model(
         val = _evaluate_groups(model, val_tok, config, device, precision, pad_id)
         # Same order as the comparisons of tokenize_groups: (winner text, loser text) per comparison.
         val_texts = [(g["responses"][w], g["responses"][lo]) for g in val_groups for w, lo in ranking_pairs(g["ranking"])]
-        by_length = length_report(val.get("margins", []), [w for w, _ in val_texts], [lo for _, lo in val_texts])
+        val_args = (val.get("margins", []), [w for w, _ in val_texts], [lo for _, lo in val_texts])
+        by_length = length_report(*val_args)
 
         metrics = {
             "train_loss": _mean([h["loss"] for h in history]),
@@ -487,6 +591,7 @@ def train_reward_model(
             "val_groups": len(val_tok),
             "val_length_baseline": by_length["length_baseline"],
             "val_by_length": by_length["by_length"],
+            **{f"val_{k}": v for k, v in length_dependence(*val_args).items()},
             "comparisons": sum(len(g.comparisons) for g in usable),
             "groups": len(usable),
             "groups_without_comparisons": len(train_tok) - len(usable),
@@ -540,23 +645,26 @@ def _train_loop(
     )
     micro = [b for _ in range(config.epochs) for b in batch_order(groups, config.batch_size, config.group_by_length, rng)]
     wrapped = ranks.prepare(model)  # DDP over the processes a launcher started; the model itself when alone
+    odin_terms = ODIN_WEIGHTS if model.length_head is not None else {}
     history: list[dict[str, Any]] = []
     model.train()
     t0 = time.perf_counter()
     for step in range(total_steps):
         chunk = micro[step * config.grad_accum:(step + 1) * config.grad_accum]
-        stats = {"loss": 0.0, "correct": 0, "seen": 0}  # this rank's part of the step's sums
+        stats = {"loss": 0.0, "correct": 0, "seen": 0} | {f"odin_{k}": 0.0 for k in odin_terms}  # this rank's part of the step's sums
         for m, indices in enumerate(chunk):
             mine, weight = ranks.shard(indices)  # weight 0: a filler, only to join the all-reduce
             share = len(mine) / len(indices)
             with ranks.no_sync(wrapped, last=m == len(chunk) - 1):
                 batch = make_batch([groups[i] for i in mine], pad_id, device)
                 with autocast(device, precision):
-                    rewards = wrapped(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    rewards, regulariser, terms = _training_rewards(wrapped, model, batch)
                 loss = grouped_ranking_loss(rewards, batch["winners"], batch["losers"], batch["group_index"], batch["num_groups"])
-                (loss * share * weight / len(chunk)).backward()
+                ((loss + regulariser) * share * weight / len(chunk)).backward()
             counted = weight > 0
             stats["loss"] += loss.item() * share * counted
+            for k, v in terms.items():
+                stats[f"odin_{k}"] += v * share * counted
             margins = (rewards[batch["winners"]] - rewards[batch["losers"]]).detach()
             stats["correct"] += int((margins > 0).sum()) * counted
             stats["seen"] += margins.numel() * counted
@@ -572,11 +680,26 @@ def _train_loop(
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": grad_norm,
             "seconds": time.perf_counter() - t0,
-        }
+        } | {k: stats[k] / len(chunk) for k in stats if k.startswith("odin_")}
         history.append(record)
         if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
             progress(0.95 * (step + 1) / total_steps, dict(record))
     return history, time.perf_counter() - t0
+
+
+def _training_rewards(
+    wrapped: nn.Module, model: RewardModel, batch: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor | float, dict[str, float]]:
+    """What the ranking loss reads, the regulariser added to it, and the regulariser's terms: the
+    reward head alone and nothing (length_debias 'none'), or ODIN's sum of the quality and length
+    heads and odin_regulariser. Shape: -> rewards [N], [] scalar or 0.0, {term: value}."""
+    args = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    if model.length_head is None:
+        return wrapped(*args), 0.0, {}
+    quality, length = wrapped(*args, with_length=True)
+    regulariser, terms = odin_regulariser(quality, length, batch["response_tokens"],
+                                          model.head.weight, model.length_head.weight)
+    return quality + length, regulariser, terms
 
 
 def _clip(model: nn.Module, max_norm: float) -> float:
@@ -656,7 +779,9 @@ def save_reward_model(folder: Path, model: RewardModel, tokenizer: PreTrainedTok
     into score.bias), the tokenizer, and our RewardConfig. So
     `AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)` scores
     exactly like `score`, and TRL's RewardTrainer/PPO take it as is. LoRA adapters are merged into
-    the backbone first (merge_adapters, in place), so the folder never holds an adapter."""
+    the backbone first (merge_adapters, in place), so the folder never holds an adapter.
+    With a length head (length_debias "odin"), `score` is the quality head alone, so every loader
+    scores without length; the length head goes to LENGTH_HEAD_FILE, which no loader reads."""
     folder = Path(folder)
     merge_adapters(model)
     backbone = model.backbone
@@ -675,6 +800,9 @@ def save_reward_model(folder: Path, model: RewardModel, tokenizer: PreTrainedTok
         hf.score.bias.copy_(model.head.bias.float() + model.bias)
     hf.save_pretrained(folder)
     shutil.copyfile(Path(__file__).with_name(MODELING_FILE), folder / MODELING_FILE)
+    if model.length_head is not None:
+        save_file({"weight": model.length_head.weight.detach().float().contiguous().cpu(),
+                   "bias": model.length_head.bias.detach().float().contiguous().cpu()}, str(folder / LENGTH_HEAD_FILE))
     tokenizer.save_pretrained(folder)
     save_json(folder / CONFIG_FILE, dataclasses.asdict(config))
 
@@ -786,11 +914,37 @@ def length_report(margins: Sequence[float], chosen: Sequence[str], rejected: Seq
     }
 
 
+def length_dependence(margins: Sequence[float], chosen: Sequence[str], rejected: Sequence[str]) -> dict[str, Any]:
+    """How much of the model is length: {"length_margin_corr": Pearson correlation of the margin
+    r(chosen) - r(rejected) with len(chosen) - len(rejected) over the pairs (None with fewer than 2
+    pairs or a constant side), "accuracy_shorter_chosen"/"pairs_shorter_chosen" on the pairs whose
+    chosen answer is shorter, "accuracy_longer_chosen"/"pairs_longer_chosen" on those where it is
+    longer (equal lengths in neither; accuracy None on no pairs)}. A model that learned length has a
+    correlation near 1 and does well on longer-chosen pairs only. Lengths in characters, like
+    length_baseline and the buckets: evaluations compare versions whose tokenizers differ.
+    Shape: margins, chosen, rejected [N]."""
+    if not len(margins) == len(chosen) == len(rejected):
+        raise ValueError("margins, chosen and rejected differ in length")
+    diffs = [float(len(c) - len(r)) for c, r in zip(chosen, rejected)]
+    outcomes = margin_outcomes(margins)
+    shorter = [o for o, d in zip(outcomes, diffs) if d < 0]
+    longer = [o for o, d in zip(outcomes, diffs) if d > 0]
+    m, d = torch.tensor(list(margins), dtype=torch.float64), torch.tensor(diffs, dtype=torch.float64)
+    constant = len(margins) < 2 or float(m.std()) == 0 or float(d.std()) == 0
+    corr = None if constant else float(pearson(m, d))
+    return {"length_margin_corr": corr,
+            "accuracy_shorter_chosen": _mean(shorter), "pairs_shorter_chosen": len(shorter),
+            "accuracy_longer_chosen": _mean(longer), "pairs_longer_chosen": len(longer)}
+
+
 def margin_report(margins: Sequence[float], chosen: Sequence[str], rejected: Sequence[str]) -> dict[str, Any]:
-    """evaluate_pairs's figures from margins already computed, plus length_report's:
-    {pairs, accuracy, mean_margin, log_loss, length_baseline, by_length}."""
+    """evaluate_pairs's figures from margins already computed, plus length_report's and
+    length_dependence's: {pairs, accuracy, mean_margin, log_loss, length_baseline, by_length,
+    length_margin_corr, accuracy_shorter_chosen, pairs_shorter_chosen, accuracy_longer_chosen,
+    pairs_longer_chosen}."""
     stats = _margin_stats(margins) if len(margins) else {"accuracy": None, "log_loss": None, "mean_margin": None}
-    return {"pairs": len(margins)} | stats | length_report(margins, chosen, rejected)
+    return ({"pairs": len(margins)} | stats | length_report(margins, chosen, rejected)
+            | length_dependence(margins, chosen, rejected))
 
 
 def pair_margins(
@@ -814,5 +968,7 @@ __all__ = [
     "read_preference_file", "split_by_prompt", "train_reward_model", "save_reward_model", "load_reward_model", "score",
     "evaluate_pairs", "pair_margins", "default_reward_base", "PairEncoder", "POOLINGS", "pool",
     "length_report", "margin_report", "length_outcomes", "margin_outcomes", "LENGTH_BUCKETS",
+    "length_dependence", "pearson", "odin_length_loss", "odin_decorrelation_loss", "odin_orthogonality_loss",
+    "odin_regulariser", "LENGTH_DEBIAS",
     "trainable_reward_model", "merge_adapters",
 ]
