@@ -24,6 +24,25 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 
 
+def job_claim(model, *, job_id: int, stale: Callable[[], QuerySet], reset: dict[str, Any]):
+    """QUEUED -> RUNNING under a row lock, or a RUNNING job whose worker went silent (a redelivery
+    after the worker died) restarted, with `reset` fields set back. None when there is nothing to do:
+    the job is finished, failed (reaped: a late redelivery does not revive it), or running with a live
+    heartbeat (a duplicate delivery while its worker works)."""
+    with transaction.atomic():
+        job = model.objects.select_for_update(of=("self",)).select_related("project", "created_by").filter(pk=job_id).first()
+        if job is None or job.status in (model.Status.SUCCEEDED, model.Status.FAILED):
+            return None
+        if job.status == model.Status.RUNNING and not stale().filter(pk=job.pk).exists():
+            return None
+        now = timezone.now()
+        job.status, job.started_at, job.heartbeat_at = model.Status.RUNNING, now, now
+        for name, value in reset.items():
+            setattr(job, name, value)
+        job.save(update_fields=["status", "started_at", "heartbeat_at", *reset])
+    return job
+
+
 @dataclass(frozen=True)
 class JobReaper:
     what: str  # "run", "export", "import": in errors and logs

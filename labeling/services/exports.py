@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from config.celery import task_send_on_commit
 from config.db import db_retry, heartbeats
-from config.jobs import JobReaper, jobs_reap_stale
+from config.jobs import JobReaper, job_claim, jobs_reap_stale
 from labeling.export_records import (
     CSV_COLUMNS, HF_FORMATS, HF_SPLITS, JUDGMENT_FORMATS, SQL_JSON_FORMATS, csv_row, extension, hf_data_file,
     hf_dataset_card, jsonl, judgment_record, pair_record, ranked_record,
@@ -342,21 +342,8 @@ def _progress_writer() -> Callable[[int, float, int], None]:
 
 
 def _export_job_start(*, job_id: int) -> ExportJob | None:
-    """QUEUED -> RUNNING under a row lock, or a RUNNING job whose worker went silent (a redelivery
-    after the worker died) restarted. None when there is nothing to do: the job is finished, failed
-    (reaped: a late redelivery does not revive it), or running with a live heartbeat (a duplicate
-    delivery while its worker writes)."""
-    with transaction.atomic():
-        job = ExportJob.objects.select_for_update(of=("self",)).select_related("project", "created_by").filter(pk=job_id).first()
-        if job is None or job.status in (ExportJob.Status.SUCCEEDED, ExportJob.Status.FAILED):
-            return None
-        if job.status == ExportJob.Status.RUNNING and not export_jobs_stale_list().filter(pk=job.pk).exists():
-            return None
-        now = timezone.now()
-        job.status, job.started_at, job.heartbeat_at = ExportJob.Status.RUNNING, now, now
-        job.progress, job.rows, job.error = 0.0, 0, ""
-        job.save(update_fields=["status", "started_at", "heartbeat_at", "progress", "rows", "error"])
-    return job
+    """The job, claimed for this worker (config.jobs.job_claim); None when there is nothing to do."""
+    return job_claim(ExportJob, job_id=job_id, stale=export_jobs_stale_list, reset={"progress": 0.0, "rows": 0, "error": ""})
 
 
 def _export_job_beat(job_id: int) -> bool:

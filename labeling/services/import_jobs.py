@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from config.celery import task_send_on_commit
 from config.db import db_retry, heartbeat_interval_s, heartbeats
-from config.jobs import JobReaper, jobs_reap_stale
+from config.jobs import JobReaper, job_claim, jobs_reap_stale
 from labeling.models import ImportJob, Project
 from labeling.selectors.import_jobs import import_jobs_queued_unpicked_list, import_jobs_stale_list
 from labeling.services.imports import (
@@ -93,20 +93,10 @@ def _import_job_send(job: ImportJob) -> None:
 
 
 def _import_job_start(*, job_id: int) -> ImportJob | None:
-    """QUEUED -> RUNNING under a row lock (or a RUNNING job whose worker went silent restarted: its
-    transaction died with it). None when there is nothing to do: finished, failed (a late redelivery
-    does not revive a reaped job), or running with a live heartbeat (a duplicate delivery)."""
-    with transaction.atomic():
-        job = ImportJob.objects.select_for_update(of=("self",)).select_related("project", "created_by").filter(pk=job_id).first()
-        if job is None or job.status in (ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED):
-            return None
-        if job.status == ImportJob.Status.RUNNING and not import_jobs_stale_list().filter(pk=job.pk).exists():
-            return None
-        now = timezone.now()
-        job.status, job.started_at, job.heartbeat_at = ImportJob.Status.RUNNING, now, now
-        job.progress, job.rows_done, job.error, job.errors = 0.0, 0, "", []
-        job.save(update_fields=["status", "started_at", "heartbeat_at", "progress", "rows_done", "error", "errors"])
-    return job
+    """The job, claimed for this worker (config.jobs.job_claim; a silent RUNNING job's transaction died
+    with its worker, so it starts over); None when there is nothing to do."""
+    return job_claim(ImportJob, job_id=job_id, stale=import_jobs_stale_list,
+                     reset={"progress": 0.0, "rows_done": 0, "error": "", "errors": []})
 
 
 class _Progress:
