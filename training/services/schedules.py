@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 
 from labeling.models import Project
+from training.selectors.data import training_snapshot_find
 from training.selectors.runs import pipeline_spec
 from training.services.runspec import round_spec_check
 
@@ -33,7 +34,11 @@ def schedules_setup(*, check_minutes: int | None = None, pipeline_options: dict[
     """
     if pipeline_options:  # refuse bad options before writing anything: parsed, then checked against every project
         spec = pipeline_spec(**pipeline_options)
-        for project in Project.objects.filter(deleted_at__isnull=True).order_by("id"):
+        # A mixed-in snapshot's own project cannot mix it (it trains on it already): its round check
+        # refuses and logs that at run time, so it is not checked here, or no schedule could mix at all.
+        mixed = (spec.get("params") or {}).get("reward", {}).get("mix_snapshots") or ()
+        owners = {found.project_id for found in (training_snapshot_find(snapshot_id=i) for i in mixed) if found}
+        for project in Project.objects.filter(deleted_at__isnull=True).exclude(pk__in=owners).order_by("id"):
             round_spec_check(project=project, user=None, spec=spec)
     from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 

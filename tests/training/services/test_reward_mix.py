@@ -145,3 +145,17 @@ def test_a_run_checks_the_mix_again_against_who_asked_for_it(project_factory, me
     assert reward_model_train(run_id=run.pk) is None
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED and f"No training snapshot {snapshot.pk} of a project you oversee" in run.error
+
+
+@pytest.mark.django_db
+def test_a_schedule_may_mix_a_snapshot_although_its_own_project_cannot(project_factory):
+    from django_celery_beat.models import PeriodicTask
+
+    from training.services.schedules import schedules_setup
+
+    own = project_factory()
+    public, _, snapshot = _public(project_factory, n=4)
+    options = {"step_params": {"reward": {"mix_snapshots": [snapshot.pk]}}}
+    schedules_setup(pipeline_options=options)  # the public project itself is not checked against its own data
+    check = PeriodicTask.objects.get(name__contains=own.slug, task="training.tasks.reward_retrain_check")
+    assert f'"mix_snapshots": [{snapshot.pk}]' in check.kwargs
