@@ -51,8 +51,10 @@ class Worker:
                "DATABASE_URL": database_url(), "PAIRWISE_MODELS_DIR": str(settings.PAIRWISE_MODELS_DIR),
                "PAIRWISE_EXPORTS_DIR": str(settings.PAIRWISE_EXPORTS_DIR)}
         # Operator knobs are the worker's settings, never a round's step params (training.runspec).
-        env.update({**({"PAIRWISE_TRAIN_THREADS": str(threads)} if threads else {}),
-                    **({"PAIRWISE_DEVICE": device} if device else {})})
+        if threads:
+            env["PAIRWISE_TRAIN_THREADS"] = str(threads)
+        if device:
+            env["PAIRWISE_DEVICE"] = device
         env.pop("CELERY_TASK_ALWAYS_EAGER", None)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path

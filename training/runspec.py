@@ -316,17 +316,20 @@ def round_spec(data: Mapping[str, Any], *, max_processes: int, default_policy_ki
     steps = [REWARD, policy_kind, EVALUATE, CANDIDATES]
     step_params = data.get("step_params") or {}
     checked: dict[str, Any] = {}
+    step_errors: list[str] = []
     if not isinstance(step_params, Mapping):
         errors["step_params"] = "an object of step kind -> params"
         step_params = {}
     for step, given in step_params.items():
         if step not in steps:
-            errors["step_params"] = f"{step}: not a step of this round; steps: {', '.join(steps)}"
+            step_errors.append(f"{step}: not a step of this round; steps: {', '.join(steps)}")
             continue
         try:
             checked[step] = run_spec(step, given, max_processes=max_processes, in_round=True)
         except SpecError as exc:
-            errors["step_params"] = "; ".join(f"{step}.{k}: {v}" for k, v in exc.errors.items())
+            step_errors.extend(f"{step}.{k}: {v}" for k, v in exc.errors.items())
+    if step_errors:  # every bad step named, not only the last
+        errors["step_params"] = "; ".join(step_errors)
     if errors:
         raise SpecError(errors)
     return {"steps": steps, "auto_promote_margin": margin, "promote_metric": metric,

@@ -234,7 +234,9 @@ def policy_train(request: HttpRequest, project: Project) -> str:
     kind = form.get("kind", "")
     if kind not in plan.POLICY_KINDS:
         raise ValidationError({"kind": f"Unknown policy run kind {kind!r}; one of {', '.join(plan.POLICY_KINDS)}."})
-    spec = {"config": _lora_config(form), **({"include_chosen": form["include_chosen"] == "on"} if "include_chosen" in form else {})}
+    # The checkbox is SFT's; the page shows it for every kind, so it is sent only with an SFT run.
+    chosen = {"include_chosen": form["include_chosen"] == "on"} if kind == plan.SFT and "include_chosen" in form else {}
+    spec = {"config": _lora_config(form), **chosen}
     run = runs.run_request(project=project, kind=kind, trigger="dashboard", requested_by=request.user, spec=spec)
     return f"Queued {kind} run {run.pk}."
 

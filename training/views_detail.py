@@ -52,7 +52,7 @@ def _metric_value(key: str, value: Any) -> str | None:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if key.endswith("seconds") or key == "seconds":
+        if key.endswith("seconds"):
             return f"{value:,.1f} s"
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):

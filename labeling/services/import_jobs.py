@@ -24,8 +24,8 @@ from config.jobs import JobReaper, job_claim, jobs_reap_stale
 from labeling.models import ImportJob, Project
 from labeling.selectors.import_jobs import import_jobs_queued_unpicked_list, import_jobs_stale_list
 from labeling.services.imports import (
-    BATCH_REJECTS_KEPT, FORMATS, DataImportError, ImportIssue, ImportResult, import_options_check,
-    import_upload_check, project_data_import,
+    BATCH_REJECTS_KEPT, FORMATS, DataImportError, ImportIssue, ImportResult, import_issues_list,
+    import_options_check, import_upload_check, project_data_import,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ def import_result_body(result: ImportResult, *, rejects_kept: int | None = None)
     rejects = result.rejects if rejects_kept is None else result.rejects[:rejects_kept]
     return {**result.as_dict(), "preview": result.preview,
             "rejects": [{"line": i.line, "field": i.field, "message": i.message, "raw": i.raw} for i in rejects]}
-
-
-def import_issues_list(issues: list[ImportIssue]) -> list[dict[str, Any]]:
-    return [{"line": i.line, "field": i.field, "message": i.message} for i in issues]
 
 
 def import_in_background(*, size: int | None) -> bool:

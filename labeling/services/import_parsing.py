@@ -75,12 +75,6 @@ class Record:
     demonstration: str = ""
 
 
-@dataclass
-class ParsedFile:
-    records: list[Record]
-    rejects: list[ImportIssue]  # rows left out by a skip_invalid import, each with its error
-
-
 # --- reading ---------------------------------------------------------------------------------
 
 def _file_error(message: str) -> DataImportError:
@@ -379,15 +373,3 @@ def _chunk_records(rows: list[tuple[int, Any]], fmt: str, project: Project, defa
             if not skip_invalid and len(issues) >= MAX_REPORTED_ISSUES:
                 raise _Enough from None
     return records
-
-
-def import_records_parse(
-    *, stream: IO[bytes], filename: str, project: Project, default_source: str, limit: int, fmt: str = "auto",
-    skip_invalid: bool = False,
-) -> ParsedFile:
-    """Every record of the file at once (import_records_chunks gathered), or DataImportError."""
-    rejects: list[ImportIssue] = []
-    records = [record for chunk in import_records_chunks(
-        stream=stream, filename=filename, project=project, default_source=default_source, limit=limit, fmt=fmt,
-        skip_invalid=skip_invalid, rejects=rejects) for record in chunk]
-    return ParsedFile(records=records, rejects=rejects)

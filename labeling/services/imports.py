@@ -89,6 +89,11 @@ PREVIEW_ROWS = 10
 PREVIEW_CHARS = 300
 
 
+def import_issues_list(issues: list[ImportIssue]) -> list[dict[str, Any]]:
+    """Issues as the API and an import batch show them: {line, field, message}."""
+    return [{"line": i.line, "field": i.field, "message": i.message} for i in issues]
+
+
 def _preview(records: list[Record]) -> list[dict[str, Any]]:
     """What the importer made of the first rows, clipped: the console shows it before anything is written."""
     def clip(text: str) -> str:
@@ -284,7 +289,7 @@ def project_data_import(
         result.project_open_tasks = ComparisonTask.objects.filter(
             project=project, status=ComparisonTask.Status.OPEN, is_gold=False).count()
         # The skipped rows (without their text) are kept in the batch's JSON: no schema change needed.
-        kept = [{"line": i.line, "field": i.field, "message": i.message} for i in result.rejects[:BATCH_REJECTS_KEPT]]
+        kept = import_issues_list(result.rejects[:BATCH_REJECTS_KEPT])
         batch = ImportBatch.objects.create(
             project=project, filename=filename[:255], kind=",".join(sorted(kinds) or ["none"]),
             created={**result.as_dict(), **({"rejects": kept} if kept else {})},

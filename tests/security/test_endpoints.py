@@ -41,7 +41,6 @@ class Server:
 
     def __init__(self):
         self.seen: list[dict] = []
-        self.huge_bytes_sent = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,7 +91,6 @@ class Server:
                         self.wfile.write(b'{"choices": [{"message": {"content": "')
                         for _ in range(8 * 16):  # 8 MiB
                             self.wfile.write(chunk)
-                            server.huge_bytes_sent += len(chunk)
                         self.wfile.write(b'"}}]}')
                     except OSError:
                         pass  # the client hung up at its cap

@@ -22,6 +22,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]  # (host, port) -> its addresses, as getaddrinfo gives them
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # IPv4 behind the well-known NAT64 prefix
 ALLOW_SETTING = "PAIRWISE_ENDPOINT_ALLOWED_NETWORKS"
 HOW_TO_ALLOW = (f"the operator allows such hosts by naming them in {ALLOW_SETTING} "
                 "(comma-separated CIDRs such as 10.0.0.0/8, or host names)")
@@ -79,7 +80,7 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in ipaddress.ip_network("64:ff9b::/96"):
+    if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
@@ -141,7 +142,7 @@ def url_target(url: str, *, allow: AllowList = AllowList(), resolver: Resolver =
     host, port = parts.hostname or "", _default_port(parts)
     addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolver(host, port)]
     if not addresses:
-        raise OSError(f"{host} does not resolve")
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} does not resolve")
     if not allow.allows_host(host):
         for address in addresses:  # every answer: an attacker's name may list an internal one second
             kind = address_kind(address)

@@ -39,14 +39,14 @@ def candidate_tasks_create(
     return created
 
 
-def generator_backend(*, policy: ModelVersion, params: dict[str, Any]) -> tuple[str, str]:
-    """Which local sampler serves the run (training.ml.vllm_backend): the run's params["backend"], else
-    settings.PAIRWISE_GENERATOR ("auto": vLLM where installed on a GPU, else transformers)."""
+def generator_backend(*, policy: ModelVersion) -> tuple[str, str]:
+    """Which local sampler serves the run (training.ml.vllm_backend): settings.PAIRWISE_GENERATOR, an
+    operator knob ("auto": vLLM where installed on a GPU, else transformers)."""
     from training.ml.common import pick_device
     from training.ml.vllm_backend import backend_choose
 
     return backend_choose(model_dir=policy.artifact_path, device=pick_device(settings.PAIRWISE_DEVICE),
-                          requested=params.get("backend") or settings.PAIRWISE_GENERATOR)
+                          requested=settings.PAIRWISE_GENERATOR)
 
 
 def candidates_generate(*, run_id: int, worker: str = "", echo: Callable | None = None) -> dict[str, int] | None:
@@ -81,7 +81,7 @@ def _candidates_generate(run: TrainingRun, echo) -> dict[str, int] | None:
                           endpoint={"base_url": endpoint.base_url, "model": endpoint.model})
     reporter = RunReporter(run_id=run.pk, span=(0.0, 0.98), echo=echo)
     if endpoint is None:
-        generation["backend"], why = generator_backend(policy=policy, params=params)
+        generation["backend"], why = generator_backend(policy=policy)
         reporter.log(f"generating with {generation['backend']} ({why})")
     run_params_update(run_id=run.pk, policy_version=policy.pk, prompts=len(prompts), generation=generation)
     if endpoint is not None:

@@ -33,7 +33,7 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
     from training.ml.evaluate import evaluate_policy
 
     params, project = run.params or {}, run.project
-    threads_set(params=params)
+    threads_set()
     version = run.base_version
     if version is None or version.kind != ModelVersion.Kind.POLICY:
         raise ValueError("an evaluation run needs a policy version as its base version")

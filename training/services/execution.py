@@ -101,7 +101,7 @@ def run_heartbeats(*, run_id: int) -> heartbeats:
     return heartbeats(name=f"heartbeat-run-{run_id}", beat=lambda: run_heartbeat(run_id=run_id))
 
 
-def threads_set(*, params: dict[str, Any]) -> None:
+def threads_set() -> None:
     """settings.PAIRWISE_TRAIN_THREADS caps torch's CPU threads for a run (a worker shared with other
     work). An operator knob: a run's params never set it (training.runspec.OPERATOR_ONLY)."""
     threads = int(getattr(settings, "PAIRWISE_TRAIN_THREADS", 0) or 0)

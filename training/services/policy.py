@@ -114,7 +114,7 @@ def _policy_train(run: TrainingRun, echo) -> ModelVersion | None:
     if run.kind not in JOBS:
         raise ValueError(f"a {run.kind} run is not a policy run")
     params, project = run.params or {}, run.project
-    threads_set(params=params)
+    threads_set()
     parent = policy_parent_get(run=run)
     if is_endpoint_version(parent):
         raise ValueError(f"{parent.name} is a model endpoint, not weights: promote a trained policy to train from, "

@@ -59,7 +59,7 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
     output_dir = run_output_dir(run=run)
     reporter = RunReporter(run_id=run.pk, echo=echo)
     params = run.params or {}
-    threads_set(params=params)
+    threads_set()
     snapshot, dataset = run_snapshot_use(run=run)
     data = reward_groups(dataset)
     mixed, mixed_facts = _mixed_groups(run, params.get("mix_snapshots") or ())

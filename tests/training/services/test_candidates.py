@@ -53,7 +53,8 @@ def test_candidates_without_a_policy_fail_and_create_nothing(project_factory):
 
 
 @pytest.mark.django_db
-def test_the_run_records_its_sampler_and_one_that_insists_on_vllm_fails_cleanly(project_factory, tiny_policy, tiny_reward_base):
+def test_the_run_records_its_sampler_and_one_that_insists_on_vllm_fails_cleanly(project_factory, tiny_policy, tiny_reward_base,
+                                                                                settings):
     import importlib.util
 
     base_models_install(policy_dir=tiny_policy, reward_base_dir=tiny_reward_base)
@@ -66,7 +67,8 @@ def test_the_run_records_its_sampler_and_one_that_insists_on_vllm_fails_cleanly(
     assert "generating with transformers" in run.log_tail
     # A deployment that asks for vLLM where it cannot run gets a failed run with the reason, and no task.
     ComparisonTask.objects.all().delete()
-    insists = run_create(project=project, kind=TrainingRun.Kind.CANDIDATES, params={"device": "cpu", "backend": "vllm"})
+    settings.PAIRWISE_GENERATOR = "vllm"  # an operator knob, not a run param
+    insists = run_create(project=project, kind=TrainingRun.Kind.CANDIDATES, params={"device": "cpu"})
     assert candidates_generate(run_id=insists.pk) is None
     insists.refresh_from_db()
     reason = "vllm is not installed" if importlib.util.find_spec("vllm") is None else "needs a CUDA device"
