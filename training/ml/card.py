@@ -45,7 +45,8 @@ class ModelCardFacts:
     flag_rates: Mapping[str, float] | None = field(default=None, metadata={"help": "Safety flag rates by flag."})
     evaluation: str | None = field(default=None, metadata={"help": "How the metrics were measured."})
     other_evaluations: Mapping[str, Mapping[str, Any]] | None = field(default=None, metadata={
-        "help": "Evaluations on other data by name: {pairs, accuracy, ci95, length_baseline, trained_prompts, source}."})
+        "help": ("Evaluations on other data by name: {pairs, accuracy, ci95, length_baseline, length_margin_corr, "
+                 "accuracy_shorter_chosen, accuracy_longer_chosen, trained_prompts, source}.")})
 
 
 def _yaml(value: Any) -> str:
@@ -117,9 +118,20 @@ def _other_data(evaluations: Mapping[str, Mapping[str, Any]] | None) -> str:
         low, high = e.get("ci95") or (None, None)
         interval = f"{_percent(low)} to {_percent(high)}" if low is not None else NOT_RECORDED
         rows.append(f"| {_text(name)} | {_text(e.get('pairs'))} | {_percent(e.get('accuracy'))} | {interval} | "
-                    f"{_percent(e.get('length_baseline'))} | {_text(e.get('trained_prompts'))} | {_text(e.get('source'))} |")
-    return ("| data | pairs | accuracy | 95% interval | longer answer wins | prompts it trained on | file |\n"
-            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+                    f"{_percent(e.get('length_baseline'))} | {_by_length(e)} | {_text(e.get('trained_prompts'))} | "
+                    f"{_text(e.get('source'))} |")
+    return ("| data | pairs | accuracy | 95% interval | longer answer wins | shorter / longer chosen, margin-length r "
+            "| prompts it trained on | file |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def _by_length(e: Mapping[str, Any]) -> str:
+    """Whether the model only learned length: accuracy where the chosen answer is the shorter and where it is
+    the longer one, and the margin's correlation with the length difference (near 0: length is not the signal)."""
+    corr = e.get("length_margin_corr")
+    if e.get("pairs_shorter_chosen") is None and corr is None:
+        return NOT_RECORDED
+    r = f"{corr:.2f}" if isinstance(corr, (int, float)) else NOT_RECORDED
+    return f"{_percent(e.get('accuracy_shorter_chosen'))} / {_percent(e.get('accuracy_longer_chosen'))}, r = {r}"
 
 
 def model_card(facts: ModelCardFacts | Mapping[str, Any]) -> str:

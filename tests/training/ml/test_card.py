@@ -71,3 +71,16 @@ def test_run_statistics_stay_out_of_the_model_index_and_a_base_model_has_its_own
                                      installed_base=True))
     assert front(base)["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "model-index" not in front(base)
     assert "trained by Pairwise" not in base and "Pairwise did not train it" in base and "the first policy" in base
+
+
+def test_other_data_rows_say_how_much_of_the_model_is_length():
+    """A user reading the card sees whether the model only learned length: accuracy on the pairs where the
+    chosen answer is shorter and where it is longer, and the margin's correlation with the length difference."""
+    facts = ModelCardFacts(name="rm", kind="reward", other_evaluations={
+        "blind": {"pairs": 120, "accuracy": 0.55, "ci95": [0.46, 0.64], "length_baseline": 0.43,
+                  "length_margin_corr": 0.314, "accuracy_shorter_chosen": 0.4, "pairs_shorter_chosen": 68,
+                  "accuracy_longer_chosen": 0.75, "pairs_longer_chosen": 52},
+        "old": {"pairs": 10, "accuracy": 0.6, "length_baseline": 0.5}})  # recorded before these fields existed
+    text = model_card(facts)
+    assert "| blind | 120 | 55.0% | 46.0% to 64.0% | 43.0% | 40.0% / 75.0%, r = 0.31 |" in text
+    assert f"| old | 10 | 60.0% | {NOT_RECORDED} | 50.0% | {NOT_RECORDED} |" in text
