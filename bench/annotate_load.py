@@ -29,6 +29,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository, for django and the `bench.` siblings
+
+from bench.report import emit  # noqa: E402
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_annotate"
 
 
@@ -72,7 +76,6 @@ def django_setup(database_url: str) -> None:
     database_ensure(database_url)
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -336,10 +339,7 @@ def main() -> None:
     }
     if errors:
         result["error_samples"] = sorted(set(errors))[:5]
-    text = json.dumps(result)
-    print(text)
-    if args.json_path:
-        Path(args.json_path).write_text(text + "\n")
+    emit(result, args.json_path, indent=None)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import os
 import random
 import secrets
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +37,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from annotate_load import Annotator, db_checks, django_setup, pct, seed, start_gunicorn
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository, for the `bench.` siblings
+
+from bench.annotate_load import Annotator, db_checks, django_setup, pct, seed, start_gunicorn  # noqa: E402
+from bench.report import emit  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/bench_chaos"
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
@@ -316,13 +321,6 @@ def verify(slug: str, load: dict) -> dict:
     }
 
 
-def emit(result: dict, json_path: str | None) -> None:
-    text = json.dumps(result)
-    print(text, flush=True)
-    if json_path:
-        Path(json_path).write_text(text + "\n")
-
-
 def main() -> None:
     args = parse_args()
     slug, sessions = seed_project(args, args.database_url)
@@ -341,7 +339,7 @@ def main() -> None:
               "workers_killed": len(kills), "overlap": args.overlap, **verify(slug, load),
               "server": f"gunicorn gthread {args.workers}x{args.threads}{' preload' if args.preload else ''}", "project": slug,
               "gunicorn_log": log.name}
-    emit(result, args.json_path)
+    emit(result, args.json_path, indent=None)
 
 
 if __name__ == "__main__":

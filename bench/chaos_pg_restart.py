@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from annotate_load import start_gunicorn
-from chaos_annotate import add_load_args, emit, run_load, seed_project, stop_gunicorn, verify
-from pg_cluster import ThrowawayCluster
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository, for the `bench.` siblings
+
+from bench.annotate_load import start_gunicorn  # noqa: E402
+from bench.chaos_annotate import add_load_args, run_load, seed_project, stop_gunicorn, verify  # noqa: E402
+from bench.pg_cluster import ThrowawayCluster  # noqa: E402
+from bench.report import emit  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -111,7 +116,7 @@ def main() -> None:
                             f"private Postgres 15 on :{cluster.port}"}
     finally:
         cluster.remove()
-    emit(result, args.json_path)
+    emit(result, args.json_path, indent=None)
 
 
 if __name__ == "__main__":

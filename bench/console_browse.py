@@ -15,7 +15,6 @@ Prints JSON: per case {"page_ms", "keyset_ms", "offset_ms", "ratio"} (offset ove
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -27,6 +26,7 @@ import psycopg2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.export_bench import SLUG, ensure_database, seed, seeded  # noqa: E402
+from bench.report import emit  # noqa: E402
 
 DATABASE = "bench_console"
 ANNOTATOR = "bench-annotator"
@@ -117,10 +117,7 @@ def main() -> None:
 
         p, k, o = timed(page, args.repeat), timed(keyset, args.repeat), timed(paginated, args.repeat)
         out["cases"][name] = {"page_ms": p, "keyset_ms": k, "offset_ms": o, "ratio": round(o / k, 2)}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.report import emit  # noqa: E402
+
 MODEL_DIR = ROOT / "var" / "models" / "smollm2-135m-instruct"
 
 
@@ -87,7 +89,7 @@ def child(args: argparse.Namespace) -> None:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"pairs_per_s": len(pairs) / seconds, "seconds": seconds, "peak_rss_mb": peak_mb}))
+    emit({"pairs_per_s": len(pairs) / seconds, "seconds": seconds, "peak_rss_mb": peak_mb}, indent=None)
 
 
 def main() -> None:
@@ -132,9 +134,7 @@ def main() -> None:
                          "lora_dropout": 0.0, "checkpointing": args.checkpointing,
                          "memory": "cuda max_memory_allocated" if "cuda" in (args.device or "") else "peak RSS"},
         }
-        print(json.dumps(payload, indent=2))
-        if args.json:
-            Path(args.json).write_text(json.dumps(payload, indent=2))
+        emit(payload, args.json)
         return
     payload = {
         "ours_pairs_per_s": round(results["ours"]["pairs_per_s"], 3),
@@ -144,9 +144,7 @@ def main() -> None:
         "trl_peak_rss_mb": round(results["trl"]["peak_rss_mb"]),
         "settings": {**settings, "trl_gradient_checkpointing": False},
     }
-    print(json.dumps(payload, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+    emit(payload, args.json)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import subprocess
@@ -24,6 +23,9 @@ from pathlib import Path
 import psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.report import emit  # noqa: E402
+
 HOST = "postgres://postgres@127.0.0.1:5432"
 SLUG = "bench"
 WORDS = ("the model answer human prompt reward policy gradient token response preference label "
@@ -164,9 +166,9 @@ def main() -> None:
             rows = sum(1 for _ in f)
         if rows != args.pairs:
             raise SystemExit(f"export wrote {rows} rows, expected {args.pairs}")
-        print(json.dumps({"pairs": args.pairs, "export_s": round(export_s, 3), "copy_s": round(copy_s, 3),
-                          "ratio": round(export_s / copy_s, 3), "peak_rss_mb": round(rss, 1),
-                          "bytes": export_path.stat().st_size}))
+        emit({"pairs": args.pairs, "export_s": round(export_s, 3), "copy_s": round(copy_s, 3),
+              "ratio": round(export_s / copy_s, 3), "peak_rss_mb": round(rss, 1),
+              "bytes": export_path.stat().st_size}, indent=None)
 
 
 if __name__ == "__main__":

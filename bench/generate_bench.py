@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MODEL_DIR = ROOT / "var" / "models" / "smollm2-135m-instruct"
 
+from bench.report import emit  # noqa: E402
 from training.ml.convert import ensure_smollm2  # noqa: E402
-from training.ml.generate import sample, stop_token_ids  # noqa: E402
-from training.ml.text import load_policy, prompt_text  # noqa: E402
+from training.ml.generate import sample  # noqa: E402
+from training.ml.text import load_policy, prompt_text, stop_token_ids  # noqa: E402
 
 
 def load_prompts(path: str, n: int) -> list[str]:
@@ -88,9 +89,7 @@ def main() -> None:
     payload["speedup"] = round(payload["ours_tokens_per_s"] / payload["naive_tokens_per_s"], 2)
     payload["settings"] = vars(args) | {"naive_tokens": results["naive"]["tokens"], "ours_tokens": results["ours"]["tokens"],
                                         "threads": torch.get_num_threads()}
-    print(json.dumps(payload, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+    emit(payload, args.json)
 
 
 if __name__ == "__main__":

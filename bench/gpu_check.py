@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.report import emit  # noqa: E402
+
 POLICY_DIR = ROOT / "var" / "models" / "smollm2-135m-instruct"
 
 
@@ -37,7 +39,9 @@ def part(out: dict, name: str, fn) -> None:
 
 def reward_on_cuda(data: str, limit: int) -> dict:
     from bench.dpo_bench import load_pairs
-    from training.ml.reward import RewardConfig, groups_from_pairs, train_reward_model
+    from training.ml.reward.config import RewardConfig
+    from training.ml.reward.data import groups_from_pairs
+    from training.ml.reward.loop import train_reward_model
 
     pairs = load_pairs(data, limit)
     groups = groups_from_pairs(pairs)
@@ -81,10 +85,7 @@ def main() -> None:
     if out["gpus"] >= 2:
         part(out, "two_processes", lambda: run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                                 "tests/training/test_distributed.py"]))
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(out, args.json)
 
 
 def _last_json(result: dict) -> dict:

@@ -27,6 +27,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.loop_common import import_pairs, reward_params_of, train
+from bench.report import progress
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -98,7 +101,7 @@ class Labeler:
     """Ranks a task's responses by a reward model's scores, best first; equal scores are one tie group."""
 
     def __init__(self, folder: str):
-        from training.ml.reward import load_reward_model
+        from training.ml.reward.artifact import load_reward_model
 
         self.model, self.tokenizer, self.config = load_reward_model(folder, "cpu")
 
@@ -117,15 +120,15 @@ def label_open_tasks(*, project, annotator, labeler: Labeler) -> int:
     """The annotator takes tasks from the assignment engine until none is left, and submits the
     labeler's ranking for each. Returns the number of judgments."""
     from labeling.models import Response
-    from labeling.services.assignment import judgment_submit, task_assign_next
+    from labeling.services.assignment import Verdict, judgment_submit, task_assign_next
 
     done = 0
     while (nxt := task_assign_next(annotator=annotator, project=project)).assignment is not None:
         assignment = nxt.assignment
         texts = dict(Response.objects.filter(pk__in=assignment.shown_order).values_list("pk", "text"))
         ranking = labeler.ranking(assignment.task.prompt.text, {rid: texts[rid] for rid in assignment.shown_order})
-        judgment_submit(assignment=assignment, annotator=annotator, ranking=ranking,
-                        idempotency_key=f"online-{assignment.pk}", time_spent_ms=1000)
+        judgment_submit(assignment=assignment, annotator=annotator,
+                        verdict=Verdict(ranking=ranking, time_spent_ms=1000), idempotency_key=f"online-{assignment.pk}")
         done += 1
     return done
 
@@ -150,7 +153,7 @@ def judge_versions(*, versions: dict[str, str], judge_dir: str, prompts: list[st
     judge scores every answer. {name: {"responses", "scores", "tokens"}}."""
     from training.ml.common import set_seed
     from training.ml.evaluate import respond, rm_scores
-    from training.ml.reward import load_reward_model
+    from training.ml.reward.artifact import load_reward_model
     from training.ml.text import DEFAULT_SYSTEM_PROMPT, load_policy
 
     answers = {}
@@ -177,11 +180,11 @@ def duel(answers: dict[str, dict[str, list]], ours: str, theirs: str, seed: int)
             "length_ratio": sum(answers[ours]["tokens"]) / max(sum(answers[theirs]["tokens"]), 1)}
 
 
-def online_rounds(*, args, base, judge, prompts: list[str], train_prompts: list[str], labeler_records: list[dict],
-                  train) -> dict[str, Any]:
+def online_rounds(*, args, base, judge, prompts: list[str], train_prompts: list[str],
+                  labeler_records: list[dict]) -> dict[str, Any]:
     """The --online report: {"labeler_val_accuracy", "rounds": [{round, judgments, policy_version,
-    promoted, vs_base, vs_parent, own_rm_win_rate, seconds}]}. `train` is loop_quality's in-process
-    run helper (the labeler's reward model is trained like the judge)."""
+    promoted, vs_base, vs_parent, own_rm_win_rate, seconds}]}. The labeler's reward model is trained
+    in process, like the judge (bench.loop_common.train)."""
     from django.contrib.auth import get_user_model
 
     from labeling.services.imports import project_data_import
@@ -190,8 +193,6 @@ def online_rounds(*, args, base, judge, prompts: list[str], train_prompts: list[
     from training.services.candidates import candidates_generate
     from training.services.rounds import reward_retrain_check
     from training.services.runs import run_create
-
-    from loop_quality import import_pairs, reward_params_of  # the judge's and the offline round's own
 
     tag = uuid.uuid4().hex[:8]
     labeler_project = project_create(name=f"online labeler {tag}", slug=f"online-labeler-{tag}", mode="pairwise")
@@ -269,7 +270,7 @@ def online_rounds(*, args, base, judge, prompts: list[str], train_prompts: list[
                 "vs_parent": duel(answers, name, parent_name, args.seed),
                 "seconds": {"label": labeled, "round": trained, "judge": time.perf_counter() - clock - labeled - trained},
             })
-            print(json.dumps(report["rounds"][-1]), file=sys.stderr, flush=True)
+            progress(report["rounds"][-1])
             if promotion.get("promoted"):
                 parent_name = name
     finally:

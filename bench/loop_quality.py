@@ -20,20 +20,38 @@ configured database (Postgres: set DATABASE_URL); nothing is trained by a side s
    against the base and against its parent. --online-only skips step 1's offline round.
 
 --judge-version ID reuses a judge an earlier run trained (refused if it saw a training prompt), so
-several recipes are compared by one judge. One file may feed several roles: training pairs come
-first, and the labeler's and the judge's pairs never share a prompt with them.
+several recipes are compared by one judge. --judge-endpoint ID judges with a registered
+OpenAI-compatible endpoint instead (bench/loop_judge.py): each prompt is asked in both orders, and
+disagreeing verdicts are a tie. One of --judge-data, --judge-version, --judge-endpoint. One file may
+feed several roles: training pairs come first, and the labeler's and the judge's pairs never share a
+prompt with them.
 
-Prints JSON: train_pairs, eval_prompts, rm_val_accuracy, judge_val_accuracy, win_rate (policy over
-parent by the judge), win_rate_ci95 (bootstrap over prompts), win_rate_own_rm (by the project's own
-reward model), length_ratio (mean response tokens, policy over parent), length_controlled_win_rate
-(AlpacaEval 2's: the length difference regressed out), kl_to_parent (per response), seconds per
-stage. Bad input (a file that does not parse, a prompt longer than the policy's context, an empty
-eval set, a judge with too little data) stops it with a message before anything trains.
+A win rate is only as good as its judge. --eval-pairs ({id, prompt, chosen, rejected} files whose
+prompts no trainer or judge saw; the others are dropped and counted) measures the offline round's
+policy without one: its preference accuracy against its parent's on human pairs, and DPO's implicit
+reward accuracy (training.ml.preference_eval; beta: the DPO run's, else DPOConfig's default).
+
+Prints JSON: train_pairs, eval_prompts, rm_val_accuracy, judge ("reward:<version id>" or
+"endpoint:<name>"; judge_version is that version's id), judge_val_accuracy and its
+judge_val_accuracy_ci95 (bootstrap over prompts of the judge's own held-out pairs, judge_val_pairs of
+them, scored again), judge_warning (null, or why the win rate says little: the interval does not lie
+above 1/2 or there is none; an endpoint replied with neither answer; also printed on stderr),
+win_rate (policy over parent by the judge), win_rate_ci95 (bootstrap over prompts), win_rate_own_rm
+(by the project's own reward model), length_ratio (mean response tokens, policy over parent),
+length_controlled_win_rate (AlpacaEval 2's: the length difference regressed out), kl_to_parent (per
+response), seconds per stage. An endpoint judge adds judge_inconsistent and judge_unparsed (shares
+of prompts whose two orders disagreed, whose reply named neither answer; both count 1/2), and has
+null judge_val_*. With --eval-pairs: eval_pairs (those measured), eval_pairs_dropped,
+pref_accuracy_parent, pref_accuracy_policy, pref_accuracy_delta (paired, policy - parent), their
+per-token variants (pref_accuracy_per_token_*), implicit_reward_accuracy, implicit_margin_mean,
+pref_beta, with *_ci95 intervals (bootstrap over prompts); without --eval-pairs these keys are absent.
+Bad input (a file that does not parse, a prompt longer than the policy's context, an empty eval
+set, a judge with too little data, an endpoint that does not answer) stops it with a message before
+anything trains.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -41,30 +59,19 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from bench.loop_common import BenchError, import_pairs, read_records, reward_params_of, train  # noqa: E402
+from bench.loop_judge import (  # noqa: E402
+    endpoint_judge, endpoint_judge_check, endpoint_judge_get, judge_heldout_interval, judge_warning,
+)
+from bench.report import emit  # noqa: E402
+
 MIN_JUDGE_PAIRS = 50
-
-
-class BenchError(SystemExit):
-    """A clear message and exit status 2, before anything trains."""
-
-    def __init__(self, message: str):
-        super().__init__(f"loop_quality: {message}")
-
-
-def read_records(path: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    """gzip or plain JSONL; each line must be an object with string `fields` (training.ml.preference_file)."""
-    from training.ml.preference_file import read_preference_file
-
-    try:
-        return read_preference_file(path, fields)
-    except (OSError, ValueError) as exc:
-        raise BenchError(str(exc) if isinstance(exc, ValueError) else f"{path}: cannot read ({exc})") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,7 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(pairs whose prompt is in the training or labeler data are dropped)")
     parser.add_argument("--judge-version", type=int, help="reuse the judge a previous run trained (its model version "
                         "id) instead of --judge-data; refused if it saw a training prompt")
+    parser.add_argument("--judge-endpoint", type=int, help="judge with this registered OpenAI-compatible endpoint "
+                        "(its model version id), asked in both orders, instead of a reward model")
     parser.add_argument("--eval-prompts", required=True, help="JSONL(.gz) whose `prompt` fields are asked")
+    parser.add_argument("--eval-pairs", action="append", default=[], help="{id, prompt, chosen, rejected} JSONL(.gz): "
+                        "human pairs no trainer saw, for the policy's preference accuracy against its parent")
+    parser.add_argument("--eval-pairs-n", type=int, default=500, help="--eval-pairs measured (0: all)")
     parser.add_argument("--train-pairs", type=int, default=1000, help="pairs imported for training (0: all)")
     parser.add_argument("--judge-pairs", type=int, default=0, help="pairs the judge trains on (0: all)")
     parser.add_argument("--eval-n", type=int, default=100, help="evaluation prompts")
@@ -102,10 +114,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     online.add_argument("--online-timeout", type=float, default=3600, help="seconds a round may take")
     online.add_argument("--online-log", default=str(ROOT / "var" / "loop-online-worker.log"), help="the worker's log")
     args = parser.parse_args(argv)
-    if bool(args.judge_data) == bool(args.judge_version):
-        raise BenchError("give either --judge-data or --judge-version")
+    judges = [flag for flag, given in (("--judge-data", args.judge_data), ("--judge-version", args.judge_version),
+                                       ("--judge-endpoint", args.judge_endpoint)) if given]
+    if len(judges) != 1:
+        raise BenchError("give one judge: --judge-data, --judge-version or --judge-endpoint"
+                         + (f" ({' and '.join(judges)} are alternatives)" if judges else ""))
     if args.online and not args.labeler_data:
         raise BenchError("--online needs --labeler-data (the simulated labeler's own pairs)")
+    if args.online and args.judge_endpoint:
+        raise BenchError("--online rounds are judged by a reward model: give --judge-data or --judge-version")
+    if args.eval_pairs and args.online_only:
+        raise BenchError("--eval-pairs measures the offline round's policy, which --online-only skips")
     for name in ("policy_config", "reward_config"):
         try:
             setattr(args, name, json.loads(getattr(args, name)))
@@ -144,11 +163,28 @@ def load_inputs(args: argparse.Namespace, judge_prompts: set[str] = frozenset())
         raise BenchError("no training pairs")
     if not prompts:
         raise BenchError(f"no evaluation prompt left in {args.eval_prompts} (every one is empty or in the training data)")
-    if not args.judge_version and len(judge) < MIN_JUDGE_PAIRS:
+    if args.judge_data and len(judge) < MIN_JUDGE_PAIRS:
         raise BenchError(f"the judge has {len(judge)} pairs; it needs at least {MIN_JUDGE_PAIRS} to mean anything")
     if args.online and len(labeler) < MIN_JUDGE_PAIRS:
         raise BenchError(f"the labeler has {len(labeler)} pairs; it needs at least {MIN_JUDGE_PAIRS} to mean anything")
     return train, judge, prompts, labeler
+
+
+def load_eval_pairs(args: argparse.Namespace, seen: set[str]) -> tuple[list[dict], int]:
+    """--eval-pairs: (the pairs whose prompt is not in `seen`, shuffled by --seed and cut to
+    --eval-pairs-n; how many were dropped for a seen prompt)."""
+    if not args.eval_pairs:
+        return [], 0
+    records = [r for path in args.eval_pairs for r in read_records(path, ("prompt", "chosen", "rejected"))]
+    kept = [r for r in records if r["prompt"] not in seen]
+    if not kept:
+        raise BenchError(f"no evaluation pair left in --eval-pairs ({len(records)} read; every prompt is in the "
+                         "training, judge or labeler data)")
+    if len(kept) < len(records):
+        print(f"loop_quality: {len(records) - len(kept)} of {len(records)} --eval-pairs dropped: their prompt is in "
+              "the training, judge or labeler data", file=sys.stderr)
+    random.Random(args.seed).shuffle(kept)
+    return (kept[: args.eval_pairs_n] if args.eval_pairs_n else kept), len(records) - len(kept)
 
 
 def check_context(policy_dir: str, prompts: list[str], max_new_tokens: int, system_prompt: str) -> None:
@@ -165,27 +201,6 @@ def check_context(policy_dir: str, prompts: list[str], max_new_tokens: int, syst
         if n + max_new_tokens > limit:
             raise BenchError(f"evaluation prompt {i} has {n} tokens; with {max_new_tokens} new ones it exceeds the "
                              f"policy's context of {limit} ({prompt[:60]!r}...)")
-
-
-def import_pairs(project, records: list[dict]) -> None:
-    from labeling.services.imports import project_data_import
-
-    lines = (json.dumps({"id": f"{i}:{r.get('id', '')}", "prompt": r["prompt"], "chosen": r["chosen"],
-                         "rejected": r["rejected"]}) for i, r in enumerate(records))
-    project_data_import(project=project, stream=io.BytesIO("\n".join(lines).encode()), filename="loop-quality.jsonl")
-
-
-def train(project, kind: str, params: dict[str, Any]):
-    from training.models import TrainingRun
-    from training.services.policy import policy_train
-    from training.services.reward import reward_model_train
-    from training.services.runs import run_create
-
-    run = run_create(project=project, kind=kind, params=params)
-    version = (reward_model_train if kind == "reward" else policy_train)(run_id=run.pk, worker="bench/loop_quality.py")
-    if version is None:
-        raise SystemExit(f"loop_quality: the {kind} run failed: {TrainingRun.objects.get(pk=run.pk).error[:2000]}")
-    return version
 
 
 def reused_judge(args: argparse.Namespace):
@@ -208,17 +223,70 @@ def reused_judge_prompts(judge) -> set[str]:
     return set(Prompt.objects.filter(project_id=judge.project_id).values_list("text", flat=True))
 
 
-def reward_params_of(args: argparse.Namespace) -> dict[str, Any]:
-    """A reward run's params for every reward model of the bench (project, judge, labeler)."""
-    return {**({"threads": args.threads} if args.threads else {}), "config": {**args.reward_config, "seed": args.seed}}
+def head_to_head(
+    policy_dir: str, parent_dir: str, judges: dict[str, str], prompts: Sequence[str], max_new_tokens: int = 128,
+    batch_size: int = 8, seed: int = 0, device: str = "auto", precision: str = "fp32",
+) -> dict[str, Any]:
+    """The policy and its parent each answer every prompt (temperature 1, the same seed), and every
+    judge (a reward-model folder by name) scores both answers.
+
+    Returns {"rows": [{"policy", "parent", "policy_tokens", "parent_tokens", "outcome": {judge: 1|0.5|0}}],
+    "kl_per_token", "kl_per_response"} (KL of the policy to the parent on its own samples).
+    """
+    from training.ml.common import pick_device, resolve_precision, set_seed
+    from training.ml.evaluate import kl_to_reference, outcomes_of, respond, rm_scores
+    from training.ml.reward.artifact import load_reward_model
+    from training.ml.text import DEFAULT_SYSTEM_PROMPT, load_policy
+
+    dev = pick_device(device)
+    precision = resolve_precision(precision, dev)
+    policy, tokenizer = load_policy(policy_dir, dev)
+    parent, _ = load_policy(parent_dir, dev)
+    answers = []
+    for model in (policy.eval(), parent.eval()):
+        set_seed(seed)
+        answers.append(respond(model, tokenizer, prompts, 1.0, max_new_tokens, batch_size, DEFAULT_SYSTEM_PROMPT, precision))
+    (ours, raw), (theirs, _) = answers
+    kls = [kl_to_reference(policy, parent, *out, batch_size=batch_size, precision=precision) for out in raw]
+    weights = [len(out[0]) for out in raw]
+    del policy, parent
+    rows = [{"policy": a, "parent": b, "policy_tokens": len(tokenizer(a, add_special_tokens=False)["input_ids"]),
+             "parent_tokens": len(tokenizer(b, add_special_tokens=False)["input_ids"]), "outcome": {}}
+            for a, b in zip(ours, theirs)]
+    for name, folder in judges.items():
+        rm, rm_tok, rm_config = load_reward_model(folder, dev)
+        outcomes = outcomes_of(rm_scores(rm, rm_tok, prompts, ours, rm_config.max_length),
+                               rm_scores(rm, rm_tok, prompts, theirs, rm_config.max_length))
+        for row, outcome in zip(rows, outcomes):
+            row["outcome"][name] = outcome
+    mean = lambda key: sum(k[key] * w for k, w in zip(kls, weights)) / max(sum(weights), 1)  # noqa: E731
+    return {"rows": rows, "kl_per_token": mean("kl_per_token"), "kl_per_response": mean("kl_per_response")}
+
+
+def preference_report(args: argparse.Namespace, policy, parent, pairs: list[dict]) -> dict[str, Any]:
+    """training.ml.preference_eval's figures for the round's policy against its parent on the held-out
+    human pairs, with the DPO run's beta and length (DPOConfig's defaults for another trainer) and the
+    system prompt the bench generates with."""
+    from training.ml.dpo import DPOConfig
+    from training.ml.preference_eval import evaluate_preferences
+    from training.ml.text import DEFAULT_SYSTEM_PROMPT
+
+    values, defaults = (policy.config or {}).get("values") or {}, DPOConfig()
+    beta = float(values.get("beta", defaults.beta)) if args.policy == "dpo" else defaults.beta
+    max_length = int(values.get("max_length") or defaults.max_length)
+    report = evaluate_preferences(policy.artifact_path, parent.artifact_path, pairs, beta=beta, max_length=max_length,
+                                  batch_size=args.batch_size, system_prompt=DEFAULT_SYSTEM_PROMPT, seed=args.seed)
+    return {**report, "pref_beta": beta}
 
 
 def offline_round(args: argparse.Namespace, *, tag: str, parent, judge, records: list[dict], prompts: list[str],
-                  seconds: dict[str, float]) -> dict[str, Any]:
+                  eval_pairs: list[dict], seconds: dict[str, float]) -> dict[str, Any]:
     """The imported pairs train the project's reward model, then the policy from `parent`; the
-    policy and its parent answer `prompts` and the judge (and the project's own RM) decide."""
+    policy and its parent answer `prompts` and the judge (a reward model, or an endpoint with
+    --judge-endpoint; and the project's own RM) decides. With eval_pairs, the policy's preference
+    accuracy against its parent's on them (preference_report)."""
     from labeling.services.projects import project_create
-    from training.ml.evaluate import head_to_head, length_controlled_win_rate, win_rate_interval
+    from training.ml.evaluate import length_controlled_win_rate, win_rate_interval
 
     clock = time.perf_counter()
     # Its reward model is promoted whatever its held-out evidence: the round's evaluation needs it.
@@ -233,15 +301,23 @@ def offline_round(args: argparse.Namespace, *, tag: str, parent, judge, records:
     policy = train(project, args.policy, {**common, **chosen, "config": {**args.policy_config, "seed": args.seed}})
     seconds["policy"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    duel = head_to_head(policy.artifact_path, parent.artifact_path,
-                        {"judge": judge.artifact_path, "own": rm.artifact_path}, prompts,
+    judges = {"own": rm.artifact_path} | ({} if args.judge_endpoint else {"judge": judge.artifact_path})
+    duel = head_to_head(policy.artifact_path, parent.artifact_path, judges, prompts,
                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
-    seconds["evaluate"] = time.perf_counter() - clock
-    rows = duel["rows"]
+    rows, verdicts = duel["rows"], {}
+    if args.judge_endpoint:
+        verdicts = endpoint_judge(judge, prompts, [r["policy"] for r in rows], [r["parent"] for r in rows], args.seed)
+        for row, outcome in zip(rows, verdicts.pop("outcomes")):
+            row["outcome"]["judge"] = outcome
+    seconds["evaluate"], clock = time.perf_counter() - clock, time.perf_counter()
+    preferences = preference_report(args, policy, parent, eval_pairs) if eval_pairs else {}
+    if eval_pairs:
+        seconds["preferences"] = time.perf_counter() - clock
     outcomes = [r["outcome"]["judge"] for r in rows]
     low, high = win_rate_interval(outcomes, seed=args.seed)
     mean_tokens = lambda side: sum(r[f"{side}_tokens"] for r in rows) / len(rows)  # noqa: E731
     return {
+        **verdicts, **preferences,
         "policy_version": policy.pk, "project": project.slug, "rm_val_accuracy": rm.metrics.get("val_accuracy"),
         "win_rate": sum(outcomes) / len(outcomes), "win_rate_ci95": [low, high],
         "win_rate_own_rm": sum(r["outcome"]["own"] for r in rows) / len(rows),
@@ -255,14 +331,33 @@ def offline_round(args: argparse.Namespace, *, tag: str, parent, judge, records:
     }
 
 
+def judge_facts(args: argparse.Namespace, judge) -> dict[str, Any]:
+    """What the JSON says of the judge. A reward model's held-out accuracy gets its interval, and an
+    interval not above 1/2 its warning, printed at once (before the policy trains)."""
+    if args.judge_endpoint:
+        return {"judge": f"endpoint:{judge.name}", "judge_val_accuracy": None, "judge_val_accuracy_ci95": None,
+                "judge_val_pairs": 0, "judge_warning": None}
+    facts = {"judge": f"reward:{judge.pk}", "judge_val_accuracy": judge.metrics.get("val_accuracy"),
+             **judge_heldout_interval(judge, seed=args.seed)}
+    facts["judge_warning"] = judge_warning(facts["judge_val_accuracy_ci95"])
+    if facts["judge_warning"]:
+        print(f"loop_quality: warning: {facts['judge_warning']}", file=sys.stderr, flush=True)
+    return facts
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import django
 
     django.setup()
     reused = reused_judge(args)
-    train_records, judge_records, prompts, labeler_records = load_inputs(
-        args, reused_judge_prompts(reused) if reused else frozenset())
+    reused_prompts = reused_judge_prompts(reused) if reused else set()
+    train_records, judge_records, prompts, labeler_records = load_inputs(args, reused_prompts)
+    seen = {r["prompt"] for r in train_records + judge_records + labeler_records} | reused_prompts
+    eval_pairs, dropped = load_eval_pairs(args, seen)
+    endpoint = endpoint_judge_get(args.judge_endpoint) if args.judge_endpoint else None
+    if endpoint is not None:
+        endpoint_judge_check(endpoint)
     import torch
 
     from labeling.services.projects import project_create
@@ -278,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ModelVersion.Kind.POLICY]
     check_context(parent.artifact_path, prompts, args.max_new_tokens, DEFAULT_SYSTEM_PROMPT)
     tag = uuid.uuid4().hex[:8]
-    judge = reused
+    judge = reused or endpoint
     if judge is None:
         judge_project = project_create(name=f"loop quality judge {tag}", slug=f"loop-judge-{tag}", mode="pairwise")
         import_pairs(judge_project, judge_records)
@@ -287,25 +382,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         judge = train(judge_project, "reward", {**reward_params_of(args), **({"base": judge_base} if judge_base else {})})
         seconds["judge"] = time.perf_counter() - clock
     result = {"train_pairs": len(train_records), "judge_pairs": len(judge_records), "judge_version": judge.pk,
-              "eval_prompts": len(prompts),
-              "policy": args.policy, "parent": parent.artifact_path,
-              "judge_val_accuracy": judge.metrics.get("val_accuracy"), "seconds": seconds}
+              "eval_prompts": len(prompts), "policy": args.policy, "parent": parent.artifact_path, "seconds": seconds,
+              **judge_facts(args, judge), **({"eval_pairs_dropped": dropped} if args.eval_pairs else {})}
     if not args.online_only:
         result.update(offline_round(args, tag=tag, parent=parent, judge=judge, records=train_records, prompts=prompts,
-                                    seconds=seconds))
+                                    eval_pairs=eval_pairs, seconds=seconds))
     if args.online:
-        from loop_online import online_rounds
+        from bench.loop_online import online_rounds
 
         clock = time.perf_counter()
         result["labeler_pairs"] = len(labeler_records)
-        result["online"] = online_rounds(args=args, base=parent, judge=judge, prompts=prompts, train=train,
+        result["online"] = online_rounds(args=args, base=parent, judge=judge, prompts=prompts,
                                          train_prompts=list(dict.fromkeys(r["prompt"] for r in train_records)),
                                          labeler_records=labeler_records)
         seconds["online"] = time.perf_counter() - clock
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(result, args.json)
     return result
 
 

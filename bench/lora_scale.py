@@ -25,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.report import emit  # noqa: E402
+
 TOKENIZER_DIR = ROOT / "var" / "models" / "smollm2-135m-instruct"
 SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
              num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False)
@@ -55,9 +57,9 @@ def child(args: argparse.Namespace) -> None:
                        lr=5e-5 if lora else 5e-6, lora_r=16 if lora else 0, lora_alpha=32, gradient_checkpointing=True)
     start = time.perf_counter()
     metrics = train_dpo(args.model, pairs, None, config)
-    print(json.dumps({"seconds": round(time.perf_counter() - start, 1), "steps": metrics["steps"],
-                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                      "precision": metrics["precision"], "adaptation": metrics["adaptation"], "ok": True}))
+    emit({"seconds": round(time.perf_counter() - start, 1), "steps": metrics["steps"],
+          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+          "precision": metrics["precision"], "adaptation": metrics["adaptation"], "ok": True}, indent=None)
 
 
 def main() -> None:
@@ -97,10 +99,7 @@ def main() -> None:
                 out[side] = {"ok": False, "returncode": done.returncode, "stderr": done.stderr[-600:]}
     if out.get("lora", {}).get("ok") and out.get("full", {}).get("ok"):
         out["lora_memory_ratio"] = round(out["lora"]["peak_rss_mb"] / out["full"]["peak_rss_mb"], 3)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ budget (PAIRWISE_MARKDOWN_CACHE_BYTES). Each process holds at most the budget pl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.report import emit  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # serves no request
 
@@ -45,13 +46,13 @@ def main() -> None:
     seconds = time.perf_counter() - started
     retained = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    print(json.dumps({
+    emit({
         "bodies": args.bodies, "chars_each": args.chars,
         "rendered_mb": round(args.bodies * args.chars / 2**20, 1),
         "retained_mb": round(retained / 2**20, 2),
         "budget_mb": round(getattr(settings, "PAIRWISE_MARKDOWN_CACHE_BYTES", 0) / 2**20, 2),
         "seconds": round(seconds, 1),
-    }))
+    }, indent=None)
 
 
 if __name__ == "__main__":

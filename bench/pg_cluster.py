@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from annotate_load import free_port
-from chaos_annotate import uninterrupted
+from bench.annotate_load import free_port
+from bench.chaos_annotate import uninterrupted
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 

@@ -34,7 +34,6 @@ and evaluation excluded on both sides). The CPU here has 2 cores: expect noise o
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
 import sys
@@ -50,20 +49,15 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 
+from bench.report import emit  # noqa: E402
 from labeling.ranking import ranking_pairs  # noqa: E402
 from training.ml.common import autocast, pick_device, resolve_precision  # noqa: E402
-from training.ml.reward import (  # noqa: E402
-    PairEncoder,
-    RewardConfig,
-    collate,
-    default_reward_base,
-    groups_from_pairs,
-    is_validation,
-    load_reward_model,
-    pair_margins,
-    read_preference_file,
-    train_reward_model,
-)
+from training.ml.reward.evaluate import pair_margins  # noqa: E402
+from training.ml.preference_file import read_preference_file  # noqa: E402
+from training.ml.reward.artifact import load_reward_model  # noqa: E402
+from training.ml.reward.config import RewardConfig, default_reward_base  # noqa: E402
+from training.ml.reward.data import PairEncoder, collate, groups_from_pairs, is_validation  # noqa: E402
+from training.ml.reward.loop import train_reward_model  # noqa: E402
 
 
 def build_k4_groups(records: list[dict], rng: random.Random) -> list[dict]:
@@ -227,9 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         out["speedup"] = round(out["ours_comparisons_per_s"] / out["trl_comparisons_per_s"], 2)
         out |= paired_difference(ours["val_margins"], trl["val_margins"], args.seed)
-    print(json.dumps(out, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    emit(out, args.json, indent=1)
     return out
 
 

@@ -16,16 +16,18 @@ quote is "val_accuracy": all held-out pairs of all runs pooled; "runs" keeps eac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.ml.reward import (  # noqa: E402
-    POOLINGS, RewardConfig, groups_from_pairs, read_preference_file, split_by_prompt, train_reward_model,
-)
+from bench.report import emit  # noqa: E402
+from training.ml.preference_file import read_preference_file  # noqa: E402
+from training.ml.reward.config import RewardConfig  # noqa: E402
+from training.ml.reward.data import groups_from_pairs, split_by_prompt  # noqa: E402
+from training.ml.reward.loop import train_reward_model  # noqa: E402
+from training.ml.reward.model import POOLINGS  # noqa: E402
 
 
 def main() -> None:
@@ -52,9 +54,7 @@ def main() -> None:
         "val_log_loss": sum(r["val_log_loss"] * r["val_pairs"] for r in runs) / val_pairs,
         "seconds": sum(r["seconds"] for r in runs), "runs": runs,
     }
-    print(json.dumps(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    emit(result, args.json, indent=None)
 
 
 def run_one(records: list[dict], args: argparse.Namespace, seed: int) -> dict:

@@ -57,10 +57,10 @@ from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from loop_quality import import_pairs, read_records, train  # noqa: E402
+from bench.loop_common import import_pairs, read_records, train  # noqa: E402
+from bench.report import emit, progress  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets"
 LLMBAR = ("natural", "adversarial-neighbor", "adversarial-gptinst", "adversarial-gptout", "adversarial-manual",
@@ -147,17 +147,17 @@ class Relevance:
     def __init__(self, path: str, max_length: int = 256, batch_size: int = 64):
         from transformers import AutoModel, AutoTokenizer
 
-        from training.ml.reward import PairEncoder, _pad_id
+        from training.ml.reward.data import PairEncoder, pad_id_of
 
         tokenizer = AutoTokenizer.from_pretrained(path)
         self.backbone = AutoModel.from_pretrained(path).eval()
         self.encoder = PairEncoder(tokenizer, max_length, add_eos=False)
-        self.pad_id, self.prefix_id, self.batch_size = _pad_id(tokenizer), sentence_prefix_id(tokenizer), batch_size
+        self.pad_id, self.prefix_id, self.batch_size = pad_id_of(tokenizer), sentence_prefix_id(tokenizer), batch_size
 
     def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         import torch
 
-        from training.ml.reward import collate
+        from training.ml.reward.data import collate
 
         seqs, out = self.encoder.encode(prompts, responses), []
         for i in range(0, len(seqs), self.batch_size):
@@ -210,7 +210,7 @@ def _segment(input_ids: Any, keep: Any, prefix_id: int | None) -> tuple[Any, Any
     return ids, mask
 
 
-# reward_model_evaluate's length dependence (training.ml.reward.length_dependence), kept per cell.
+# reward_model_evaluate's length dependence (training.ml.reward.evaluate.length_dependence), kept per cell.
 LENGTH_DEPENDENCE = ("length_margin_corr", "accuracy_shorter_chosen", "pairs_shorter_chosen",
                      "accuracy_longer_chosen", "pairs_longer_chosen")
 
@@ -220,7 +220,7 @@ def cell(margins: Sequence[float], report: dict[str, Any], seed: int,
     """One matrix cell from reward_model_evaluate's report and margins: accuracy with a 95% bootstrap
     interval; with the same pairs' relevance margins, the relevance baseline and the ensemble."""
     from training.ml.evaluate import win_rate_interval
-    from training.ml.reward import margin_outcomes
+    from training.ml.reward.evaluate import margin_outcomes
 
     if not margins:
         return {"pairs": 0, "accuracy": None, "ci95": None, "length_baseline": None, "relevance_baseline": None,
@@ -278,7 +278,7 @@ def ensemble_cell(members: Sequence[Sequence[float]], length_baseline: float | N
     import numpy as np
 
     from training.ml.evaluate import win_rate_interval
-    from training.ml.reward import margin_outcomes
+    from training.ml.reward.evaluate import margin_outcomes
 
     m = np.asarray(members, dtype=float)
     if m.ndim != 2 or not m.shape[1]:
@@ -313,10 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the matrix, prints its JSON (and writes it to --json) and returns it."""
     args = parse_args(argv)
     result = transfer(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit(result, args.json)
     return result
 
 
@@ -345,7 +342,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from labeling.services.projects import project_create
-    from training.ml.reward import default_reward_base
+    from training.ml.reward.config import default_reward_base
     from training.services.reward import reward_model_evaluate
 
     if args.threads:
@@ -387,8 +384,7 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
         rows[name] = {"version": version.pk, "train_pairs": len(records), "trained_on": sources, "val_accuracy": version.metrics.get("val_accuracy"),
                       "val_length_baseline": version.metrics.get("val_length_baseline"),
                       "train_seconds": trained, "eval_seconds": time.perf_counter() - clock - trained}
-        print(json.dumps({"row": name, **rows[name], "accuracy": {e: c["accuracy"] for e, c in matrix[name].items()}}),
-              file=sys.stderr, flush=True)
+        progress({"row": name, **rows[name], "accuracy": {e: c["accuracy"] for e, c in matrix[name].items()}})
     return {
         "sources": {n: {k: d[k] for k in ("files", "pairs", "dropped_blank")} | {"train_side": len(d["train"]),
                     "held_out_side": len(d["held_out"])} for n, d in data.items()},

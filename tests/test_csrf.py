@@ -100,7 +100,9 @@ def scored_reward_version(w: World) -> ModelVersion:
     """A real reward folder (an untrained head on a tiny random BERT), for the version page's file form."""
     if getattr(w, "scored", None) is None:
         from tests.tiny_models import tiny_bert
-        from training.ml.reward import RewardConfig, RewardModel, save_reward_model
+        from training.ml.reward.artifact import save_reward_model
+        from training.ml.reward.config import RewardConfig
+        from training.ml.reward.model import RewardModel
         from transformers import AutoTokenizer
 
         root = Path(settings.PAIRWISE_EXPORTS_DIR)

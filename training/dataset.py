@@ -159,9 +159,19 @@ def sft_examples(dataset: TrainingDataset, *, include_chosen: bool = False) -> l
 def dpo_pairs(dataset: TrainingDataset) -> list[dict[str, Any]]:
     """{prompt, chosen, rejected} for every comparison of every judgment on a train prompt, by the
     product's one ranking-to-pairs rule (labeling.ranking.ranking_pairs: ties give no pair)."""
+    return _pairs(dataset, _train(dataset.judgments))
+
+
+def held_out_pairs(dataset: TrainingDataset) -> list[dict[str, Any]]:
+    """The same pairs from the judgments on held-out prompts, which no trainer sees: what a policy's
+    preference accuracy is measured on (training.ml.preference_eval)."""
+    return _pairs(dataset, [j for j in dataset.judgments if prompt_is_held_out(j["prompt_id"])])
+
+
+def _pairs(dataset: TrainingDataset, judgments: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"prompt": dataset.prompt(j["prompt_id"]), "chosen": j["responses"][w], "rejected": j["responses"][loser]}
-        for j in _train(dataset.judgments) if _comparable(j)
+        for j in judgments if _comparable(j)
         for w, loser in ranking_pairs(j["ranking"])
     ]
 

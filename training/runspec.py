@@ -50,7 +50,7 @@ CONFIG_FIELDS: dict[str, dict[str, str]] = {
     SFT: {**_SUPERVISED, "epochs": "int", "lr": "float", "warmup_ratio": "float", "batch_size": "int",
           "micro_batch_size": "int", "max_length": "int"},
     DPO: {**_SUPERVISED, "beta": "float", "epochs": "int", "lr": "float", "warmup_ratio": "float", "batch_size": "int",
-          "micro_batch_size": "int", "max_length": "int"},
+          "micro_batch_size": "int", "max_length": "int", "eval_every": "int"},
     PPO: {**_LORA, "system_prompt": "str", "max_grad_norm": "float", "iterations": "int", "rollout_batch_size": "int",
           "mini_batch_size": "int", "micro_batch_size": "int", "ppo_epochs": "int", "max_new_tokens": "int",
           "temperature": "float", "beta": "float", "gamma": "float", "lam": "float", "clip": "float",
@@ -213,6 +213,8 @@ FIELD_PARSERS = {
     "promote_metric": _choice(plan.PROMOTE_METRICS),
     "max_prompts": _int(1, 100000),
     "max_demonstrations": _int(1, 100000),
+    "max_pairs": _int(1, 100000),
+    "promote_requires_preference_gain": _bool,
     "max_new_tokens": _int(1, 4096),
     "batch_size": _int(1, 1024),
     "precision": _choice(CONFIG_CHOICES["precision"]),
@@ -225,8 +227,8 @@ RUN_FIELDS: dict[str, tuple[str, ...]] = {
     SFT: (*_TRAINING, "version", "processes", "include_chosen"),
     DPO: (*_TRAINING, "version", "processes"),
     PPO: (*_TRAINING, "version"),
-    EVALUATE: ("version", "auto_promote_margin", "promote_metric", "max_prompts", "max_demonstrations",
-               "max_new_tokens", "batch_size", "precision"),
+    EVALUATE: ("version", "auto_promote_margin", "promote_metric", "promote_requires_preference_gain", "max_prompts",
+               "max_demonstrations", "max_pairs", "max_new_tokens", "batch_size", "precision"),
     CANDIDATES: ("version", "max_prompts", "batch_size"),
 }
 ROUND_ONLY_ABSENT = ("version",)

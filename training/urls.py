@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import views, views_detail
+from training import views
 
 urlpatterns = [
     path("<slug:slug>/", views.runs_page, name="training-runs"),
@@ -17,6 +17,6 @@ urlpatterns = [
     path("<slug:slug>/versions/<int:version_id>/score-file/", views.version_score_file, name="training-version-score-file"),
     path("<slug:slug>/ab/", views.ab_create, name="training-ab-create"),
     path("<slug:slug>/endpoints/", views.endpoint_create, name="training-endpoint-create"),
-    path("<slug:slug>/versions/<int:version_id>/", views_detail.version_detail, name="training-version-detail"),
-    path("<slug:slug>/runs/<int:run_id>/", views_detail.run_detail, name="training-run-detail"),
+    path("<slug:slug>/versions/<int:version_id>/", views.version_detail, name="training-version-detail"),
+    path("<slug:slug>/runs/<int:run_id>/", views.run_detail, name="training-run-detail"),
 ]

@@ -1,12 +1,12 @@
-"""The training dashboard: training rounds (pipelines) and runs with live progress bars
-(static/training/runs.js polls the JSON view), loss and accuracy curves drawn as SVG on the server,
-the versions table with evaluation metrics and human flag rates, the blind A/B leaderboard, and
-promote / demote / train-now / train-policy / evaluate / run-round / A/B / cancel buttons (POST forms
-with CSRF, admin role only)."""
+"""The training tab: the runs page (training rounds and runs with live progress bars polled by
+static/training/runs.js, loss and accuracy curves drawn as SVG on the server, the versions table with
+evaluation metrics and human flag rates, the blind A/B leaderboard), a version's page and model card,
+a run's page, and the promote / demote / train-now / train-policy / evaluate / run-round / A/B / cancel
+buttons (POST forms with CSRF, admin role only). What the pages show is read by training.selectors.pages."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 from django.conf import settings
 from django.contrib import messages
@@ -14,27 +14,24 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.models import Membership, Project
 from labeling.console.common import tabs_context
 from labeling.selectors.projects import OVERSIGHT_ROLES, project_access_get
-from labeling.selectors.queue import markdown_render
 from training import plan
 from training.models import ModelVersion, TrainingRun
-from training.selectors.ab import ab_evaluation_list, ab_leaderboard
-from training.selectors.runs import pipeline_list, pipeline_spec, run_as_dict, run_list
-from training.selectors.versions import (
-    model_card_text, model_version_list, policy_win_rate_series, reward_accuracy_series, version_flag_rates,
-    version_is_adapter,
+from training.selectors.pages import (
+    Curve, run_page_get, runs_live_get, runs_page_get, version_card_get, version_page_get,
 )
+from training.selectors.runs import pipeline_spec, run_list
+from training.selectors.versions import model_version_list
 from training.charts import curve_svg
 from training.ml.preference_file import parse_preference_upload
 from training.services import ab, endpoints, rounds, runs, versions
 from training.services.runspec import ab_spec_check, spec_error_text
 from training.services.reward import EVALUATION_NAME_MAX, SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
-
-RUNS_SHOWN = 30
 
 
 def _project(request: HttpRequest, slug: str, *, admin: bool = False) -> tuple[Project, str]:
@@ -46,68 +43,56 @@ def _project(request: HttpRequest, slug: str, *, admin: bool = False) -> tuple[P
                               denied="Training is for the project's viewers and admins.")
 
 
-@login_required
-@require_GET
-def runs_page(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project(request, slug)
-    runs = list(run_list(project=project)[:RUNS_SHOWN])
-    charted = next((r for r in runs if r.metrics_history), None)
-    charts = []
-    if charted is not None:
-        keys = [k for k in ("loss", "accuracy", "score", "kl") if any(k in p for p in charted.metrics_history)]
-        x = "iteration" if charted.kind == TrainingRun.Kind.PPO else "step"
-        points = [{**p, "step": p.get(x)} for p in charted.metrics_history if x in p]
-        charts = [curve_svg(points, key, f"run {charted.pk} {key}") for key in keys[:3]]
-    versions = list(model_version_list(project=project))
-    policies = [v for v in versions if v.kind == ModelVersion.Kind.POLICY]
-    flags = version_flag_rates(version_ids=[v.pk for v in policies])
-    for version in versions:
-        version.evaluation = (version.metrics or {}).get("evaluation") or {}
-        version.adapter = version.kind == ModelVersion.Kind.POLICY and version_is_adapter(version=version)
-        version.flags = flags.get(version.pk) or {}
-    win_rates = policy_win_rate_series(project=project)
-    rewards = reward_accuracy_series(project=project)
-    return render(request, "training/runs.html", {
-        **tabs_context(project=project, role=role, tab="training"),
-        "win_rates": win_rates, "win_chart": curve_svg(win_rates, "win_rate", "win rate against the first policy, by version"),
-        "reward_series": rewards,
-        # The promoted reward model (else the newest candidate, with why it is one), named on the page
-        # even when no held-out accuracy puts it on the chart.
-        "promoted_reward": next((v for v in versions if v.kind == ModelVersion.Kind.REWARD and v.project_id and v.promoted), None),
-        "reward_trained": next((v for v in versions if v.kind == ModelVersion.Kind.REWARD and v.project_id), None),
-        "reward_chart": curve_svg(rewards, "val_accuracy", "reward model held-out accuracy, by version"),
-        "runs": runs,
-        "active_statuses": list(TrainingRun.ACTIVE_STATUSES),
-        "charted": charted,
-        "charts": charts,
-        "versions": versions,
-        "policies": policies,
-        "pipelines": pipeline_list(project=project, limit=5),
-        "policy_kinds": list(plan.POLICY_KINDS),
-        "ab_evaluations": ab_evaluation_list(project=project),
-        "leaderboard": ab_leaderboard(project=project, rounds=100),
-    })
+def _svg(curve: Curve) -> SafeString:
+    return curve_svg(curve.points, curve.key, curve.title)
 
 
-@login_required
-@require_GET
-def version_card(request: HttpRequest, slug: str, version_id: int) -> HttpResponse:
-    """A version's model card: its YAML metadata as text, its markdown body rendered and sanitised."""
-    project, role = _project(request, slug)
-    version = get_object_or_404(model_version_list(project=project), pk=version_id)
-    text = model_card_text(version=version)
-    _, front, body = text.split("---\n", 2) if text.startswith("---\n") else ("", "", text)
-    return render(request, "training/card.html", {
-        **tabs_context(project=project, role=role, tab="training"), "version": version, "front_matter": front, "body_html": markdown_render(body),
-    })
+def page(template: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., HttpResponse]]:
+    """A page of the training tab: GET only, the project's viewers and admins. The body reads one
+    selector and returns the template's context; the tab bar's is added here."""
+    def decorate(view: Callable[..., dict[str, Any]]) -> Callable[..., HttpResponse]:
+        @login_required
+        @require_GET
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, slug: str, **kwargs) -> HttpResponse:
+            project, role = _project(request, slug)
+            return render(request, template, {**tabs_context(project=project, role=role, tab="training"),
+                                              **view(project, **kwargs)})
+
+        return wrapper
+
+    return decorate
+
+
+@page("training/runs.html")
+def runs_page(project: Project) -> dict[str, Any]:
+    shown = runs_page_get(project=project)
+    return {**shown, "charts": [_svg(c) for c in shown["curves"]], "win_chart": _svg(shown["win_curve"]),
+            "reward_chart": _svg(shown["reward_curve"]), "active_statuses": list(TrainingRun.ACTIVE_STATUSES),
+            "policy_kinds": list(plan.POLICY_KINDS)}
+
+
+@page("training/card.html")
+def version_card(project: Project, version_id: int) -> dict[str, Any]:
+    return version_card_get(version=get_object_or_404(model_version_list(project=project), pk=version_id))
+
+
+@page("training/version.html")
+def version_detail(project: Project, version_id: int) -> dict[str, Any]:
+    return version_page_get(version=get_object_or_404(model_version_list(project=project), pk=version_id))
+
+
+@page("training/run.html")
+def run_detail(project: Project, run_id: int) -> dict[str, Any]:
+    shown = run_page_get(run=get_object_or_404(run_list(project=project), pk=run_id))
+    return {**shown, "curves": [_svg(c) for c in shown["curves"]]}
 
 
 @login_required
 @require_GET
 def runs_json(request: HttpRequest, slug: str) -> JsonResponse:
     project, _ = _project(request, slug)
-    return JsonResponse({"runs": [run_as_dict(r) for r in run_list(project=project)[:RUNS_SHOWN]],
-                         "pipelines": pipeline_list(project=project, limit=5)})
+    return JsonResponse(runs_live_get(project=project))
 
 
 def admin_action(view: Callable[..., str | None]) -> Callable[..., HttpResponse]:

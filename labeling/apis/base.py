@@ -7,7 +7,7 @@ from rest_framework import exceptions, parsers, views
 from rest_framework.request import Request
 
 from labeling.models import Membership
-from labeling.selectors.projects import OVERSIGHT_ROLES, project_access_get  # noqa: F401 (the APIs import it from here)
+from labeling.selectors.projects import project_access_get
 from labeling.upload_limits import UploadRefused, request_size_check
 
 READ_ROLES = frozenset(Membership.Role.values)

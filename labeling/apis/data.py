@@ -3,8 +3,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response as HttpResponse
 
-from labeling.apis.base import OVERSIGHT_ROLES, ProjectScopedMixin
-from labeling.selectors.projects import WORK_ROLES
+from labeling.apis.base import ProjectScopedMixin
+from labeling.selectors.projects import OVERSIGHT_ROLES, WORK_ROLES
 from labeling.apis.serializers import (
     DemonstrationInputSerializer, DemonstrationSerializer, JudgmentSerializer, PromptSerializer, ResponseSerializer,
     TaskSerializer,

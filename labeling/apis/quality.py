@@ -8,8 +8,9 @@ from rest_framework import serializers
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labeling.apis.base import OVERSIGHT_ROLES, ProjectScopedMixin
+from labeling.apis.base import ProjectScopedMixin
 from labeling.selectors import quality
+from labeling.selectors.projects import OVERSIGHT_ROLES
 
 
 class RoundsParamsSerializer(serializers.Serializer):

@@ -16,7 +16,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from labeling.models import Assignment, ComparisonTask, DatasetSnapshot, ImportBatch, Judgment, Membership, Project, Prompt, Response
+from labeling.models import Assignment, ComparisonTask, DatasetSnapshot, ImportBatch, Judgment, Project, Prompt, Response
 from labeling.selectors.quality import agreement_report, annotator_report, judgment_rows
 
 BROWSE_VIEWS = ("prompts", "tasks", "responses", "judgments")
@@ -184,10 +184,6 @@ def member_rows(*, project: Project, now: datetime | None = None) -> list[dict[s
 
 def user_get_by_username(*, username: str) -> AbstractUser | None:
     return get_user_model().objects.filter(username=username, is_active=True).first()
-
-
-def member_roles() -> list[tuple[str, str]]:
-    return list(Membership.Role.choices)
 
 
 def api_token_get(*, user: AbstractUser):

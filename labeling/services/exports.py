@@ -31,9 +31,9 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from config.celery import task_send_on_commit
 from config.db import db_retry, heartbeats
 from config.jobs import JobReaper, job_claim, jobs_reap_stale
+from config.tasks_send import task_send_on_commit
 from labeling.export_records import (
     CSV_COLUMNS, HF_FORMATS, HF_SPLITS, JUDGMENT_FORMATS, SQL_JSON_FORMATS, csv_row, extension, hf_data_file,
     hf_dataset_card, jsonl, judgment_record, pair_record, ranked_record,

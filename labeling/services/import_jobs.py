@@ -18,9 +18,9 @@ from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 from django.utils import timezone
 
-from config.celery import task_send_on_commit
 from config.db import db_retry, heartbeat_interval_s, heartbeats
 from config.jobs import JobReaper, job_claim, jobs_reap_stale
+from config.tasks_send import task_send_on_commit
 from labeling.models import ImportJob, Project
 from labeling.selectors.import_jobs import import_jobs_queued_unpicked_list, import_jobs_stale_list
 from labeling.services.imports import (

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-import import_memory
+from bench import import_memory
 from labeling.models import Judgment, Project
 
 

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 
 import pytest
 
-import loop_quality
+from bench import loop_quality
+from bench.loop_judge import CHANCE_WARNING, JUDGE_SYSTEM_PROMPT, NO_HELDOUT_WARNING
 from tests.tiny_models import tiny_llama
 from tests.training.conftest import DPO_FAST
+
+REWARD_FAST = json.dumps({"max_length": 48, "batch_size": 4, "epochs": 1, "precision": "fp32", "device": "cpu"})
 
 
 def _write(path, records) -> str:
@@ -32,19 +36,23 @@ def files(tmp_path, settings):
         "judge": _write(tmp_path / "judge.jsonl.gz", _pairs("judge", 60)),
         "eval": _write(tmp_path / "eval.jsonl.gz", [{"prompt": f"fresh question {i}?"} for i in range(6)]
                        + [{"prompt": "train question 0?"}]),  # seen in training: dropped
+        # Eight held-out pairs, and two whose prompt a trainer saw (dropped): the training's and the judge's.
+        "pairs": _write(tmp_path / "pairs.jsonl.gz", _pairs("held-out", 8)
+                        + [_pairs("train", 2)[1], _pairs("judge", 3)[2]]),
     }
 
 
 @pytest.mark.django_db
-def test_a_dpo_round_is_judged_against_its_parent(files, tmp_path, bert_dir):
+def test_a_dpo_round_is_judged_against_its_parent(files, tmp_path, bert_dir, capsys):
+    from training.models import ModelVersion
+
     policy_dir = tiny_llama(tmp_path / "policy")
     out = tmp_path / "result.json"
     result = loop_quality.main([
         "--train-data", files["train"], "--judge-data", files["judge"], "--eval-prompts", files["eval"],
-        "--policy-base", str(policy_dir), "--reward-base", str(bert_dir), "--eval-n", "10", "--max-new-tokens", "6",
-        "--threads", "1", "--policy-config", json.dumps(DPO_FAST),
-        "--reward-config", json.dumps({"max_length": 48, "batch_size": 4, "epochs": 1, "precision": "fp32", "device": "cpu"}),
-        "--json", str(out),
+        "--eval-pairs", files["pairs"], "--policy-base", str(policy_dir), "--reward-base", str(bert_dir),
+        "--eval-n", "10", "--max-new-tokens", "6", "--threads", "1", "--policy-config", json.dumps(DPO_FAST),
+        "--reward-config", REWARD_FAST, "--json", str(out),
     ])
     assert result["train_pairs"] == 16 and result["judge_pairs"] == 60 and result["eval_prompts"] == 6
     assert 0.0 <= result["win_rate"] <= 1.0 and result["win_rate"] * 12 == int(result["win_rate"] * 12)  # halves of 6
@@ -52,8 +60,53 @@ def test_a_dpo_round_is_judged_against_its_parent(files, tmp_path, bert_dir):
     assert low <= result["win_rate"] <= high
     assert 0.0 < result["length_controlled_win_rate"] < 1.0 and result["length_ratio"] > 0
     assert result["rm_val_accuracy"] is None or 0.0 <= result["rm_val_accuracy"] <= 1.0
-    assert result["kl_to_parent"] is not None and set(result["seconds"]) == {"import", "reward", "judge", "policy", "evaluate"}
+    assert result["kl_to_parent"] is not None
+    assert set(result["seconds"]) == {"import", "reward", "judge", "policy", "evaluate", "preferences"}
     assert json.loads(out.read_text())["win_rate"] == result["win_rate"]
+    assert "judge_inconsistent" not in result and result["judge"] == f"reward:{result['judge_version']}"
+
+    # Preference accuracy on the held-out human pairs: the two whose prompt a trainer saw are dropped.
+    assert result["eval_pairs"] == 8 and result["eval_pairs_dropped"] == 2
+    assert result["pref_beta"] == DPO_FAST["beta"] == 0.5  # the DPO run's beta, not DPOConfig's default
+    for key in ("pref_accuracy_parent", "pref_accuracy_policy", "pref_accuracy_per_token_parent",
+                "pref_accuracy_per_token_policy", "implicit_reward_accuracy"):
+        assert 0.0 <= result[key] <= 1.0 and result[key] * 16 == int(result[key] * 16), key  # halves of 8 pairs
+    for key in ("pref_accuracy_delta", "implicit_reward_accuracy", "implicit_margin_mean"):
+        low, high = result[f"{key}_ci95"]
+        assert low <= result[key] <= high, key
+    assert result["pref_accuracy_delta"] == pytest.approx(result["pref_accuracy_policy"] - result["pref_accuracy_parent"])
+    assert -1.0 <= result["pref_accuracy_delta"] <= 1.0 and math.isfinite(result["implicit_margin_mean"])
+
+    # The judge's held-out accuracy is checked on the very pairs its validation scored, with an interval;
+    # a tiny judge is no better than chance (when measured: 0 of its 4 held-out pairs right), and the
+    # warning is there exactly when the interval is not above 1/2.
+    judge = ModelVersion.objects.get(pk=result["judge_version"])
+    assert result["judge_val_pairs"] == judge.metrics["val_comparisons"]
+    interval = result["judge_val_accuracy_ci95"]
+    if interval is None:
+        assert result["judge_val_pairs"] == 0 and result["judge_warning"] == NO_HELDOUT_WARNING
+    else:
+        low, high = interval
+        assert 0.0 <= low <= result["judge_val_accuracy"] <= high <= 1.0
+        assert result["judge_warning"] == (CHANCE_WARNING if low <= 0.5 else None)
+    assert (CHANCE_WARNING in capsys.readouterr().err) == (result["judge_warning"] == CHANCE_WARNING)
+
+
+def test_eval_pairs_drop_what_a_trainer_saw_and_are_cut_to_n(files):
+    def pairs(*extra):
+        args = loop_quality.parse_args(["--train-data", files["train"], "--judge-data", files["judge"],
+                                        "--eval-prompts", files["eval"], "--eval-pairs", files["pairs"], *extra])
+        train, judge, _, _ = loop_quality.load_inputs(args)
+        return loop_quality.load_eval_pairs(args, {r["prompt"] for r in train + judge})
+
+    kept, dropped = pairs()
+    assert len(kept) == 8 and dropped == 2 and all(r["prompt"].startswith("held-out") for r in kept)
+    kept, dropped = pairs("--eval-pairs-n", "3")
+    assert len(kept) == 3 and dropped == 2
+    args = loop_quality.parse_args(["--train-data", files["train"], "--judge-data", files["judge"],
+                                    "--eval-prompts", files["eval"], "--eval-pairs", files["train"]])
+    with pytest.raises(SystemExit, match=r"no evaluation pair left in --eval-pairs \(16 read"):
+        loop_quality.load_eval_pairs(args, {r["prompt"] for r in loop_quality.load_inputs(args)[0]})
 
 
 @pytest.mark.parametrize("case, message", [
@@ -149,3 +202,83 @@ def test_one_file_feeds_the_policy_and_the_judge_without_sharing_a_prompt(files)
     assert len(prompts) == 7  # "train question 0?" is not in this run's data: it may be asked
     with pytest.raises(SystemExit, match="the judge has 49 pairs"):  # the judge keeps only what training left
         inputs(11)
+
+
+# The replies about "fresh question i?": the first with the policy's answer shown as A, the second as B.
+SCRIPT = {
+    0: ("A", "B"),  # the policy's answer won in both orders: 1
+    1: ("B", "A"),  # the parent's won in both: 0
+    2: ("A", "A"),  # the judge went by position: a tie, inconsistent
+    3: ("[[A]]", "Assistant B is better."),  # 1
+    4: ("I cannot tell.", "B"),  # a reply that names neither answer: a tie, unparsed
+    5: ("B", "[[B]]"),  # position again: a tie, inconsistent
+}
+
+
+def scripted(question: str, turn: int, a: str, b: str) -> str:
+    """SCRIPT's reply; "A" to anything else (the check before training)."""
+    i = question.removeprefix("fresh question ").removesuffix("?")
+    return SCRIPT[int(i)][turn] if i.isdigit() else "A"
+
+
+@pytest.mark.django_db
+def test_an_endpoint_judges_in_both_orders(files, tmp_path, bert_dir, settings, scripted_judge):
+    from training.services.endpoints import endpoint_version_register
+
+    settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = "127.0.0.1/32"  # the operator's allow-list opens loopback
+    state, base_url = scripted_judge(scripted)
+    endpoint = endpoint_version_register(project=None, name="llm-judge", base_url=base_url, model="judge",
+                                         temperature=0.9, retries=0, timeout_s=20)
+    result = loop_quality.main([
+        "--train-data", files["train"], "--judge-endpoint", str(endpoint.pk), "--eval-prompts", files["eval"],
+        "--policy-base", str(tiny_llama(tmp_path / "policy")), "--reward-base", str(bert_dir), "--eval-n", "10",
+        "--max-new-tokens", "6", "--threads", "1", "--policy-config", json.dumps(DPO_FAST), "--reward-config", REWARD_FAST,
+    ])
+    assert result["judge"] == "endpoint:llm-judge" and result["judge_pairs"] == 0 and result["eval_prompts"] == 6
+    assert result["win_rate"] == pytest.approx((1 + 0 + 0.5 + 1 + 0.5 + 0.5) / 6)
+    assert result["judge_inconsistent"] == pytest.approx(2 / 6) and result["judge_unparsed"] == pytest.approx(1 / 6)
+    low, high = result["win_rate_ci95"]
+    assert low <= result["win_rate"] <= high
+    assert result["judge_val_accuracy_ci95"] is None and "1 of 6 prompts" in result["judge_warning"]
+    assert "judge" not in result["seconds"] and "eval_pairs" not in result  # no reward-model judge, no --eval-pairs
+
+    # One check before training, then each prompt in both orders, greedy, with the judge's instructions
+    # (bench/loop_judge.py's tests check that the second order swaps the answers).
+    bodies = [r["body"] for r in state.seen]
+    assert len(bodies) == 1 + 2 * 6 and {b["temperature"] for b in bodies} == {0.0}
+    assert all(b["messages"][0] == {"role": "system", "content": JUDGE_SYSTEM_PROMPT} for b in bodies)
+    assert state.asked == {"Is this a test?": 0} | {f"fresh question {i}?": 1 for i in range(6)}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--judge-data", "JUDGE"], "--judge-data and --judge-endpoint are alternatives"),
+    (["--online", "1", "--labeler-data", "JUDGE"], "--online rounds are judged by a reward model"),
+])
+def test_an_endpoint_judge_is_refused_with_another_judge_or_online_rounds(files, extra, message):
+    extra = [files["judge"] if a == "JUDGE" else a for a in extra]
+    with pytest.raises(SystemExit, match=message):
+        loop_quality.main(["--train-data", files["train"], "--judge-endpoint", "1", "--eval-prompts", files["eval"], *extra])
+
+
+def test_eval_pairs_are_refused_without_an_offline_round(files):
+    with pytest.raises(SystemExit, match="--eval-pairs measures the offline round's policy, which --online-only skips"):
+        loop_quality.main(["--train-data", files["train"], "--judge-data", files["judge"], "--eval-prompts", files["eval"],
+                           "--eval-pairs", files["pairs"], "--online", "1", "--labeler-data", files["judge"],
+                           "--online-only"])
+
+
+@pytest.mark.django_db
+def test_an_endpoint_judge_that_is_missing_or_unreachable_stops_before_anything_trains(files, settings, scripted_judge):
+    from training.models import ModelVersion
+    from training.services.endpoints import endpoint_version_register
+
+    common = ["--train-data", files["train"], "--eval-prompts", files["eval"]]
+    with pytest.raises(SystemExit, match="--judge-endpoint 987654: no registered endpoint with that id"):
+        loop_quality.main([*common, "--judge-endpoint", "987654"])
+    state, base_url = scripted_judge(scripted)
+    settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = "127.0.0.1/32"
+    endpoint = endpoint_version_register(project=None, name="local", base_url=base_url, model="judge", retries=0)
+    settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = ""  # the operator closed loopback since: the client refuses it
+    with pytest.raises(SystemExit, match=r"--judge-endpoint \d+ \(local\): endpoint .* failed"):
+        loop_quality.main([*common, "--judge-endpoint", str(endpoint.pk)])
+    assert state.seen == [] and not ModelVersion.objects.exclude(pk=endpoint.pk).exists()  # nothing trained

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import reward_bench  # bench/ is on sys.path (tests/bench/conftest.py)
 import torch
+
+from bench import reward_bench
 
 torch.set_num_threads(1)
 

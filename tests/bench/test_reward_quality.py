@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training.ml.reward import groups_from_pairs, read_preference_file, split_by_prompt
+from training.ml.preference_file import read_preference_file
+from training.ml.reward.data import groups_from_pairs, split_by_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 

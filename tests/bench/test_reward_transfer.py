@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import reward_transfer
+from bench import reward_transfer
 
 # Every weight trains: a tiny random backbone learns these toy rules in two epochs that way (adapters
 # on it would need more); the reward default itself is tested in tests/training/ml/test_reward_lora.py.
@@ -120,12 +120,13 @@ def test_segment_cosine_encodes_prompt_and_response_apart(which, bert_dir):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from training.ml.reward import PairEncoder, _pad_id, collate, default_reward_base
+    from training.ml.reward.config import default_reward_base
+    from training.ml.reward.data import PairEncoder, collate, pad_id_of
 
     path = bert_dir if which == "tiny" else default_reward_base()
     tok, backbone = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
     prompts, responses = ["what is a prime?", "q"], ["a number with two divisors", "a much longer answer than the other one"]
-    batch = collate(PairEncoder(tok, 64, add_eos=False).encode(prompts, responses), _pad_id(tok), torch.device("cpu"))
+    batch = collate(PairEncoder(tok, 64, add_eos=False).encode(prompts, responses), pad_id_of(tok), torch.device("cpu"))
 
     def alone(text):  # the text by itself, no padding, mean-pooled, unit length: the embedder's own use
         mean = backbone(input_ids=torch.tensor([tok(text)["input_ids"]])).last_hidden_state[0].mean(0)
@@ -140,7 +141,7 @@ def test_segment_cosine_encodes_prompt_and_response_apart(which, bert_dir):
 def test_the_response_gets_the_token_a_sentence_starts_with(bert_dir):
     from transformers import AutoTokenizer
 
-    from training.ml.reward import default_reward_base
+    from training.ml.reward.config import default_reward_base
 
     minilm = AutoTokenizer.from_pretrained(default_reward_base())
     assert reward_transfer.sentence_prefix_id(minilm) == minilm.cls_token_id  # [CLS] x [SEP]

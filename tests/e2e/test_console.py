@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from labeling.models import ComparisonTask, DatasetSnapshot, ImportBatch, Judgment, Membership, PreferencePair, Project, Prompt
 from labeling.selectors.exports import ExportFilters
-from labeling.services.assignment import judgment_submit, task_assign_next
+from labeling.services.assignment import Verdict, judgment_submit, task_assign_next
 from labeling.services.exports import dataset_snapshot_create
 from labeling.services.imports import project_data_import
 from labeling.services.projects import membership_set, project_create
@@ -252,8 +252,9 @@ def _hostile_project(admin, annotator) -> Project:
     assert result.tasks == 4 and result.judgments == 1  # the ranked record is a task too
     membership_set(project=project, user=annotator, role="annotator")
     assignment = task_assign_next(annotator=annotator, project=project).assignment
-    judgment_submit(assignment=assignment, annotator=annotator, ranking=[[r] for r in assignment.shown_order],
-                    rationale=HOSTILE, idempotency_key="hostile-1")
+    judgment_submit(assignment=assignment, annotator=annotator,
+                    verdict=Verdict(ranking=[[r] for r in assignment.shown_order], rationale=HOSTILE),
+                    idempotency_key="hostile-1")
     ModelVersion.objects.create(project=project, kind="policy", name=f"{HOSTILE} policy", base="b", artifact_path="/x",
                                 promoted=True)
     return project

@@ -13,7 +13,8 @@ from labeling.services.imports import project_data_import
 from labeling.splits import prompt_is_held_out
 from tests.labeling.judging import export
 from tests.training.conftest import DPO_FAST, EVAL_FAST, PPO_FAST, SFT_FAST, fast_params, policy_run
-from training.ml import dpo, evaluate, ppo, reward, sft
+from training.ml import dpo, evaluate, ppo, sft
+from training.ml.reward import loop as reward_loop
 from training.models import ModelVersion, TrainingRun
 from training.services.evaluation import policy_evaluate
 from training.services.reward import reward_model_train
@@ -60,7 +61,7 @@ def test_no_trainer_sees_a_held_out_prompt_and_evaluation_sees_only_those(
     assert held and len(held) < len(prompts)  # both sides exist, so the checks below can fail
 
     seen: dict[str, list] = {k: [] for k in ("reward", "sft", "dpo", "ppo", "evaluate")}
-    _spy(monkeypatch, reward, "train_reward_model", seen["reward"])
+    _spy(monkeypatch, reward_loop, "train_reward_model", seen["reward"])
     _spy(monkeypatch, sft, "train_sft", seen["sft"])
     _spy(monkeypatch, dpo, "train_dpo", seen["dpo"])
     _spy(monkeypatch, ppo, "train_ppo", seen["ppo"])

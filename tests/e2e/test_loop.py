@@ -14,7 +14,7 @@ import time
 import pytest
 
 from labeling.models import ComparisonTask, Judgment, PreferencePair, Response
-from labeling.services.assignment import judgment_submit, task_assign_next
+from labeling.services.assignment import Verdict, judgment_submit, task_assign_next
 from labeling.services.imports import project_data_import
 from tests.training.conftest import DPO_FAST, EVAL_FAST, changed, fast_params, requestable, wait_for
 from training.models import ModelVersion, TrainingRun
@@ -49,8 +49,9 @@ def _judge_everything(project, annotator) -> int:
         texts = dict(Response.objects.filter(pk__in=assignment.shown_order).values_list("pk", "text"))
         polite = next(rid for rid in assignment.shown_order if texts[rid].startswith("yes"))
         rude = [rid for rid in assignment.shown_order if rid != polite]
-        judgment_submit(assignment=assignment, annotator=annotator, ranking=[[polite], rude],
-                        flags={str(rude[0]): ["fails_instruction"]}, idempotency_key=f"loop-{assignment.pk}")
+        judgment_submit(assignment=assignment, annotator=annotator,
+                        verdict=Verdict(ranking=[[polite], rude], flags={str(rude[0]): ["fails_instruction"]}),
+                        idempotency_key=f"loop-{assignment.pk}")
         judged += 1
     return judged
 

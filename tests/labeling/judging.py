@@ -11,7 +11,7 @@ import json
 from django.db import transaction
 
 from labeling.models import ComparisonTask, Judgment, PreferencePair, Prompt, Response
-from labeling.services.assignment import judgment_submit
+from labeling.services.assignment import Verdict, judgment_submit
 from labeling.selectors.exports import ExportFilters
 from labeling.services.exports import preferences_export
 from labeling.services.imports import project_data_import
@@ -66,7 +66,8 @@ def make_tasks(project, n: int, *, k: int | None = None, gold: bool = False) -> 
 def submit(assignment, annotator, key=None, **kw):
     order = list(assignment.shown_order)
     kw.setdefault("ranking", [[rid] for rid in order])
-    return judgment_submit(assignment=assignment, annotator=annotator, idempotency_key=key or f"k{assignment.pk}", **kw)
+    return judgment_submit(assignment=assignment, annotator=annotator, verdict=Verdict(**kw),
+                           idempotency_key=key or f"k{assignment.pk}")
 
 
 def export(project, fmt="trl", **filters) -> bytes:

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from labeling.models import Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Prompt
 from labeling.services.assignment import (
-    AssignmentConflict, assignment_skip, assignments_expire_sweep, demonstration_submit, judgment_correct,
+    AssignmentConflict, Verdict, assignment_skip, assignments_expire_sweep, demonstration_submit, judgment_correct,
     judgment_submit, shown_order_for, task_assign_next,
 )
 from tests.labeling.judging import make_tasks, submit
@@ -277,13 +277,15 @@ def test_correction_supersedes_and_replaces_pairs(project_factory, member):
     assignment = task_assign_next(annotator=user, project=project).assignment
     r = assignment.shown_order
     old = submit(assignment, user, ranking=[[r[0]], [r[1]], [r[2]]])
-    new = judgment_correct(judgment=old, annotator=user, ranking=[[r[2]], [r[0], r[1]]], idempotency_key="fix")
+    new = judgment_correct(judgment=old, annotator=user, verdict=Verdict(ranking=[[r[2]], [r[0], r[1]]]),
+                           idempotency_key="fix")
     assert new.supersedes_id == old.pk and Judgment.objects.filter(pk=old.pk).exists()
     assert set(PreferencePair.objects.values_list("judgment_id", "chosen_id", "rejected_id")) == {
         (new.pk, r[2], r[0]), (new.pk, r[2], r[1])}
-    assert judgment_correct(judgment=old, annotator=user, ranking=[[r[0]], [r[1], r[2]]], idempotency_key="fix").pk == new.pk
+    again = Verdict(ranking=[[r[0]], [r[1], r[2]]])
+    assert judgment_correct(judgment=old, annotator=user, verdict=again, idempotency_key="fix").pk == new.pk
     with pytest.raises(AssignmentConflict):
-        judgment_correct(judgment=old, annotator=user, ranking=[[r[0]], [r[1], r[2]]], idempotency_key="fix2")
+        judgment_correct(judgment=old, annotator=user, verdict=again, idempotency_key="fix2")
     assert ComparisonTask.objects.get(pk=assignment.task_id).judgments_count == 1
 
 
@@ -408,5 +410,6 @@ def test_removed_annotator_cannot_submit_a_held_lease(project_factory, member):
     membership_remove(project=project, user=user)
     ids = assignment.shown_order
     with pytest.raises(AssignmentConflict, match="no longer an annotator"):
-        judgment_submit(assignment=assignment, annotator=user, ranking=[[ids[0]], [ids[1]]], idempotency_key="gone-1")
+        judgment_submit(assignment=assignment, annotator=user, verdict=Verdict(ranking=[[ids[0]], [ids[1]]]),
+                        idempotency_key="gone-1")
     assert Judgment.objects.count() == 0

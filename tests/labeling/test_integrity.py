@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from labeling.models import Assignment, ComparisonTask, Judgment, PreferencePair
 from labeling.selectors.integrity import integrity_problems
-from labeling.services.assignment import demonstration_submit, judgment_correct, task_assign_next
+from labeling.services.assignment import Verdict, demonstration_submit, judgment_correct, task_assign_next
 from tests.labeling.judging import import_rows, judge, make_tasks, submit
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +30,8 @@ def world(project_factory, member):
     submit(first.assignment, ann1, key="a1")
     corrected = submit(first.prefetched, ann1, key="a2")
     order = corrected.shown_order
-    judgment_correct(judgment=corrected, annotator=ann1, ranking=[[order[2]], [order[0], order[1]]], idempotency_key="a3")
+    judgment_correct(judgment=corrected, annotator=ann1, verdict=Verdict(ranking=[[order[2]], [order[0], order[1]]]),
+                     idempotency_key="a3")
     second = task_assign_next(annotator=ann2, project=project)
     submit(second.assignment, ann2, key="b1")  # second.prefetched stays leased
     import_rows(project, {"id": "imp/1", "prompt": "imported", "chosen": "good", "rejected": "bad"})

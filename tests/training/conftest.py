@@ -30,7 +30,7 @@ from django.conf import settings
 from safetensors.torch import load_file
 
 from labeling.models import ComparisonTask, Judgment, Prompt, Response, TaskResponse
-from labeling.services.assignment import judgment_submit, task_assign_next
+from labeling.services.assignment import Verdict, judgment_submit, task_assign_next
 from labeling.services.imports import project_data_import
 from training import tasks
 from training.models import ModelVersion, TrainingRun
@@ -347,8 +347,9 @@ def judge_all(project, user, prefer) -> int:
         responses = {r.pk: r for r in Response.objects.filter(pk__in=ids)}
         winner = next((i for i in ids if prefer(responses[i])), ids[0])
         loser = [i for i in ids if i != winner]
-        judgment_submit(assignment=nxt.assignment, annotator=user, ranking=[[winner], loser],
-                        flags={str(loser[0]): ["hallucination"]}, idempotency_key=f"k{nxt.assignment.pk}")
+        judgment_submit(assignment=nxt.assignment, annotator=user,
+                        verdict=Verdict(ranking=[[winner], loser], flags={str(loser[0]): ["hallucination"]}),
+                        idempotency_key=f"k{nxt.assignment.pk}")
         n += 1
 
 

@@ -66,3 +66,10 @@ def test_policy_data_comes_from_train_prompts_only_and_pairs_follow_the_one_rank
     assert ds.sft_examples(data, include_chosen=True) == [
         {"prompt": train_prompt, "response": "demo"}, {"prompt": train_prompt, "response": "c"}]
     assert ds.ppo_prompts(data) == [train_prompt]
+
+
+def test_held_out_pairs_are_the_held_out_prompts_judgments_by_the_same_rule():
+    """What a policy's preference accuracy is measured on: only held-out prompts, never a trainer's."""
+    data = _dataset()
+    assert ds.held_out_pairs(data) == [{"prompt": data.prompt(HELD), "chosen": "y", "rejected": "x"}]
+    assert not {p["prompt"][0]["content"] for p in ds.held_out_pairs(data)} & {p["prompt"][0]["content"] for p in ds.dpo_pairs(data)}

@@ -13,7 +13,9 @@ import torch
 from tests.tiny_models import tiny_llama
 from training.ml.dpo import DPOConfig, train_dpo
 from training.ml.launch import launch_command
-from training.ml.reward import RewardConfig, load_reward_model, score, train_reward_model
+from training.ml.reward.artifact import load_reward_model, score
+from training.ml.reward.config import RewardConfig
+from training.ml.reward.loop import train_reward_model
 from training.ml.sft import SFTConfig, response_nll_sum, train_sft
 from training.ml.text import collate, encode_example, load_policy
 

@@ -23,6 +23,21 @@ def test_promotion_decide_margins():
 
 
 
+def test_promotion_can_require_a_preference_gain_on_held_out_human_pairs():
+    """Off by default; on, a win rate is not enough: the paired interval of the preference-accuracy gain
+    over the parent must not reach below zero, and no measurement means no promotion."""
+    won = {"win_rate_vs_parent": 0.9}
+    assert promotion_decide(evaluation=won, margin=0.1)[0]
+    ok, why = promotion_decide(evaluation=won, margin=0.1, requires_preference_gain=True)
+    assert not ok and "no preference accuracy" in why
+    below = {**won, "pref_accuracy_delta": 0.02, "pref_accuracy_delta_ci95": [-0.01, 0.05]}
+    ok, why = promotion_decide(evaluation=below, margin=0.1, requires_preference_gain=True)
+    assert not ok and "[-0.010, +0.050] reaches below zero" in why
+    above = {**won, "pref_accuracy_delta": 0.04, "pref_accuracy_delta_ci95": [0.0, 0.08]}
+    assert promotion_decide(evaluation=above, margin=0.1, requires_preference_gain=True)[0]
+    assert not promotion_decide(evaluation={**above, "win_rate_vs_parent": 0.55}, margin=0.1, requires_preference_gain=True)[0]
+
+
 def test_promotion_refuses_an_unknown_metric_naming_the_field():
     with pytest.raises(plan.PlanError) as exc:
         promotion_decide(evaluation={}, margin=0.0, metric="nope")

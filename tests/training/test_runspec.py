@@ -19,7 +19,7 @@ def test_the_config_field_lists_are_the_trainer_dataclasses_fields():
     """The web process reads the lists; the worker builds the dataclasses (training.ml imports torch)."""
     from training.ml.dpo import DPOConfig
     from training.ml.ppo import PPOConfig
-    from training.ml.reward import RewardConfig
+    from training.ml.reward.config import RewardConfig
     from training.ml.sft import SFTConfig
 
     for kind, cls in (("reward", RewardConfig), ("sft", SFTConfig), ("dpo", DPOConfig), ("ppo", PPOConfig)):

@@ -45,7 +45,7 @@ def test_reward_task_end_to_end_on_a_real_worker(celery_worker, project_factory,
     assert version is not None and version.kind == ModelVersion.Kind.REWARD and version.project == project
     # 24 prompts hold out fewer groups than the default minimum: a candidate, and it says so.
     assert not version.promoted and "held-out group" in version.metrics["promotion"]["reason"]
-    assert os.path.isfile(os.path.join(version.artifact_path, "reward_config.json"))
+    assert os.path.isfile(os.path.join(version.artifact_path, "pairwise_config.json"))
     assert version.artifact_path.startswith(str(models_dir))
     assert version.metrics["val_accuracy"] is not None and "history" in version.metrics
     # No temp folder left beside it.

@@ -10,7 +10,8 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labeling.apis.base import OVERSIGHT_ROLES, ProjectScopedMixin
+from labeling.apis.base import ProjectScopedMixin
+from labeling.selectors.projects import OVERSIGHT_ROLES
 from training import plan
 from training.apis.runs import RunOutputSerializer
 from training.models import ModelVersion

@@ -15,7 +15,8 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response as HttpResponse
 from rest_framework.views import APIView
 
-from labeling.apis.base import ADMIN_ROLES, OVERSIGHT_ROLES, BoundedJSONParser, DeclaredSizeMixin, ProjectScopedMixin
+from labeling.apis.base import ADMIN_ROLES, BoundedJSONParser, DeclaredSizeMixin, ProjectScopedMixin
+from labeling.selectors.projects import OVERSIGHT_ROLES
 from training import plan
 from training.ml.netguard import url_problem
 from training.ml.preference_file import parse_preference_upload
@@ -76,6 +77,11 @@ class RunInputSerializer(serializers.Serializer):
     auto_promote_margin = serializers.FloatField(required=False, allow_null=True, min_value=-1, max_value=1,
                                                  help_text="Evaluation: promote when the version beats its parent by this.")
     promote_metric = serializers.ChoiceField(choices=list(plan.PROMOTE_METRICS), default=plan.DEFAULT_PROMOTE_METRIC)
+    promote_requires_preference_gain = serializers.BooleanField(
+        required=False, help_text="Evaluation with auto_promote_margin: also require the 95% interval of the version's "
+                                  "preference-accuracy gain over its parent on held-out human pairs not below zero.")
+    max_pairs = serializers.IntegerField(required=False, min_value=1, max_value=100000,
+                                         help_text="Evaluation: how many held-out human pairs measure preference accuracy.")
     max_prompts = serializers.IntegerField(required=False, min_value=1, max_value=100000,
                                            help_text="Candidates and evaluation: how many prompts.")
     max_demonstrations = serializers.IntegerField(required=False, min_value=1, max_value=100000,

@@ -1,7 +1,9 @@
 """Saving a trained policy: weights (safetensors), tokenizer, and the run's config and metrics,
 written into a temporary folder and renamed into place so readers never see half a checkpoint.
 README.md is left free: the service writes the model card there after the rename
-(training.ml.card.write_model_card(folder, facts))."""
+(training.ml.card.write_model_card(folder, facts)). Also every trainer's optimizer and learning-rate
+schedule (make_optimizer), and CONFIG_FILE, the name of the run's config in every artifact (reward
+models' folders too: training.ml.reward.artifact)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_with_min_lr_schedule_with_warmup
 
 from .common import atomic_output_dir, config_to_dict, save_json
 from .lora import is_lora, load_causal_lm, save_adapter
 
-CONFIG_FILE = "pairwise_config.json"
+CONFIG_FILE = "pairwise_config.json"  # the run's config, in every artifact (policy or reward model)
 METRICS_FILE = "pairwise_metrics.json"
 
 
@@ -48,12 +50,21 @@ def save_policy(
 
 def make_optimizer(
     model: torch.nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_ratio: float,
+    *, min_lr_ratio: float = 0.0, decay_vectors: bool = True,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over trainable parameters with a cosine schedule (InstructGPT's SFT and RM use cosine decay)."""
+    """AdamW over trainable parameters with a cosine schedule (InstructGPT's SFT and RM use cosine decay):
+    a linear warmup over the first warmup_ratio of total_steps (from 0), then a half cosine from lr down
+    to min_lr_ratio * lr. decay_vectors False spares biases and norms (1-D tensors) the weight decay, as
+    the reward trainer does: they hold offsets and scales, not capacity, so pulling them to 0 regularises nothing."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    groups = params if decay_vectors else [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     warmup = int(total_steps * warmup_ratio)
-    return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+    return optimizer, get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, max(total_steps, 1),
+                                                                 min_lr_rate=min_lr_ratio)
 
 
 def adapter_merge(adapter_dir: str | Path, out_dir: str | Path) -> Path:

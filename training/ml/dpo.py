@@ -9,8 +9,6 @@ policy in one forward pass (2B rows) per micro-batch.
 from __future__ import annotations
 
 import contextlib
-import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +17,11 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import make_optimizer, save_policy
-from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
-from .distributed import micro_batches, ranks_get
-from .lora import quantize_for_lora as _quantize, adapters_disabled, describe, is_lora, lora_apply
+from .common import ProgressFn, autocast, no_progress
+from .distributed import micro_batches
+from .lora import quantize_for_lora as _quantize, adapters_disabled, is_lora, lora_apply
+from .preference_eval import outcomes
+from .supervised import optimizer_start, optimizer_step, run_finish, run_start
 from .text import SupervisedConfig, batches, collate, encode_example, load_policy, sequence_token_logprobs, to_device
 
 
@@ -38,6 +37,7 @@ class DPOConfig(SupervisedConfig):
     batch_size: int = field(default=8, metadata={"help": "Pairs per optimizer step. 8 rather than 16: a round brings a few hundred pairs, and twice the steps moved the policy where 16 did not."})
     micro_batch_size: int = field(default=4, metadata={"help": "Pairs per forward pass (each is 2 sequences); lower it to save memory."})
     max_length: int = field(default=160, metadata={"help": "Prompt + response tokens per sequence; older prompt tokens are cut first, so the response and the last turns stay. 160 made the measured round fit in half an hour on a CPU; raise it for long documents or on a GPU."})
+    eval_every: int = field(default=0, metadata={"help": "Measure implicit reward accuracy on the held-out pairs (those no step trains on) every this many steps, as TRL's rewards/accuracies on its eval set; 0: at the start and the end only. Training pairs alone cannot tell learning the preferences from memorising the pairs."})
 
 
 def dpo_loss(
@@ -78,41 +78,62 @@ def pair_logps(model: torch.nn.Module, micro: Sequence[tuple], pad_id: int, devi
 
 
 @torch.no_grad()
+def _all_logps(model: torch.nn.Module, pad_id: int, encoded: Sequence[tuple], config: DPOConfig, device: torch.device,
+               precision: str) -> torch.Tensor:
+    """Shape: -> [N, 2] (chosen, rejected) summed logps under model in eval mode (no dropout)."""
+    model.eval()
+    out = []
+    for micro in batches(encoded, max(config.micro_batch_size * 2, 1)):
+        with autocast(device, precision):
+            chosen, rejected = pair_logps(model, micro, pad_id, device)
+        out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 2)
+
+
 def reference_logps(model: torch.nn.Module, pad_id: int, encoded: Sequence[tuple], config: DPOConfig, device: torch.device,
                     precision: str) -> torch.Tensor:
     """Shape: -> [N, 2] (chosen, rejected) summed logps under the parent: the untrained policy, or
     the LoRA policy with its adapters disabled."""
-    model.eval()
-    out = []
     with adapters_disabled(model) if is_lora(model) else contextlib.nullcontext():
-        for micro in batches(encoded, max(config.micro_batch_size * 2, 1)):
-            with autocast(device, precision):
-                chosen, rejected = pair_logps(model, micro, pad_id, device)
-            out.append(torch.stack([chosen, rejected], dim=-1).float().cpu())
-    return torch.cat(out)
+        return _all_logps(model, pad_id, encoded, config, device, precision)
+
+
+def held_out_accuracy(model: torch.nn.Module, pad_id: int, encoded: Sequence[tuple], ref: torch.Tensor, config: DPOConfig,
+                      device: torch.device, precision: str) -> dict[str, float]:
+    """On pairs no step trains on: implicit reward accuracy, beta * ((log pi - log pi_ref)(y_w) - (same)(y_l)) > 0
+    (ties 1/2: exactly 1/2 at the start, where pi is pi_ref), its mean margin, and plain preference accuracy,
+    log pi(y_w) > log pi(y_l). The model goes back to train mode.
+
+    Shape: encoded [N] pairs, ref [N, 2] -> three floats.
+    """
+    policy = _all_logps(model, pad_id, encoded, config, device, precision)
+    model.train()
+    margins = config.beta * ((policy[:, 0] - ref[:, 0]) - (policy[:, 1] - ref[:, 1]))
+    return {"eval_implicit_reward_accuracy": float(outcomes(margins).mean()), "eval_implicit_margin": float(margins.mean()),
+            "eval_pref_accuracy": float(outcomes(policy[:, 0] - policy[:, 1]).mean())}
 
 
 def train_dpo(
     parent_dir: str | Path, pairs: Sequence[dict[str, Any]], out_dir: str | Path | None,
-    config: DPOConfig = DPOConfig(), progress: ProgressFn = no_progress,
+    config: DPOConfig = DPOConfig(), progress: ProgressFn = no_progress, eval_pairs: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Train the parent at parent_dir on pairs [{"prompt", "chosen", "rejected"}] and save to out_dir
-    (None skips saving, for benchmarks). Returns metrics with per-step history."""
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    ranks = ranks_get(device)
+    (None skips saving, for benchmarks). eval_pairs (held-out, same shape) are measured with
+    held_out_accuracy at the start, every config.eval_every steps and at the end. Returns metrics with
+    per-step history."""
+    device, precision, ranks = run_start(config)
     model, tokenizer = load_policy(parent_dir, device, quantize=_quantize(config))
     model = lora_apply(model, config)
+    pad_id = tokenizer.pad_token_id
     encoded = encode_pairs(tokenizer, pairs, config)
-    ref = reference_logps(model, tokenizer.pad_token_id, encoded, config, device, precision)
-
-    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    model = ranks.prepare(model)  # DDP over the processes a launcher started; the model itself when alone
-    optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup_ratio)
-    model.train()
-    rng = random.Random(config.seed)  # the same seed on every rank: the same order, shared out by shard()
+    ref = reference_logps(model, pad_id, encoded, config, device, precision)
+    held = encode_pairs(tokenizer, eval_pairs, config)
+    held_ref = reference_logps(model, pad_id, held, config, device, precision)
+    measure = lambda: held_out_accuracy(ranks.unwrap(model), pad_id, held, held_ref, config, device, precision)  # noqa: E731
+    start = measure() if held else {}
+    if start and ranks.is_main:
+        progress(0.0, {"step": 0, **start})
+    model, optimizer, scheduler, total_steps, rng = optimizer_start(model, ranks, config, len(encoded))
     history: list[dict[str, float]] = []
     started = time.time()
     for epoch in range(config.epochs):
@@ -137,22 +158,18 @@ def train_dpo(
                 stats["rejected_reward"] += rr.mean().item() * logged
                 stats["accuracy"] += (cr > rr).float().mean().item() * logged
             stats = ranks.sum(stats)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(model, optimizer, scheduler, config.max_grad_norm)
             history.append({"step": len(history) + 1, "epoch": epoch, "grad_norm": grad_norm, **stats})
+            if held and (len(history) == total_steps or (config.eval_every and len(history) % config.eval_every == 0)):
+                history[-1].update(measure())
             if ranks.is_main:
                 progress(len(history) / total_steps, history[-1])
 
     elapsed = time.time() - started
-    model = ranks.unwrap(model)
-    metrics = {
-        "final_loss": history[-1]["loss"] if history else None, "steps": len(history), "pairs": len(encoded),
-        "train_seconds": elapsed, "pairs_per_s": len(encoded) * config.epochs / max(elapsed, 1e-9),
-        "precision": precision, "adaptation": describe(model, config), "processes": ranks.count, "history": history,
-    }
-    if out_dir is not None and ranks.is_main:  # rank 0 alone writes the artifact (atomically, as always)
-        save_policy(model, tokenizer, out_dir, config, metrics, base_dir=parent_dir)
-    ranks.barrier()
-    return metrics
+    figures = {"pairs": len(encoded), "train_seconds": elapsed, "pairs_per_s": len(encoded) * config.epochs / max(elapsed, 1e-9)}
+    if held:
+        end = {k: history[-1][k] for k in start} if history else start
+        figures.update({"eval_pairs": len(held), **{f"{k}_start": v for k, v in start.items()},
+                        **{f"{k}_end": v for k, v in end.items()}})
+    return run_finish(model, tokenizer, ranks, config, history=history, figures=figures, precision=precision,
+                      out_dir=out_dir, parent_dir=parent_dir)

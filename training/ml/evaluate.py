@@ -121,7 +121,7 @@ def kl_to_reference(policy, ref, sequences: torch.Tensor, attention_mask: torch.
 
 
 def rm_scores(reward_model, rm_tokenizer, prompts: Sequence[Prompt], responses: Sequence[str], max_length: int = 256) -> list[float]:
-    from .reward import score
+    from .reward.artifact import score
 
     return score(reward_model, rm_tokenizer, [prompt_as_transcript(p) for p in prompts], list(responses), 32, max_length)
 
@@ -170,7 +170,7 @@ def evaluate_policy(
         results["kl_per_token"] = sum(k["kl_per_token"] * w for k, w in zip(kls, weights)) / sum(weights)
         results["kl_per_response"] = sum(k["kl_per_response"] * w for k, w in zip(kls, weights)) / sum(weights)
         if reward_dir is not None:
-            from .reward import load_reward_model
+            from .reward.artifact import load_reward_model
 
             rm, rm_tok, rm_config = load_reward_model(reward_dir, dev)
             mine = rm_scores(rm, rm_tok, prompts, ours, rm_config.max_length)
@@ -195,40 +195,3 @@ def evaluate_policy(
         results["bleu"] = bleu(greedy, references)
         results["rouge_l"] = rouge_l(greedy, references)
     return results
-
-
-def head_to_head(
-    policy_dir: str | Path, parent_dir: str | Path, judges: dict[str, str | Path], prompts: Sequence[Prompt],
-    max_new_tokens: int = 128, batch_size: int = 8, system_prompt: str = DEFAULT_SYSTEM_PROMPT, seed: int = 0,
-    device: str = "auto", precision: str = "fp32",
-) -> dict[str, Any]:
-    """The policy and its parent each answer every prompt (temperature 1, the same seed), and every
-    judge (a reward-model folder by name) scores both answers.
-
-    Returns {"rows": [{"policy", "parent", "policy_tokens", "parent_tokens", "outcome": {judge: 1|0.5|0}}],
-    "kl_per_token", "kl_per_response"} (KL of the policy to the parent on its own samples).
-    """
-    from .reward import load_reward_model
-
-    dev, precision, policy, parent, tokenizer = _load_pair(policy_dir, parent_dir, device, precision)
-    set_seed(seed)
-    ours, raw = respond(policy, tokenizer, prompts, 1.0, max_new_tokens, batch_size, system_prompt, precision)
-    set_seed(seed)
-    theirs, _ = respond(parent, tokenizer, prompts, 1.0, max_new_tokens, batch_size, system_prompt, precision)
-    kls = [kl_to_reference(policy, parent, *out, batch_size=batch_size, precision=precision) for out in raw]
-    weights = [len(out[0]) for out in raw]
-    del policy, parent
-    rows = [{"policy": a, "parent": b, "policy_tokens": len(tokenizer(a, add_special_tokens=False)["input_ids"]),
-             "parent_tokens": len(tokenizer(b, add_special_tokens=False)["input_ids"]), "outcome": {}}
-            for a, b in zip(ours, theirs)]
-    for name, folder in judges.items():
-        rm, rm_tok, rm_config = load_reward_model(folder, dev)
-        mine = rm_scores(rm, rm_tok, prompts, ours, rm_config.max_length)
-        parents = rm_scores(rm, rm_tok, prompts, theirs, rm_config.max_length)
-        for row, a, b in zip(rows, mine, parents):
-            row["outcome"][name] = 1.0 if a > b else 0.5 if a == b else 0.0
-    return {
-        "rows": rows,
-        "kl_per_token": sum(k["kl_per_token"] * w for k, w in zip(kls, weights)) / max(sum(weights), 1),
-        "kl_per_response": sum(k["kl_per_response"] * w for k, w in zip(kls, weights)) / max(sum(weights), 1),
-    }

@@ -13,17 +13,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .common import ProgressFn, no_progress, pick_device, set_seed
-from .endpoint import unique_responses  # noqa: F401  (one rule for every sampler; tests import it here)
-from .text import DEFAULT_SYSTEM_PROMPT, Prompt, load_policy, prompt_text
-
-
-def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """EOS plus ChatML's end-of-turn marker where the vocabulary has one as a single token."""
-    ids = {tokenizer.eos_token_id}
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-        ids.add(im_end)
-    return sorted(i for i in ids if i is not None)
+from .endpoint import unique_responses
+from .text import DEFAULT_SYSTEM_PROMPT, Prompt, load_policy, prompt_text, stop_token_ids
+from .vllm_backend import backend_choose, vllm_candidates
 
 
 @torch.no_grad()
@@ -79,8 +71,6 @@ def generate_candidates(
     batch_size counts sequences decoded together (prompts per call = batch_size // k, at least 1).
     backend: "auto" uses vLLM where it is installed and can serve the folder (training.ml.vllm_backend).
     """
-    from .vllm_backend import backend_choose, vllm_candidates
-
     if backend_choose(model_dir=model_dir, device=pick_device(device), requested=backend)[0] == "vllm":
         results = vllm_candidates(model_dir, prompts, k, temperature, top_p, max_new_tokens, system_prompt, seed)
         progress(1.0, {"prompts_done": len(results)})

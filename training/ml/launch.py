@@ -31,7 +31,7 @@ def _dpo(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
     from .dpo import DPOConfig, train_dpo
 
     return train_dpo(job["parent_dir"], _read_jsonl(job["data"]), job.get("out_dir"), DPOConfig(**job["config"]),
-                     progress=progress)
+                     progress=progress, eval_pairs=job.get("eval_pairs") or ())
 
 
 def _sft(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
@@ -42,7 +42,8 @@ def _sft(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
 
 
 def _reward(job: dict[str, Any], progress: Callable) -> dict[str, Any]:
-    from .reward import RewardConfig, train_reward_model
+    from .reward.config import RewardConfig
+    from .reward.loop import train_reward_model
 
     val = job.get("val_groups") or (_read_jsonl(job["val_data"]) if job.get("val_data") else None)
     references = [tuple(pair) for pair in job["reference_texts"]] if job.get("reference_texts") else None

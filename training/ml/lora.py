@@ -165,11 +165,6 @@ def save_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out
     (out_dir / BASE_FILE).write_text(json.dumps({"base": str(Path(base_dir).resolve())}, indent=2) + "\n")
 
 
-def folder_weights_bytes(path: str | Path) -> int:
-    """Bytes of weights stored in the folder itself (an adapter's, not its base's)."""
-    return sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
-
-
 def describe(model: torch.nn.Module, settings: LoraSettings) -> dict[str, Any]:
     """What a run's metrics record about its adaptation."""
     trainable, total = trainable_parameters(model)

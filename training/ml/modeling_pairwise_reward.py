@@ -5,7 +5,7 @@ named in `config.json`'s `auto_map`), so it imports only torch and transformers.
 
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
 
-and gets `logits` [B, 1] equal to `training.ml.reward.score` (the normalisation bias included).
+and gets `logits` [B, 1] equal to `training.ml.reward.artifact.score` (the normalisation bias included).
 Why a custom class: our encoder reward models pool the MEAN of the last hidden states, and BERT's
 classifier reads the pooler/[CLS] instead; decoders pool the last token like LlamaForSequenceClassification,
 but its `score` layer has no bias, so it could not carry the normalisation bias. A custom

@@ -258,7 +258,7 @@ def build_value_model(config: PPOConfig, policy: PreTrainedModel, reward_model: 
 
 
 def score_responses(reward_model, rm_tokenizer, prompts: Sequence[Prompt], responses: Sequence[str], config: PPOConfig, precision: str) -> torch.Tensor:
-    from .reward import score
+    from .reward.artifact import score
 
     texts = [prompt_as_transcript(p) for p in prompts]
     return torch.tensor(score(reward_model, rm_tokenizer, texts, list(responses), config.micro_batch_size * 4, config.rm_max_length, precision))
@@ -335,7 +335,7 @@ def train_ppo(
     With config.lora_r > 0 the policy trains adapters and is saved as an adapter folder on policy_dir.
     Returns metrics with one history entry per iteration.
     """
-    from .reward import load_reward_model
+    from .reward.artifact import load_reward_model
 
     set_seed(config.seed)
     device = pick_device(config.device)

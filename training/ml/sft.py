@@ -12,8 +12,6 @@ out: N processes take the same steps as one. Rank 0 alone reports progress and s
 """
 from __future__ import annotations
 
-import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +20,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import make_optimizer, save_policy
-from .common import ProgressFn, autocast, no_progress, pick_device, resolve_precision, set_seed
-from .distributed import micro_batches, ranks_get
-from .lora import quantize_for_lora as _quantize, describe, lora_apply
+from .common import ProgressFn, autocast, no_progress
+from .distributed import micro_batches
+from .lora import quantize_for_lora as _quantize, lora_apply
+from .supervised import optimizer_start, optimizer_step, run_finish, run_start
 from .text import IGNORE_INDEX, SupervisedConfig, batches, collate, encode_example, forward_logits, lm_labels, load_policy, to_device
 
 
@@ -52,20 +50,11 @@ def train_sft(
 ) -> dict[str, Any]:
     """Fine-tune the model at parent_dir on examples [{"prompt": str | messages, "response": str}]
     and save it to out_dir. Returns metrics: final loss, steps, tokens/s and per-step history."""
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    ranks = ranks_get(device)
+    device, precision, ranks = run_start(config)
     model, tokenizer = load_policy(parent_dir, device, quantize=_quantize(config))
     model = lora_apply(model, config)
     encoded = [encode_example(tokenizer, ex["prompt"], ex["response"], config.max_length, config.system_prompt) for ex in examples]
-    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    model = ranks.prepare(model)  # DDP over the processes a launcher started; the model itself when alone
-    optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup_ratio)
-
-    model.train()
-    rng = random.Random(config.seed)  # the same seed on every rank: the same order, shared out by shard()
+    model, optimizer, scheduler, total_steps, rng = optimizer_start(model, ranks, config, len(encoded))
     history: list[dict[str, float]] = []
     step, tokens, started = 0, 0, time.time()
     for epoch in range(config.epochs):
@@ -83,10 +72,7 @@ def train_sft(
                     (loss * weight).backward()  # weight: the rank count (1 alone), 0 for a filler
                 loss_sum += loss.item() * (weight > 0)
             loss_sum = ranks.sum({"loss": loss_sum})["loss"]
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm).item()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(model, optimizer, scheduler, config.max_grad_norm)
             step += 1
             tokens += n_tokens
             history.append({"step": step, "epoch": epoch, "loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]})
@@ -94,13 +80,6 @@ def train_sft(
                 progress(step / total_steps, history[-1])
 
     elapsed = time.time() - started
-    model = ranks.unwrap(model)
-    metrics = {
-        "final_loss": history[-1]["loss"] if history else None, "steps": step, "examples": len(encoded),
-        "response_tokens_per_s": tokens / max(elapsed, 1e-9), "seconds": elapsed, "precision": precision,
-        "adaptation": describe(model, config), "processes": ranks.count, "history": history,
-    }
-    if ranks.is_main:  # rank 0 alone writes the artifact (atomically, as always)
-        save_policy(model, tokenizer, out_dir, config, metrics, base_dir=parent_dir)
-    ranks.barrier()
-    return metrics
+    figures = {"examples": len(encoded), "response_tokens_per_s": tokens / max(elapsed, 1e-9), "seconds": elapsed}
+    return run_finish(model, tokenizer, ranks, config, history=history, figures=figures, precision=precision,
+                      out_dir=out_dir, parent_dir=parent_dir)

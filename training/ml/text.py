@@ -92,6 +92,16 @@ def encode_response(tokenizer: PreTrainedTokenizerBase, response: str) -> list[i
     return tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """EOS plus ChatML's end-of-turn marker where the vocabulary has one as a single token: where every
+    sampler (transformers' generate, vLLM) stops a response."""
+    ids = {tokenizer.eos_token_id}
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return sorted(i for i in ids if i is not None)
+
+
 def encode_example(
     tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str, max_length: int,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,

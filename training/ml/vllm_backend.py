@@ -17,7 +17,7 @@ import torch
 
 from .endpoint import unique_responses
 from .lora import is_adapter_dir
-from .text import DEFAULT_SYSTEM_PROMPT, Prompt, prompt_text
+from .text import DEFAULT_SYSTEM_PROMPT, Prompt, prompt_text, stop_token_ids
 
 BACKENDS = ("auto", "vllm", "transformers")
 
@@ -54,8 +54,6 @@ def vllm_candidates(
     system prompt) and stop tokens as the transformers path, so both give the same kind of samples."""
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
-
-    from .generate import stop_token_ids
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     llm = LLM(model=str(model_dir), seed=seed, dtype="auto")

@@ -13,9 +13,10 @@ from training.models import ModelVersion, TrainingRun
 
 # training.ml.lora's marker files, without importing torch into web processes.
 ADAPTER_FILES = ("adapter_config.json", "pairwise_adapter.json")
-# training.ml.reward.CONFIG_FILE, without importing torch into web processes: a trained reward
-# model has it in both layouts (old: backbone + reward_head.safetensors; new: a sequence-classification checkpoint).
-REWARD_HEAD_FILE = "reward_config.json"
+# training.ml.reward.artifact.reward_config_path's test, without importing torch into web processes: a
+# trained reward model's folder holds all the files of one of these sets (the shared config name beside the
+# modeling file now, the old config name before), a bare backbone or a policy none.
+REWARD_FOLDER_FILES = (("pairwise_config.json", "modeling_pairwise_reward.py"), ("reward_config.json",))
 
 
 def model_version_list(*, project: Project | None = None, kind: str | None = None, include_base: bool = True) -> QuerySet[ModelVersion]:
@@ -63,7 +64,7 @@ def reward_base_get() -> ModelVersion | None:
 def trained_reward_get(*, project: Project) -> ModelVersion | None:
     """The promoted reward model, if it is a trained one (a bare backbone has no head to score with)."""
     rm = model_version_promoted_get(project=project, kind=ModelVersion.Kind.REWARD)
-    if rm is None or not (Path(rm.artifact_path) / REWARD_HEAD_FILE).is_file():
+    if rm is None or not any(all((Path(rm.artifact_path) / n).is_file() for n in files) for files in REWARD_FOLDER_FILES):
         return None
     return rm
 
@@ -80,7 +81,9 @@ REWARD_EVALUATION = ("Pairwise accuracy and log loss of r(chosen) > r(rejected) 
                      "(labeling/splits.py), which it never trained on.")
 POLICY_EVALUATION = ("Against its parent on held-out prompts (training/ml/evaluate.py): win rate and mean score by the "
                      "project's reward model, KL to the parent, perplexity, BLEU and ROUGE-L on held-out demonstrations; "
-                     "flag rates from human judgments of its responses.")
+                     "preference accuracy on the held-out prompts' human pairs (the share where it gives the chosen answer "
+                     "the higher log-probability; training/ml/preference_eval.py), which needs no learned judge, and DPO's "
+                     "implicit reward accuracy against the parent; flag rates from human judgments of its responses.")
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, float]:
@@ -92,8 +95,10 @@ def _numbers(values: dict[str, Any]) -> dict[str, float]:
 REWARD_RESULTS = ("val_accuracy", "val_log_loss")
 REWARD_CONTEXT = ("val_groups", "val_comparisons", "val_length_baseline")
 POLICY_RESULTS = ("win_rate_vs_parent", "win_rate_vs_base", "reward_mean", "kl_per_token", "kl_per_response",
-                  "perplexity", "bleu", "rouge_l")
-POLICY_CONTEXT = ("prompts", "demonstrations", "parent_reward_mean")
+                  "perplexity", "bleu", "rouge_l", "pref_accuracy_policy", "pref_accuracy_delta", "implicit_reward_accuracy",
+                  "implicit_margin_mean")
+POLICY_CONTEXT = ("prompts", "demonstrations", "parent_reward_mean", "eval_pairs", "pref_accuracy_parent",
+                  "pref_accuracy_delta_ci95")
 TRAINING_RESULTS = ("train_loss", "final_train_loss", "comparisons", "groups", "train_seconds", "seconds",
                     "comparisons_per_s", "processes", "precision", "device")
 

@@ -1,6 +1,7 @@
 """The evaluation run's task body: a policy version against its parent on the held-out prompts
-(training.ml.evaluate), plus human flag rates; stored as the version's metrics["evaluation"], with
-auto-promotion when the run asks for it (the decision is training.plan.promotion_decide)."""
+(training.ml.evaluate) and on the held-out human pairs (training.ml.preference_eval: no judge), plus
+human flag rates; stored as the version's metrics["evaluation"], with auto-promotion when the run asks
+for it (the decision is training.plan.promotion_decide)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -10,7 +11,8 @@ from django.utils import timezone
 
 from training import plan
 from training.models import ModelVersion, TrainingRun
-from training.selectors.data import held_out_collect, system_prompt_of
+from training.dataset import held_out_pairs
+from training.selectors.data import held_out_collect, system_prompt_of, training_dataset_collect, training_filters
 from training.selectors.versions import (
     model_version_promoted_get, policy_root_get, trained_reward_get, version_flag_rates,
 )
@@ -57,6 +59,7 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
         device=settings.PAIRWISE_DEVICE, precision=params.get("precision", "fp32"),
         base_dir=base.artifact_path if base is not None and base not in (parent, version) else None,
     )
+    results.update(_preferences(version, parent, project, params, reporter))
     flags = version_flag_rates(version_ids=[v.pk for v in (version, parent) if v is not None])
     results.update({
         "held_out": held_out, "reward_version": rm.pk if rm else None, "parent_version": parent.pk if parent else None,
@@ -72,7 +75,8 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
         model_version_metrics_update(version=version, evaluation=results)
         if margin is not None:
             ok, why = plan.promotion_decide(evaluation=results, margin=float(margin),
-                                            metric=params.get("promote_metric", plan.DEFAULT_PROMOTE_METRIC))
+                                            metric=params.get("promote_metric", plan.DEFAULT_PROMOTE_METRIC),
+                                            requires_preference_gain=bool(params.get("promote_requires_preference_gain")))
             current = model_version_promoted_get(project=project, kind=ModelVersion.Kind.POLICY)
             if ok and parent is not None and current is not None and current.pk != parent.pk and current.pk != version.pk:
                 ok, why = False, f"{why}, but the promoted policy is now {current.name}, not the parent"
@@ -88,3 +92,25 @@ def _policy_evaluate(run: TrainingRun, echo) -> dict[str, Any] | None:
     version.refresh_from_db()
     model_version_card_write(version=version)  # the card now carries the evaluation's metrics
     return {**results, "promotion": decision}
+
+
+def _preferences(version: ModelVersion, parent: ModelVersion | None, project, params: dict[str, Any],
+                 reporter: RunReporter) -> dict[str, Any]:
+    """Preference accuracy on the held-out prompts' human pairs (the judgments no trainer saw, K-way
+    rankings through their pairs), with DPO's implicit reward at the version's own beta (0.1, DPO's
+    default, for other trainers: the accuracy does not depend on it, only the margin's scale)."""
+    from training.ml.dpo import DPOConfig
+    from training.ml.preference_eval import evaluate_preferences
+
+    dataset = training_dataset_collect(project=project, filters=training_filters(params={}, project=project))
+    pairs = held_out_pairs(dataset)[: int(params.get("max_pairs", 256))]
+    if not pairs:
+        return {"eval_pairs": 0}
+    values = (version.config or {}).get("values") or {}
+    beta = float(values.get("beta", DPOConfig.beta)) if (version.config or {}).get("trainer") == "dpo" else DPOConfig.beta
+    reporter.log(f"preference accuracy on {len(pairs)} held-out human pairs (implicit reward beta {beta:g})")
+    return evaluate_preferences(
+        version.artifact_path, (parent or version).artifact_path, pairs, beta=beta,
+        max_length=int(values.get("max_length", 512)), batch_size=int(params.get("batch_size", 8)),
+        system_prompt=system_prompt_of(project), device=settings.PAIRWISE_DEVICE,
+        precision=params.get("precision", "fp32"), seed=version.pk)

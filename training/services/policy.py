@@ -13,7 +13,7 @@ from django.conf import settings
 from training import plan
 from training.runspec import trainer_config
 from training.models import ModelVersion, TrainingRun
-from training.dataset import TrainingDataset, dpo_pairs, ppo_prompts, sft_examples
+from training.dataset import TrainingDataset, dpo_pairs, held_out_pairs, ppo_prompts, sft_examples
 from training.selectors.data import system_prompt_of
 from training.selectors.versions import policy_parent_get, trained_reward_get
 from training.services.endpoints import is_endpoint_version
@@ -31,6 +31,8 @@ def policy_train(*, run_id: int, worker: str = "", echo: Callable | None = None)
     return run_execute(run_id=run_id, worker=worker, what="policy", body=lambda run: _policy_train(run, echo))
 
 
+DPO_EVAL_PAIRS = 256  # held-out pairs a DPO run measures itself on (forward passes only: cheap beside training)
+
 @dataclass
 class _Job:
     """One trainer's part of a policy run: its config, what it reports about its data, and the call."""
@@ -41,21 +43,24 @@ class _Job:
     train: Callable[[RunReporter], dict[str, Any]]
 
 
-def _alone_or_group(trainer: str, fit: Callable[..., dict[str, Any]], *, rows: list[dict[str, Any]],
-                    processes: int, parent: ModelVersion, config: Any, params: dict[str, Any],
-                    output_dir: Path) -> Callable[[RunReporter], dict[str, Any]]:
-    """The job's training call: `fit(parent_dir, rows, out_dir, config, progress=)` in this process, else
-    the trainer of that name (training.ml.launch) on a group of `processes`, supervised by
-    training.services.groups."""
+def _trainer_job(trainer: str, fit: Callable[..., dict[str, Any]], *, rows: list[dict[str, Any]], config: Any,
+                 parent: ModelVersion, params: dict[str, Any], output_dir: Path, stats: dict[str, Any], log: str,
+                 extra: dict[str, Any] | None = None) -> _Job:
+    """An SFT or DPO job: `fit(parent_dir, rows, out_dir, config, progress=, **extra)` in this process, else
+    the trainer of that name (training.ml.launch, which reads `extra` from the job) on a group of the run's
+    processes, supervised by training.services.groups."""
+    processes = group_size(params=params)
+    extra = extra or {}
 
     def train(progress: RunReporter) -> dict[str, Any]:
         if processes == 1:
-            return fit(parent.artifact_path, rows, output_dir, config, progress=progress)
-        job = {"parent_dir": parent.artifact_path, "out_dir": str(output_dir), "config": dataclasses.asdict(config)}
+            return fit(parent.artifact_path, rows, output_dir, config, progress=progress, **extra)
+        job = {"parent_dir": parent.artifact_path, "out_dir": str(output_dir), "config": dataclasses.asdict(config),
+               **extra}
         return group_train(trainer=trainer, job=job, rows=rows, processes=processes, reporter=progress,
                            scratch=output_dir.with_name(f".group-{output_dir.name}"))
 
-    return train
+    return _Job(config, {**stats, "processes": processes}, log, train)
 
 
 def _sft_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,
@@ -66,12 +71,10 @@ def _sft_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
     examples = sft_examples(dataset, include_chosen=include_chosen)
     if not examples:
         raise ValueError(f"no demonstrations{' or chosen responses' if include_chosen else ''} in project {project.slug}")
-    config = trainer_config(SFTConfig, params, **defaults)
-    processes = group_size(params=params)
-    train = _alone_or_group("sft", train_sft, rows=list(examples), processes=processes, parent=parent, config=config,
-                            params=params, output_dir=output_dir)
-    return _Job(config, {"examples": len(examples), "include_chosen": include_chosen, "processes": processes},
-                f"SFT on {len(examples)} examples from {parent.name}", train)
+    return _trainer_job("sft", train_sft, rows=list(examples), config=trainer_config(SFTConfig, params, **defaults),
+                        parent=parent, params=params, output_dir=output_dir,
+                        stats={"examples": len(examples), "include_chosen": include_chosen},
+                        log=f"SFT on {len(examples)} examples from {parent.name}")
 
 
 def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,
@@ -82,11 +85,11 @@ def _dpo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, p
     if not pairs:
         raise ValueError(f"no preference pairs in project {project.slug}")
     config = trainer_config(DPOConfig, params, **defaults)
-    processes = group_size(params=params)
-    train = _alone_or_group("dpo", train_dpo, rows=list(pairs), processes=processes, parent=parent, config=config,
-                            params=params, output_dir=output_dir)
-    return _Job(config, {"pairs": len(pairs), "data_until_judgment_id": until, "processes": processes},
-                f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}", train)
+    held = held_out_pairs(dataset)[:DPO_EVAL_PAIRS]  # the one split's held-out side: never a training pair
+    return _trainer_job("dpo", train_dpo, rows=list(pairs), config=config, parent=parent, params=params,
+                        output_dir=output_dir, stats={"pairs": len(pairs), "data_until_judgment_id": until},
+                        log=f"DPO on {len(pairs)} pairs, reference = parent {parent.name}, beta {config.beta}; "
+                            f"{len(held)} held-out pairs measure it", extra={"eval_pairs": held})
 
 
 def _ppo_job(project: Project, dataset: TrainingDataset, parent: ModelVersion, params: dict[str, Any], output_dir: Path,

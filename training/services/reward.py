@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from django.core.exceptions import ValidationError
@@ -48,13 +47,14 @@ def _reward_base(run: TrainingRun) -> tuple[str, ModelVersion | None]:
     base = reward_base_get()
     if base is not None:
         return base.artifact_path, base
-    from training.ml.reward import default_reward_base
+    from training.ml.reward.config import default_reward_base
 
     return str(default_reward_base()), None
 
 
 def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
-    from training.ml.reward import RewardConfig, train_reward_model
+    from training.ml.reward.config import RewardConfig
+    from training.ml.reward.loop import train_reward_model
 
     output_dir = run_output_dir(run=run)
     reporter = RunReporter(run_id=run.pk, echo=echo)
@@ -142,7 +142,7 @@ def reward_model_evaluate(
     record_as: str = "", source: str = "",
 ) -> dict[str, Any]:
     """Accuracy of r(chosen) > r(rejected) on {prompt, chosen, rejected} records: {pairs, accuracy,
-    ci95 (bootstrap over pairs), mean_margin, log_loss, length_baseline, by_length} (training.ml.reward.
+    ci95 (bootstrap over pairs), mean_margin, log_loss, length_baseline, by_length} (training.ml.reward.evaluate.
     length_report: the longer-answer-wins baseline, and both accuracies by how much longer the chosen
     answer is; length_dependence: length_margin_corr, accuracy_shorter_chosen, accuracy_longer_chosen
     and their pair counts), and trained_prompts: how many records' prompts the version trained on (None when it
@@ -156,13 +156,14 @@ def reward_model_evaluate(
     if version.kind != ModelVersion.Kind.REWARD or (version.config or {}).get("role") == "base":
         raise ValidationError("Only a trained reward model can be evaluated.")
     from training.ml.evaluate import win_rate_interval
-    from training.ml.reward import CONFIG_FILE, load_reward_model, margin_outcomes, margin_report, pair_margins
+    from training.ml.reward.evaluate import margin_outcomes, margin_report, pair_margins
+    from training.ml.reward.artifact import load_reward_model, reward_config_path
 
     for i, record in enumerate(records):
         missing = [k for k in PAIR_FIELDS if not isinstance(record.get(k), str)]
         if missing:
             raise ValidationError(f"record {i + 1}: missing or non-string {', '.join(missing)}")
-    if not (Path(version.artifact_path) / CONFIG_FILE).is_file():
+    if reward_config_path(version.artifact_path) is None:
         raise ValidationError(f"The files of version {version.pk} are gone from {version.artifact_path}.")
     model, tokenizer, config = load_reward_model(version.artifact_path)
     margins = pair_margins(model, tokenizer, records, max_length=max_length or config.max_length) if records else []

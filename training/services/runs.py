@@ -22,7 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.celery import task_send_on_commit
+from config.tasks_send import task_send_on_commit
 from config.jobs import JobReaper, jobs_reap_stale, jobs_resend_lost
 from config.db import db_connection_ensure
 from labeling.models import Project

@@ -107,7 +107,7 @@ def base_models_install(*, policy_dir: str | os.PathLike | None = None, reward_b
     """Idempotent: the first promoted policy (SmolLM2-135M-Instruct converted from the GGUF into
     PAIRWISE_MODELS_DIR, or any local HF causal-LM folder) and the reward base (MiniLM), as shared
     (project-less) versions. Re-running registers nothing twice and keeps a promotion made since."""
-    from training.ml.reward import MINILM_HUB_ID, default_reward_base
+    from training.ml.reward.config import MINILM_HUB_ID, default_reward_base
 
     # The Hub id of a bundled model is recorded (config["model_id"]): model cards name it as base_model.
     policy_id = reward_id = None

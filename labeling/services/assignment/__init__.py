@@ -1,5 +1,6 @@
 """The annotator's queue: leasing tasks (leasing), skipping and lease expiry (release), and submitting
-judgments and demonstrations (submission). This package re-exports their public names.
+judgments and demonstrations (submission), all on the row lock and state checks of locking; a
+judgment's answer travels as one Verdict (verdict). This package re-exports their public names.
 
 Concurrency model (Postgres): the pick locks one candidate task row with FOR UPDATE SKIP LOCKED
 and re-checks its seat count on the locked version, so two annotators never take the last seat
@@ -15,12 +16,12 @@ one full lease of time left, with no extra UPDATE on the hot path.
 """
 
 from labeling.services.assignment.leasing import NextResult, shown_order_for, task_assign_next
-from labeling.services.assignment.release import AssignmentConflict, assignment_skip, assignments_expire_sweep
-from labeling.services.assignment.submission import (
-    demonstration_submit, judgment_correct, judgment_fields_validate, judgment_submit,
-)
+from labeling.services.assignment.locking import AssignmentConflict
+from labeling.services.assignment.release import assignment_skip, assignments_expire_sweep
+from labeling.services.assignment.submission import demonstration_submit, judgment_correct, judgment_submit
+from labeling.services.assignment.verdict import Verdict
 
 __all__ = [
-    "AssignmentConflict", "NextResult", "assignment_skip", "assignments_expire_sweep", "demonstration_submit",
-    "judgment_correct", "judgment_fields_validate", "judgment_submit", "shown_order_for", "task_assign_next",
+    "AssignmentConflict", "NextResult", "Verdict", "assignment_skip", "assignments_expire_sweep",
+    "demonstration_submit", "judgment_correct", "judgment_submit", "shown_order_for", "task_assign_next",
 ]

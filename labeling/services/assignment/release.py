@@ -1,33 +1,26 @@
 """Ending a lease without a result: the annotator skips, or the lease expires (lazily on the hot
-path, or by a sweep). Also the row lock and state checks that submission shares."""
+path, or by a sweep)."""
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
-from labeling.models import Assignment, ComparisonTask, Project
-
-
-class AssignmentConflict(Exception):
-    """The assignment cannot take this action (expired, skipped, foreign); the API answers 409."""
-
-    def __init__(self, message: str, *, code: str):
-        super().__init__(message)
-        self.message, self.code = message, code
-
+from labeling.models import Assignment
+from labeling.services.assignment.locking import (
+    assignment_active_check, assignment_finish, assignment_lock, task_seat_free,
+)
 
 
 def assignment_skip(*, assignment: Assignment, annotator: AbstractUser) -> Assignment:
     """The annotator passes; the seat goes back to the pool and this annotator never sees the task again."""
     with transaction.atomic():
-        locked = _locked_for(assignment_id=assignment.pk, annotator=annotator)
+        locked = assignment_lock(assignment_id=assignment.pk, annotator=annotator)
         if locked.state == Assignment.State.SKIPPED:
             return locked
-        _require_active(locked)
-        _finish(locked, state=Assignment.State.SKIPPED)
-        ComparisonTask.objects.filter(pk=locked.task_id).update(active_assignments=_minus_one("active_assignments"))
+        assignment_active_check(assignment=locked)
+        assignment_finish(assignment=locked, state=Assignment.State.SKIPPED)
+        task_seat_free(task_id=locked.task_id)
     return locked
 
 
@@ -68,61 +61,5 @@ def _expire_sweep_portable(*, limit: int | None) -> int:
             if Assignment.objects.filter(pk=assignment_id, state=Assignment.State.ACTIVE).update(
                 state=Assignment.State.EXPIRED, finished_at=timezone.now()
             ):
-                ComparisonTask.objects.filter(pk=task_id).update(active_assignments=_minus_one("active_assignments"))
+                task_seat_free(task_id=task_id)
     return len(ids)
-
-
-def _minus_one(field: str):
-    from django.db.models.functions import Greatest
-
-    return Greatest(F(field) - 1, 0)
-
-
-_LOCK_SQL = """
-SELECT a.*, t.prompt_id AS task_prompt_id, EXISTS (
-  SELECT 1 FROM labeling_membership m WHERE m.project_id = a.project_id AND m.user_id = %s AND m.role IN ('admin', 'annotator')
-) AS still_works_here
-FROM labeling_assignment a JOIN labeling_comparisontask t ON t.id = a.task_id WHERE a.id = %s
-"""
-
-
-def _locked_for(*, assignment_id: int, annotator: AbstractUser) -> Assignment:
-    # Written out in SQL because it is on every submit. The membership check rides in the locking
-    # query: someone removed from the project (or made a viewer) while holding a lease can no
-    # longer use it, at no extra round trip.
-    sql = _LOCK_SQL + (" FOR UPDATE OF a" if connection.vendor == "postgresql" else "")
-    locked = next(iter(Assignment.objects.raw(sql, [annotator.pk, assignment_id])), None)
-    if locked is None or locked.annotator_id != annotator.pk:
-        raise AssignmentConflict(
-            "This assignment belongs to another annotator; ask for your next task.", code="foreign"
-        )
-    if not (locked.still_works_here or annotator.is_superuser):
-        raise AssignmentConflict("You are no longer an annotator in this project.", code="not_member")
-    locked.project = next(iter(Project.objects.raw("SELECT * FROM labeling_project WHERE id = %s", [locked.project_id])))
-    return locked
-
-
-def _require_active(assignment: Assignment) -> None:
-    if assignment.state == Assignment.State.ACTIVE and assignment.expires_at <= timezone.now():
-        # Free the seat now rather than waiting for a sweep; the caller's transaction commits it.
-        _finish(assignment, state=Assignment.State.EXPIRED)
-        ComparisonTask.objects.filter(pk=assignment.task_id).update(active_assignments=_minus_one("active_assignments"))
-        raise _expired_conflict()
-    if assignment.state == Assignment.State.EXPIRED:
-        raise _expired_conflict()
-    if assignment.state != Assignment.State.ACTIVE:
-        raise AssignmentConflict(
-            f"This assignment was already {assignment.state}; ask for your next task.", code=assignment.state
-        )
-
-
-def _expired_conflict() -> AssignmentConflict:
-    return AssignmentConflict(
-        "Your lease on this task expired and it went back to the pool; your answer was not saved. "
-        "Ask for your next task.", code="expired",
-    )
-
-
-def _finish(assignment: Assignment, *, state: str) -> None:
-    assignment.state, assignment.finished_at = state, timezone.now()
-    Assignment.objects.filter(pk=assignment.pk).update(state=state, finished_at=assignment.finished_at)

@@ -9,19 +9,15 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from labeling.models import Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Project
-from labeling.ranking import RankingError, ranking_validate
-from labeling.services.assignment.release import (
-    AssignmentConflict, _locked_for, _minus_one, _require_active,
+from labeling.services.assignment.locking import (
+    AssignmentConflict, active_assignments_minus_one, assignment_active_check, assignment_lock,
 )
+from labeling.services.assignment.verdict import Verdict, verdict_validate
 from labeling.services.judgments import preference_pairs_build
-
-MAX_RATIONALE_CHARS = 20_000
-MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 
 
 def judgment_submit(
-    *, assignment: Assignment, annotator: AbstractUser, ranking: object, likert: object = None, flags: object = None,
-    rationale: str = "", time_spent_ms: int = 0, idempotency_key: str, both_bad: bool = False,
+    *, assignment: Assignment, annotator: AbstractUser, verdict: Verdict, idempotency_key: str,
 ) -> Judgment:
     """Store the annotator's verdict with its pairs and counters in one transaction.
 
@@ -31,20 +27,18 @@ def judgment_submit(
     expired: AssignmentConflict | None = None
     try:
         with transaction.atomic():
-            locked = _locked_for(assignment_id=assignment.pk, annotator=annotator)
+            locked = assignment_lock(assignment_id=assignment.pk, annotator=annotator)
             if locked.state == Assignment.State.SUBMITTED:
                 return _first_result(locked)
             try:
-                _require_active(locked)
+                assignment_active_check(assignment=locked)
             except AssignmentConflict as exc:
                 if exc.code != "expired":
                     raise
                 expired = exc  # commit the expiry, then report it
             if expired is None:
                 judgment = _judgment_create(
-                    assignment=locked, annotator=annotator, ranking=ranking, likert=likert, flags=flags,
-                    rationale=rationale, time_spent_ms=time_spent_ms, idempotency_key=idempotency_key,
-                    both_bad=both_bad,
+                    assignment=locked, annotator=annotator, verdict=verdict, idempotency_key=idempotency_key,
                 )
                 _submission_record(assignment=locked)
                 return judgment
@@ -64,119 +58,20 @@ def _first_result(assignment: Assignment) -> Judgment:
     return judgment
 
 
-def _judgment_create(*, assignment: Assignment, annotator, ranking, likert, flags, rationale, time_spent_ms,
-                     idempotency_key: str, both_bad: bool, supersedes: Judgment | None = None) -> Judgment:
+def _judgment_create(*, assignment: Assignment, annotator, verdict: Verdict, idempotency_key: str,
+                     supersedes: Judgment | None = None) -> Judgment:
     response_ids = list(assignment.shown_order)
-    fields = judgment_fields_validate(
-        project=assignment.project, response_ids=response_ids, ranking=ranking, likert=likert, flags=flags,
-        rationale=rationale, time_spent_ms=time_spent_ms, idempotency_key=idempotency_key, both_bad=both_bad,
-    )
+    clean = verdict_validate(verdict=verdict, idempotency_key=idempotency_key, project=assignment.project,
+                             response_ids=response_ids)
     judgment = Judgment.objects.create(
         project=assignment.project, task_id=assignment.task_id,
         assignment=assignment if supersedes is None else None, annotator=annotator,
-        shown_order=response_ids, supersedes=supersedes, **fields,
+        shown_order=response_ids, supersedes=supersedes, idempotency_key=idempotency_key,
+        ranking=clean.ranking, likert=clean.likert, flags=clean.flags, rationale=clean.rationale,
+        both_bad=clean.both_bad, time_spent_ms=clean.time_spent_ms,
     )
     PreferencePair.objects.bulk_create(preference_pairs_build(judgment=judgment, prompt_id=assignment.task_prompt_id))
     return judgment
-
-
-def judgment_fields_validate(
-    *, project: Project, response_ids: list[int], ranking, likert, flags, rationale, time_spent_ms,
-    idempotency_key: str, both_bad: bool,
-) -> dict:
-    errors: dict[str, str] = {}
-    try:
-        ranking = ranking_validate(ranking, response_ids)
-    except RankingError as exc:
-        errors["ranking"] = str(exc)
-    if both_bad and "ranking" not in errors and len(ranking) != 1:
-        errors["both_bad"] = "a both-bad verdict ranks every response as tied"
-    likert = _likert_clean(likert, response_ids, project, errors)
-    if project.mode == Project.Mode.RANK and not errors:
-        _ranking_against_likert(ranking, likert, errors)
-    flags = _flags_clean(flags, response_ids, project, errors)
-    if not isinstance(rationale, str) or len(rationale) > MAX_RATIONALE_CHARS or "\x00" in rationale:
-        errors["rationale"] = f"must be text of at most {MAX_RATIONALE_CHARS} characters"
-    if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or time_spent_ms < 0:
-        errors["time_spent_ms"] = "must be a non-negative integer"
-    if not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 128:
-        errors["idempotency_key"] = "must be 1 to 128 characters"
-    if errors:
-        raise ValidationError(errors)
-    return {
-        "ranking": ranking, "likert": likert, "flags": flags, "rationale": rationale, "both_bad": both_bad,
-        "time_spent_ms": min(time_spent_ms, MAX_TIME_SPENT_MS), "idempotency_key": idempotency_key,
-    }
-
-
-def _response_key(key, response_ids: list[int]) -> int | None:
-    try:
-        value = int(key)
-    except (TypeError, ValueError):
-        return None
-    return value if value in response_ids else None
-
-
-def _per_response(field_name: str, mapping, response_ids, errors: dict, *, enabled: bool, disabled: str,
-                  shape: str, clean_one) -> dict:
-    """{response id: cleaned value} from an optional per-response map (likert, flags); clean_one(rid,
-    value) gives (error, value), a value of None leaves the response out. Problems go to
-    errors[field_name], the last one wins."""
-    if not mapping:
-        return {}
-    if not enabled:
-        errors[field_name] = disabled
-        return {}
-    if not isinstance(mapping, dict):
-        errors[field_name] = f"must map response ids to {shape}"
-        return {}
-    clean = {}
-    for key, value in mapping.items():
-        rid = _response_key(key, response_ids)
-        problem, cleaned = (f"unknown response {key!r}", None) if rid is None else clean_one(rid, value)
-        if problem:
-            errors[field_name] = problem
-        elif cleaned is not None:
-            clean[str(rid)] = cleaned
-    return clean
-
-
-def _likert_clean(likert, response_ids, project: Project, errors: dict) -> dict:
-    def rating(rid: int, value):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 7:
-            return f"rating for response {rid} must be an integer from 1 to 7, got {value!r}", None
-        return None, value
-
-    return _per_response("likert", likert, response_ids, errors, enabled=project.likert_enabled,
-                         disabled="Likert ratings are disabled in this project", shape="ratings 1..7", clean_one=rating)
-
-
-def _ranking_against_likert(ranking: list[list[int]], likert: dict, errors: dict) -> None:
-    """K-way: a ranking that puts a response below one rated strictly lower contradicts the ratings
-    the annotator gave in the same judgment (ties are no contradiction)."""
-    placed: list[tuple[int, int]] = []  # (response, rating) of the groups above
-    for group in ranking:
-        for below in group:
-            rating = likert.get(str(below))
-            worse = next(((rid, r) for rid, r in placed if rating is not None and r < rating), None)
-            if worse is not None:
-                errors["ranking"] = (f"response {worse[0]} (rated {worse[1]}) is ranked above response {below} "
-                                     f"(rated {rating}): the ranking contradicts the ratings")
-                return
-        placed.extend((rid, likert[str(rid)]) for rid in group if str(rid) in likert)
-
-
-def _flags_clean(flags, response_ids, project: Project, errors: dict) -> dict:
-    def flag_keys(rid: int, values):
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            return f"flags for response {rid} must be a list of flag keys", None
-        unknown = set(values) - {key for key, _ in project.flag_choices}
-        if unknown:
-            return f"unknown flags {sorted(unknown)}", None
-        return None, sorted(set(values)) or None  # no flags: nothing to store
-
-    return _per_response("flags", flags, response_ids, errors, enabled=project.flags_enabled,
-                         disabled="flags are disabled in this project", shape="lists of flag keys", clean_one=flag_keys)
 
 
 def _submission_record(*, assignment: Assignment) -> None:
@@ -200,24 +95,20 @@ def _submission_record(*, assignment: Assignment) -> None:
 def _submission_record_portable(*, assignment: Assignment) -> None:
     Assignment.objects.filter(pk=assignment.pk).update(state=assignment.state, finished_at=assignment.finished_at)
     ComparisonTask.objects.filter(pk=assignment.task_id).update(
-        judgments_count=F("judgments_count") + 1, active_assignments=_minus_one("active_assignments"),
+        judgments_count=F("judgments_count") + 1, active_assignments=active_assignments_minus_one(),
         status=Case(When(is_gold=False, judgments_count__gte=assignment.project.overlap - 1,
                          then=Value(ComparisonTask.Status.COMPLETE)), default=F("status")),
     )
 
 
-def judgment_correct(
-    *, judgment: Judgment, annotator: AbstractUser, ranking: object, likert: object = None, flags: object = None,
-    rationale: str = "", time_spent_ms: int = 0, idempotency_key: str, both_bad: bool = False,
-) -> Judgment:
+def judgment_correct(*, judgment: Judgment, annotator: AbstractUser, verdict: Verdict, idempotency_key: str) -> Judgment:
     """A new judgment that supersedes the old one. The old row stays for audit; its pairs go."""
     existing = Judgment.objects.filter(idempotency_key=idempotency_key, supersedes=judgment).first()
     if existing is not None:
         return existing
     try:
         return _judgment_correct_locked(
-            judgment=judgment, annotator=annotator, ranking=ranking, likert=likert, flags=flags, rationale=rationale,
-            time_spent_ms=time_spent_ms, idempotency_key=idempotency_key, both_bad=both_bad,
+            judgment=judgment, annotator=annotator, verdict=verdict, idempotency_key=idempotency_key,
         )
     except IntegrityError:
         # The key is taken: by this correction's retry that lost a race, or by another submission.
@@ -227,8 +118,7 @@ def judgment_correct(
         return existing
 
 
-def _judgment_correct_locked(*, judgment: Judgment, annotator, ranking, likert, flags, rationale, time_spent_ms,
-                             idempotency_key: str, both_bad: bool) -> Judgment:
+def _judgment_correct_locked(*, judgment: Judgment, annotator, verdict: Verdict, idempotency_key: str) -> Judgment:
     with transaction.atomic():
         old = Judgment.objects.select_for_update().select_related("project", "task").get(pk=judgment.pk)
         if old.annotator_id != annotator.pk:
@@ -242,8 +132,7 @@ def _judgment_correct_locked(*, judgment: Judgment, annotator, ranking, likert, 
         source = Assignment(project=old.project, task=old.task, shown_order=old.shown_order)
         source.task_prompt_id = old.task.prompt_id
         return _judgment_create(
-            assignment=source, annotator=annotator, ranking=ranking, likert=likert, flags=flags, rationale=rationale,
-            time_spent_ms=time_spent_ms, idempotency_key=idempotency_key, both_bad=both_bad, supersedes=old,
+            assignment=source, annotator=annotator, verdict=verdict, idempotency_key=idempotency_key, supersedes=old,
         )
 
 
@@ -253,13 +142,13 @@ def demonstration_submit(
     """The ideal response for the task's prompt, in demonstrate mode; counted like a judgment."""
     expired: AssignmentConflict | None = None
     with transaction.atomic():
-        locked = _locked_for(assignment_id=assignment.pk, annotator=annotator)
+        locked = assignment_lock(assignment_id=assignment.pk, annotator=annotator)
         if locked.state == Assignment.State.SUBMITTED:
             existing = Demonstration.objects.filter(assignment=locked).first()
             if existing is not None:
                 return existing
         try:
-            _require_active(locked)
+            assignment_active_check(assignment=locked)
         except AssignmentConflict as exc:
             if exc.code != "expired":
                 raise

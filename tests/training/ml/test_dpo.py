@@ -77,3 +77,23 @@ def test_the_default_recipe_is_the_measured_one() -> None:
     assert (config.lr, config.beta, config.epochs, config.batch_size, config.max_length) == (3e-5, 0.1, 2, 8, 160)
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(DPOConfig)}
     assert "0.48" in helps["epochs"] and "135M" in helps["lr"] and "CPU" in helps["max_length"]
+
+
+def test_held_out_pairs_are_measured_at_the_start_every_interval_and_the_end(tmp_path: Path) -> None:
+    """TRL's rewards/accuracies on an eval set: 1/2 at the start (the policy is its reference), then whether
+    the policy learned the preference on pairs no step trained on, not only the training pairs."""
+    torch.manual_seed(0)
+    parent = tiny_llama(tmp_path / "parent")
+    held = [{"prompt": f"choose {i}", "chosen": "yes", "rejected": "no!"} for i in range(4)]
+    config = DPOConfig(beta=0.5, epochs=6, lr=5e-3, batch_size=4, micro_batch_size=2, warmup_ratio=0.0, eval_every=4)
+    points = []
+    metrics = train_dpo(parent, PAIRS, None, config, progress=lambda fraction, row: points.append((fraction, row)),
+                        eval_pairs=held)
+    assert points[0] == (0.0, {"step": 0, "eval_implicit_reward_accuracy": 0.5, "eval_implicit_margin": 0.0,
+                               "eval_pref_accuracy": points[0][1]["eval_pref_accuracy"]})
+    measured = [row["step"] for row in metrics["history"] if "eval_implicit_reward_accuracy" in row]
+    assert measured == [4, 8, 12]  # every 4 of the 12 steps, the last included
+    assert metrics["eval_pairs"] == 4 and metrics["eval_implicit_reward_accuracy_start"] == 0.5
+    assert metrics["eval_implicit_reward_accuracy_end"] == 1.0 and metrics["eval_implicit_margin_end"] > 0
+    assert metrics["eval_pref_accuracy_end"] == 1.0 and metrics["steps"] == 12
+    assert "eval_pairs" not in train_dpo(parent, PAIRS[:4], None, DPOConfig(epochs=1, batch_size=4))  # none given: none measured

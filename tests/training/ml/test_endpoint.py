@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tests.endpoint_server import key_digest, start_server
-from training.ml.endpoint import EndpointConfig, EndpointError, EndpointPolicy, endpoint_generate
+from training.ml.endpoint import EndpointConfig, EndpointError, EndpointPolicy, endpoint_generate, unique_responses
 from training.ml.netguard import AllowList
 
 # The test server is on loopback, which only an operator's allow-list opens (the default refuses it).
@@ -120,3 +120,7 @@ def test_config_checks_name_the_field():
         EndpointConfig(base_url="http://127.0.0.1:1/v1", model="m", concurrency=0)
     cfg = EndpointConfig.from_dict({"base_url": "http://h/v1/", "model": "m", "temperature": None, "extra": 1})
     assert cfg.url == "http://h/v1/chat/completions" and cfg.temperature == 1.0
+
+
+def test_unique_responses_drops_duplicates_after_stripping() -> None:
+    assert unique_responses([" a", "a ", "b", "", "c"], k=2) == ["a", "b"]

@@ -9,7 +9,9 @@ from transformers import AutoTokenizer
 
 from tests.tiny_models import tiny_llama
 from training.ml.evaluate import bleu, evaluate_policy, perplexity, rouge_l, win_rate
-from training.ml.reward import RewardConfig, RewardModel, save_reward_model
+from training.ml.reward.artifact import save_reward_model
+from training.ml.reward.config import RewardConfig
+from training.ml.reward.model import RewardModel
 from training.ml.sft import SFTConfig, train_sft
 from training.ml.text import load_policy
 

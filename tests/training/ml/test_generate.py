@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from tests.tiny_models import tiny_llama
-from training.ml.generate import generate_candidates, sample, unique_responses
+from training.ml.generate import generate_candidates, sample
 from training.ml.text import load_policy, prompt_text, to_messages
 
 torch.set_num_threads(1)
@@ -18,10 +18,6 @@ def test_prompts_always_carry_an_explicit_system_message(tmp_path: Path) -> None
     assert to_messages([{"role": "system", "content": "mine"}, {"role": "user", "content": "x"}])[0]["content"] == "mine"
     turns = to_messages("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:")
     assert [m["role"] for m in turns] == ["system", "user", "assistant", "user"]
-
-
-def test_unique_responses_drops_duplicates_after_stripping() -> None:
-    assert unique_responses([" a", "a ", "b", "", "c"], k=2) == ["a", "b"]
 
 
 def test_left_padded_batch_matches_one_prompt_at_a_time(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 
 from tests.tiny_models import tiny_llama
 from training.ml.ppo import PPOConfig, approx_kl, gae_advantages, kl_penalized_rewards, ppo_policy_loss, train_ppo, value_loss, whiten
-from training.ml.reward import RewardConfig, RewardModel, save_reward_model
+from training.ml.reward.artifact import save_reward_model
+from training.ml.reward.config import RewardConfig
+from training.ml.reward.model import RewardModel
 from transformers import AutoTokenizer
 
 torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from tests.training.ml.test_ppo import make_reward_model
 from training.ml import ppo
 from training.ml.lora import BASE_FILE, adapters_disabled, is_adapter_dir, is_lora
 from training.ml.ppo import PPOConfig, build_value_model, train_ppo
-from training.ml.reward import load_reward_model
+from training.ml.reward.artifact import load_reward_model
 from training.ml.text import load_policy, position_ids, token_logprobs
 
 torch.set_num_threads(1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 
 from tests.training.conftest import EVAL_FAST, SFT_FAST, policy_run, train_reward
+from training.dataset import held_out_pairs
 from training.models import TrainingRun
-from training.selectors.versions import model_version_promoted_get
+from training.selectors.data import training_dataset_collect, training_filters
+from training.selectors.versions import model_card_text, model_version_promoted_get
 from training.services.evaluation import policy_evaluate
 from training.services.runs import run_create
 from training.services.versions import model_version_demote
@@ -34,6 +36,32 @@ def test_evaluation_stores_metrics_on_the_version(setup, tiny_reward_base):
     assert result["promotion"] == {"auto": False} and not version.promoted
     assert run.params["evaluation"]["bleu"] == evaluation["bleu"]
     assert version.metrics["final_loss"] is not None  # training metrics kept
+    # Preference accuracy on the held-out prompts' human pairs, with no judge (issue 29).
+    held = held_out_pairs(training_dataset_collect(project=project, filters=training_filters(params={}, project=project)))
+    assert evaluation["eval_pairs"] == len(held) >= 1
+    for key in ("pref_accuracy_parent", "pref_accuracy_policy", "pref_accuracy_delta", "implicit_reward_accuracy",
+                "implicit_margin_mean"):
+        assert isinstance(evaluation[key], float), key
+    low, high = evaluation["pref_accuracy_delta_ci95"]
+    assert low <= evaluation["pref_accuracy_delta"] <= high
+
+
+@pytest.mark.django_db
+def test_a_promotion_that_requires_a_preference_gain_says_so(setup, tiny_reward_base):
+    project, base = setup
+    train_reward(project, tiny_reward_base)
+    _, version = policy_run(project, TrainingRun.Kind.SFT, SFT_FAST)
+    run = run_create(project=project, kind=TrainingRun.Kind.EVALUATE, base_version=version,
+                     params={**EVAL_FAST, "auto_promote_margin": -0.5, "promote_requires_preference_gain": True})
+    policy_evaluate(run_id=run.pk)
+    run.refresh_from_db()
+    version.refresh_from_db()
+    low = version.metrics["evaluation"]["pref_accuracy_delta_ci95"][0]
+    decision = run.params["promotion"]
+    # A margin of -0.5 promotes on any win rate: the preference rule alone decides.
+    assert decision["promoted"] == (low >= 0) == version.promoted
+    if not decision["promoted"]:
+        assert "reaches below zero" in decision["reason"]
 
 
 @pytest.mark.django_db
@@ -96,3 +124,12 @@ def test_a_second_round_s_version_is_also_judged_against_the_first_policy(setup,
     client.force_login(member(project, "viewer"))
     page = client.get(reverse("training-runs", args=[project.slug]))
     assert page.status_code == 200 and b"Win rate across versions" in page.content and b"win-rates" in page.content
+    # Beside the win rate: preference accuracy on held-out human pairs, its gain over the parent and the interval.
+    low, high = evaluation["pref_accuracy_delta_ci95"]
+    shown = (f'{evaluation["pref_accuracy_policy"]:.3f} ({evaluation["pref_accuracy_delta"]:+.3f}, {low:+.3f} to '
+             f'{high:+.3f}) on {evaluation["eval_pairs"]}')
+    assert shown.encode() in page.content
+    version_page = client.get(reverse("training-version-detail", args=[project.slug, second.pk]))
+    assert b"Preference-accuracy gain over the parent" in version_page.content
+    card = model_card_text(version=second)  # the card's model-index carries it as a result
+    assert '"type": "pref_accuracy_delta"' in card and '"type": "implicit_reward_accuracy"' in card

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.pg_cluster import ThrowawayCluster
 
-from pg_cluster import ThrowawayCluster  # noqa: E402
+ROOT = Path(__file__).resolve().parents[3]
 
 STALE_S = 20  # heartbeats every 5 s, retries for up to 10 s: longer than the outage, shorter than the stale limit
 OUTAGE_S = 5
@@ -30,7 +29,7 @@ OUTAGE_S = 5
 
 def job_main(url: str, control: str) -> None:
     """The subprocess: migrate the private database, queue a run and execute it with a fake trainer."""
-    from annotate_load import django_setup
+    from bench.annotate_load import django_setup
 
     django_setup(url)
     from labeling.services.projects import project_create

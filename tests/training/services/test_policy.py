@@ -5,6 +5,8 @@ import pytest
 
 from labeling.models import Prompt
 from labeling.splits import prompt_is_held_out
+from training.dataset import held_out_pairs
+from training.selectors.data import training_dataset_collect, training_filters
 from tests.training.conftest import DEMO_START, DPO_FAST, PPO_FAST, SFT_FAST, changed, policy_run, train_reward
 from training.models import ModelVersion, TrainingRun
 from training.selectors.versions import model_version_promoted_get
@@ -44,6 +46,11 @@ def test_dpo_uses_the_parent_as_reference_and_changes_the_weights(setup):
     assert changed(version.artifact_path, base.artifact_path)
     assert run.params["pairs"] > 0 and run.params["data_until_judgment_id"] > 0 and run.params["parent_version"] == base.pk
     assert {"loss", "accuracy", "chosen_reward"} <= set(version.metrics["history"][0])
+    # It measured itself on the held-out prompts' pairs, which it never trained on: 1/2 at the start by construction.
+    held = held_out_pairs(training_dataset_collect(project=project, filters=training_filters(params={}, project=project)))
+    assert version.metrics["eval_pairs"] == len(held) >= 1 and version.metrics["eval_implicit_reward_accuracy_start"] == 0.5
+    assert 0.0 <= version.metrics["eval_implicit_reward_accuracy_end"] <= 1.0
+    assert any(point.get("step") == 0 and "eval_implicit_reward_accuracy" in point for point in run.metrics_history)
 
     # The next DPO run's parent (and reference) is the promoted DPO version.
     _, child = policy_run(project, TrainingRun.Kind.DPO, DPO_FAST)

@@ -30,7 +30,7 @@ def test_reward_model_train_in_process_registers_a_complete_version(project_fact
     # While training, only the temp folder exists; the final folder appears complete, at the end.
     assert seen_during and all(s == (False, True) for s in seen_during[:-1])
     files = {p.name for p in Path(version.artifact_path).iterdir()}
-    assert {"model.safetensors", "modeling_pairwise_reward.py", "reward_config.json", "metrics.json", "config.json"} <= files
+    assert {"model.safetensors", "modeling_pairwise_reward.py", "pairwise_config.json", "metrics.json", "config.json"} <= files
     assert version.metrics["final_train_loss"] < version.metrics["history"][0]["loss"]
     assert version.config["data_until_judgment_id"] == run.params["data_until_judgment_id"]
     result = reward_model_evaluate(version=version, records=separable_records(24))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from config.cli import json_object, project_from_slug
+from training.management.cli import json_object, project_from_slug
 from training.selectors.data import training_filters
 from training.services.snapshots import training_snapshot_create
 

@@ -3,8 +3,8 @@ no open task yet, and the worker turns them into comparison tasks."""
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from config.cli import project_from_slug
 from training import plan
+from training.management.cli import project_from_slug
 from training.services.runs import RunAlreadyActive, run_request
 from training.services.runspec import spec_error_text
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from config.cli import json_object, project_from_slug
 from training import plan
+from training.management.cli import json_object, project_from_slug
 from training.services.reward import reward_model_train
 from training.services.runs import RunAlreadyActive, run_request
 from training.services.runspec import spec_error_text

@@ -1,10 +1,12 @@
-"""config.celery.task_send_on_commit: services send tasks by name, after the commit, never on rollback."""
+"""config.tasks_send.task_send_on_commit: services send tasks by name, after the commit, never on rollback,
+through the app config.celery builds."""
 from __future__ import annotations
 
 import pytest
 from django.db import transaction
 
-from config.celery import app, task_send_on_commit
+from config.celery import app
+from config.tasks_send import task_send_on_commit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

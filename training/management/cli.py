@@ -1,4 +1,4 @@
-"""What every management command parses the same way: a project slug and a JSON-object option."""
+"""What the training commands parse the same way: a project slug and a JSON-object option."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from labeling.selectors.projects import project_get_live
 
 
 def project_from_slug(slug: str) -> Project:
+    """The live project of that slug, or a CommandError naming it."""
     project = project_get_live(slug=slug)
     if project is None:
         raise CommandError(f"no project with slug {slug!r}")

@@ -17,22 +17,14 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from tests.tiny_models import tiny_bert, tiny_llama
-from training.ml import reward as reward_module
 from training.ml.common import no_progress, set_seed
-from training.ml.reward import (
-    PairEncoder,
-    RewardConfig,
-    _pad_id,
-    _train_loop,
-    collate,
-    grouped_ranking_loss,
-    make_batch,
-    save_reward_model,
-    score,
-    tokenize_groups,
-    train_reward_model,
-    trainable_reward_model,
-)
+from training.ml.reward import loop as reward_loop
+from training.ml.reward.artifact import save_reward_model, score
+from training.ml.reward.config import RewardConfig
+from training.ml.reward.data import PairEncoder, collate, make_batch, pad_id_of, tokenize_groups
+from training.ml.reward.loop import _train_loop, train_reward_model
+from training.ml.reward.loss import grouped_ranking_loss
+from training.ml.reward.model import trainable_reward_model
 
 torch.set_num_threads(1)
 
@@ -82,9 +74,9 @@ def adapted_names(model: torch.nn.Module) -> set[str]:
 
 def foreign_scores(folder: Path, tmp_path: Path) -> dict:
     tok = AutoTokenizer.from_pretrained(folder)
-    saved = json.loads((folder / "reward_config.json").read_text())
+    saved = json.loads((folder / "pairwise_config.json").read_text())
     encoder = PairEncoder(tok, saved["max_length"], add_eos=saved["pooling"] == "last")
-    batch = collate(encoder.encode(PROMPTS, RESPONSES), _pad_id(tok), torch.device("cpu"))
+    batch = collate(encoder.encode(PROMPTS, RESPONSES), pad_id_of(tok), torch.device("cpu"))
     (tmp_path / "batch.json").write_text(json.dumps({k: v.tolist() for k, v in batch.items()}))
     out = subprocess.run([sys.executable, "-c", FOREIGN, str(folder), str(tmp_path / "batch.json")],
                          capture_output=True, text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
@@ -113,7 +105,7 @@ def test_lora_trains_adapters_and_head_only_and_saves_a_merged_model_with_the_sa
 
     encoder = PairEncoder(tok, config.max_length, add_eos=model.pooling == "last")
     groups = tokenize_groups(separable_groups(16), encoder)
-    history, _ = _train_loop(model, groups, config, torch.device("cpu"), "fp32", _pad_id(tok), no_progress)
+    history, _ = _train_loop(model, groups, config, torch.device("cpu"), "fp32", pad_id_of(tok), no_progress)
     assert len(history) == 4
     after = dict(model.named_parameters())
     assert not torch.equal(after["head.weight"], before["head.weight"])  # the head trains
@@ -214,7 +206,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients_on_a_fixed_bat
         model = trainable_reward_model(config)
         tok = AutoTokenizer.from_pretrained(config.base_model)
         encoder = PairEncoder(tok, config.max_length, add_eos=model.pooling == "last")
-        batch = make_batch(tokenize_groups(separable_groups(4), encoder), _pad_id(tok), torch.device("cpu"))
+        batch = make_batch(tokenize_groups(separable_groups(4), encoder), pad_id_of(tok), torch.device("cpu"))
         calls: list[int] = []
         inside_first_block(model).register_forward_hook(lambda *_, calls=calls: calls.append(1))
         model.train()
@@ -244,7 +236,7 @@ def test_gradient_checkpointing_run_trains_like_a_plain_run(lora_r, bases, tmp_p
         inside_first_block(model).register_forward_hook(lambda *_: calls[config.gradient_checkpointing].append(1))
         return model
 
-    monkeypatch.setattr(reward_module, "trainable_reward_model", spy)
+    monkeypatch.setattr(reward_loop, "trainable_reward_model", spy)
     runs = {}
     for checkpointing in (False, True):
         config = lora_config(bases["bert"], lora_r=lora_r, gradient_checkpointing=checkpointing, dropout=0.1,
@@ -269,7 +261,7 @@ def test_gradient_checkpointing_run_trains_like_a_plain_run(lora_r, bases, tmp_p
 
 
 def test_the_reward_default_is_lora_with_its_own_learning_rate():
-    from training.ml.reward import RewardConfig, reward_lr
+    from training.ml.reward.config import RewardConfig, reward_lr
 
     default = RewardConfig()
     assert (default.lora_r, default.lora_alpha, default.lr) == (16, 32, None) and reward_lr(default) == 3e-4
@@ -277,7 +269,7 @@ def test_the_reward_default_is_lora_with_its_own_learning_rate():
     assert reward_lr(RewardConfig(lr=1e-5)) == reward_lr(RewardConfig(lora_r=0, lr=1e-5)) == 1e-5  # a given lr wins
     import torch
 
-    from training.ml.reward import make_optimizer
+    from training.ml.reward.loop import reward_optimizer
 
-    optimizer = make_optimizer(torch.nn.Linear(2, 1), default)
+    optimizer, _ = reward_optimizer(torch.nn.Linear(2, 1), default, total_steps=1)
     assert {g["lr"] for g in optimizer.param_groups} == {3e-4}  # what the trainer steps with
