@@ -88,6 +88,7 @@ def preference_metrics(policy: torch.Tensor, parent: torch.Tensor, tokens: torch
     """
     if len(policy) == 0:
         return {"eval_pairs": 0}
+    policy, parent, tokens = policy.double(), parent.double(), tokens.double()  # shares print as 0.45, not 0.4499999880
     per_token = tokens.clamp(min=1)
     parent_won, policy_won = outcomes(parent[:, 0] - parent[:, 1]), outcomes(policy[:, 0] - policy[:, 1])
     parent_tok = outcomes(parent[:, 0] / per_token[:, 0] - parent[:, 1] / per_token[:, 1])
