@@ -27,16 +27,16 @@ from .text import SupervisedConfig, batches, collate, encode_example, load_polic
 
 @dataclass
 class DPOConfig(SupervisedConfig):
-    # The defaults are the recipe that made a round's policy beat its parent in bench/loop_quality.py
-    # (SmolLM2-135M-Instruct, 200 hh-rlhf helpful-base pairs, judged by a reward model trained on
-    # other data: win rate 0.64 [0.55, 0.73], length-controlled 0.63, about 34 minutes on 2 CPU cores).
-    beta: float = field(default=0.1, metadata={"help": "Strength of the implicit KL constraint to the reference; larger stays closer to the parent. 0.1 (the DPO paper's) moved SmolLM2 about 2 nats per response from its parent in the measured round: visible to a judge, with no length drift."})
-    epochs: int = field(default=2, metadata={"help": "Passes over the preference pairs. 2 (about 46 steps on 200 pairs at batch 8): an earlier recipe with 19 steps (lr 2e-5, batch 16) barely moved the policy, win rate 0.48 against its parent."})
-    lr: float = field(default=3e-5, metadata={"help": "Peak AdamW learning rate. 3e-5 with full weights for 135M-class policies (the measured recipe); larger models want less (1e-6 to 5e-6 at 7B), and LoRA runs more (1e-4)."})
+    # The defaults are the measured recipe for 135M-class policies on a CPU; its figures (win rate by an
+    # independent judge, held-out preference accuracy) are in the README's Benchmarks rows for
+    # bench/loop_quality.py and bench/dpo_recipe.py, where they are kept up to date.
+    beta: float = field(default=0.1, metadata={"help": "Strength of the implicit KL constraint to the reference; larger stays closer to the parent. 0.1, the DPO paper's, moves a small policy far enough for a judge to see without drifting in length (README, Benchmarks: bench/loop_quality.py)."})
+    epochs: int = field(default=2, metadata={"help": "Passes over the preference pairs. Two: a round brings a few hundred pairs, and one pass at a gentle learning rate barely moved the policy (README, Benchmarks: bench/loop_quality.py)."})
+    lr: float = field(default=3e-5, metadata={"help": "Peak AdamW learning rate with full weights for 135M-class policies (README, Benchmarks: bench/dpo_recipe.py); larger models want less (1e-6 to 5e-6 at 7B), and LoRA runs more (1e-4)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Fraction of steps spent warming the learning rate up before cosine decay."})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per optimizer step. 8 rather than 16: a round brings a few hundred pairs, and twice the steps moved the policy where 16 did not."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per optimizer step. Small, because a round brings a few hundred pairs and the policy needs enough steps to move."})
     micro_batch_size: int = field(default=4, metadata={"help": "Pairs per forward pass (each is 2 sequences); lower it to save memory."})
-    max_length: int = field(default=160, metadata={"help": "Prompt + response tokens per sequence; older prompt tokens are cut first, so the response and the last turns stay. 160 made the measured round fit in half an hour on a CPU; raise it for long documents or on a GPU."})
+    max_length: int = field(default=160, metadata={"help": "Prompt + response tokens per sequence; older prompt tokens are cut first, so the response and the last turns stay. Short, so that a round trains on a CPU in reasonable time; raise it for long documents or on a GPU."})
     eval_every: int = field(default=0, metadata={"help": "Measure implicit reward accuracy on the held-out pairs (those no step trains on) every this many steps, as TRL's rewards/accuracies on its eval set; 0: at the start and the end only. Training pairs alone cannot tell learning the preferences from memorising the pairs."})
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,9 @@ def test_the_default_recipe_is_the_measured_one() -> None:
     config = DPOConfig()
     assert (config.lr, config.beta, config.epochs, config.batch_size, config.max_length) == (3e-5, 0.1, 2, 8, 160)
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(DPOConfig)}
-    assert "0.48" in helps["epochs"] and "135M" in helps["lr"] and "CPU" in helps["max_length"]
+    # Reasons in words and a pointer to the figures, never the figures themselves (they go stale: issue 28).
+    assert "bench/loop_quality.py" in helps["epochs"] and "135M" in helps["lr"] and "CPU" in helps["max_length"]
+    assert not any(re.search(r"\d\.\d\d|%|win rate", helps[name]) for name in ("beta", "epochs", "lr", "batch_size", "max_length"))
 
 
 def test_held_out_pairs_are_measured_at_the_start_every_interval_and_the_end(tmp_path: Path) -> None:
