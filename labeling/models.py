@@ -341,3 +341,16 @@ class ImportBatch(models.Model):
     skipped_duplicates = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class LabelModelFit(models.Model):
+    """A project's latest label-model fit (labeling.services.label_models): per model, each annotator's
+    estimated accuracy, position bias and flags, and each response pair's posterior. One row per
+    project, replaced by every refit; the judgments it read stay as they are."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="label_model_fit")
+    judgments = models.PositiveIntegerField(default=0, help_text="Current human judgments the fit read.")
+    votes = models.PositiveIntegerField(default=0, help_text="Response-pair votes those judgments gave.")
+    fits = models.JSONField(default=dict, help_text='{model: {"seconds", "annotators": {user id: stats}}}')
+    posteriors = models.JSONField(default=dict, help_text='{"a-b": {model: P(a beats b)}}, a < b response ids.')
+    created_at = models.DateTimeField(auto_now=True)

@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers that take ids and call the service of the same name."""
 from celery import shared_task
 
-from labeling.services import exports, import_jobs
+from labeling.services import exports, import_jobs, label_models
 from labeling.services.assignment import assignments_expire_sweep as sweep
 
 
@@ -35,3 +35,9 @@ def assignments_expire_sweep() -> int:
 def export_jobs_reap_stale() -> list[int]:
     # Every minute (beat): fail export jobs whose worker died, resend those no worker picked up.
     return exports.export_jobs_reap_stale()
+
+
+@shared_task(name="labeling.tasks.label_model_fit", acks_late=True, ignore_result=True, soft_time_limit=600, time_limit=660)
+def label_model_fit(project_id: int) -> None:
+    # Idempotent: a re-delivered fit reads the same judgments and replaces the project's one stored fit.
+    label_models.label_model_fit(project_id=project_id)

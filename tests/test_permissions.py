@@ -312,6 +312,7 @@ TABLE: dict[tuple[str, str], Call] = {
     ("console-annotators", "POST"): Call(page(BACK, ADMINS), fmt=None,
                                          data=lambda side: {"username": "perm-outsider", "role": "viewer"}),
     ("console-annotator-remove", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"username": "perm-viewer"}),
+    ("console-label-models-refit", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {}),
     ("console-export", "GET"): Call(page(200, ADMINS), query={"preview": "1", "format": "trl"}),
     ("console-export", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"format": "trl"}),
     ("console-snapshot", "GET"): Call(page(200, ADMINS), kwargs=_ids("snapshot_id")),

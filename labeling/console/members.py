@@ -1,4 +1,5 @@
-"""The annotators tab (members, roles, throughput, gold accuracy, agreement) and each user's API token."""
+"""The annotators tab (members, roles, throughput, gold accuracy, agreement, the label models'
+reliability estimates and flags) and each user's API token."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -9,7 +10,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from labeling.console.common import ADMIN, OVERSIGHT, form_status, project_for, tabs_context
 from labeling.console.forms import MemberForm, MemberRemoveForm
+from labeling.label_models import MODELS
 from labeling.selectors.console import api_token_get, member_rows, user_get_by_username
+from labeling.selectors.label_models import DEFAULT_MODEL, label_model_annotators
+from labeling.services.label_models import label_model_fit_request
 from labeling.services.projects import membership_remove, membership_set
 from labeling.services.tokens import api_token_create, api_token_revoke
 
@@ -28,10 +32,25 @@ def project_annotators(request: HttpRequest, slug: str) -> HttpResponse:
             membership_set(project=project, user=user, role=form.cleaned_data["role"])
             messages.success(request, f"{user.username} is now {form.cleaned_data['role']} in this project.")
             return redirect("console-annotators", slug=slug)
+    model = request.GET.get("model", DEFAULT_MODEL)
+    label_model = label_model_annotators(project=project, model=model if model in MODELS else DEFAULT_MODEL)
+    members = member_rows(project=project)
+    for m in members:
+        m["label_model"] = label_model["annotators"].get(m["user_id"])
     return render(request, "console/annotators.html", {
         **tabs_context(project=project, role=role, tab="annotators"), "form": form,
-        "members": member_rows(project=project),
+        "members": members, "label_model": label_model["fit"], "label_models": MODELS,
     }, status=form_status(form))
+
+
+@login_required
+@require_POST
+def project_label_models_refit(request: HttpRequest, slug: str) -> HttpResponse:
+    """Admins: queue a refit of the label models now (it also runs after each batch of judgments)."""
+    project, _ = project_for(request, slug, roles=ADMIN)
+    label_model_fit_request(project=project)
+    messages.success(request, "Refitting the label models; reload this page in a minute.")
+    return redirect("console-annotators", slug=slug)
 
 
 @login_required

@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from labeling.console.common import OVERSIGHT, tabs_context
+from labeling.selectors.label_models import label_model_comparison
 from labeling.selectors.projects import project_access_get
 from labeling.selectors.quality import PERIODS, quality_report
 
@@ -64,5 +65,6 @@ def project_dashboard(request, slug: str):
                                     denied="Only project admins and viewers see the quality dashboard.")
     period = request.GET.get("period", "week")
     report = quality_report(project=project, period=period if period in PERIODS else "week", rounds=100)
-    context = {**tabs_context(project=project, role=role, tab="quality"), "report": report, "charts": _charts(report), "periods": PERIODS, "period": period}
+    context = {**tabs_context(project=project, role=role, tab="quality"), "report": report, "charts": _charts(report), "periods": PERIODS, "period": period,
+               "label_model_comparison": label_model_comparison(project=project)}
     return render(request, "dashboard/project.html", context)

@@ -9,6 +9,7 @@ urlpatterns = [
     path("projects/<slug:slug>/data/", data.project_data, name="console-data"),
     path("projects/<slug:slug>/annotators/", members.project_annotators, name="console-annotators"),
     path("projects/<slug:slug>/annotators/remove/", members.project_annotator_remove, name="console-annotator-remove"),
+    path("projects/<slug:slug>/annotators/refit/", members.project_label_models_refit, name="console-label-models-refit"),
     path("projects/<slug:slug>/export/", exports.project_export, name="console-export"),
     path("projects/<slug:slug>/snapshots/<int:snapshot_id>/", exports.project_snapshot, name="console-snapshot"),
     path("projects/<slug:slug>/settings/", projects.project_settings, name="console-settings"),

@@ -14,6 +14,7 @@ from labeling.services.assignment.locking import (
 )
 from labeling.services.assignment.verdict import Verdict, verdict_validate
 from labeling.services.judgments import preference_pairs_build
+from labeling.services.label_models import label_model_fit_after_judgment
 
 
 def judgment_submit(
@@ -41,6 +42,7 @@ def judgment_submit(
                     assignment=locked, annotator=annotator, verdict=verdict, idempotency_key=idempotency_key,
                 )
                 _submission_record(assignment=locked)
+                label_model_fit_after_judgment(project=locked.project)
                 return judgment
     except IntegrityError:
         # The key was already used for another submission: a retry that lost a race.
