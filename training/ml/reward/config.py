@@ -63,8 +63,9 @@ class RewardConfig(TrainerConfig):
         "with the response's token count, the reward head's to be uncorrelated with it, and the two heads' "
         "weights to be orthogonal; the saved model scores with the reward head alone. Human raters often prefer "
         "the longer answer, so a reward model learns length as a shortcut that fails where the habit reverses "
-        "and that a policy exploits by padding. 'none' by default until measured better (README, Benchmarks: "
-        "bench/reward_transfer.py).")})
+        "and that a policy exploits by padding. 'none' by default: with a small backbone and a few hundred pairs a "
+        "source, the reward head lost much of the real signal along with length, on unseen and in-domain data alike "
+        "(README, Benchmarks: bench/reward_transfer.py, 'Length disentangled').")})
 
 
 def reward_lr(config: RewardConfig) -> float:
