@@ -38,6 +38,16 @@ class World:
     run: TrainingRun
 
 
+SENT: list[tuple] = []  # tasks a form's service sent: the label-model refit's only effect
+
+
+@pytest.fixture(autouse=True)
+def _tasks_recorded(monkeypatch):
+    SENT.clear()
+    monkeypatch.setattr("labeling.services.label_models.task_send_on_commit",
+                        lambda name, *args, **kwargs: SENT.append((name, *args)))
+
+
 @pytest.fixture
 def world(project_factory, member, settings, tmp_path) -> World:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -159,6 +169,8 @@ CASES: dict[str, Case] = {
                                lambda w: w.project.memberships.filter(user__username="csrf-viewer", role="viewer").exists()),
     "console-annotator-remove": Case(scoped("console-annotator-remove"), lambda w: other_member(w, "csrf-gone"),
                                      lambda w: not w.project.memberships.filter(user__username="csrf-gone").exists()),
+    "console-label-models-refit": Case(scoped("console-label-models-refit"), no_data,
+                                       lambda w: ("labeling.tasks.label_model_fit", w.project.pk) in SENT),
     "console-export": Case(scoped("console-export"), lambda w: {"format": "trl"},
                            lambda w: w.project.snapshots.exists()),
     "console-token": Case(lambda w: reverse("console-token"), lambda w: {"action": "create"},
