@@ -53,7 +53,7 @@ def pair_logprobs(model: torch.nn.Module, tokenizer, pairs: Sequence[dict[str, A
 
 def outcomes(margins: torch.Tensor) -> torch.Tensor:
     """Shape: margins [N] -> [N] in {0, 1/2, 1}: 1 where the chosen side is ahead, 1/2 on a tie."""
-    return (margins > 0).float() + 0.5 * (margins == 0).float()
+    return (margins > 0).to(margins.dtype) + 0.5 * (margins == 0).to(margins.dtype)  # float64 in, float64 out
 
 
 def bootstrap_interval(values: Sequence[float] | torch.Tensor, clusters: Sequence[Any] | None = None,
