@@ -95,18 +95,21 @@ def promotion_decide(*, evaluation: dict[str, Any], margin: float, metric: str =
 
     metric "win_rate": the RM-judged win rate against the parent is at least 0.5 + margin;
     metric "reward":   mean RM score minus the parent's is at least margin.
-    requires_preference_gain: also the 95% interval of its preference-accuracy gain over the parent on
-    held-out human pairs (training.ml.preference_eval) is not below zero, evidence no learned judge gives.
+    requires_preference_gain: also the 95% interval of its per-token preference-accuracy gain over the parent
+    on held-out human pairs (training.ml.preference_eval) is not below zero, evidence no learned judge gives.
+    Per token, not summed: a summed log-probability favours the shorter answer, and DPO's few nats rarely flip
+    a pair whose answers differ by tens, so the summed gain stayed within noise of zero in every measured
+    recipe while the per-token one rose with more pairs (README, Benchmarks: bench/dpo_recipe.py).
     """
     if metric not in PROMOTE_METRICS:
         raise PlanError("promote_metric", f"one of {', '.join(PROMOTE_METRICS)}")
     if requires_preference_gain:
-        interval = evaluation.get("pref_accuracy_delta_ci95")
+        interval = evaluation.get("pref_accuracy_per_token_delta_ci95")
         if not interval:
             return False, "no preference accuracy on held-out human pairs (the rule requires its gain)"
         if interval[0] < 0:
-            return False, (f"preference-accuracy gain {evaluation['pref_accuracy_delta']:+.3f}, interval "
-                           f"[{interval[0]:+.3f}, {interval[1]:+.3f}] reaches below zero")
+            return False, (f"per-token preference-accuracy gain {evaluation['pref_accuracy_per_token_delta']:+.3f}, "
+                           f"interval [{interval[0]:+.3f}, {interval[1]:+.3f}] reaches below zero")
     if metric == "win_rate":
         value = evaluation.get("win_rate_vs_parent")
         if value is None:

@@ -30,10 +30,12 @@ def test_promotion_can_require_a_preference_gain_on_held_out_human_pairs():
     assert promotion_decide(evaluation=won, margin=0.1)[0]
     ok, why = promotion_decide(evaluation=won, margin=0.1, requires_preference_gain=True)
     assert not ok and "no preference accuracy" in why
-    below = {**won, "pref_accuracy_delta": 0.02, "pref_accuracy_delta_ci95": [-0.01, 0.05]}
+    below = {**won, "pref_accuracy_per_token_delta": 0.02, "pref_accuracy_per_token_delta_ci95": [-0.01, 0.05],
+             "pref_accuracy_delta_ci95": [0.01, 0.05]}  # the summed gain is not what the rule reads
     ok, why = promotion_decide(evaluation=below, margin=0.1, requires_preference_gain=True)
     assert not ok and "[-0.010, +0.050] reaches below zero" in why
-    above = {**won, "pref_accuracy_delta": 0.04, "pref_accuracy_delta_ci95": [0.0, 0.08]}
+    above = {**won, "pref_accuracy_per_token_delta": 0.04, "pref_accuracy_per_token_delta_ci95": [0.0, 0.08],
+             "pref_accuracy_delta_ci95": [-0.02, 0.03]}
     assert promotion_decide(evaluation=above, margin=0.1, requires_preference_gain=True)[0]
     assert not promotion_decide(evaluation={**above, "win_rate_vs_parent": 0.55}, margin=0.1, requires_preference_gain=True)[0]
 

@@ -79,7 +79,7 @@ class RunInputSerializer(serializers.Serializer):
     promote_metric = serializers.ChoiceField(choices=list(plan.PROMOTE_METRICS), default=plan.DEFAULT_PROMOTE_METRIC)
     promote_requires_preference_gain = serializers.BooleanField(
         required=False, help_text="Evaluation with auto_promote_margin: also require the 95% interval of the version's "
-                                  "preference-accuracy gain over its parent on held-out human pairs not below zero.")
+                                  "per-token preference-accuracy gain over its parent on held-out human pairs not below zero.")
     max_pairs = serializers.IntegerField(required=False, min_value=1, max_value=100000,
                                          help_text="Evaluation: how many held-out human pairs measure preference accuracy.")
     max_prompts = serializers.IntegerField(required=False, min_value=1, max_value=100000,

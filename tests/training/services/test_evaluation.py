@@ -56,7 +56,7 @@ def test_a_promotion_that_requires_a_preference_gain_says_so(setup, tiny_reward_
     policy_evaluate(run_id=run.pk)
     run.refresh_from_db()
     version.refresh_from_db()
-    low = version.metrics["evaluation"]["pref_accuracy_delta_ci95"][0]
+    low = version.metrics["evaluation"]["pref_accuracy_per_token_delta_ci95"][0]
     decision = run.params["promotion"]
     # A margin of -0.5 promotes on any win rate: the preference rule alone decides.
     assert decision["promoted"] == (low >= 0) == version.promoted
