@@ -11,8 +11,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from labeling.console.common import ADMIN, OVERSIGHT, form_status, project_for, tabs_context
 from labeling.console.forms import MemberForm, MemberRemoveForm
 from labeling.label_models import MODELS
-from labeling.selectors.console import api_token_get, member_rows, user_get_by_username
-from labeling.selectors.label_models import DEFAULT_MODEL, label_model_annotators
+from labeling.selectors.console import api_token_get, user_get_by_username
+from labeling.selectors.label_models import DEFAULT_MODEL, annotator_rows
 from labeling.services.label_models import label_model_fit_request
 from labeling.services.projects import membership_remove, membership_set
 from labeling.services.tokens import api_token_create, api_token_revoke
@@ -32,14 +32,10 @@ def project_annotators(request: HttpRequest, slug: str) -> HttpResponse:
             membership_set(project=project, user=user, role=form.cleaned_data["role"])
             messages.success(request, f"{user.username} is now {form.cleaned_data['role']} in this project.")
             return redirect("console-annotators", slug=slug)
-    model = request.GET.get("model", DEFAULT_MODEL)
-    label_model = label_model_annotators(project=project, model=model if model in MODELS else DEFAULT_MODEL)
-    members = member_rows(project=project)
-    for m in members:
-        m["label_model"] = label_model["annotators"].get(m["user_id"])
+    members, fit = annotator_rows(project=project, model=request.GET.get("model", DEFAULT_MODEL))
     return render(request, "console/annotators.html", {
         **tabs_context(project=project, role=role, tab="annotators"), "form": form,
-        "members": members, "label_model": label_model["fit"], "label_models": MODELS,
+        "members": members, "label_model": fit, "label_models": MODELS,
     }, status=form_status(form))
 
 

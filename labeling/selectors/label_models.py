@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from labeling.label_models import Vote, gold_outcomes, judgment_votes
+from labeling.label_models import MODELS, Vote, gold_outcomes, judgment_votes
 from labeling.models import LabelModelFit, Project
+from labeling.selectors.console import member_rows
 from labeling.selectors.quality import CHUNK, current_judgments
 
 # The model the console shows by default: the best of the issue's benchmark is chosen there; DS is
@@ -39,6 +40,16 @@ def label_model_annotators(*, project: Project, model: str = DEFAULT_MODEL) -> d
         return {"fit": None, "annotators": {}}
     summary = {"model": model, "created_at": fit.created_at, "judgments": fit.judgments, "votes": fit.votes}
     return {"fit": summary, "annotators": {int(k): v for k, v in fit.fits[model]["annotators"].items()}}
+
+
+def annotator_rows(*, project: Project, model: str = DEFAULT_MODEL) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The annotators tab's rows (console.member_rows), each with its `label_model` stats from the latest
+    fit of `model` (DEFAULT_MODEL when not a known model), and that fit's summary (None before the first)."""
+    label_model = label_model_annotators(project=project, model=model if model in MODELS else DEFAULT_MODEL)
+    members = member_rows(project=project)
+    for row in members:
+        row["label_model"] = label_model["annotators"].get(row["user_id"])
+    return members, label_model["fit"]
 
 
 def label_model_comparison(*, project: Project) -> dict[str, Any] | None:
