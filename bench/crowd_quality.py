@@ -17,6 +17,11 @@ database (Postgres: set DATABASE_URL).
    the accuracy of its consensus against the recorded choice (a 50/50 posterior scores one half),
    bad_flagged_recall (bad annotators with any flag), good_flagged_rate and its seconds.
 4. fit_seconds: the pure fit on a synthetic crowd of --scale-votes votes (no queue, no database).
+5. --train-reward: the default reward model (RewardConfig's defaults, MiniLM) is trained three times
+   on the crowd's labels through the product's training snapshot (training.selectors.data): every
+   judgment as given (label_model none, today's default), majority vote's hard consensus, and the best
+   label model's soft posterior; each is scored on --eval-pairs pairs of --eval-data (whose prompts
+   the crowd never saw; the recorded choice is the truth). Reported under `training` with an interval.
 """
 from __future__ import annotations
 
@@ -55,12 +60,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale-votes", type=int, default=100_000, help="synthetic votes for fit_seconds; 0 skips it")
+    parser.add_argument("--train-reward", action="store_true", help="also train the reward model on each kind of label")
+    parser.add_argument("--eval-data", action="append", default=[], help="held-out pairs for --train-reward; repeatable")
+    parser.add_argument("--eval-pairs", type=int, default=500)
+    parser.add_argument("--reward-base", default="", help="reward backbone folder for --train-reward (default: MiniLM)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads for --train-reward (0: torch's default)")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
     if args.pairs < 1 or not 1 <= args.overlap <= args.annotators:
         raise CrowdError("--pairs must be positive and --overlap between 1 and --annotators")
     if not 0 <= args.bad_share <= 1 or not 0 <= args.biased_share <= 1 or not 0 <= args.bias <= 1:
         raise CrowdError("--bad-share, --biased-share and --bias are shares from 0 to 1")
+    if args.train_reward and not args.eval_data:
+        raise CrowdError("--train-reward needs --eval-data (pairs whose prompts the crowd does not see)")
     return args
 
 
@@ -179,6 +191,40 @@ def fit_seconds(votes: int, seed: int) -> dict[str, Any]:
             "models": {name: round(fit.seconds, 3) for name, fit in fits.items()}}
 
 
+def train_on_labels(project, best: str, eval_records: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The default reward model trained on each kind of label, and its accuracy on eval_records."""
+    import tempfile
+
+    import torch
+
+    from training.dataset import reward_groups
+    from training.ml.reward.artifact import load_reward_model
+    from training.ml.reward.config import RewardConfig
+    from training.ml.reward.evaluate import margin_outcomes, pair_margins
+    from training.ml.preference_eval import bootstrap_interval
+    from training.ml.reward.loop import train_reward_model
+    from training.selectors.data import training_dataset_collect, training_filters
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = {}
+    for name, params in (("every judgment", {}), ("majority (hard)", {"label_model": "majority", "label_targets": "hard"}),
+                         (f"{best} (soft)", {"label_model": best})):
+        started = time.perf_counter()
+        dataset = training_dataset_collect(project=project, filters=training_filters(params=params, project=project))
+        data = reward_groups(dataset)
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = train_reward_model(data.train, RewardConfig(base_model=args.reward_base, seed=args.seed), Path(tmp) / "rm",
+                                         reference_texts=data.reference_texts, val_groups=data.held_out)
+            model, tokenizer, config = load_reward_model(Path(tmp) / "rm")
+            hits = margin_outcomes(pair_margins(model, tokenizer, eval_records, max_length=config.max_length))
+        accuracy = sum(hits) / len(hits)
+        out[name] = {"groups": len(data.train), "eval_accuracy": accuracy, "eval_accuracy_ci95": bootstrap_interval(hits, seed=args.seed),
+                     "val_accuracy": metrics["val_accuracy"], "seconds": round(time.perf_counter() - started, 1)}
+        progress({"step": "trained", "labels": name, **out[name]})
+    return {"eval_pairs": len(eval_records), "models": out}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     import django
@@ -207,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "fit_seconds": fit_seconds(args.scale_votes, args.seed) if args.scale_votes else None,
         "seconds": seconds,
     }
+    if args.train_reward:
+        seen = {r["prompt"] for r in records}
+        held = [r for r in load_pairs(args.eval_data, 10**9, random.Random(args.seed)) if r["prompt"] not in seen]
+        result["training"] = train_on_labels(project, result["best_label_model"], held[:args.eval_pairs], args)
     emit(result, args.json)
     return result
 

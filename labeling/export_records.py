@@ -19,6 +19,8 @@ HF_FORMATS = {"hf": "trl", "hf-chat": "trl-chat", "hf-ranked": "ranked"}
 FORMATS = ("trl", "trl-chat", "hh", "ranked", "judgments", "parquet", "csv", *HF_FORMATS)
 PAIR_FORMATS = frozenset({"trl", "trl-chat", "hh", "parquet", "csv", "hf", "hf-chat"})
 SQL_JSON_FORMATS = frozenset({"trl", "trl-chat", "hh"})
+# Pair formats whose records can carry a label model's posterior P(chosen beats rejected) (`label_posterior`).
+POSTERIOR_FORMATS = frozenset({"trl", "trl-chat", "hh", "parquet", "hf", "hf-chat"})
 JUDGMENT_FORMATS = frozenset({"ranked", "judgments", "hf-ranked"})
 FILE_FORMATS = frozenset({"parquet", *HF_FORMATS})  # written whole to a file, then sent; not streamed as lines
 EXTENSIONS = {"parquet": "parquet", "csv": "csv"} | {fmt: "zip" for fmt in HF_FORMATS}
@@ -51,6 +53,13 @@ def csv_cell(text: str) -> str:
 # --- records from rows (see PAIR_COLUMNS and JUDGMENT_COLUMNS in labeling.selectors.exports) --------
 
 def pair_record(fmt: str, row: dict[str, Any]) -> dict[str, Any]:
+    record = _pair_shape(fmt, row)
+    if "label_posterior" in row:  # an export with a label model (labeling.selectors.exports.pair_rows)
+        record["label_posterior"] = row["label_posterior"]
+    return record
+
+
+def _pair_shape(fmt: str, row: dict[str, Any]) -> dict[str, Any]:
     prompt = prompt_transcript(row["prompt_text"], row["prompt_messages"])
     if fmt == "trl-chat":
         messages = row["prompt_messages"] or [{"role": "user", "content": row["prompt_text"]}]

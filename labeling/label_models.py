@@ -39,6 +39,10 @@ from labeling.ranking import ranking_pairs
 from labeling.stats import wilson_interval
 
 MODELS = ("majority", "dawid-skene", "position-em")
+# What training snapshots and exports may ask for: "none" keeps every judgment as it is; a model gives
+# its consensus, as soft targets (the posterior) or hard ones (the consensus ranking) (training.consensus).
+LABEL_MODEL_CHOICES = ("none", *MODELS)
+LABEL_TARGETS = ("soft", "hard")
 A, B, TIE = 0, 1, 2
 # Flags: a spammer's accuracy interval lies wholly below this. Random clicks sit at 0.5; the weakest
 # honest annotators the issue simulates are right 70% of the time, 64% when they also click the first
@@ -71,8 +75,37 @@ class ModelFit:
 
     def posterior(self, item: tuple[int, int]) -> float:
         """P(a beats b), a tie counting half."""
-        row = self.probs[self.items.index(item)]
+        row = self.probs[self.item_index()[item]]
         return float(row[A] + row[TIE] / 2)
+
+    def item_index(self) -> dict[tuple[int, int], int]:
+        if len(getattr(self, "_index", ())) != len(self.items):
+            self._index = {item: k for k, item in enumerate(self.items)}
+        return self._index
+
+    def targets(self, response_ids: Sequence[int]) -> list[list]:
+        """The soft labels of one task: [[i, j, P(slot i beats slot j)], ...] for the slots i < j whose
+        response pair the fit has (rounded to 6 places: the snapshot file is text)."""
+        index, out = self.item_index(), []
+        for i, j in combinations(range(len(response_ids)), 2):
+            a, b = response_ids[i], response_ids[j]
+            if (min(a, b), max(a, b)) in index:
+                p = self.posterior((min(a, b), max(a, b)))
+                out.append([i, j, round(p if a < b else 1.0 - p, 6)])
+        return out
+
+
+def targets_ranking(size: int, targets: Sequence[Sequence[float]]) -> list[list[int]]:
+    """The hard consensus of soft labels over `size` slots, as tie groups best first: each slot scores
+    the pairs it more likely wins (a coin flip, p = 0.5, half each; Copeland's rule), equal scores
+    tie. For two responses it is the more likely winner, or a tie at exactly 0.5."""
+    score = [0.0] * size
+    for i, j, p in targets:
+        i, j = int(i), int(j)
+        score[i] += 1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0
+        score[j] += 1.0 if p < 0.5 else 0.5 if p == 0.5 else 0.0
+    levels = sorted(set(score), reverse=True)
+    return [[s for s in range(size) if score[s] == level] for level in levels]
 
 
 def judgment_votes(*, annotator: int, ranking: Sequence[Sequence[int]], shown_order: Sequence[int]) -> list[Vote]:

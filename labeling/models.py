@@ -83,6 +83,14 @@ class Membership(models.Model):
     user = models.ForeignKey(USER, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
     created_at = models.DateTimeField(auto_now_add=True)
+    excluded_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set while an admin excludes this member (labeling.services.annotators): no new tasks, and left "
+                  "out of the label models; their judgments stay stored.",
+    )
+    excluded_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # db_default: rows written by code that predates the column (a rolling deploy) still insert.
+    exclusion_reason = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique")]
@@ -218,6 +226,11 @@ class Judgment(models.Model):
         default=True, db_default=True,
         help_text="Counts toward the project's retrain_min_judgments: human judgments do, imported ones only when "
                   "their import asked (an import never starts a scheduled round by itself).",
+    )
+    counts_for_overlap = models.BooleanField(
+        default=True, db_default=True,
+        help_text="Holds one of its task's overlap seats (counted in judgments_count). A re-queue of the annotator's "
+                  "tasks sets it false on their judgments of each task, corrections included; the judgment stays.",
     )
     ranking = models.JSONField(help_text="Tie groups of response ids, best first: [[3], [1, 4], [2]].")
     both_bad = models.BooleanField(default=False)

@@ -99,7 +99,7 @@ def seeded(django_user_model, settings, tmp_path, wsgi_in_test_transaction) -> S
         ids={
             "assignment_id": assignment.pk, "job_id": job.pk, "snapshot_id": snapshot.pk, "run_id": run.pk,
             "prompt_id": project.prompts.order_by("id").first().pk,
-            "version_id": policy.pk, "reward_version_id": reward.pk,
+            "version_id": policy.pk, "reward_version_id": reward.pk, "user_id": annotator.pk,
         },
     )
 

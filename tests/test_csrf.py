@@ -15,9 +15,12 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from labeling.models import Membership, Project, Prompt
+from labeling.models import Judgment, Membership, Project, Prompt
+from labeling.services.assignment import task_assign_next
+from tests.labeling.judging import make_tasks, submit
 from training.models import ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -131,6 +134,23 @@ def other_member(w: World, username: str) -> dict[str, Any]:
     user = get_user_model().objects.create_user(username=username)
     Membership.objects.create(project=w.project, user=user, role=Membership.Role.ANNOTATOR)
     return {"username": username}
+def member_id(w: World, username: str, *, excluded: bool = False, judged: bool = False) -> dict[str, Any]:
+    """A second member, by id as the annotator forms send it: excluded already (for Re-include), or with a
+    judgment that holds a task's seat (for Re-queue)."""
+    other_member(w, username)
+    user = Membership.objects.get(project=w.project, user__username=username).user
+    if excluded:
+        Membership.objects.filter(project=w.project, user=user).update(excluded_at=timezone.now())
+    if judged:
+        make_tasks(w.project, 1)
+        submit(task_assign_next(annotator=user, project=w.project).assignment, user)
+    return {"user_id": user.pk}
+
+
+def excluded(w: World, username: str) -> bool:
+    return Membership.objects.get(project=w.project, user__username=username).excluded_at is not None
+
+
 CASES: dict[str, Case] = {
     "login": Case(lambda w: reverse("login"), lambda w: {"username": w.admin.username, "password": f"pw-{w.admin.username}"},
                   lambda w: True, logged_in=False),
@@ -169,6 +189,14 @@ CASES: dict[str, Case] = {
                                lambda w: w.project.memberships.filter(user__username="csrf-viewer", role="viewer").exists()),
     "console-annotator-remove": Case(scoped("console-annotator-remove"), lambda w: other_member(w, "csrf-gone"),
                                      lambda w: not w.project.memberships.filter(user__username="csrf-gone").exists()),
+    "console-annotator-exclude": Case(scoped("console-annotator-exclude"), lambda w: member_id(w, "csrf-excluded"),
+                                      lambda w: excluded(w, "csrf-excluded")),
+    "console-annotator-include": Case(scoped("console-annotator-include"),
+                                      lambda w: member_id(w, "csrf-included", excluded=True),
+                                      lambda w: not excluded(w, "csrf-included")),
+    "console-annotator-requeue": Case(scoped("console-annotator-requeue"), lambda w: member_id(w, "csrf-requeued", judged=True),
+                                      lambda w: Judgment.objects.filter(annotator__username="csrf-requeued",
+                                                                        counts_for_overlap=False).exists()),
     "console-label-models-refit": Case(scoped("console-label-models-refit"), no_data,
                                        lambda w: ("labeling.tasks.label_model_fit", w.project.pk) in SENT),
     "console-export": Case(scoped("console-export"), lambda w: {"format": "trl"},

@@ -104,6 +104,7 @@ def _seed(project: Project, *, admin, annotators, tmp) -> Side:
         "import_job_id": import_job.pk,
         "prompt_id": voted.prompt_id, "solo_prompt_id": project.prompts.get(external_id="solo").pk,
         "version_id": policies[0].pk, "version_b_id": policies[1].pk, "reward_version_id": reward.pk,
+        "member_id": annotators[0].pk,
     })
 
 
@@ -186,8 +187,9 @@ class Call:
     query: dict | None = None
 
 
-def _ids(*names):
-    return lambda side: {"slug": side.project.slug, **{n: side.ids[n] for n in names}}
+def _ids(*names, rename: dict[str, str] | None = None):
+    rename = rename or {}
+    return lambda side: {"slug": side.project.slug, **{rename.get(n, n): side.ids[n] for n in names}}
 
 
 def _assignment(side):
@@ -236,6 +238,10 @@ TABLE: dict[tuple[str, str], Call] = {
     ("api-project", "DELETE"): Call(api(204, ADMINS)),
     ("api-members", "GET"): Call(api(200, ADMINS)),
     ("api-members", "POST"): Call(api(201, ADMINS), data=lambda side: {"username": "perm-outsider", "role": "viewer"}),
+    ("api-annotator-exclude", "POST"): Call(api(200, ADMINS), kwargs=_ids("member_id", rename={"member_id": "user_id"}),
+                                            data=lambda side: {"reason": "perm"}),
+    ("api-annotator-include", "POST"): Call(api(200, ADMINS), kwargs=_ids("member_id", rename={"member_id": "user_id"})),
+    ("api-annotator-requeue", "POST"): Call(api(200, ADMINS), kwargs=_ids("member_id", rename={"member_id": "user_id"})),
     # Data
     ("api-prompts", "GET"): Call(api(200)),
     ("api-responses", "GET"): Call(api(200, OVERSIGHT)),
@@ -313,6 +319,10 @@ TABLE: dict[tuple[str, str], Call] = {
                                          data=lambda side: {"username": "perm-outsider", "role": "viewer"}),
     ("console-annotator-remove", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"username": "perm-viewer"}),
     ("console-label-models-refit", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {}),
+    ("console-annotator-exclude", "POST"): Call(page(BACK, ADMINS), fmt=None,
+                                                data=lambda side: {"user_id": side.ids["member_id"], "reason": "perm"}),
+    ("console-annotator-include", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"user_id": side.ids["member_id"]}),
+    ("console-annotator-requeue", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"user_id": side.ids["member_id"]}),
     ("console-export", "GET"): Call(page(200, ADMINS), query={"preview": "1", "format": "trl"}),
     ("console-export", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {"format": "trl"}),
     ("console-snapshot", "GET"): Call(page(200, ADMINS), kwargs=_ids("snapshot_id")),

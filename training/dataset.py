@@ -11,6 +11,12 @@ One record a line, in this order: every prompt, then demonstrations, then judgme
     {"type": "judgment", "id": ..., "prompt_id": ..., "responses": [K texts in slot order],
      "ranking": [[slot indices], ...] best first (null when it no longer matches the task),
      "annotator": pseudonym, "source": "human" or a dataset name, "gold": bool, "both_bad": bool}
+    {"type": "label_model", "model": ..., "targets": "soft" or "hard", "judgments": ..., ...}
+
+With a label model (training.consensus) the judgment records are one per task: "source" is
+"label-model", "judgments" says how many it stands for, "ranking" is the consensus and, with soft
+targets, "targets": [[i, j, P(slot i beats slot j)], ...] is what the reward loss reads; the
+label_model record (at most one, last) says what the fit did, for the model card.
 
 Every prompt's side of the product's one split (labeling.splits, keyed by prompt_id) decides where
 its data goes: trainers get the train side only; the held-out side is for validation and evaluation.
@@ -36,6 +42,7 @@ class TrainingDataset:
     prompts: dict[str, dict[str, Any]] = field(default_factory=dict)  # prompt_id -> record, file order
     demonstrations: list[dict[str, Any]] = field(default_factory=list)
     judgments: list[dict[str, Any]] = field(default_factory=list)
+    label_model: dict[str, Any] | None = None  # training.consensus's summary, when a label model made the records
 
     def prompt(self, prompt_id: str) -> Any:
         return self.prompts[prompt_id]["prompt"]
@@ -48,12 +55,18 @@ class TrainingDataset:
         """The newest judgment in the snapshot (0 without any): how far a retrain check counts as trained."""
         return max((j["id"] for j in self.judgments), default=0)
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
+        """Sizes for the card. With a label model, judgments and annotators are those it fitted, and
+        consensus_tasks the records it made of them."""
         annotators = {j["annotator"] for j in self.judgments if j.get("annotator")}
         annotators |= {d["author"] for d in self.demonstrations if d.get("author")}
-        return {"prompts": len(self.prompts), "demonstrations": len(self.demonstrations),
-                "judgments": len(self.judgments), "annotators": len(annotators),
-                "held_out_prompts": sum(prompt_is_held_out(p) for p in self.prompts)}
+        counts = {"prompts": len(self.prompts), "demonstrations": len(self.demonstrations),
+                  "judgments": len(self.judgments), "annotators": len(annotators),
+                  "held_out_prompts": sum(prompt_is_held_out(p) for p in self.prompts)}
+        if self.label_model is not None:
+            counts.update(judgments=self.label_model["judgments"], consensus_tasks=len(self.judgments),
+                          annotators=max(len(annotators), self.label_model["annotators"]))
+        return counts
 
 
 # ---------------------------------------------------------------------------------------- the file
@@ -63,6 +76,8 @@ def dataset_records(dataset: TrainingDataset) -> Iterator[dict[str, Any]]:
     yield from ({"type": "prompt", **p} for p in dataset.prompts.values())
     yield from ({"type": "demonstration", **d} for d in dataset.demonstrations)
     yield from ({"type": "judgment", **j} for j in dataset.judgments)
+    if dataset.label_model is not None:
+        yield {"type": "label_model", **dataset.label_model}
 
 
 def dataset_write(path: str | Path, dataset: TrainingDataset) -> tuple[int, str]:
@@ -98,6 +113,8 @@ def dataset_read(path: str | Path) -> TrainingDataset:
                 dataset.demonstrations.append(record)
             elif kind == "judgment":
                 dataset.judgments.append(record)
+            elif kind == "label_model":
+                dataset.label_model = record
             else:
                 raise ValueError(f"{path}: line {number}: unknown record type {kind!r}")
     return dataset
@@ -138,6 +155,8 @@ def reward_groups(dataset: TrainingDataset) -> RewardGroups:
             skipped += 1
             continue
         group = {"prompt": dataset.rm_prompt(j["prompt_id"]), "responses": j["responses"], "ranking": j["ranking"]}
+        if j.get("targets") is not None:
+            group["targets"] = j["targets"]  # a label model's soft labels (training.ml.reward.data.group_comparisons)
         (held if prompt_is_held_out(j["prompt_id"]) else train).append(group)
     reference = [(dataset.rm_prompt(d["prompt_id"]), d["response"]) for d in _train(dataset.demonstrations)]
     return RewardGroups(train, held, skipped, reference[:MAX_REFERENCE_TEXTS] or None)
@@ -179,7 +198,9 @@ def _pairs(dataset: TrainingDataset, judgments: Iterable[dict[str, Any]]) -> lis
 def agreement(dataset: TrainingDataset) -> float | None:
     """How often two judgments of the same task order a pair of its responses the same way (a tie is
     an order too): agreeing (judgment pair, response pair) cases / all such cases. None when no task
-    was judged twice."""
+    was judged twice. A label model's records are one per task: its summary kept the judgments' figure."""
+    if dataset.label_model is not None:
+        return dataset.label_model.get("agreement")
     by_task: dict[tuple, list[dict[int, int]]] = {}
     for j in dataset.judgments:
         if _comparable(j):

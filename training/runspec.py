@@ -16,6 +16,7 @@ import math
 import re
 from typing import Any, Mapping
 
+from labeling.label_models import LABEL_MODEL_CHOICES, LABEL_TARGETS
 from training import plan
 from training.plan import CANDIDATES, DPO, EVALUATE, PPO, REWARD, SFT
 
@@ -204,6 +205,8 @@ FIELD_PARSERS = {
     "include_gold": _bool,
     "filters": _object,  # its keys and values: training.selectors.data.training_filters, in the service
     "min_gold_accuracy": _number(0, 1, null=True),
+    "label_model": _choice(LABEL_MODEL_CHOICES),
+    "label_targets": _choice(LABEL_TARGETS),
     "base": _base,
     "processes": None,  # capped by the worker's settings: max_processes
     "mix_snapshots": _ids,
@@ -219,7 +222,7 @@ FIELD_PARSERS = {
     "batch_size": _int(1, 1024),
     "precision": _choice(CONFIG_CHOICES["precision"]),
 }
-_TRAINING = ("config", "promote", "snapshot", "include_gold", "filters", "min_gold_accuracy")
+_TRAINING = ("config", "promote", "snapshot", "include_gold", "filters", "min_gold_accuracy", "label_model", "label_targets")
 # What a request may name, per kind. `version` is the parent of a policy run, the version an
 # evaluation evaluates, the policy candidates sample from; a round picks those itself.
 RUN_FIELDS: dict[str, tuple[str, ...]] = {

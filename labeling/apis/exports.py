@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from labeling.apis.base import ADMIN_ROLES, ProjectScopedMixin
 from labeling.apis.schema import ErrorSerializer
+from labeling.label_models import LABEL_MODEL_CHOICES
 from labeling.models import DatasetSnapshot, ExportJob
 from labeling import export_records, splits
 from labeling.selectors import exports as export_selectors
@@ -58,6 +59,8 @@ class ExportInputSerializer(serializers.Serializer):
     test_fraction = serializers.FloatField(required=False)
     split_seed = serializers.CharField(required=False)
     pseudonymous = serializers.BooleanField(required=False, help_text="False: usernames instead of pseudonyms.")
+    label_model = serializers.ChoiceField(choices=LABEL_MODEL_CHOICES, required=False, help_text=(
+        "Pair formats: add label_posterior, this label model's P(chosen beats rejected) from the project's latest fit."))
 
 
 class ExportJobInputSerializer(ExportInputSerializer):

@@ -6,6 +6,7 @@ from labeling.flags import custom_flags_problem
 from labeling.models import (
     ComparisonTask, Demonstration, ImportBatch, Judgment, Membership, PreferencePair, Project, Prompt, Response,
 )
+from labeling.services.annotators import EXCLUSION_REASON_MAX_CHARS
 
 
 class ProjectOutputSerializer(serializers.ModelSerializer):
@@ -55,6 +56,31 @@ class MembershipSerializer(serializers.ModelSerializer):
         model = Membership
         fields = ["username", "role", "created_at"]
         read_only_fields = ["created_at"]
+
+
+class AnnotatorExcludeInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=EXCLUSION_REASON_MAX_CHARS,
+                                   help_text="Why, shown on the annotators tab.")
+
+
+class AnnotatorExclusionSerializer(serializers.ModelSerializer):
+    """A member's exclusion state (labeling.services.annotators)."""
+    username = serializers.CharField(source="user.username", read_only=True)
+    excluded = serializers.SerializerMethodField()
+    excluded_by = serializers.CharField(source="excluded_by.username", read_only=True, allow_null=True,
+                                        help_text="The admin who excluded them (null when not excluded).")
+
+    class Meta:
+        model = Membership
+        fields = ["user_id", "username", "role", "excluded", "excluded_at", "excluded_by", "exclusion_reason"]
+        read_only_fields = fields
+
+    def get_excluded(self, membership: Membership) -> bool:
+        return membership.excluded_at is not None
+
+
+class AnnotatorTasksRequeueOutputSerializer(serializers.Serializer):
+    reopened = serializers.IntegerField(help_text="Complete tasks that reopened because this member's seat went back to the queue.")
 
 
 class PromptSerializer(serializers.ModelSerializer):

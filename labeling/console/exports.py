@@ -18,12 +18,13 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from labeling import export_records, splits
 from labeling.console.common import ADMIN, project_for, tabs_context
+from labeling.label_models import LABEL_MODEL_CHOICES
 from labeling.selectors.console import snapshot_list
 from labeling.selectors.exports import CONSENSUS, ExportFilters, export_count
 from labeling.services.exports import dataset_snapshot_create, export_preview, manifest_path
 
 FILTER_KEYS = ("date_from", "date_to", "annotator", "sources", "judgment_source", "min_agreement", "consensus",
-               "exclude_gold", "split", "pseudonymous")
+               "exclude_gold", "split", "pseudonymous", "label_model")
 SNAPSHOT_PREVIEW_LINES = 20
 SNAPSHOTS_SHOWN = 10
 
@@ -59,7 +60,8 @@ def project_export(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = project_for(request, slug, roles=ADMIN)
     data = request.POST if request.method == "POST" else request.GET
     context = {**tabs_context(project=project, role=role, tab="export"), "formats": export_records.FORMATS,
-               "consensus": CONSENSUS, "splits": (splits.TRAIN, splits.TEST), "values": data, "errors": {}}
+               "consensus": CONSENSUS, "splits": (splits.TRAIN, splits.TEST), "label_models": LABEL_MODEL_CHOICES,
+               "values": data, "errors": {}}
     try:
         fmt, filters = _parse(data)
         if request.method == "POST":

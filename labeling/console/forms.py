@@ -9,6 +9,7 @@ from labeling.flags import custom_flags_problem
 from labeling.models import Membership, Project
 from labeling.selectors.console import BROWSE_VIEWS
 from labeling.selectors.projects import tasks_short_of_responses_count
+from labeling.services.annotators import EXCLUSION_REASON_MAX_CHARS
 from labeling.services.projects import EDITABLE_FIELDS
 
 PROJECT_FIELDS = ["name", "mode", "responses_per_task", "overlap", "gold_rate", "lease_seconds", "instructions",
@@ -110,6 +111,16 @@ class MemberForm(forms.Form):
 
 class MemberRemoveForm(forms.Form):
     username = forms.CharField(max_length=150)
+
+
+class AnnotatorForm(forms.Form):
+    """Re-include or re-queue a member, named by user id: a deactivated account (which no username lookup
+    finds) can still have its tasks re-queued."""
+    user_id = forms.IntegerField(min_value=1)
+
+
+class AnnotatorExcludeForm(AnnotatorForm):
+    reason = forms.CharField(required=False, max_length=EXCLUSION_REASON_MAX_CHARS)
 
 
 class BrowseForm(forms.Form):

@@ -1,18 +1,26 @@
 """The annotators tab (members, roles, throughput, gold accuracy, agreement, the label models'
-reliability estimates and flags) and each user's API token."""
+reliability estimates and flags; excluding, re-including and re-queuing a member) and each user's
+API token."""
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractUser
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_http_methods, require_POST
 
 from labeling.console.common import ADMIN, OVERSIGHT, form_status, project_for, tabs_context
-from labeling.console.forms import MemberForm, MemberRemoveForm
+from labeling.console.forms import AnnotatorExcludeForm, AnnotatorForm, MemberForm, MemberRemoveForm
 from labeling.label_models import MODELS
+from labeling.models import Project
+from labeling.selectors.annotators import member_user_get
 from labeling.selectors.console import api_token_get, user_get_by_username
 from labeling.selectors.label_models import DEFAULT_MODEL, annotator_rows
+from labeling.services.annotators import (
+    EXCLUSION_REASON_MAX_CHARS, annotator_exclude, annotator_include, annotator_tasks_requeue,
+)
 from labeling.services.label_models import label_model_fit_request
 from labeling.services.projects import membership_remove, membership_set
 from labeling.services.tokens import api_token_create, api_token_revoke
@@ -36,6 +44,7 @@ def project_annotators(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "console/annotators.html", {
         **tabs_context(project=project, role=role, tab="annotators"), "form": form,
         "members": members, "label_model": fit, "label_models": MODELS,
+        "exclusion_reason_max": EXCLUSION_REASON_MAX_CHARS,
     }, status=form_status(form))
 
 
@@ -62,6 +71,53 @@ def project_annotator_remove(request: HttpRequest, slug: str) -> HttpResponse:
             if user is not None:
                 membership_remove(project=project, user=user)
                 messages.success(request, f"{user.username} removed from the project (their judgments stay).")
+    return redirect("console-annotators", slug=slug)
+
+
+def _member_from(request: HttpRequest, form: AnnotatorForm, project: Project) -> AbstractUser | None:
+    """The member a valid form names; otherwise None, with the reason as an error message."""
+    user = member_user_get(project=project, user_id=form.cleaned_data["user_id"]) if form.is_valid() else None
+    if user is None:
+        messages.error(request, "; ".join(form.errors.get("reason", [])) or "No such member in this project.")
+    return user
+
+
+@login_required
+@require_POST
+def project_annotator_exclude(request: HttpRequest, slug: str) -> HttpResponse:
+    """Admins: exclude a member from the queue (their leases go back to the pool; their judgments stay)."""
+    project, _ = project_for(request, slug, roles=ADMIN)
+    form = AnnotatorExcludeForm(request.POST)
+    user = _member_from(request, form, project)
+    if user is not None:
+        annotator_exclude(project=project, user=user, by=request.user, reason=form.cleaned_data["reason"])
+        messages.success(request, f"{user.username} is excluded: no new tasks, and left out of the label models "
+                                  "(their judgments stay).")
+    return redirect("console-annotators", slug=slug)
+
+
+@login_required
+@require_POST
+def project_annotator_include(request: HttpRequest, slug: str) -> HttpResponse:
+    """Admins: let an excluded member take tasks again."""
+    project, _ = project_for(request, slug, roles=ADMIN)
+    user = _member_from(request, AnnotatorForm(request.POST), project)
+    if user is not None:
+        annotator_include(project=project, user=user, by=request.user)
+        messages.success(request, f"{user.username} is re-included and can take tasks again.")
+    return redirect("console-annotators", slug=slug)
+
+
+@login_required
+@require_POST
+def project_annotator_requeue(request: HttpRequest, slug: str) -> HttpResponse:
+    """Admins: give the seats a member's judgments hold back to the queue, for others to judge again."""
+    project, _ = project_for(request, slug, roles=ADMIN)
+    user = _member_from(request, AnnotatorForm(request.POST), project)
+    if user is not None:
+        reopened = annotator_tasks_requeue(project=project, user=user, by=request.user)
+        messages.success(request, f"Re-queued {user.username}'s tasks: {reopened} task{pluralize(reopened)} reopened "
+                                  "(their judgments stay stored).")
     return redirect("console-annotators", slug=slug)
 
 

@@ -163,9 +163,10 @@ def browse_sources(*, project: Project) -> list[str]:
 # --- annotators --------------------------------------------------------------------------------
 
 def member_rows(*, project: Project, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Each member with role, judgments (all and last 24 hours), gold accuracy and agreement with the others."""
+    """Each member with role, judgments (all and last 24 hours), gold accuracy, agreement with the others,
+    and their exclusion (excluded_at, excluded_by: a username or None, exclusion_reason)."""
     now = now or timezone.now()
-    members = list(project.memberships.select_related("user").order_by("user__username"))
+    members = list(project.memberships.select_related("user", "excluded_by").order_by("user__username"))
     counts = {
         row["annotator_id"]: row for row in project.judgments.filter(source="human", annotator__isnull=False)
         .values("annotator_id").annotate(total=Count("id"), day=Count("id", filter=Q(created_at__gte=now - timedelta(days=1))))
@@ -179,6 +180,8 @@ def member_rows(*, project: Project, now: datetime | None = None) -> list[dict[s
         "gold_accuracy": gold.get(m.user_id, {}).get("gold_accuracy"), "gold_pairs": gold.get(m.user_id, {}).get("gold_pairs", 0),
         "median_ms": gold.get(m.user_id, {}).get("median_ms"),
         "agreement": agreement.get(m.user_id, {}).get("agreement"),
+        "excluded_at": m.excluded_at, "excluded_by": m.excluded_by.username if m.excluded_by else None,
+        "exclusion_reason": m.exclusion_reason,
     } for m in members]
 
 

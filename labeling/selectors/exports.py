@@ -25,8 +25,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 
 from labeling import splits
-from labeling.export_records import FORMATS, JUDGMENT_FORMATS, PAIR_FORMATS, PG_PROMPT, PG_RECORDS
-from labeling.models import ExportJob, Judgment, PreferencePair, Project, Response, TaskResponse
+from labeling.export_records import FORMATS, JUDGMENT_FORMATS, PAIR_FORMATS, POSTERIOR_FORMATS, PG_PROMPT, PG_RECORDS
+from labeling.label_models import LABEL_MODEL_CHOICES, LABEL_TARGETS
+from labeling.models import ExportJob, Judgment, LabelModelFit, Membership, PreferencePair, Project, Response, TaskResponse
 
 CHUNK = 2000
 CONSENSUS = ("all", "majority", "unanimous")
@@ -53,6 +54,8 @@ class ExportFilters:
     test_fraction: float = splits.HELD_OUT_FRACTION
     split_seed: str = splits.DEFAULT_SEED
     pseudonymous: bool = True
+    label_model: str = "none"  # labeling.label_models.LABEL_MODEL_CHOICES: a pair's posterior column, a snapshot's consensus
+    label_targets: str = "soft"  # a training snapshot's consensus as soft targets or a hard ranking
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "ExportFilters":
@@ -76,6 +79,8 @@ class ExportFilters:
                 test_fraction=float(data.get("test_fraction", splits.HELD_OUT_FRACTION)),
                 split_seed=str(data.get("split_seed", splits.DEFAULT_SEED)),
                 pseudonymous=_bool(data.get("pseudonymous", True)),
+                label_model=str(data.get("label_model", "none")),
+                label_targets=str(data.get("label_targets", "soft")),
             )
         except (TypeError, ValueError) as exc:
             raise ValidationError({"filters": str(exc)}) from None
@@ -87,6 +92,10 @@ class ExportFilters:
             errors["consensus"] = f"must be one of {list(CONSENSUS)}"
         if not 0.0 <= self.min_agreement <= 1.0:
             errors["min_agreement"] = "must be between 0 and 1"
+        if self.label_model not in LABEL_MODEL_CHOICES:
+            errors["label_model"] = f"must be one of {list(LABEL_MODEL_CHOICES)}"
+        if self.label_targets not in LABEL_TARGETS:
+            errors["label_targets"] = f"must be one of {list(LABEL_TARGETS)}"
         if self.split not in (None, splits.TRAIN, splits.TEST):
             errors["split"] = f"must be {splits.TRAIN} or {splits.TEST}"
         if not 0.0 < self.test_fraction < 1.0:
@@ -128,6 +137,8 @@ def format_validate(*, fmt: str, filters: ExportFilters) -> None:
         raise ValidationError({"format": f"must be one of {list(FORMATS)}"})
     if fmt not in PAIR_FORMATS and (filters.consensus != "all" or filters.min_agreement > 0):
         raise ValidationError({"consensus": f"consensus and min_agreement apply to pair formats, not {fmt}"})
+    if filters.label_model != "none" and fmt not in POSTERIOR_FORMATS:
+        raise ValidationError({"label_model": f"the label model's posterior is a column of {sorted(POSTERIOR_FORMATS)}, not {fmt}"})
 
 
 # --- querysets -------------------------------------------------------------------------------
@@ -197,8 +208,15 @@ def _with_consensus(pairs: QuerySet, filters: ExportFilters) -> QuerySet:
     return pairs.filter(id=Subquery(first))
 
 
+def _excluded(project: Project) -> QuerySet:
+    """Users an admin excluded from the project (labeling.services.annotators): their judgments stay
+    stored and export nothing, as they train nothing (training.selectors.data)."""
+    return Membership.objects.filter(project=project, excluded_at__isnull=False).values("user_id")
+
+
 def pair_queryset(*, project: Project, filters: ExportFilters) -> QuerySet[PreferencePair]:
-    pairs = PreferencePair.objects.filter(_judgment_q(filters, "judgment__"), project=project)
+    pairs = PreferencePair.objects.filter(_judgment_q(filters, "judgment__"), project=project).exclude(
+        judgment__annotator_id__in=_excluded(project))
     if filters.sources:
         pairs = pairs.filter(chosen__source__in=filters.sources, rejected__source__in=filters.sources)
     if filters.model_versions:
@@ -210,8 +228,12 @@ def pair_queryset(*, project: Project, filters: ExportFilters) -> QuerySet[Prefe
     return pairs.order_by("id")
 
 
-def judgment_queryset(*, project: Project, filters: ExportFilters) -> QuerySet[Judgment]:
+def judgment_queryset(*, project: Project, filters: ExportFilters, with_excluded: bool = False) -> QuerySet[Judgment]:
+    """The judgments the filters keep; those of excluded annotators too with with_excluded (a training
+    snapshot drops and counts them itself)."""
     judgments = Judgment.objects.filter(_judgment_q(filters), project=project)
+    if not with_excluded:
+        judgments = judgments.exclude(annotator_id__in=_excluded(project))
     outside = TaskResponse.objects.filter(task_id=OuterRef("task_id"))
     if filters.sources:
         judgments = judgments.filter(~Exists(outside.exclude(response__source__in=filters.sources)))
@@ -229,7 +251,7 @@ def export_count(*, project: Project, fmt: str, filters: ExportFilters) -> int:
 # --- rows ------------------------------------------------------------------------------------
 
 PAIR_COLUMNS = {
-    "id": "id", "prompt_text": "prompt__text", "prompt_messages": "prompt__messages",
+    "id": "id", "chosen_id": "chosen_id", "rejected_id": "rejected_id", "prompt_text": "prompt__text", "prompt_messages": "prompt__messages",
     "chosen_text": "chosen__text", "rejected_text": "rejected__text", "chosen_source": "chosen__source",
     "rejected_source": "rejected__source", "annotator_id": "judgment__annotator_id",
     "judgment_source": "judgment__source", "judged_at": "judgment__created_at",
@@ -266,7 +288,32 @@ def _rows(queryset: QuerySet, columns: dict[str, str]) -> Iterator[list[dict[str
 
 
 def pair_rows(*, project: Project, filters: ExportFilters) -> Iterator[list[dict[str, Any]]]:
-    return _rows(pair_queryset(project=project, filters=filters), PAIR_COLUMNS)
+    """Batches of pair rows; with filters.label_model each row also has `label_posterior`."""
+    posteriors = label_posteriors_get(project=project, model=filters.label_model)
+    for batch in _rows(pair_queryset(project=project, filters=filters), PAIR_COLUMNS):
+        if posteriors is not None:
+            for row in batch:
+                row["label_posterior"] = pair_posterior(posteriors, row["chosen_id"], row["rejected_id"])
+        yield batch
+
+
+def label_posteriors_get(*, project: Project, model: str) -> dict[str, float] | None:
+    """{"a-b": P(a beats b)} of `model` from the project's latest label-model fit (labeling.services.
+    label_models); None for "none". No fit yet is a ValidationError naming label_model."""
+    if model == "none":
+        return None
+    stored = LabelModelFit.objects.filter(project=project).values_list("posteriors", flat=True).first()
+    if stored is None:
+        raise ValidationError({"label_model": "this project has no label-model fit yet: refit on the annotators tab "
+                                              "(it also runs after every batch of judgments)"})
+    return {key: row[model] for key, row in stored.items() if model in row}
+
+
+def pair_posterior(posteriors: dict[str, float], chosen: int, rejected: int) -> float | None:
+    """P(chosen beats rejected) from a fit's posteriors keyed by the smaller response id first; None
+    for a pair the fit has not seen (imported judgments, or judged since the last fit)."""
+    p = posteriors.get(f"{min(chosen, rejected)}-{max(chosen, rejected)}")
+    return None if p is None else (p if chosen < rejected else round(1.0 - p, 6))
 
 
 def judgment_rows(*, project: Project, filters: ExportFilters) -> Iterator[list[dict[str, Any]]]:

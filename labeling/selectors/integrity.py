@@ -1,12 +1,14 @@
 """Invariants the write paths keep, checked against the rows: run after a crash, a restore or a
 chaos test. Nothing here writes; each problem names the row and what is wrong with it.
 
-- ComparisonTask.judgments_count = its current judgments (a correction replaces, it does not
-  add) plus the demonstrations submitted through its assignments.
+- ComparisonTask.judgments_count = its judgments that hold an overlap seat (a correction replaces,
+  it does not add; a judgment whose seat an admin re-queued holds none: counts_for_overlap) plus the
+  demonstrations submitted through its assignments.
 - ComparisonTask.active_assignments = its assignments in state active (expired leases count until
   a sweep or a submit marks them expired, as the counter does).
-- A non-gold task holds at most `overlap` active + submitted assignments, is open while short of
-  overlap and complete at it (imported preferences close a task at one verdict, whatever overlap).
+- A non-gold task holds at most `overlap` active + submitted assignments (a submitted one whose
+  judgment was re-queued holds no seat), is open while short of overlap and complete at it
+  (imported preferences close a task at one verdict, whatever overlap).
 - One current human judgment per (task, annotator); every submitted assignment has its judgment
   or demonstration, and a judgment's assignment is its own (same task and annotator, submitted).
 - A current judgment's ranking covers its task's responses and its stored preference pairs are
@@ -54,7 +56,9 @@ def _counted_tasks(scope: Q) -> QuerySet[ComparisonTask]:
     # Joins with DISTINCT counts rather than one correlated subquery per task: one pass over each
     # table (a task has only about `overlap` rows of each kind, so the join stays small).
     return ComparisonTask.objects.filter(scope).annotate(
-        current_judgments=Count("judgments", filter=Q(judgments__supersedes__isnull=True), distinct=True),
+        # A chain of corrections is counted once, by its first judgment: the one its submit counted.
+        current_judgments=Count("judgments", filter=Q(judgments__supersedes__isnull=True,
+                                                      judgments__counts_for_overlap=True), distinct=True),
         demonstrations=Count("assignments__demonstration", distinct=True),
         active_rows=Count("assignments", filter=Q(assignments__state=Assignment.State.ACTIVE), distinct=True),
     )
@@ -75,7 +79,9 @@ def _task_counters(scope: Q) -> Iterator[IntegrityProblem]:
 
 
 def _task_seats(scope: Q) -> Iterator[IntegrityProblem]:
-    held = Count("assignments", filter=Q(assignments__state__in=(Assignment.State.ACTIVE, Assignment.State.SUBMITTED)))
+    seated = Q(assignments__judgment__isnull=True) | Q(assignments__judgment__counts_for_overlap=True)
+    held = Count("assignments", filter=Q(assignments__state=Assignment.State.ACTIVE)
+                 | Q(seated, assignments__state=Assignment.State.SUBMITTED))
     tasks = (ComparisonTask.objects.filter(scope, is_gold=False).annotate(held=held)
              .filter(held__gt=F("project__overlap")).values_list("id", "held", "project__overlap").order_by("id"))
     for task_id, n, overlap in tasks:

@@ -60,8 +60,14 @@ class ExportResult:
 
 # --- chunks of a text format -----------------------------------------------------------------
 
+def _sql_json(fmt: str, filters: ExportFilters) -> bool:
+    """Whether Postgres builds the JSON lines itself: not when they carry a label model's posterior,
+    which Python adds from the stored fit."""
+    return fmt in SQL_JSON_FORMATS and on_postgres() and filters.label_model == "none"
+
+
 def _pair_jsonl(fmt: str, project: Project, filters: ExportFilters) -> Iterator[tuple[bytes, int]]:
-    if on_postgres():
+    if _sql_json(fmt, filters):
         for lines in pair_json_lines(fmt=fmt, project=project, filters=filters):
             yield "".join(line + "\n" for line in lines).encode(), len(lines)
         return
@@ -128,7 +134,10 @@ def _parquet(project: Project, filters: ExportFilters, out: IO[bytes]) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("id", pa.int64()), ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string())])
+    columns = [("id", pa.int64()), ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string())]
+    if filters.label_model != "none":
+        columns.append(("label_posterior", pa.float64()))
+    schema = pa.schema(columns)
     rows = 0
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         pending: list[dict[str, Any]] = []
@@ -210,7 +219,7 @@ def preferences_export(
         return ExportResult(rows=_parquet(project, filters, out))
     if fmt in HF_FORMATS:
         return _hf_zip(fmt, project, filters, out)
-    if fmt in SQL_JSON_FORMATS and on_postgres():
+    if _sql_json(fmt, filters):
         return ExportResult(rows=_copy_pairs(fmt, project, filters, _RowCounter(out, on_rows) if on_rows else out))
     result = ExportResult()
     for data, rows in export_chunks(project=project, fmt=fmt, filters=filters):

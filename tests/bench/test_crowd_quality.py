@@ -45,3 +45,34 @@ def test_tiny_crowd_end_to_end(tmp_path):
 def test_refusals(tmp_path, argv, message):
     with pytest.raises(SystemExit, match=message):
         crowd_quality.main(["--data", _write(tmp_path / "p.jsonl.gz", 2), *argv])
+
+
+@pytest.mark.django_db
+def test_train_reward_compares_the_three_kinds_of_label_on_unseen_pairs(tmp_path):
+    import torch
+
+    from tests.tiny_models import tiny_bert
+
+    torch.manual_seed(0)
+    base = tiny_bert(tmp_path / "bert")
+    held = tmp_path / "held.jsonl.gz"
+    with gzip.open(held, "wt", encoding="utf-8") as f:
+        for i in range(7):
+            f.write(json.dumps({"id": f"h/{i}", "prompt": f"other {i}?", "chosen": "good", "rejected": "bad"}) + "\n")
+        f.write(json.dumps({"id": "seen", "prompt": "question 0?", "chosen": "a", "rejected": "b"}) + "\n")  # the crowd saw it
+    result = crowd_quality.main(["--data", _write(tmp_path / "pairs.jsonl.gz", 12), "--pairs", "50", "--annotators", "6",
+                                 "--overlap", "3", "--seed", "2", "--scale-votes", "0", "--train-reward",
+                                 "--eval-data", str(held), "--reward-base", str(base), "--threads", "1"])
+    training = result["training"]
+    assert training["eval_pairs"] == 7
+    best = f"{result['best_label_model']} (soft)"
+    assert list(training["models"]) == ["every judgment", "majority (hard)", best]
+    assert training["models"]["every judgment"]["groups"] > training["models"][best]["groups"] > 0
+    for model in training["models"].values():
+        low, high = model["eval_accuracy_ci95"]
+        assert 0 <= low <= model["eval_accuracy"] <= high <= 1
+
+
+def test_train_reward_needs_eval_data(tmp_path):
+    with pytest.raises(SystemExit, match="--train-reward needs --eval-data"):
+        crowd_quality.main(["--data", _write(tmp_path / "p.jsonl.gz", 2), "--train-reward"])

@@ -163,6 +163,23 @@ def test_over_assigned_task(world, member):
     assert [(p.check, p.subject) for p in problems] == [("task_over_assigned", f"task {task.pk}")]
 
 
+def test_a_requeued_judgment_holds_no_seat(world, member):
+    """counts_for_overlap false: the judgment is not in judgments_count, and its submitted assignment
+    no longer holds a seat, so a new lease on its reopened task is no over-assignment."""
+    project, _, ann1, _ = world
+    task = judged_task(project)
+    mine = Judgment.objects.get(task=task, annotator=ann1)
+    Judgment.objects.filter(pk=mine.pk).update(counts_for_overlap=False)
+    assert checks(project) == {"task_judgments_count"}  # the flag alone, without the counter
+    ComparisonTask.objects.filter(pk=task.pk).update(judgments_count=F("judgments_count") - 1, status="open")
+    assert integrity_problems(project=project) == []  # what a re-queue leaves
+    third = member(project, "annotator")
+    assert task_assign_next(annotator=third, project=project).assignment.task_id == task.pk
+    assert integrity_problems(project=project) == []
+    Judgment.objects.filter(pk=mine.pk).update(counts_for_overlap=True)  # the seat claimed again behind the counter's back
+    assert checks(project) == {"task_judgments_count", "task_over_assigned"}
+
+
 def test_status_that_disagrees_with_the_counter(world):
     project, *_ = world
     task = judged_task(project)

@@ -46,6 +46,8 @@ def test_a_run_spec_keeps_what_its_kind_uses_normalised():
     assert run_spec("evaluate", {"version": 3, "auto_promote_margin": None, "promote_metric": "reward"},
                     max_processes=1) == {"version": 3}
     assert run_spec("candidates", {"max_prompts": 3}, max_processes=1) == {"max_prompts": 3}
+    assert run_spec("reward", {"label_model": "dawid-skene", "label_targets": "hard"}, max_processes=1) == {
+        "label_model": "dawid-skene", "label_targets": "hard", "promote": "always"}
 
 
 @pytest.mark.parametrize("kind, data, field, says", [
@@ -73,6 +75,9 @@ def test_a_run_spec_keeps_what_its_kind_uses_normalised():
     ("reward", {"snapshot": "3"}, "snapshot", "whole number"),
     ("reward", {"include_gold": "yes"}, "include_gold", "true or false"),
     ("reward", {"min_gold_accuracy": 2}, "min_gold_accuracy", "from 0 to 1"),
+    ("reward", {"label_model": "glad"}, "label_model", "one of none, majority, dawid-skene, position-em"),
+    ("dpo", {"label_targets": "fuzzy"}, "label_targets", "one of soft, hard"),
+    ("evaluate", {"label_model": "majority"}, "label_model", "Only reward, sft, dpo, ppo runs take label_model"),
     ("evaluate", {"auto_promote_margin": "big"}, "auto_promote_margin", "a number"),
     ("candidates", {"max_prompts": 0}, "max_prompts", "from 1 to"),
     ("candidates", {"ab": {"versions": [1, 2]}}, "ab", "unknown key"),

@@ -35,6 +35,8 @@ class ModelCardFacts:
     judgments: int | None = field(default=None, metadata={"help": "Judgments in the training data."})
     annotators: int | None = field(default=None, metadata={"help": "Distinct (pseudonymous) annotators."})
     agreement: float | None = field(default=None, metadata={"help": "Inter-annotator agreement of that data, 0..1."})
+    label_model: Mapping[str, Any] | None = field(default=None, metadata={"help": (
+        "The label model whose consensus the data was (training.consensus's summary), None for every judgment as given.")})
     training_config: Mapping[str, Any] | None = field(default=None, metadata={"help": "The trainer's config."})
     metrics: Mapping[str, float] | None = field(default=None, metadata={"help": (
         "Evaluation results by name: the model-index's metrics, so no run statistics (seconds, throughput).")})
@@ -134,6 +136,19 @@ def _by_length(e: Mapping[str, Any]) -> str:
     return f"{_percent(e.get('accuracy_shorter_chosen'))} / {_percent(e.get('accuracy_longer_chosen'))}, r = {r}"
 
 
+def _labels(summary: Mapping[str, Any] | None) -> str:
+    """How the judgments became labels, on one line: as given, or a label model's consensus and what
+    it left out or weighed down."""
+    if not summary:
+        return "every judgment as its annotator gave it"
+    return _text(
+        f"{summary.get('model')} consensus ({summary.get('targets')} targets) of {summary.get('judgments')} judgments "
+        f"on {summary.get('tasks')} tasks; {summary.get('excluded_judgments', 0)} judgments of excluded or untrusted "
+        f"annotators left out; {summary.get('flagged_annotators', 0)} annotators flagged, their "
+        f"{summary.get('flagged_judgments', 0)} judgments down-weighted by the model; "
+        f"{summary.get('flips_vs_majority', 0)} response pairs decided against majority vote")
+
+
 def model_card(facts: ModelCardFacts | Mapping[str, Any]) -> str:
     """The card's text. Shape: facts -> README.md content (front matter + markdown)."""
     if not isinstance(facts, ModelCardFacts):
@@ -167,6 +182,7 @@ A {_text(facts.kind)} model trained by Pairwise ({_text(facts.method)}).
 - Judgments: {_text(facts.judgments)}
 - Annotators (pseudonymous): {_text(facts.annotators)}
 - Agreement: {_text(agreement)}
+- Labels: {_labels(facts.label_model)}
 
 ## Training config
 

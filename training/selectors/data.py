@@ -8,7 +8,7 @@ exactly the prompts evaluation answers.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -16,9 +16,11 @@ from django.db.models import Count, Max, Q, QuerySet
 
 from labeling.models import ComparisonTask, DatasetSnapshot, Demonstration, Judgment, Project, Prompt, TaskResponse
 from labeling.selectors.exports import ExportFilters, annotator_pseudonym, judgment_queryset
+from labeling.selectors.annotators import excluded_annotator_ids
 from labeling.selectors.quality import annotators_below_gold_accuracy
 from labeling.splits import prompt_is_held_out, split_items
 from labeling.transcripts import prompt_transcript
+from training.consensus import Labelled, annotator_key, consensus_records
 from training.dataset import FORMAT, TrainingDataset
 from training.models import TrainingRun
 
@@ -104,10 +106,14 @@ class TrainingFilters(ExportFilters):
 def training_filters(*, params: dict[str, Any], project: Project | None = None) -> TrainingFilters:
     """The run's data filters: the export filters (dates, annotator, judgment source, response
     sources, model versions), gold judgments left out unless params["include_gold"], and
-    params["min_gold_accuracy"] (else the project's training_min_gold_accuracy). Consensus and
-    agreement filters select pairs, not judgments, so a training snapshot refuses them."""
+    params["min_gold_accuracy"] (else the project's training_min_gold_accuracy), and the label model
+    (params["label_model"] and ["label_targets"], or the same filters). Consensus and agreement
+    filters select pairs, not judgments, so a training snapshot refuses them."""
     given = dict(params.get("filters") or {})
     given.setdefault("exclude_gold", not params.get("include_gold", False))
+    for key in ("label_model", "label_targets"):
+        if key in params:
+            given.setdefault(key, params[key])
     filters = ExportFilters.from_dict(given)
     if filters.consensus != "all" or filters.min_agreement > 0 or filters.split:
         raise ValidationError({"filters": "consensus, min_agreement and split select pairs of an export; a training "
@@ -128,30 +134,41 @@ def _task_slots(task_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
     return slots
 
 
-def _judgment_records(project: Project, filters: ExportFilters, untrusted: set[int]) -> list[dict[str, Any]]:
-    rows = list(judgment_queryset(project=project, filters=filters).values_list(
-        "pk", "task_id", "task__prompt__external_id", "ranking", "annotator_id", "source", "task__is_gold", "both_bad"))
+_JUDGMENT_FIELDS = ("pk", "task_id", "task__prompt__external_id", "ranking", "annotator_id", "source", "task__is_gold",
+                    "both_bad", "shown_order", "task__gold_ranking")
+
+
+def _labelled(project: Project, filters: ExportFilters, untrusted: set[int]) -> tuple[list[Labelled], int]:
+    """The judgments the filters keep, each with its snapshot record, and how many of them were left
+    out for their annotator (untrusted or excluded)."""
+    rows = list(judgment_queryset(project=project, filters=filters, with_excluded=True).values_list(*_JUDGMENT_FIELDS))
     slots = _task_slots({row[1] for row in rows})
-    records = []
-    for pk, task_id, prompt_id, ranking, annotator_id, source, gold, both_bad in rows:
+    out, sources = [], {}
+    for pk, task_id, prompt_id, ranking, annotator_id, source, gold, both_bad, shown, gold_ranking in rows:
         if annotator_id in untrusted:
             continue
         task_slots = slots.get(task_id, [])
         index = {rid: i for i, (rid, _) in enumerate(task_slots)}
-        covered = all(r in index for tie in (ranking or []) for r in tie)
-        records.append({
+        covered = bool(ranking) and all(r in index for tie in ranking for r in tie)
+        record = {
             "id": pk, "prompt_id": prompt_id, "responses": [t for _, t in task_slots],
-            "ranking": [[index[r] for r in tie] for tie in ranking] if ranking and covered else None,
+            "ranking": [[index[r] for r in tie] for tie in ranking] if covered else None,
             "annotator": annotator_pseudonym(annotator_id), "source": source, "gold": gold, "both_bad": both_bad,
-        })
-    return records
+        }
+        key = annotator_key(user_id=annotator_id, source=source, judgment_id=pk, sources=sources)
+        out.append(Labelled(record, task_id, [rid for rid, _ in task_slots], key, ranking if covered else None,
+                            list(shown or []), gold_ranking if gold else None))
+    return out, len(rows) - len(out)
 
 
 def training_dataset_collect(*, project: Project, filters: ExportFilters) -> TrainingDataset:
     """The project's training data as it is now (training.dataset's records): every prompt, the
-    demonstrations and live judgments the filters keep, in id order."""
+    demonstrations and live judgments the filters keep, in id order; with filters.label_model, one
+    consensus record per task instead (training.consensus). Annotators under the gold-accuracy
+    threshold and those an admin excluded are left out."""
     threshold = getattr(filters, "min_gold_accuracy", None)
     untrusted = set() if threshold is None else annotators_below_gold_accuracy(project=project, threshold=threshold)
+    untrusted |= excluded_annotator_ids(project=project)
     dataset = TrainingDataset()
     for prompt in Prompt.objects.filter(project=project).order_by("id"):
         dataset.prompts[prompt.external_id] = {"prompt_id": prompt.external_id, "prompt": prompt_input(prompt),
@@ -160,7 +177,14 @@ def training_dataset_collect(*, project: Project, filters: ExportFilters) -> Tra
         "pk", "prompt__external_id", "text", "author_id")
     dataset.demonstrations = [{"id": pk, "prompt_id": prompt_id, "response": text, "author": annotator_pseudonym(author)}
                               for pk, prompt_id, text, author in demos if author not in untrusted]
-    dataset.judgments = _judgment_records(project, filters, untrusted)
+    if filters.label_model == "none":
+        dataset.judgments = [j.record for j in _labelled(project, filters, untrusted)[0]]
+        return dataset
+    # Gold judgments vote even when the snapshot leaves them out: they anchor the fit.
+    labelled, left_out = _labelled(project, replace(filters, exclude_gold=False), untrusted)
+    dataset.judgments, dataset.label_model = consensus_records(
+        labelled, model=filters.label_model, targets=filters.label_targets, keep_gold=not filters.exclude_gold,
+        left_out=left_out)
     return dataset
 
 

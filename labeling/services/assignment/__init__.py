@@ -17,11 +17,11 @@ one full lease of time left, with no extra UPDATE on the hot path.
 
 from labeling.services.assignment.leasing import NextResult, shown_order_for, task_assign_next
 from labeling.services.assignment.locking import AssignmentConflict
-from labeling.services.assignment.release import assignment_skip, assignments_expire_sweep
+from labeling.services.assignment.release import assignment_skip, assignments_expire_sweep, assignments_release
 from labeling.services.assignment.submission import demonstration_submit, judgment_correct, judgment_submit
 from labeling.services.assignment.verdict import Verdict
 
 __all__ = [
-    "AssignmentConflict", "NextResult", "Verdict", "assignment_skip", "assignments_expire_sweep",
+    "AssignmentConflict", "NextResult", "Verdict", "assignment_skip", "assignments_expire_sweep", "assignments_release",
     "demonstration_submit", "judgment_correct", "judgment_submit", "shown_order_for", "task_assign_next",
 ]

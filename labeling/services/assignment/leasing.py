@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from labeling.models import Assignment, ComparisonTask, Project
+from labeling.selectors.annotators import annotator_is_excluded
 from labeling.services.assignment.release import assignments_expire_sweep
 
 HELD_ASSIGNMENTS = 2
@@ -33,8 +34,12 @@ def task_assign_next(*, annotator: AbstractUser, project: Project) -> NextResult
     """The annotator's current assignment and the one after it, leasing new tasks as needed.
 
     reason says where the current one came from: "active" (already leased, e.g. after a
-    reload or a prefetch), "gold", "started", "oldest", or "empty" when nothing is left.
+    reload or a prefetch), "gold", "started", "oldest", or "empty" when nothing is left; with no
+    assignment, "excluded" when an admin excluded the annotator from the project.
     """
+    if annotator_is_excluded(project=project, user=annotator):
+        # Their leases were released by the exclusion; one taken in a race with it is refused at submit.
+        return NextResult(None, "excluded")
     _reclaim_lazily()
     held = _held_active(annotator=annotator, project=project)
     reasons = ["active"] * len(held)

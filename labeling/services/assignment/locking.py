@@ -29,9 +29,11 @@ def task_seat_free(*, task_id: int) -> None:
 
 
 _LOCK_SQL = """
-SELECT a.*, t.prompt_id AS task_prompt_id, EXISTS (
-  SELECT 1 FROM labeling_membership m WHERE m.project_id = a.project_id AND m.user_id = %s AND m.role IN ('admin', 'annotator')
-) AS still_works_here
+SELECT a.*, t.prompt_id AS task_prompt_id, (
+  SELECT CASE WHEN m.role NOT IN ('admin', 'annotator') THEN 'not_member'
+              WHEN m.excluded_at IS NOT NULL THEN 'excluded' ELSE '' END
+  FROM labeling_membership m WHERE m.project_id = a.project_id AND m.user_id = %s
+) AS membership_problem
 FROM labeling_assignment a JOIN labeling_comparisontask t ON t.id = a.task_id WHERE a.id = %s
 """
 
@@ -40,14 +42,17 @@ def assignment_lock(*, assignment_id: int, annotator: AbstractUser) -> Assignmen
     """The annotator's assignment, locked for this transaction, with its project and task_prompt_id."""
     # Written out in SQL because it is on every submit. The membership check rides in the locking
     # query: someone removed from the project (or made a viewer) while holding a lease can no
-    # longer use it, at no extra round trip.
+    # longer use it, at no extra round trip; nor can someone excluded, whose lease may have been
+    # taken in a race with the exclusion (which releases the leases it sees).
     sql = _LOCK_SQL + (" FOR UPDATE OF a" if connection.vendor == "postgresql" else "")
     locked = next(iter(Assignment.objects.raw(sql, [annotator.pk, assignment_id])), None)
     if locked is None or locked.annotator_id != annotator.pk:
         raise AssignmentConflict(
             "This assignment belongs to another annotator; ask for your next task.", code="foreign"
         )
-    if not (locked.still_works_here or annotator.is_superuser):
+    if locked.membership_problem == "excluded":
+        raise AssignmentConflict("A project admin excluded you from this project's queue.", code="excluded")
+    if locked.membership_problem != "" and not annotator.is_superuser:
         raise AssignmentConflict("You are no longer an annotator in this project.", code="not_member")
     locked.project = next(iter(Project.objects.raw("SELECT * FROM labeling_project WHERE id = %s", [locked.project_id])))
     return locked

@@ -1,12 +1,12 @@
-"""Ending a lease without a result: the annotator skips, or the lease expires (lazily on the hot
-path, or by a sweep)."""
+"""Ending a lease without a result: the annotator skips, the lease expires (lazily on the hot
+path, or by a sweep), or an admin releases an annotator's leases (an exclusion)."""
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from labeling.models import Assignment
+from labeling.models import Assignment, Project
 from labeling.services.assignment.locking import (
     assignment_active_check, assignment_finish, assignment_lock, task_seat_free,
 )
@@ -22,6 +22,20 @@ def assignment_skip(*, assignment: Assignment, annotator: AbstractUser) -> Assig
         assignment_finish(assignment=locked, state=Assignment.State.SKIPPED)
         task_seat_free(task_id=locked.task_id)
     return locked
+
+
+def assignments_release(*, project: Project, annotator: AbstractUser) -> int:
+    """End the annotator's leases in the project now, as if they had lapsed: each is marked expired and
+    its seat goes back to the pool. Returns how many were released.
+
+    A submit holding one of them finishes first (the row lock), and its judgment stands."""
+    with transaction.atomic():
+        held = list(Assignment.objects.select_for_update().filter(
+            project=project, annotator=annotator, state=Assignment.State.ACTIVE).order_by("id"))
+        for assignment in held:
+            assignment_finish(assignment=assignment, state=Assignment.State.EXPIRED)
+            task_seat_free(task_id=assignment.task_id)
+    return len(held)
 
 
 def assignments_expire_sweep(*, limit: int | None = None) -> int:

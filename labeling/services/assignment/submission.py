@@ -69,6 +69,8 @@ def _judgment_create(*, assignment: Assignment, annotator, verdict: Verdict, ide
         project=assignment.project, task_id=assignment.task_id,
         assignment=assignment if supersedes is None else None, annotator=annotator,
         shown_order=response_ids, supersedes=supersedes, idempotency_key=idempotency_key,
+        # A correction holds the seat its judgment held: none once an admin re-queued the task.
+        counts_for_overlap=True if supersedes is None else supersedes.counts_for_overlap,
         ranking=clean.ranking, likert=clean.likert, flags=clean.flags, rationale=clean.rationale,
         both_bad=clean.both_bad, time_spent_ms=clean.time_spent_ms,
     )

@@ -45,3 +45,21 @@ def test_reward_model_train_without_comparisons_fails_cleanly(project_factory, t
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED and "no judgments" in run.error
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reward_run_on_a_label_model_s_soft_labels_says_so_in_its_card(project_factory, tiny_reward_base, models_dir):
+    project = project_factory(reward_promote_min_heldout_groups=0)
+    import_preferences(project, separable_records(24))
+    params = {**fast_params(tiny_reward_base, epochs=4), "label_model": "dawid-skene"}
+    run = run_create(project=project, kind=REWARD, params=params)
+    version = reward_model_train(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    data = version.metrics["data"]
+    # An imported dataset votes as one annotator: its consensus is its own answer, one record per task.
+    assert data["label_model"]["model"] == "dawid-skene" and data["label_model"]["annotators"] == 1
+    assert data["consensus_tasks"] == data["judgments"] == 24 and data["filters"]["label_model"] == "dawid-skene"
+    assert version.metrics["final_train_loss"] < version.metrics["history"][0]["loss"]
+    card = (Path(version.artifact_path) / "README.md").read_text()
+    assert "Labels: dawid-skene consensus (soft targets) of 24 judgments on 24 tasks" in card

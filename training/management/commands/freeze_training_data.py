@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from labeling.label_models import LABEL_MODEL_CHOICES, LABEL_TARGETS
 from training.management.cli import json_object, project_from_slug
 from training.selectors.data import training_filters
 from training.services.snapshots import training_snapshot_create
@@ -17,14 +18,17 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True, help="Project slug.")
         parser.add_argument("--filters", default="", help='Export filters as JSON, e.g. \'{"date_from": "2026-01-01"}\'.')
         parser.add_argument("--include-gold", action="store_true", help="Keep gold judgments (left out by default).")
+        parser.add_argument("--label-model", choices=LABEL_MODEL_CHOICES, default="none",
+                            help="One consensus record per task from this label model instead of every judgment.")
+        parser.add_argument("--label-targets", choices=LABEL_TARGETS, default="soft",
+                            help="With --label-model: the posterior as soft targets, or only the consensus ranking.")
 
-    def handle(self, *args, project: str, filters: str, include_gold: bool, **options):
+    def handle(self, *args, project: str, filters: str, include_gold: bool, label_model: str, label_targets: str, **options):
         found = project_from_slug(project)
         given = json_object(filters, "--filters")
+        params = {"filters": given, "include_gold": include_gold, "label_model": label_model, "label_targets": label_targets}
         try:
-            snapshot = training_snapshot_create(
-                project=found,
-                filters=training_filters(params={"filters": given, "include_gold": include_gold}, project=found))
+            snapshot = training_snapshot_create(project=found, filters=training_filters(params=params, project=found))
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(f"snapshot {snapshot.pk}: {snapshot.rows} rows, sha256 {snapshot.sha256}, {snapshot.path}")

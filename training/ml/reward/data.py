@@ -1,5 +1,6 @@
 """What the reward model reads. A group is one judgment {"prompt", "responses": [K], "ranking":
-[[best...], [next...], ...]}; the prompt split keeps a prompt on one side; PairEncoder tokenizes
+[[best...], [next...], ...]}, or a label model's consensus over a task's judgments that also has
+"targets": [[i, j, P(i beats j)], ...] (training.dataset); the prompt split keeps a prompt on one side; PairEncoder tokenizes
 (prompt, response) and cuts the prompt from the LEFT so the response survives; batches flatten the
 K responses of each judgment and index its comparisons into them."""
 from __future__ import annotations
@@ -25,6 +26,20 @@ def groups_from_pairs(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]
         {"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]], "ranking": [[0], [1]]}
         for r in records
     ]
+
+
+def group_comparisons(group: dict[str, Any]) -> list[tuple[int, int, float]]:
+    """(winner, loser, P(winner beats loser)) for every comparison of a group: its ranking's pairs
+    (labeling.ranking's one rule) at probability 1, or its soft targets turned so that the winner is
+    the side the label model favours. A target of exactly 0.5 says nothing about the order, as a
+    tie in a ranking says nothing, so it gives no comparison either."""
+    if group.get("targets") is None:
+        return [(w, lo, 1.0) for w, lo in ranking_pairs(group["ranking"])]
+    out = []
+    for i, j, p in group["targets"]:
+        if p != 0.5:
+            out.append((int(i), int(j), float(p)) if p > 0.5 else (int(j), int(i), 1.0 - float(p)))
+    return out
 
 
 def is_validation(item: dict[str, Any], val_fraction: float, seed: int) -> bool:
@@ -126,6 +141,7 @@ def collate(seqs: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[
 class TokenizedGroup:
     responses: list[Encoded]
     comparisons: list[tuple[int, int]]
+    targets: list[float]  # P(winner beats loser) per comparison: 1.0 from a ranking
 
     @property
     def length(self) -> int:
@@ -136,26 +152,31 @@ def tokenize_groups(groups: Sequence[dict], encoder: PairEncoder) -> list[Tokeni
     prompts = [g["prompt"] for g in groups for _ in g["responses"]]
     responses = [r for g in groups for r in g["responses"]]
     encoded = iter(encoder.encode(prompts, responses))
-    return [
-        TokenizedGroup([next(encoded) for _ in g["responses"]], ranking_pairs(g["ranking"]))
-        for g in groups
-    ]
+    out = []
+    for g in groups:
+        comparisons = group_comparisons(g)
+        out.append(TokenizedGroup([next(encoded) for _ in g["responses"]], [(w, lo) for w, lo, _ in comparisons],
+                                  [p for _, _, p in comparisons]))
+    return out
 
 
 def make_batch(groups: Sequence[TokenizedGroup], pad_id: int, device: torch.device) -> dict[str, Any]:
-    """Flatten K responses per judgment; comparisons index into the flat list."""
-    seqs, winners, losers, group_index = [], [], [], []
+    """Flatten K responses per judgment; comparisons index into the flat list, each with its target."""
+    seqs, winners, losers, group_index, targets = [], [], [], [], []
     for gi, g in enumerate(groups):
         offset = len(seqs)
         seqs.extend(g.responses)
-        for w, l in g.comparisons:
+        for (w, l), p in zip(g.comparisons, g.targets):
             winners.append(offset + w)
             losers.append(offset + l)
             group_index.append(gi)
+            targets.append(p)
     batch = collate(seqs, pad_id, device)
     batch["winners"] = torch.tensor(winners, dtype=torch.long, device=device)
     batch["losers"] = torch.tensor(losers, dtype=torch.long, device=device)
     batch["group_index"] = torch.tensor(group_index, dtype=torch.long, device=device)
+    # None when every target is 1 (rankings only): the loss is then the hard one, bit for bit.
+    batch["targets"] = None if all(p == 1.0 for p in targets) else torch.tensor(targets, device=device)
     batch["num_groups"] = len(groups)
     return batch
 

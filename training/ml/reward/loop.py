@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 from transformers import AutoTokenizer
 
-from labeling.ranking import ranking_pairs
 from training.ml.checkpoint import make_optimizer
 from training.ml.common import ProgressFn, atomic_output_dir, autocast, no_progress, pick_device, resolve_precision, save_json, set_seed
 from training.ml.distributed import Ranks, ranks_get
@@ -22,7 +21,8 @@ from training.ml.lora import describe
 
 from .artifact import METRICS_FILE, rewards_of, save_reward_model
 from .config import RewardConfig, default_reward_base, reward_lr
-from .data import PairEncoder, TokenizedGroup, batch_order, make_batch, pad_id_of, split_by_prompt, tokenize_groups
+from .data import (PairEncoder, TokenizedGroup, batch_order, group_comparisons, make_batch, pad_id_of, split_by_prompt,
+                   tokenize_groups)
 from .evaluate import length_dependence, length_report, margin_stats, mean_or_none
 from .loss import ODIN_WEIGHTS, grouped_ranking_loss, odin_regulariser
 from .model import RewardModel, merge_adapters, trainable_reward_model
@@ -83,7 +83,7 @@ def train_reward_model(
         model.bias.fill_(-_mean_reward(model, encoder, reference, config, device, precision, pad_id))
         val = _evaluate_groups(model, val_tok, config, device, precision, pad_id)
         # Same order as the comparisons of tokenize_groups: (winner text, loser text) per comparison.
-        val_texts = [(g["responses"][w], g["responses"][lo]) for g in val_groups for w, lo in ranking_pairs(g["ranking"])]
+        val_texts = [(g["responses"][w], g["responses"][lo]) for g in val_groups for w, lo, _ in group_comparisons(g)]
         val_args = (val.get("margins", []), [w for w, _ in val_texts], [lo for _, lo in val_texts])
         by_length = length_report(*val_args)
 
@@ -160,7 +160,8 @@ def _train_loop(
                 batch = make_batch([groups[i] for i in mine], pad_id, device)
                 with autocast(device, precision):
                     rewards, regulariser, terms = _training_rewards(wrapped, model, batch)
-                loss = grouped_ranking_loss(rewards, batch["winners"], batch["losers"], batch["group_index"], batch["num_groups"])
+                loss = grouped_ranking_loss(rewards, batch["winners"], batch["losers"], batch["group_index"], batch["num_groups"],
+                                            batch["targets"])
                 ((loss + regulariser) * share * weight / len(chunk)).backward()
             counted = weight > 0
             stats["loss"] += loss.item() * share * counted

@@ -12,10 +12,19 @@ def grouped_ranking_loss(
     losers: torch.Tensor,
     group_index: torch.Tensor,
     num_groups: int,
+    targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InstructGPT's RM loss (section 3.5), one judgment = one batch element:
 
         loss(theta) = -1/C(K,2) * E_{(x, y_w, y_l) ~ D} [ log sigmoid(r(x, y_w) - r(x, y_l)) ]
+
+    With soft targets (a label model's posterior p = P(y_w beats y_l), labeling.label_models) each
+    comparison is the Bradley-Terry cross-entropy against p instead of against 1:
+
+        -[ p * log sigmoid(r_w - r_l) + (1 - p) * log sigmoid(r_l - r_w) ]
+
+    which is the hard loss exactly when p = 1, and pulls the margin toward logit(p), not to
+    infinity, when the crowd was unsure.
 
     Each group's comparisons are averaged (normaliser = its number of non-tied comparisons,
     C(K,2) when nothing is tied), then groups are averaged.
@@ -31,9 +40,14 @@ def grouped_ranking_loss(
         rewards: [N] one reward per response in the batch (float)
         winners, losers: [C] indices into rewards (long)
         group_index: [C] which judgment each comparison comes from, in [0, num_groups)
+        targets: [C] P(winner beats loser) in [0.5, 1] (float), or None for 1 everywhere
         returns: [] scalar; groups without comparisons (all tied) are left out of the mean
     """
-    per_pair = -F.logsigmoid(rewards[winners] - rewards[losers])
+    margins = rewards[winners] - rewards[losers]
+    per_pair = -F.logsigmoid(margins)
+    if targets is not None:
+        targets = targets.to(margins.dtype)
+        per_pair = targets * per_pair - (1 - targets) * F.logsigmoid(-margins)
     totals = torch.zeros(num_groups, dtype=per_pair.dtype, device=per_pair.device)
     totals = totals.index_add(0, group_index, per_pair)
     counts = torch.zeros(num_groups, dtype=per_pair.dtype, device=per_pair.device)

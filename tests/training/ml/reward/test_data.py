@@ -67,3 +67,28 @@ def test_the_response_token_count_is_what_the_model_sees(tmp_path):
     short, long = encoder.encode(["a prompt", "p"], ["abc", "x" * 40])
     assert short.response_tokens == 3 and not short.truncated  # one token a character; the prompt not counted
     assert long.response_tokens == 16 - encoder.specials and len(long.input_ids) == 16  # cut as the model sees it
+
+
+# ----------------------------------------------------------------------------------------------
+# Soft targets (a label model's consensus)
+
+
+def test_group_comparisons_turn_soft_targets_toward_the_favoured_side_and_drop_coin_flips():
+    from training.ml.reward.data import group_comparisons
+
+    hard = {"prompt": "p", "responses": ["a", "b", "c"], "ranking": [[2], [0, 1]]}
+    assert group_comparisons(hard) == [(2, 0, 1.0), (2, 1, 1.0)]
+    soft = {**hard, "targets": [[0, 1, 0.8], [0, 2, 0.25], [1, 2, 0.5]]}
+    assert group_comparisons(soft) == [(0, 1, 0.8), (2, 0, 0.75)]
+
+
+def test_a_batch_carries_the_targets_and_none_for_rankings_alone(bert_dir):
+    from training.ml.reward.data import make_batch, tokenize_groups
+
+    encoder = PairEncoder(AutoTokenizer.from_pretrained(bert_dir), 32, add_eos=False)
+    ranked = {"prompt": "p", "responses": ["a", "b"], "ranking": [[0], [1]]}
+    soft = {"prompt": "q", "responses": ["c", "d"], "ranking": [[1], [0]], "targets": [[0, 1, 0.3]]}
+    assert make_batch(tokenize_groups([ranked], encoder), 0, torch.device("cpu"))["targets"] is None
+    batch = make_batch(tokenize_groups([ranked, soft], encoder), 0, torch.device("cpu"))
+    assert batch["winners"].tolist() == [0, 3] and batch["losers"].tolist() == [1, 2]
+    assert batch["targets"].tolist() == [1.0, 0.699999988079071]

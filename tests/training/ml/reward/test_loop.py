@@ -245,3 +245,20 @@ def test_odin_still_learns_what_is_not_length(tmp_path):
     metrics = train_reward_model(groups(128), config, tmp_path / "odin", val_groups=groups(48))
     assert metrics["val_accuracy"] >= 0.9
     assert metrics["val_accuracy_shorter_chosen"] >= 0.9 and metrics["val_accuracy_longer_chosen"] >= 0.9
+
+
+def test_soft_targets_train_and_validate_on_the_favoured_side(bert_dir, tmp_path):
+    # The label model's posterior says "good" beats "bad" with 0.9, written both ways round.
+    groups = [{"prompt": f"q {i}?", "responses": ["good good good", "bad bad"], "ranking": [[0], [1]],
+               "targets": [[0, 1, 0.9]]} for i in range(16)]
+    groups += [{"prompt": f"r {i}?", "responses": ["bad bad", "good good good"], "ranking": [[1], [0]],
+                "targets": [[0, 1, 0.1]]} for i in range(16)]
+    before = RewardModel.from_backbone_path(bert_dir)
+    metrics = train_reward_model(groups, tiny_config(bert_dir, epochs=3, val_fraction=0.25), tmp_path / "rm")
+    model, tok, _ = load_reward_model(tmp_path / "rm")
+    assert metrics["comparisons"] + metrics["val_comparisons"] == 32
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    assert any(not torch.equal(p, model.backbone.state_dict()[k])
+               for k, p in before.backbone.state_dict().items() if p.is_floating_point())
+    rewards = score(model, tok, ["q 99?", "q 99?"], ["good good good", "bad bad"])
+    assert rewards[0] > rewards[1]

@@ -101,3 +101,33 @@ def test_odin_gradients_move_each_head_its_way():
         length_after, quality_after = length - 0.5 * length.grad, quality - 0.5 * quality.grad
     assert float(pearson(length_after, Y)) > float(pearson(length.detach(), Y))
     assert abs(float(pearson(quality_after, Y))) < abs(float(pearson(quality.detach(), Y)))
+
+
+def test_soft_targets_are_the_bradley_terry_cross_entropy_by_hand():
+    # Two comparisons in one group: P(0 beats 1) = 0.8, P(2 beats 1) = 0.6.
+    rewards = torch.tensor([0.9, 0.1, 0.4])
+    loss = grouped_ranking_loss(rewards, torch.tensor([0, 2]), torch.tensor([1, 1]), torch.tensor([0, 0]), 1,
+                                targets=torch.tensor([0.8, 0.6]))
+    first = 0.8 * neg_log_sigmoid(0.9 - 0.1) + 0.2 * neg_log_sigmoid(0.1 - 0.9)
+    second = 0.6 * neg_log_sigmoid(0.4 - 0.1) + 0.4 * neg_log_sigmoid(0.1 - 0.4)
+    assert loss.item() == pytest.approx((first + second) / 2, rel=1e-6)
+
+
+def test_targets_of_one_are_the_hard_loss_exactly():
+    rewards = torch.tensor([0.3, -0.2, 1.1, 0.4])
+    args = (torch.tensor([0, 2]), torch.tensor([1, 3]), torch.tensor([0, 1]), 2)
+    hard = grouped_ranking_loss(rewards, *args)
+    assert grouped_ranking_loss(rewards, *args, targets=torch.ones(2)).item() == pytest.approx(hard.item(), rel=1e-7)
+
+
+def test_a_soft_target_is_minimised_at_its_logit_not_at_infinity():
+    # The hard loss keeps pushing the margin up; a target of 0.75 stops at logit(0.75) = log 3.
+    margin = torch.tensor([0.0], requires_grad=True)
+    optimiser = torch.optim.SGD([margin], lr=1.0)
+    for _ in range(500):
+        optimiser.zero_grad()
+        rewards = torch.cat([margin, torch.zeros(1)])
+        grouped_ranking_loss(rewards, torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), 1,
+                             targets=torch.tensor([0.75])).backward()
+        optimiser.step()
+    assert margin.item() == pytest.approx(math.log(3), abs=1e-3)
