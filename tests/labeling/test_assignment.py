@@ -1,12 +1,11 @@
 """The assignment engine: fairness, leases, gold mixing, validation, idempotency and concurrency."""
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from labeling.models import Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Prompt
@@ -14,6 +13,7 @@ from labeling.services.assignment import (
     AssignmentConflict, Verdict, assignment_skip, assignments_expire_sweep, demonstration_submit, judgment_correct,
     judgment_submit, shown_order_for, task_assign_next,
 )
+from tests.concurrency import run_threads
 from tests.labeling.judging import make_tasks, submit
 
 pytestmark = pytest.mark.django_db
@@ -323,28 +323,6 @@ def test_pick_plan_probes_per_candidate_not_anti_join(project_factory, member):
 
 # --- concurrency: real threads, each with its own connection ------------------------------------
 
-def _run_threads(n: int, work) -> list:
-    results, errors = [None] * n, []
-    barrier = threading.Barrier(n)
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
-
-
 @pytest.mark.postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_annotators_never_over_assign(project_factory, member):
@@ -361,7 +339,7 @@ def test_concurrent_annotators_never_over_assign(project_factory, member):
             submit(result.assignment, users[i], key=f"u{i}-{result.assignment.pk}")
             done += 1
 
-    done = _run_threads(8, work)
+    done = run_threads(8, work)
     assert sum(done) == 60  # every seat filled exactly once
     per_task = ComparisonTask.objects.filter(project=project).values_list("judgments_count", "active_assignments", "status")
     assert set(per_task) == {(2, 0, "complete")}
@@ -381,7 +359,7 @@ def test_concurrent_double_submit_stores_one_judgment(project_factory, member):
         # Half reuse the key (a retry), half use new keys (a double click that minted two).
         return submit(assignment, user, key="dup" if i % 2 else f"dup{i}").pk
 
-    ids = _run_threads(6, work)
+    ids = run_threads(6, work)
     assert len(set(ids)) == 1
     assert Judgment.objects.count() == 1 and PreferencePair.objects.count() == 6
     assert ComparisonTask.objects.get().judgments_count == 1

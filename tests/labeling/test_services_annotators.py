@@ -2,11 +2,9 @@
 queue services, with the integrity checker as the judge of the counters."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connections
 
 from labeling.models import Assignment, ComparisonTask, Judgment, Membership
 from labeling.selectors.integrity import integrity_problems
@@ -16,6 +14,7 @@ from labeling.services.annotators import (
 from labeling.services.assignment import (
     AssignmentConflict, Verdict, assignment_skip, judgment_correct, judgment_submit, task_assign_next,
 )
+from tests.concurrency import run_threads
 from tests.labeling.judging import make_tasks, submit
 
 pytestmark = pytest.mark.django_db
@@ -214,25 +213,7 @@ def test_an_archived_task_gives_its_seat_back_but_stays_archived(judged):
 # --- concurrency: real threads, each with its own connection ------------------------------------------
 
 def _run_threads(works) -> list:
-    results, errors = [None] * len(works), []
-    barrier = threading.Barrier(len(works))
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = works[i]()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
+    return run_threads(len(works), lambda i: works[i]())
 
 
 @pytest.mark.postgres_only
