@@ -203,6 +203,11 @@ class Assignment(models.Model):
     leased_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    holds_seat = models.BooleanField(
+        default=True, db_default=True,
+        help_text="Takes one of its task's overlap seats (counted in active_assignments, then judgments_count). A "
+                  "machine annotator that takes no seats leases without one, so it never keeps a task from a person.",
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["task", "annotator"], name="assignment_task_annotator_unique")]
@@ -210,6 +215,11 @@ class Assignment(models.Model):
             models.Index(fields=["annotator", "project", "state"], name="assignment_annotator_idx"),
             models.Index(fields=["expires_at"], condition=Q(state="active"), name="assignment_active_expiry_idx"),
         ]
+
+
+# A machine annotator's judgments carry source "machine:<its name>"; every human-only read keeps
+# source == "human", so they never count as a person's.
+MACHINE_SOURCE_PREFIX = "machine:"
 
 
 class Judgment(models.Model):
@@ -221,7 +231,9 @@ class Judgment(models.Model):
         Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgment"
     )
     annotator = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgments")
-    source = models.CharField(max_length=255, default="human", help_text='"human", or an imported dataset name.')
+    source = models.CharField(
+        max_length=255, default="human",
+        help_text='"human", an imported dataset name, or "machine:<name>" for a machine annotator (MACHINE_SOURCE_PREFIX).')
     counts_for_retrain = models.BooleanField(
         default=True, db_default=True,
         help_text="Counts toward the project's retrain_min_judgments: human judgments do, imported ones only when "
@@ -237,6 +249,10 @@ class Judgment(models.Model):
     likert = models.JSONField(default=dict, blank=True, help_text="{response_id: 1..7}")
     flags = models.JSONField(default=dict, blank=True, help_text="{response_id: [flag keys]}")
     rationale = models.TextField(blank=True)
+    machine = models.JSONField(
+        null=True, blank=True,
+        help_text='A machine annotator\'s judgment: {"consistent": both orders of every pair agreed, "pairs": '
+                  '[{first, second, replies, outcome, status}]}; null for a person\'s.')
     shown_order = models.JSONField(default=list, blank=True)
     time_spent_ms = models.PositiveIntegerField(default=0)
     idempotency_key = models.CharField(max_length=128, unique=True)

@@ -11,6 +11,15 @@ test points an endpoint's base_url at them and the retries are tested against a 
     /key/<digest>/v1/...                  401 unless `Authorization: Bearer <key>` with key_digest(key) ==
                                           <digest> (as OpenAI answers), so the key is not in the URL
 
+A scripted judge, for the judge tests: a path with /script/<name>/ anywhere before /v1 (so after a
+fault prefix too: /fail/429/2/k/script/longer/v1) answers, instead of sampling, one verdict letter read
+from the last user turn in MT-Bench's pairwise layout (training.ml.judge.PAIR_LAYOUT):
+
+    longer     the longer answer: consistent, whichever is shown first
+    shorter    the shorter answer: consistent
+    first      always "A", the answer shown first: every order swap disagrees
+    unsure     "Both are fine." (names neither answer)
+
 GET /_requests lists every chat request seen (path, the Authorization header, the body). With
 --key, a request without `Authorization: Bearer <key>` gets 401, as OpenAI answers.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -63,6 +73,26 @@ class State:
                 float(body.get("top_p", 1.0)), int(body.get("max_tokens") or 16),
             )
             return decode_responses(self.tokenizer, seqs, mask)
+
+
+_ANSWER = {label: re.compile(rf"\[The Start of Assistant {label}'s Answer\]\n(.*?)\n\[The End of Assistant {label}'s Answer\]",
+                             re.S) for label in "AB"}
+
+
+def scripted_verdict(script: str, messages: list[dict]) -> str:
+    """The scripted judge's reply to a judge prompt (see the module docstring)."""
+    text = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+    found = {label: pattern.search(text) for label, pattern in _ANSWER.items()}
+    a, b = (found[label].group(1) if found[label] else "" for label in "AB")
+    if script == "longer":
+        return "A" if len(a) > len(b) else "B"
+    if script == "shorter":
+        return "A" if len(a) < len(b) else "B"
+    if script == "first":
+        return "A"
+    if script == "unsure":
+        return "Both are fine."
+    raise ValueError(f"no script {script!r}")
 
 
 def make_handler(state: State):
@@ -122,7 +152,13 @@ def make_handler(state: State):
                 return self._error(401, "Incorrect API key provided.")
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 return self._error(400, "'messages' is required")
-            texts = state.generate(body)
+            if "script" in parts:
+                try:
+                    texts = [scripted_verdict(parts[parts.index("script") + 1], body["messages"])]
+                except (ValueError, IndexError) as exc:
+                    return self._error(404, str(exc))
+            else:
+                texts = state.generate(body)
             self._send(200, {
                 "id": f"chatcmpl-{time.monotonic_ns()}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model", state.name),

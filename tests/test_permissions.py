@@ -45,6 +45,7 @@ from labeling.services.exports import dataset_snapshot_create
 from labeling.services.projects import membership_set, project_create
 from tests.labeling.judging import import_rows, judge
 from training.models import ModelVersion, TrainingRun
+from training.services.machine_annotators import machine_annotator_create
 from training.services.schedules import RETRAIN_SCHEDULE_PREFIX
 
 ROLES = ["anonymous", "outsider", "annotator_q", "annotator", "viewer", "admin", "superuser"]
@@ -99,7 +100,13 @@ def _seed(project: Project, *, admin, annotators, tmp) -> Side:
     # No files behind it: evaluating it gets past the role check and is refused by the service (400).
     reward = ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.REWARD, name=f"{project.slug}-r",
                                          base="base", artifact_path=str(tmp / f"{project.slug}-r"))
+    endpoint = ModelVersion.objects.create(
+        project=project, kind=ModelVersion.Kind.POLICY, name=f"{project.slug}-judge", base="base",
+        artifact_path=str(tmp / f"{project.slug}-judge"),
+        config={"endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "judge", "api_key_env": ""}})
+    machine = machine_annotator_create(project=project, name="seeded", version_id=endpoint.pk, by=admin)
     return Side(project=project, ids={
+        "endpoint_id": endpoint.pk, "machine_id": machine.pk,
         "assignment_id": assignment.pk, "judgment_id": judged[0].pk, "job_id": job.pk, "snapshot_id": snapshot.pk, "run_id": run.pk,
         "import_job_id": import_job.pk,
         "prompt_id": voted.prompt_id, "solo_prompt_id": project.prompts.get(external_id="solo").pk,
@@ -136,6 +143,8 @@ def world(django_db_setup, django_db_blocker, tmp_path_factory):
             # Their retraining schedules, made with them (PAIRWISE_PROJECT_CREATED_HOOKS), are not rows of theirs.
             PeriodicTask.objects.filter(name__in=[RETRAIN_SCHEDULE_PREFIX + x.slug for x in (p, q)]).delete()
             User.objects.filter(username__startswith="perm-").delete()
+            User.objects.filter(machine_annotator__isnull=True, username__startswith="machine-",
+                                memberships__isnull=True).delete()  # the seeded machine annotators' bots
 
 
 @pytest.fixture(autouse=True)
@@ -297,6 +306,15 @@ TABLE: dict[tuple[str, str], Call] = {
     ("api-training-ab-evaluations", "POST"): Call(api(201, ADMINS), data=lambda side: {
         "version_a": side.ids["version_id"], "version_b": side.ids["version_b_id"], "prompts": 2}),
     ("api-training-leaderboard", "GET"): Call(api(200, OVERSIGHT), query={"rounds": 0}),
+    # Machine annotators: their endpoint, prompt and errors are admins' business, reads included.
+    ("api-training-machine-annotators", "GET"): Call(api(200, ADMINS)),
+    ("api-training-machine-annotators", "POST"): Call(api(201, ADMINS), data=lambda side: {
+        "name": "perm-machine", "version": side.ids["endpoint_id"]}),
+    ("api-training-machine-annotator", "GET"): Call(api(200, ADMINS), kwargs=_ids("machine_id")),
+    ("api-training-machine-annotator", "PATCH"): Call(api(200, ADMINS), kwargs=_ids("machine_id"),
+                                                      data=lambda side: {"enabled": False}),
+    ("api-training-machine-annotator", "DELETE"): Call(api(204, ADMINS), kwargs=_ids("machine_id")),
+    ("api-training-machine-annotator-run", "POST"): Call(api(202, ADMINS), kwargs=_ids("machine_id")),
     # Pages
     ("project-list", "GET"): Call({**everyone(200), "anonymous": LOGIN}, kwargs=NO_SLUG),
     ("label", "GET"): Call(page(200, WORKERS, members=WORKERS)),

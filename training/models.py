@@ -108,3 +108,33 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} run {self.pk} ({self.status})"
+
+
+class MachineAnnotator(models.Model):
+    """A chat model (a registered endpoint version the project may use) that judges the project's tasks
+    through the same queue as people, as its own bot user (training.services.machine_annotators). Its
+    judgments carry source "machine:<name>" and count in no human measure."""
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="machine_annotators")
+    name = models.CharField(max_length=100)
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="machine_annotators",
+                                help_text="The endpoint version that judges.")
+    judge_prompt = models.TextField(help_text="The judge template (training.ml.judge): {instructions}, {prompt}, "
+                                              "{response_a}, {response_b}.")
+    takes_overlap_seats = models.BooleanField(
+        default=False, help_text="Its judgments fill overlap seats like a person's (off: it judges beside the people, "
+                                 "and never keeps a task from one).")
+    enabled = models.BooleanField(default=True)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="machine_annotator",
+                                help_text="Its bot account: a project annotator that cannot log in.")
+    last_error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="machine_annotator_name_unique")]
+
+    def __str__(self) -> str:
+        return f"machine annotator {self.name} ({self.project_id})"

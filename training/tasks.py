@@ -12,7 +12,7 @@ import os
 from celery import shared_task
 from django.conf import settings
 
-from training.services import candidates, evaluation, policy, reward, rounds, runs
+from training.services import candidates, evaluation, machine_annotators, policy, reward, rounds, runs
 
 TRAIN_SOFT_LIMIT_S = int(getattr(settings, "PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S", 6 * 3600))
 TRAIN_HARD_LIMIT_S = TRAIN_SOFT_LIMIT_S + 300
@@ -67,3 +67,11 @@ def reward_retrain_check(*, project_id: int, **pipeline_options) -> int | None:
     """The per-project training round check; its schedule's kwargs may carry pipeline options."""
     run = rounds.reward_retrain_check(project_id=project_id, **pipeline_options)
     return run.pk if run else None
+
+
+# A batch of machine judgments is a few endpoint calls per task, bounded by the client's timeouts and
+# retries; the service re-sends the task for the next batch, so one message never runs for long.
+@shared_task(name="training.tasks.machine_annotator_work", queue="celery", acks_late=True, ignore_result=True,
+             soft_time_limit=1800, time_limit=1860)
+def machine_annotator_work(*, machine_id: int, max_tasks: int = machine_annotators.WORK_BATCH) -> dict:
+    return machine_annotators.machine_annotator_work(machine_id=machine_id, max_tasks=max_tasks)

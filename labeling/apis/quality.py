@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from labeling.apis.base import ProjectScopedMixin
 from labeling.selectors import quality
+from labeling.selectors.machine_quality import machine_quality_report
 from labeling.selectors.projects import OVERSIGHT_ROLES
 
 
@@ -59,13 +60,15 @@ def _params(serializer_class, request) -> dict:
 
 class QualityReportApi(ProjectScopedMixin, APIView):
     """Agreement (project, per annotator, over time), alpha, kappa, gold and time per annotator,
-    position bias, flag rates per source and the source leaderboard, in one report."""
+    position bias, flag rates per source and the source leaderboard, in one report; `machines`: each
+    machine annotator measured against the people (labeling.selectors.machine_quality)."""
 
     read_roles = OVERSIGHT_ROLES
 
     @extend_schema(parameters=[QualityParamsSerializer], responses=dict)
     def get(self, request, slug):
-        return HttpResponse(quality.quality_report(project=self.project, **_params(QualityParamsSerializer, request)))
+        report = quality.quality_report(project=self.project, **_params(QualityParamsSerializer, request))
+        return HttpResponse({**report, "machines": machine_quality_report(project=self.project)})
 
 
 class PairConsensusListApi(ProjectScopedMixin, APIView):

@@ -13,6 +13,7 @@ from django.shortcuts import render
 from labeling.console.common import OVERSIGHT, tabs_context
 from labeling.selectors.label_models import label_model_comparison
 from labeling.selectors.projects import project_access_get
+from labeling.selectors.machine_quality import machine_quality_report
 from labeling.selectors.quality import PERIODS, quality_report
 
 ROW, LABEL_W, PLOT_W = 22, 170, 360
@@ -66,5 +67,6 @@ def project_dashboard(request, slug: str):
     period = request.GET.get("period", "week")
     report = quality_report(project=project, period=period if period in PERIODS else "week", rounds=100)
     context = {**tabs_context(project=project, role=role, tab="quality"), "report": report, "charts": _charts(report), "periods": PERIODS, "period": period,
-               "label_model_comparison": label_model_comparison(project=project)}
+               "label_model_comparison": label_model_comparison(project=project),
+               "machines": machine_quality_report(project=project)}
     return render(request, "dashboard/project.html", context)

@@ -27,7 +27,9 @@ from django.utils.dateparse import parse_date
 from labeling import splits
 from labeling.export_records import FORMATS, JUDGMENT_FORMATS, PAIR_FORMATS, POSTERIOR_FORMATS, PG_PROMPT, PG_RECORDS
 from labeling.label_models import LABEL_MODEL_CHOICES, LABEL_TARGETS
-from labeling.models import ExportJob, Judgment, LabelModelFit, Membership, PreferencePair, Project, Response, TaskResponse
+from labeling.models import (
+    MACHINE_SOURCE_PREFIX, ExportJob, Judgment, LabelModelFit, Membership, PreferencePair, Project, Response, TaskResponse,
+)
 
 CHUNK = 2000
 CONSENSUS = ("all", "majority", "unanimous")
@@ -163,6 +165,10 @@ def _judgment_q(filters: ExportFilters, prefix: str = "") -> Q:
         q &= Q(**{f"{prefix}annotator__username": filters.annotator})
     if filters.judgment_source:
         q &= Q(**{f"{prefix}source": filters.judgment_source})
+    else:
+        # A machine annotator's labels export and train only when asked for by name: unnamed, the data
+        # is the people's (and imported datasets'), as it was before machines judged.
+        q &= ~Q(**{f"{prefix}source__startswith": MACHINE_SOURCE_PREFIX})
     if filters.exclude_gold:
         q &= Q(**{f"{prefix}task__is_gold": False})
     return q

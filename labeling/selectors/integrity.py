@@ -4,8 +4,9 @@ chaos test. Nothing here writes; each problem names the row and what is wrong wi
 - ComparisonTask.judgments_count = its judgments that hold an overlap seat (a correction replaces,
   it does not add; a judgment whose seat an admin re-queued holds none: counts_for_overlap) plus the
   demonstrations submitted through its assignments.
-- ComparisonTask.active_assignments = its assignments in state active (expired leases count until
-  a sweep or a submit marks them expired, as the counter does).
+- ComparisonTask.active_assignments = its assignments in state active that hold a seat (expired leases
+  count until a sweep or a submit marks them expired, as the counter does; a machine annotator's seatless
+  lease, Assignment.holds_seat false, never counts).
 - A non-gold task holds at most `overlap` active + submitted assignments (a submitted one whose
   judgment was re-queued holds no seat), is open while short of overlap and complete at it
   (imported preferences close a task at one verdict, whatever overlap).
@@ -22,7 +23,7 @@ from typing import Iterator
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
 from labeling.models import (
-    Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Project, TaskResponse,
+    MACHINE_SOURCE_PREFIX, Assignment, ComparisonTask, Demonstration, Judgment, PreferencePair, Project, TaskResponse,
 )
 from labeling.ranking import RankingError, ranking_pairs, ranking_validate
 
@@ -60,7 +61,8 @@ def _counted_tasks(scope: Q) -> QuerySet[ComparisonTask]:
         current_judgments=Count("judgments", filter=Q(judgments__supersedes__isnull=True,
                                                       judgments__counts_for_overlap=True), distinct=True),
         demonstrations=Count("assignments__demonstration", distinct=True),
-        active_rows=Count("assignments", filter=Q(assignments__state=Assignment.State.ACTIVE), distinct=True),
+        active_rows=Count("assignments", filter=Q(assignments__state=Assignment.State.ACTIVE,
+                                                  assignments__holds_seat=True), distinct=True),
     )
 
 
@@ -80,7 +82,7 @@ def _task_counters(scope: Q) -> Iterator[IntegrityProblem]:
 
 def _task_seats(scope: Q) -> Iterator[IntegrityProblem]:
     seated = Q(assignments__judgment__isnull=True) | Q(assignments__judgment__counts_for_overlap=True)
-    held = Count("assignments", filter=Q(assignments__state=Assignment.State.ACTIVE)
+    held = Count("assignments", filter=Q(assignments__state=Assignment.State.ACTIVE, assignments__holds_seat=True)
                  | Q(seated, assignments__state=Assignment.State.SUBMITTED))
     tasks = (ComparisonTask.objects.filter(scope, is_gold=False).annotate(held=held)
              .filter(held__gt=F("project__overlap")).values_list("id", "held", "project__overlap").order_by("id"))
@@ -92,7 +94,8 @@ def _task_seats(scope: Q) -> Iterator[IntegrityProblem]:
 def _task_statuses(scope: Q) -> Iterator[IntegrityProblem]:
     tasks = ComparisonTask.objects.filter(scope, is_gold=False)
     full_but_open = tasks.filter(status=ComparisonTask.Status.OPEN, judgments_count__gte=F("project__overlap"))
-    imported = Exists(Judgment.objects.filter(task=OuterRef("pk")).exclude(source="human"))
+    imported = Exists(Judgment.objects.filter(task=OuterRef("pk")).exclude(source="human")
+                      .exclude(source__startswith=MACHINE_SOURCE_PREFIX))
     short_but_complete = tasks.filter(~imported, status=ComparisonTask.Status.COMPLETE,
                                       judgments_count__lt=F("project__overlap"))
     for task_id, n in full_but_open.values_list("id", "judgments_count").order_by("id"):

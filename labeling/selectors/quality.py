@@ -2,7 +2,8 @@
 
 Only current judgments count (a superseded judgment was corrected by its annotator); agreement,
 kappa, alpha, gold and position bias use human judgments only, since imported datasets have one
-anonymous verdict per pair.
+anonymous verdict per pair. A machine annotator's judgments count in none of these reads (not even the
+source leaderboard): labeling.selectors.machine_quality measures them against the people.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, QuerySet
 
 from labeling import stats
-from labeling.models import Judgment, Project, Response
+from labeling.models import MACHINE_SOURCE_PREFIX, Judgment, Project, Response
 
 CHUNK = 2000
 PERIODS = ("day", "week", "month")
@@ -40,15 +41,20 @@ class JudgmentRow:
     response_ids: list[int] = field(default_factory=list)
 
 
-def current_judgments(*, project: Project, human_only: bool = True) -> QuerySet[Judgment]:
+def current_judgments(*, project: Project, human_only: bool = True, machines: bool = False) -> QuerySet[Judgment]:
+    """Current judgments: people's only (human_only), or with imported datasets' too; a machine
+    annotator's only with machines=True (they are measured against people, never counted as data about
+    the responses beside them: labeling.selectors.machine_quality)."""
     # NOT EXISTS rather than superseded_by__isnull, whose LEFT JOIN the planner misestimates.
     corrected = Judgment.objects.filter(supersedes_id=OuterRef("pk"))
     judgments = Judgment.objects.filter(~Exists(corrected), project=project)
-    return judgments.filter(source="human") if human_only else judgments
+    if human_only:
+        return judgments.filter(source="human")
+    return judgments if machines else judgments.exclude(source__startswith=MACHINE_SOURCE_PREFIX)
 
 
-def judgment_rows(*, project: Project, human_only: bool = True) -> list[JudgmentRow]:
-    rows = current_judgments(project=project, human_only=human_only).order_by("id").values_list(
+def judgment_rows(*, project: Project, human_only: bool = True, machines: bool = False) -> list[JudgmentRow]:
+    rows = current_judgments(project=project, human_only=human_only, machines=machines).order_by("id").values_list(
         "id", "annotator_id", "task_id", "task__prompt_id", "ranking", "shown_order", "likert", "flags",
         "time_spent_ms", "created_at", "task__is_gold", "task__gold_ranking",
     )

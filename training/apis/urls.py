@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training.apis import policy, runs
+from training.apis import machine_annotators, policy, runs
 
 urlpatterns = [
     path("projects/<slug:slug>/runs/", runs.RunListApi.as_view(), name="api-training-runs"),
@@ -21,4 +21,10 @@ urlpatterns = [
     path("projects/<slug:slug>/pipelines/", policy.PipelineListApi.as_view(), name="api-training-pipelines"),
     path("projects/<slug:slug>/ab-evaluations/", policy.AbEvaluationListApi.as_view(), name="api-training-ab-evaluations"),
     path("projects/<slug:slug>/leaderboard/", policy.LeaderboardApi.as_view(), name="api-training-leaderboard"),
+    path("projects/<slug:slug>/machine-annotators/", machine_annotators.MachineAnnotatorListApi.as_view(),
+         name="api-training-machine-annotators"),
+    path("projects/<slug:slug>/machine-annotators/<int:machine_id>/", machine_annotators.MachineAnnotatorDetailApi.as_view(),
+         name="api-training-machine-annotator"),
+    path("projects/<slug:slug>/machine-annotators/<int:machine_id>/run/", machine_annotators.MachineAnnotatorRunApi.as_view(),
+         name="api-training-machine-annotator-run"),
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +109,19 @@ def endpoint_version_register(
         project=project, kind=ModelVersion.Kind.POLICY, name=name, base=f"{endpoint['base_url']} · {endpoint['model']}",
         artifact_path=folder, config={"endpoint": endpoint}, promoted=promoted,
     )
+
+
+def endpoint_judge_replies(*, version: ModelVersion, prompts: list, system_prompt: str = "",
+                           seed: int | None = 0) -> list[str]:
+    """One judge's reply per prompt (a text, sent as one user turn, or chat messages), in order: greedy
+    whatever sampling the version was registered with (a verdict, not a sample), at most
+    training.ml.judge.JUDGE_MAX_TOKENS. Raises training.ml.endpoint.EndpointError when a request fails
+    for good (after the client's retries of 429s, 5xx and timeouts)."""
+    from training.ml.endpoint import endpoint_generate
+    from training.ml.judge import JUDGE_MAX_TOKENS
+
+    config = replace(endpoint_config_of(version=version, temperature=0.0, top_p=1.0, max_tokens=JUDGE_MAX_TOKENS),
+                     temperature=0.0)
+    replies = endpoint_generate(config, prompts, k=1, system_prompt=system_prompt, progress=None, seed=seed,
+                                policy=_policy())
+    return [texts[0] if texts else "" for texts in replies]

@@ -30,12 +30,16 @@ class NextResult:
     prefetched: Assignment | None = None
 
 
-def task_assign_next(*, annotator: AbstractUser, project: Project) -> NextResult:
+def task_assign_next(*, annotator: AbstractUser, project: Project, takes_seat: bool = True) -> NextResult:
     """The annotator's current assignment and the one after it, leasing new tasks as needed.
 
     reason says where the current one came from: "active" (already leased, e.g. after a
     reload or a prefetch), "gold", "started", "oldest", or "empty" when nothing is left; with no
     assignment, "excluded" when an admin excluded the annotator from the project.
+
+    takes_seat=False (a machine annotator judging beside the people): the lease holds no overlap seat
+    (Assignment.holds_seat), so it never keeps a task from a person, and it may take any open or
+    complete task this annotator has not had, in id order; gold tasks, which check people, are not served.
     """
     if annotator_is_excluded(project=project, user=annotator):
         # Their leases were released by the exclusion; one taken in a race with it is refused at submit.
@@ -45,6 +49,13 @@ def task_assign_next(*, annotator: AbstractUser, project: Project) -> NextResult
     reasons = ["active"] * len(held)
     while len(held) < HELD_ASSIGNMENTS:
         lease_factor = 1 if not held else 2
+        if not takes_seat:
+            picked = _try_beside(annotator=annotator, project=project, lease_factor=lease_factor)
+            if picked is None:
+                break
+            held.append(picked)
+            reasons.append("beside")
+            continue
         picked = _try_gold(annotator=annotator, project=project, lease_factor=lease_factor)
         if picked is None:
             picked = _try_queue(annotator=annotator, project=project, lease_factor=lease_factor)
@@ -125,6 +136,74 @@ SELECT %(project)s, seat.id, %(annotator)s, 'active',
 FROM seat
 RETURNING id, task_id, shown_order, (SELECT judgments_count FROM seat)
 """.format(pick=_PICK_SQL.strip())
+
+
+# A seatless lease: any open or complete non-gold task the annotator has not had, by the project's
+# (project, status, id) index. No row lock and no counter: it takes nothing another annotator could want,
+# and the unique (task, annotator) constraint stops two of its own workers taking one task twice.
+_BESIDE_SQL = """
+INSERT INTO labeling_assignment (project_id, task_id, annotator_id, state, shown_order, leased_at, expires_at, holds_seat)
+SELECT %(project)s, t.id, %(annotator)s, 'active',
+  coalesce((SELECT jsonb_agg(s.response_id ORDER BY md5(t.id || ':' || %(annotator)s || ':' || s.response_id) COLLATE "C")
+            FROM labeling_taskresponse s WHERE s.task_id = t.id), '[]'::jsonb),
+  %(now)s, %(expires)s, false
+FROM (
+  SELECT t.id FROM labeling_comparisontask t
+  WHERE t.project_id = %(project)s AND t.status IN ('open', 'complete') AND NOT t.is_gold
+    AND NOT EXISTS (
+      SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.annotator_id = %(annotator)s OFFSET 0
+    )
+  ORDER BY t.id LIMIT 1
+) t
+RETURNING id, task_id, shown_order
+"""
+
+
+def _try_beside(*, annotator, project: Project, lease_factor: int) -> Assignment | None:
+    try:
+        return _lease_beside_once(annotator=annotator, project=project, lease_factor=lease_factor)
+    except IntegrityError:
+        # Another worker of the same annotator took that task first: pick again.
+        return _lease_beside_once(annotator=annotator, project=project, lease_factor=lease_factor)
+
+
+def _lease_beside_once(*, annotator, project: Project, lease_factor: int) -> Assignment | None:
+    now = timezone.now()
+    expires = now + timedelta(seconds=project.lease_seconds * lease_factor)
+    if connection.vendor != "postgresql":
+        return _lease_beside_portable(annotator=annotator, project=project, now=now, expires=expires)
+    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with guard, connection.cursor() as cursor:
+        cursor.execute(_BESIDE_SQL, {"project": project.pk, "annotator": annotator.pk, "now": now, "expires": expires})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    assignment_id, task_id, shown_order = row
+    assignment = Assignment(
+        pk=assignment_id, project=project, task_id=task_id, annotator=annotator, state=Assignment.State.ACTIVE,
+        shown_order=json.loads(shown_order) if isinstance(shown_order, str) else shown_order, leased_at=now,
+        expires_at=expires, holds_seat=False,
+    )
+    assignment._state.adding, assignment._state.db = False, "default"
+    assignment.started = False
+    return assignment
+
+
+def _lease_beside_portable(*, annotator, project: Project, now, expires) -> Assignment | None:
+    with transaction.atomic():
+        task = (ComparisonTask.objects.filter(project=project, is_gold=False, status__in=[
+            ComparisonTask.Status.OPEN, ComparisonTask.Status.COMPLETE]).exclude(assignments__annotator=annotator)
+            .order_by("id").first())
+        if task is None:
+            return None
+        response_ids = list(task.slots.values_list("response_id", flat=True))
+        assignment = Assignment.objects.create(
+            project=project, task=task, annotator=annotator, state=Assignment.State.ACTIVE, holds_seat=False,
+            shown_order=shown_order_for(task_id=task.pk, annotator_id=annotator.pk, response_ids=response_ids),
+            leased_at=now, expires_at=expires,
+        )
+    assignment.started = False
+    return assignment
 
 
 def _lease(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:

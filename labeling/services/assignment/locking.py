@@ -24,8 +24,10 @@ def active_assignments_minus_one():
     return Greatest(F("active_assignments") - 1, 0)
 
 
-def task_seat_free(*, task_id: int) -> None:
-    ComparisonTask.objects.filter(pk=task_id).update(active_assignments=active_assignments_minus_one())
+def task_seat_free(*, task_id: int, holds_seat: bool = True) -> None:
+    """Give back the seat an ending lease held; a seatless lease (Assignment.holds_seat) held none."""
+    if holds_seat:
+        ComparisonTask.objects.filter(pk=task_id).update(active_assignments=active_assignments_minus_one())
 
 
 _LOCK_SQL = """
@@ -63,7 +65,7 @@ def assignment_active_check(*, assignment: Assignment) -> None:
     if assignment.state == Assignment.State.ACTIVE and assignment.expires_at <= timezone.now():
         # Free the seat now rather than waiting for a sweep; the caller's transaction commits it.
         assignment_finish(assignment=assignment, state=Assignment.State.EXPIRED)
-        task_seat_free(task_id=assignment.task_id)
+        task_seat_free(task_id=assignment.task_id, holds_seat=assignment.holds_seat)
         raise _expired_conflict()
     if assignment.state == Assignment.State.EXPIRED:
         raise _expired_conflict()

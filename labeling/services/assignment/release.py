@@ -20,7 +20,7 @@ def assignment_skip(*, assignment: Assignment, annotator: AbstractUser) -> Assig
             return locked
         assignment_active_check(assignment=locked)
         assignment_finish(assignment=locked, state=Assignment.State.SKIPPED)
-        task_seat_free(task_id=locked.task_id)
+        task_seat_free(task_id=locked.task_id, holds_seat=locked.holds_seat)
     return locked
 
 
@@ -34,7 +34,7 @@ def assignments_release(*, project: Project, annotator: AbstractUser) -> int:
             project=project, annotator=annotator, state=Assignment.State.ACTIVE).order_by("id"))
         for assignment in held:
             assignment_finish(assignment=assignment, state=Assignment.State.EXPIRED)
-            task_seat_free(task_id=assignment.task_id)
+            task_seat_free(task_id=assignment.task_id, holds_seat=assignment.holds_seat)
     return len(held)
 
 
@@ -51,13 +51,12 @@ def assignments_expire_sweep(*, limit: int | None = None) -> int:
         SELECT id FROM labeling_assignment WHERE state = 'active' AND expires_at < %(now)s
         ORDER BY expires_at {limit} FOR UPDATE SKIP LOCKED
       )
-      RETURNING task_id
+      RETURNING task_id, holds_seat
     ), freed AS (
       UPDATE labeling_comparisontask t SET active_assignments = GREATEST(t.active_assignments - e.n, 0)
-      FROM (SELECT task_id, count(*) AS n FROM expired GROUP BY task_id) e WHERE t.id = e.task_id
-      RETURNING e.n
+      FROM (SELECT task_id, count(*) AS n FROM expired WHERE holds_seat GROUP BY task_id) e WHERE t.id = e.task_id
     )
-    SELECT coalesce(sum(n), 0) FROM freed
+    SELECT count(*) FROM expired
     """.format(limit=f"LIMIT {int(limit)}" if limit else "")
     if connection.vendor != "postgresql":
         return _expire_sweep_portable(limit=limit)
@@ -69,11 +68,12 @@ def assignments_expire_sweep(*, limit: int | None = None) -> int:
 
 def _expire_sweep_portable(*, limit: int | None) -> int:
     ids = Assignment.objects.filter(state=Assignment.State.ACTIVE, expires_at__lt=timezone.now())
-    ids = list(ids.order_by("expires_at").values_list("id", "task_id")[:limit] if limit else ids.values_list("id", "task_id"))
+    columns = ("id", "task_id", "holds_seat")
+    ids = list(ids.order_by("expires_at").values_list(*columns)[:limit] if limit else ids.values_list(*columns))
     with transaction.atomic():
-        for assignment_id, task_id in ids:
+        for assignment_id, task_id, holds_seat in ids:
             if Assignment.objects.filter(pk=assignment_id, state=Assignment.State.ACTIVE).update(
                 state=Assignment.State.EXPIRED, finished_at=timezone.now()
             ):
-                task_seat_free(task_id=task_id)
+                task_seat_free(task_id=task_id, holds_seat=holds_seat)
     return len(ids)

@@ -19,11 +19,17 @@ from labeling.services.label_models import label_model_fit_after_judgment
 
 def judgment_submit(
     *, assignment: Assignment, annotator: AbstractUser, verdict: Verdict, idempotency_key: str,
+    source: str = "human", machine: dict | None = None,
 ) -> Judgment:
     """Store the annotator's verdict with its pairs and counters in one transaction.
 
     A retry with the same key (or any second submit of the same assignment) returns the first
     judgment, so a double click or a network retry never stores two.
+
+    source: "human", or "machine:<name>" for a machine annotator, whose judgment also keeps `machine`
+    (what its judge said) and never counts toward a training round. The judgment holds an overlap seat
+    exactly when its lease did (Assignment.holds_seat): a seatless one neither counts in judgments_count
+    nor closes the task.
     """
     expired: AssignmentConflict | None = None
     try:
@@ -40,9 +46,11 @@ def judgment_submit(
             if expired is None:
                 judgment = _judgment_create(
                     assignment=locked, annotator=annotator, verdict=verdict, idempotency_key=idempotency_key,
+                    source=source, machine=machine,
                 )
                 _submission_record(assignment=locked)
-                label_model_fit_after_judgment(project=locked.project)
+                if source == "human":  # the label models read only people's judgments
+                    label_model_fit_after_judgment(project=locked.project)
                 return judgment
     except IntegrityError:
         # The key was already used for another submission: a retry that lost a race.
@@ -61,7 +69,7 @@ def _first_result(assignment: Assignment) -> Judgment:
 
 
 def _judgment_create(*, assignment: Assignment, annotator, verdict: Verdict, idempotency_key: str,
-                     supersedes: Judgment | None = None) -> Judgment:
+                     supersedes: Judgment | None = None, source: str = "human", machine: dict | None = None) -> Judgment:
     response_ids = list(assignment.shown_order)
     clean = verdict_validate(verdict=verdict, idempotency_key=idempotency_key, project=assignment.project,
                              response_ids=response_ids)
@@ -70,7 +78,9 @@ def _judgment_create(*, assignment: Assignment, annotator, verdict: Verdict, ide
         assignment=assignment if supersedes is None else None, annotator=annotator,
         shown_order=response_ids, supersedes=supersedes, idempotency_key=idempotency_key,
         # A correction holds the seat its judgment held: none once an admin re-queued the task.
-        counts_for_overlap=True if supersedes is None else supersedes.counts_for_overlap,
+        counts_for_overlap=assignment.holds_seat if supersedes is None else supersedes.counts_for_overlap,
+        source=source if supersedes is None else supersedes.source, machine=machine,
+        counts_for_retrain=source == "human" if supersedes is None else supersedes.counts_for_retrain,
         ranking=clean.ranking, likert=clean.likert, flags=clean.flags, rationale=clean.rationale,
         both_bad=clean.both_bad, time_spent_ms=clean.time_spent_ms,
     )
@@ -79,8 +89,12 @@ def _judgment_create(*, assignment: Assignment, annotator, verdict: Verdict, ide
 
 
 def _submission_record(*, assignment: Assignment) -> None:
-    """Close the assignment and count the submission on its task, in one statement."""
+    """Close the assignment and count the submission on its task, in one statement (a seatless lease
+    only closes: its task's counters never counted it)."""
     assignment.state, assignment.finished_at = Assignment.State.SUBMITTED, timezone.now()
+    if not assignment.holds_seat:
+        Assignment.objects.filter(pk=assignment.pk).update(state=assignment.state, finished_at=assignment.finished_at)
+        return None
     if connection.vendor != "postgresql":
         return _submission_record_portable(assignment=assignment)
     with connection.cursor() as cursor:

@@ -1,0 +1,211 @@
+"""Machine annotators: a chat model (a registered endpoint version the project may use) that judges the
+project's tasks through the same queue as people, as its own bot user.
+
+It asks the judge about every response pair in both orders (training.ml.judge): an inconsistent pair is a
+tie, and both replies stay with the judgment (Judgment.rationale and Judgment.machine). Its judgments carry
+source "machine:<name>", so no human measure, label model, export or training snapshot counts them unless
+asked for by that name; labeling.selectors.machine_quality measures them against the people. By default it
+takes no overlap seat (Assignment.holds_seat): it judges beside the people, tasks they completed included,
+and never keeps a task from one. A request that fails for good (after the endpoint client's retries of
+429s, 5xx and timeouts) releases its leases, is kept as last_error, and stops the work.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from config.tasks_send import task_send_on_commit
+from labeling.models import MACHINE_SOURCE_PREFIX, Membership, Project, Response
+from labeling.services.assignment import Verdict, assignments_release, judgment_submit, task_assign_next
+from labeling.services.projects import membership_set
+from training.models import MachineAnnotator, ModelVersion
+from training.selectors.data import prompt_rm_text
+from training.selectors.versions import model_version_list
+from training.services.endpoints import endpoint_judge_replies, is_endpoint_version
+
+logger = logging.getLogger(__name__)
+
+WORK_TASK = "training.tasks.machine_annotator_work"
+WORK_BATCH = 20  # tasks per task message: a batch ends well inside the task's time limit, then re-sends itself
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # it becomes the judgments' source: "machine:<name>"
+LAST_ERROR_MAX_CHARS = 2000
+UPDATABLE = ("version_id", "judge_prompt", "takes_overlap_seats", "enabled")
+
+
+def machine_source(*, machine: MachineAnnotator) -> str:
+    return f"{MACHINE_SOURCE_PREFIX}{machine.name}"
+
+
+def _judge_mode_check(project: Project) -> None:
+    from training.ml.judge import DEFAULT_TEMPLATES
+
+    if project.mode not in DEFAULT_TEMPLATES:
+        raise ValidationError({"project": f"a machine annotator judges rankings; a {project.mode} project collects none"})
+
+
+def _version_clean(*, project: Project, version_id: object) -> ModelVersion:
+    """The endpoint version the project may use (its own or a shared one). A missing id, another
+    project's version and a version that is no endpoint get the same answer: nothing tells them apart."""
+    version = None
+    if isinstance(version_id, int) and not isinstance(version_id, bool):
+        version = model_version_list(project=project).filter(pk=version_id, status=ModelVersion.Status.READY).first()
+    if not is_endpoint_version(version):
+        raise ValidationError({"version": "no endpoint version with this id in the project (register one under endpoints/)"})
+    return version
+
+
+def _prompt_clean(judge_prompt: object) -> str:
+    from training.ml.judge import template_problems
+
+    problem = template_problems(judge_prompt)
+    if problem:
+        raise ValidationError({"judge_prompt": problem})
+    return judge_prompt
+
+
+def _bot_user_create(*, project: Project, name: str) -> AbstractUser:
+    """The machine's own account: inactive with no usable password, so no one can log in as it or hold a
+    token for it; a project annotator, so the queue serves it as it serves people."""
+    user = get_user_model()(username=f"machine-{uuid.uuid4().hex[:12]}", first_name=name[:150], is_active=False)
+    user.set_unusable_password()
+    user.save()
+    membership_set(project=project, user=user, role=Membership.Role.ANNOTATOR)
+    return user
+
+
+def machine_annotator_create(
+    *, project: Project, name: str, version_id: object, judge_prompt: str | None = None,
+    takes_overlap_seats: bool = False, enabled: bool = True, by: AbstractUser | None = None,
+) -> MachineAnnotator:
+    """Add a machine annotator to the project (judge_prompt None: the mode's default). ValidationError
+    keyed by field for a bad name, version or template."""
+    from training.ml.judge import default_template
+
+    _judge_mode_check(project)
+    name = (name or "").strip() if isinstance(name, str) else ""
+    errors: dict[str, str] = {}
+    if not NAME_PATTERN.match(name):
+        errors["name"] = "1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+    elif MachineAnnotator.objects.filter(project=project, name=name).exists():
+        errors["name"] = f"the project already has a machine annotator named {name!r}"
+    version = template = None
+    try:
+        version = _version_clean(project=project, version_id=version_id)
+    except ValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.message_dict.items()})
+    try:
+        template = _prompt_clean(default_template(project.mode) if judge_prompt is None else judge_prompt)
+    except ValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.message_dict.items()})
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            return MachineAnnotator.objects.create(
+                project=project, name=name, version=version, judge_prompt=template,
+                takes_overlap_seats=bool(takes_overlap_seats), enabled=bool(enabled),
+                user=_bot_user_create(project=project, name=name), created_by=by,
+            )
+    except IntegrityError:  # the same name created concurrently
+        raise ValidationError({"name": f"the project already has a machine annotator named {name!r}"}) from None
+
+
+def machine_annotator_update(*, machine: MachineAnnotator, **changes: Any) -> MachineAnnotator:
+    """Change the version, the judge template, whether it takes overlap seats, or enabled (its name is its
+    judgments' source, so it stays). Disabling it, or changing whether it takes seats, releases its leases:
+    they were taken under the old setting."""
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise ValidationError({name: "cannot be changed" for name in sorted(unknown)})
+    if "version_id" in changes:
+        try:
+            _version_clean(project=machine.project, version_id=changes["version_id"])
+        except ValidationError as exc:
+            raise ValidationError({"version": exc.message_dict["version"]}) from None
+    if "judge_prompt" in changes:
+        _prompt_clean(changes["judge_prompt"])
+    release = (changes.get("enabled") is False
+               or ("takes_overlap_seats" in changes and bool(changes["takes_overlap_seats"]) != machine.takes_overlap_seats))
+    with transaction.atomic():
+        for field, value in changes.items():
+            setattr(machine, field, bool(value) if field in ("enabled", "takes_overlap_seats") else value)
+        if changes.get("enabled"):
+            machine.last_error = ""  # enabled again: a fresh start
+        machine.save()
+        if release:
+            assignments_release(project=machine.project, annotator=machine.user)
+    return machine
+
+
+def machine_annotator_delete(*, machine: MachineAnnotator) -> None:
+    """Remove the machine annotator: its leases go back to the pool and its bot leaves the project. Its
+    judgments stay, as a removed person's do (their source still names it), and so does the inactive bot
+    account they point at."""
+    with transaction.atomic():
+        assignments_release(project=machine.project, annotator=machine.user)
+        Membership.objects.filter(project=machine.project, user=machine.user).delete()
+        machine.delete()
+
+
+def machine_annotator_run(*, machine: MachineAnnotator) -> None:
+    """Queue its work (a no-op for a disabled one: the task checks again)."""
+    if not machine.enabled:
+        raise ValidationError({"enabled": "the machine annotator is disabled; enable it first"})
+    task_send_on_commit(WORK_TASK, machine_id=machine.pk, max_tasks=WORK_BATCH)
+
+
+def machine_annotator_work(*, machine_id: int, max_tasks: int) -> dict[str, Any]:
+    """Judge up to max_tasks tasks as the machine's bot user, then queue the next batch while tasks
+    remain. Idempotent: a redelivered message finds the same held leases, and a judgment's key is its
+    assignment's, so a task is never judged twice. {"judged": n, "reason": why it stopped}."""
+    machine = (MachineAnnotator.objects.select_related("project", "version", "user")
+               .filter(pk=machine_id).first())
+    if machine is None or not machine.enabled or machine.project.deleted_at is not None:
+        return {"judged": 0, "reason": "disabled"}
+    from training.ml.endpoint import EndpointError
+
+    judged = 0
+    while judged < max_tasks:
+        nxt = task_assign_next(annotator=machine.user, project=machine.project, takes_seat=machine.takes_overlap_seats)
+        if nxt.assignment is None:
+            return {"judged": judged, "reason": nxt.reason}
+        try:
+            _assignment_judge(machine=machine, assignment=nxt.assignment)
+        except EndpointError as exc:
+            # The tasks go back to the pool (a seat-holder's seats with them); the admin reads why and runs it again.
+            assignments_release(project=machine.project, annotator=machine.user)
+            MachineAnnotator.objects.filter(pk=machine.pk).update(last_error=str(exc)[:LAST_ERROR_MAX_CHARS])
+            logger.warning("machine annotator %s stopped: %s", machine.pk, exc)
+            return {"judged": judged, "reason": "error"}
+        judged += 1
+    if MachineAnnotator.objects.filter(pk=machine.pk, enabled=True).exists():
+        task_send_on_commit(WORK_TASK, machine_id=machine.pk, max_tasks=max_tasks)
+    return {"judged": judged, "reason": "batch"}
+
+
+def _assignment_judge(*, machine: MachineAnnotator, assignment) -> None:
+    """Ask the judge about every pair of the task in both orders, and submit the ranking they give."""
+    from training.ml.judge import judge_pairs, judge_text, pair_judgment, pairs_ranking, pairs_rationale
+
+    shown = list(assignment.shown_order)
+    texts = dict(Response.objects.filter(pk__in=shown).values_list("pk", "text"))
+    prompt = prompt_rm_text(assignment.task.prompt)
+    pairs = judge_pairs(shown)
+    asked = [judge_text(machine.judge_prompt, prompt=prompt, a=texts[a], b=texts[b], instructions=machine.project.instructions)
+             for first, second in pairs for a, b in ((first, second), (second, first))]
+    replies = endpoint_judge_replies(version=machine.version, prompts=asked)
+    judged = [pair_judgment(first, second, replies[2 * i], replies[2 * i + 1]) for i, (first, second) in enumerate(pairs)]
+    judgment_submit(
+        assignment=assignment, annotator=machine.user, idempotency_key=f"machine-{machine.pk}-{assignment.pk}",
+        verdict=Verdict(ranking=pairs_ranking(shown, judged), rationale=pairs_rationale(judged)),
+        source=machine_source(machine=machine),
+        machine={"consistent": all(p.status == "consistent" for p in judged), "version": machine.version_id,
+                 "pairs": [p.as_dict() for p in judged]},
+    )
