@@ -213,7 +213,7 @@ CELERY_TASK_ROUTES = {
     name: {"queue": "training"}
     for name in (
         "training.tasks.reward_model_train", "training.tasks.policy_train", "training.tasks.policy_evaluate",
-        "training.tasks.candidates_generate",
+        "training.tasks.candidates_generate", "training.tasks.acquisition_scores_update",
     )
 }
 CELERY_TASK_DEFAULT_QUEUE = "celery"

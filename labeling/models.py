@@ -50,6 +50,20 @@ class Project(models.Model):
         help_text="A trained reward model is promoted by its run only when at least this many held-out groups "
                   "measured it and its accuracy on them beats \"the longer answer wins\"; otherwise it stays a candidate.",
     )
+    class QueueOrder(models.TextChoices):
+        STARTED_FIRST = "started-first", "Started tasks first, then oldest (fills overlap fastest)"
+        UNCERTAINTY = "uncertainty", "Where the promoted reward model is least sure"
+        DISAGREEMENT = "disagreement", "Where a small ensemble of reward heads disagrees most"
+
+    queue_order = models.CharField(
+        max_length=16, choices=QueueOrder.choices, default=QueueOrder.STARTED_FIRST, db_default=QueueOrder.STARTED_FIRST,
+        help_text="Which open task an annotator gets next; the acquisition orders use each task's score, "
+                  "recomputed after every reward round.",
+    )
+    suggestions_enabled = models.BooleanField(
+        default=False, db_default=False,
+        help_text="After an annotator submits (never before), show the promoted reward model's pick and its probability.",
+    )
     created_by = models.ForeignKey(USER, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="Soft delete; admins can restore.")
@@ -145,6 +159,9 @@ class ComparisonTask(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     judgments_count = models.PositiveIntegerField(default=0)
     active_assignments = models.PositiveIntegerField(default=0)
+    acquisition_score = models.FloatField(
+        null=True, blank=True, help_text="How much a label here is worth by the project's queue order (higher first); "
+                                         "null until a reward round scores it.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -165,6 +182,19 @@ class ComparisonTask(models.Model):
                 "id",
                 condition=Q(status="open"),
                 name="task_queue_free_first_idx",
+            ),
+            # The acquisition orders' queue (queue_order uncertainty/disagreement): the same order with
+            # the score before id. Partial on scored tasks, so it stays empty, and costs the started-first
+            # queue's seat updates nothing, in projects that do not order by score.
+            models.Index(
+                "project",
+                "is_gold",
+                models.F("judgments_count").desc(),
+                "active_assignments",
+                models.F("acquisition_score").desc(),
+                "id",
+                condition=Q(status="open", acquisition_score__isnull=False),
+                name="task_queue_scored_idx",
             ),
             # The console's data browser: a project's tasks of one status, newest first, by keyset
             # (without it, "open tasks" sorted 100k rows of the queue index per page at 1M tasks).

@@ -11,7 +11,7 @@ from django.forms.forms import NON_FIELD_ERRORS
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from labeling.console.common import OVERSIGHT
 from labeling.forms import THROTTLED, ThrottledAuthenticationForm
@@ -62,6 +62,10 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
             "submit": reverse("api-submit", args=[0]),
             "skip": reverse("api-skip", args=[0]),
             "correct": reverse("api-judgment-correct", args=[0]),
+            # Where the page asks for the reward model's pick once a judgment is stored: the training
+            # app's API, by its URL name (labeling imports nothing of training); null when the project
+            # shows no suggestions or no app serves them.
+            "suggestion": _suggestion_url(project),
         },
         "progress": annotator_progress(annotator=request.user, project=project),
         "overlap": project.overlap,
@@ -74,3 +78,12 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "labeling/label.html", {
         "project": project, "config": config, "instructions_html": markdown_render(project.instructions or ""),
     })
+
+
+def _suggestion_url(project) -> str | None:
+    if not project.suggestions_enabled or project.mode == project.Mode.DEMONSTRATE:
+        return None
+    try:
+        return reverse("api-training-judgment-suggestion", args=[project.slug, 0])
+    except NoReverseMatch:
+        return None

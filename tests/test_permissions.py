@@ -315,6 +315,9 @@ TABLE: dict[tuple[str, str], Call] = {
                                                       data=lambda side: {"enabled": False}),
     ("api-training-machine-annotator", "DELETE"): Call(api(204, ADMINS), kwargs=_ids("machine_id")),
     ("api-training-machine-annotator-run", "POST"): Call(api(202, ADMINS), kwargs=_ids("machine_id")),
+    # The reward model's pick for a judgment: its annotator and the admins only (a colleague still to judge the
+    # task must not see it); 409: the seeded project shows no suggestions.
+    ("api-training-judgment-suggestion", "GET"): Call(api(409, WORKERS, refused=404), kwargs=_ids("judgment_id")),
     # Pages
     ("project-list", "GET"): Call({**everyone(200), "anonymous": LOGIN}, kwargs=NO_SLUG),
     ("label", "GET"): Call(page(200, WORKERS, members=WORKERS)),
@@ -516,6 +519,7 @@ def test_an_annotator_sees_only_their_own_judgments_and_demonstrations(world, cl
     ("api-training-run", "run_id"), ("api-training-run-cancel", "run_id"),
     ("api-training-version-promote", "version_id"), ("api-training-version-demote", "version_id"),
     ("api-training-version-card", "version_id"), ("api-training-version-evaluate", "reward_version_id"), ("api-prompt-bradley-terry", "prompt_id"),
+    ("api-training-judgment-suggestion", "judgment_id"),
 ])
 def test_another_projects_ids_are_not_found_through_yours(world, client_for, route, kind):
     """P's admin names a row of Q under P's slug: 404, and Q's row is untouched."""
@@ -524,7 +528,7 @@ def test_another_projects_ids_are_not_found_through_yours(world, client_for, rou
     client = client_for("admin")
     response = client.get(url) if route in ("api-export-job", "api-export-job-download", "api-snapshot-download", "api-import-job",
                                             "api-training-run", "api-prompt-bradley-terry",
-                                            "api-training-version-card") else client.post(url)
+                                            "api-training-version-card", "api-training-judgment-suggestion") else client.post(url)
     assert response.status_code == 404, response.content
 
 

@@ -10,13 +10,21 @@ One record a line, in this order: every prompt, then demonstrations, then judgme
     {"type": "demonstration", "id": ..., "prompt_id": ..., "response": ..., "author": pseudonym}
     {"type": "judgment", "id": ..., "prompt_id": ..., "responses": [K texts in slot order],
      "ranking": [[slot indices], ...] best first (null when it no longer matches the task),
-     "annotator": pseudonym, "source": "human" or a dataset name, "gold": bool, "both_bad": bool}
+     "annotator": pseudonym, "source": "human", a dataset name or "machine:<name>", "gold": bool, "both_bad": bool,
+     "weight": w (only on machine records of a snapshot with sources "both": machine_weight)}
     {"type": "label_model", "model": ..., "targets": "soft" or "hard", "judgments": ..., ...}
 
 With a label model (training.consensus) the judgment records are one per task: "source" is
 "label-model", "judgments" says how many it stands for, "ranking" is the consensus and, with soft
 targets, "targets": [[i, j, P(slot i beats slot j)], ...] is what the reward loss reads; the
 label_model record (at most one, last) says what the fit did, for the model card.
+
+Which judgments it holds (the run's `sources`): "human", today's data (people's and imported
+datasets', no machine annotator's); "machine", only the machine annotators'; "both", the two, each
+machine record with "weight": machine_weight, which the reward loss weighs its group by
+(training.ml.reward.loss). With a label model the consensus is over the human judgments only (a
+machine's labels are not a crowd member's vote) and, with "both", the machine records follow as
+they are, weighted. DPO and SFT take the machine pairs as they take people's, unweighted.
 
 Every prompt's side of the product's one split (labeling.splits, keyed by prompt_id) decides where
 its data goes: trainers get the train side only; the held-out side is for validation and evaluation.
@@ -34,6 +42,14 @@ from labeling.ranking import ranking_pairs
 from labeling.splits import prompt_is_held_out
 
 FORMAT = "training"  # DatasetSnapshot.format of these files
+HUMAN_SOURCES, MACHINE_SOURCES, BOTH_SOURCES = "human", "machine", "both"
+DATA_SOURCES = (HUMAN_SOURCES, MACHINE_SOURCES, BOTH_SOURCES)  # a training run's `sources`
+MACHINE_SOURCE_PREFIX = "machine:"  # labeling.models.MACHINE_SOURCE_PREFIX (tests/training/test_dataset.py checks they match)
+
+
+def is_machine(judgment: dict[str, Any]) -> bool:
+    """A machine annotator's judgment record (its source is "machine:<name>")."""
+    return str(judgment.get("source") or "").startswith(MACHINE_SOURCE_PREFIX)
 MAX_REFERENCE_TEXTS = 4096
 
 
@@ -63,9 +79,14 @@ class TrainingDataset:
         counts = {"prompts": len(self.prompts), "demonstrations": len(self.demonstrations),
                   "judgments": len(self.judgments), "annotators": len(annotators),
                   "held_out_prompts": sum(prompt_is_held_out(p) for p in self.prompts)}
+        machine = sum(map(is_machine, self.judgments))
+        human = len(self.judgments) - machine
         if self.label_model is not None:
-            counts.update(judgments=self.label_model["judgments"], consensus_tasks=len(self.judgments),
+            human = self.label_model["judgments"]
+            counts.update(judgments=human + machine, consensus_tasks=len(self.judgments) - machine,
                           annotators=max(len(annotators), self.label_model["annotators"]))
+        weights = {j["weight"] for j in self.judgments if is_machine(j) and "weight" in j}
+        counts["sources"] = {"human": human, "machine": machine, **({"machine_weight": weights.pop()} if len(weights) == 1 else {})}
         return counts
 
 
@@ -157,6 +178,8 @@ def reward_groups(dataset: TrainingDataset) -> RewardGroups:
         group = {"prompt": dataset.rm_prompt(j["prompt_id"]), "responses": j["responses"], "ranking": j["ranking"]}
         if j.get("targets") is not None:
             group["targets"] = j["targets"]  # a label model's soft labels (training.ml.reward.data.group_comparisons)
+        if j.get("weight") is not None:
+            group["weight"] = j["weight"]  # a machine record's machine_weight (training.ml.reward.loss)
         (held if prompt_is_held_out(j["prompt_id"]) else train).append(group)
     reference = [(dataset.rm_prompt(d["prompt_id"]), d["response"]) for d in _train(dataset.demonstrations)]
     return RewardGroups(train, held, skipped, reference[:MAX_REFERENCE_TEXTS] or None)
@@ -177,7 +200,8 @@ def sft_examples(dataset: TrainingDataset, *, include_chosen: bool = False) -> l
 
 def dpo_pairs(dataset: TrainingDataset) -> list[dict[str, Any]]:
     """{prompt, chosen, rejected} for every comparison of every judgment on a train prompt, by the
-    product's one ranking-to-pairs rule (labeling.ranking.ranking_pairs: ties give no pair)."""
+    product's one ranking-to-pairs rule (labeling.ranking.ranking_pairs: ties give no pair). Machine
+    records are in it when the snapshot's sources hold them, unweighted: DPO does not read "weight"."""
     return _pairs(dataset, _train(dataset.judgments))
 
 

@@ -138,3 +138,27 @@ class MachineAnnotator(models.Model):
 
     def __str__(self) -> str:
         return f"machine annotator {self.name} ({self.project_id})"
+
+
+class Suggestion(models.Model):
+    """The promoted reward model's pick for a task, shown to the annotator only after their judgment
+    was stored (training.services.suggestions), and kept: the stored suggestions are the judgments
+    made while that version was deployed, so they measure its online accuracy
+    (training.selectors.suggestions). The human's ranking is the one submitted before the pick was
+    shown; a later correction (made after seeing it) does not change it."""
+
+    judgment = models.OneToOneField("labeling.Judgment", on_delete=models.CASCADE, related_name="suggestion")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="suggestions",
+                                help_text="The reward version promoted when the pick was made.")
+    scores = models.JSONField(help_text="[[response id, reward], ...] in the task's slot order.")
+    pick = models.BigIntegerField(help_text="The response id the model scores highest.")
+    probability = models.FloatField(help_text="P(pick is best) = softmax of the rewards: with two responses, "
+                                              "sigmoid(r_pick - r_other), the Bradley-Terry probability.")
+    human_ranking = models.JSONField(help_text="The annotator's ranking (response ids, tie groups best first) as submitted.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"suggestion for judgment {self.judgment_id} by version {self.version_id}"

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from labeling.label_models import LABEL_MODEL_CHOICES, LABEL_TARGETS
 from training import plan
+from training.dataset import BOTH_SOURCES, DATA_SOURCES, HUMAN_SOURCES, MACHINE_SOURCES
 from training.plan import CANDIDATES, DPO, EVALUATE, PPO, REWARD, SFT
 
 
@@ -221,8 +222,11 @@ FIELD_PARSERS = {
     "max_new_tokens": _int(1, 4096),
     "batch_size": _int(1, 1024),
     "precision": _choice(CONFIG_CHOICES["precision"]),
+    "sources": _choice(DATA_SOURCES),
+    "machine_weight": _number(0, 1),
 }
-_TRAINING = ("config", "promote", "snapshot", "include_gold", "filters", "min_gold_accuracy", "label_model", "label_targets")
+_TRAINING = ("config", "promote", "snapshot", "include_gold", "filters", "min_gold_accuracy", "label_model", "label_targets",
+             "sources", "machine_weight")
 # What a request may name, per kind. `version` is the parent of a policy run, the version an
 # evaluation evaluates, the policy candidates sample from; a round picks those itself.
 RUN_FIELDS: dict[str, tuple[str, ...]] = {
@@ -273,9 +277,25 @@ def run_spec(kind: str, data: Mapping[str, Any], *, max_processes: int, in_round
                 params[key] = FIELD_PARSERS[key](value)
         except ValueError as exc:
             errors[key] = str(exc)
+    if kind in plan.TRAINING_KINDS:
+        errors.update(data_sources_errors(params))
     if errors:
         raise SpecError(errors)
     return _defaults(kind, params)
+
+
+def data_sources_errors(params: Mapping[str, Any]) -> dict[str, str]:
+    """The rules between a training run's data options (what run_spec and training_filters both
+    check, so the command and the API refuse the same): machine_weight weighs machine labels
+    against people's, so it means something only with sources "both"; a label model fits the
+    people's votes (training.consensus), so it needs human judgments to fit."""
+    errors = {}
+    sources = params.get("sources") or HUMAN_SOURCES
+    if params.get("machine_weight") is not None and sources != BOTH_SOURCES:
+        errors["machine_weight"] = f"only with sources {BOTH_SOURCES!r} (it weighs machine labels against human ones)"
+    if sources == MACHINE_SOURCES and (params.get("label_model") or "none") != "none":
+        errors["label_model"] = "a label model fits human judgments; sources 'machine' has none (use 'both')"
+    return errors
 
 
 def _defaults(kind: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 from celery import shared_task
 from django.conf import settings
 
-from training.services import candidates, evaluation, machine_annotators, policy, reward, rounds, runs
+from training.services import acquisition, candidates, evaluation, machine_annotators, policy, reward, rounds, runs
 
 TRAIN_SOFT_LIMIT_S = int(getattr(settings, "PAIRWISE_TRAIN_SOFT_TIME_LIMIT_S", 6 * 3600))
 TRAIN_HARD_LIMIT_S = TRAIN_SOFT_LIMIT_S + 300
@@ -75,3 +75,13 @@ def reward_retrain_check(*, project_id: int, **pipeline_options) -> int | None:
              soft_time_limit=1800, time_limit=1860)
 def machine_annotator_work(*, machine_id: int, max_tasks: int = machine_annotators.WORK_BATCH) -> dict:
     return machine_annotators.machine_annotator_work(machine_id=machine_id, max_tasks=max_tasks)
+
+
+# Scoring a project's open tasks is forward passes of the promoted reward model (minutes at most on a
+# CPU for a large queue), so it goes where reward runs go; a redelivery just scores again.
+@shared_task(name="training.tasks.acquisition_scores_update", acks_late=True, ignore_result=True,
+             soft_time_limit=3600, time_limit=3660)
+def acquisition_scores_update(*, project_id: int) -> dict:
+    from labeling.models import Project
+
+    return acquisition.acquisition_scores_update(project=Project.objects.get(pk=project_id))

@@ -97,8 +97,10 @@ class ProjectNextApi(APIView):
         held = [a for a in (result.assignment, result.prefetched) if a is not None]
         payloads = assignment_payloads(assignments=held)
         return HttpResponse({
-            # Gold picks are reported as plain assignments: the page must not be able to tell.
-            "reason": {"gold": "assigned", "started": "assigned", "oldest": "assigned"}.get(result.reason, result.reason),
+            # Gold picks are reported as plain assignments: the page must not be able to tell (nor how a
+            # task came by its place in the queue).
+            "reason": {"gold": "assigned", "started": "assigned", "oldest": "assigned", "scored": "assigned"}.get(
+                result.reason, result.reason),
             "mode": project.mode,
             "current": payloads[0] if payloads else None,
             "next": payloads[1] if len(payloads) > 1 else None,

@@ -16,7 +16,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "id", "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
             "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
-            "reward_promote_min_heldout_groups", "created_at",
+            "reward_promote_min_heldout_groups", "queue_order", "suggestions_enabled", "created_at",
         ]
         read_only_fields = fields
 
@@ -28,7 +28,7 @@ class ProjectInputSerializer(serializers.ModelSerializer):
             "name", "slug", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled",
             "flags_enabled", "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature",
             "gen_top_p", "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
-            "reward_promote_min_heldout_groups",
+            "reward_promote_min_heldout_groups", "queue_order", "suggestions_enabled",
         ]
         # The database enforces these too; repeating them here turns a violation into a field error.
         extra_kwargs = {

@@ -15,7 +15,7 @@ from labeling.services.projects import EDITABLE_FIELDS
 PROJECT_FIELDS = ["name", "mode", "responses_per_task", "overlap", "gold_rate", "lease_seconds", "instructions",
                   "likert_enabled", "flags_enabled", "custom_flags", "retrain_min_judgments",
                   "training_min_gold_accuracy", "retrain_paused", "system_prompt", "gen_temperature", "gen_top_p",
-                  "gen_max_new_tokens", "reward_promote_min_heldout_groups"]
+                  "gen_max_new_tokens", "reward_promote_min_heldout_groups", "queue_order", "suggestions_enabled"]
 assert set(PROJECT_FIELDS) <= EDITABLE_FIELDS
 SCHEDULE_FIELDS = ("retrain_paused", "retrain_min_judgments")  # shown together, as the "Scheduled training" box
 
@@ -45,6 +45,9 @@ class ProjectForm(forms.ModelForm):
         # Left out of a post (an older form, a script), the setting keeps its value rather than failing.
         self.fields["reward_promote_min_heldout_groups"].required = False
         self.fields["reward_promote_min_heldout_groups"].label = "Held-out groups needed to promote a reward model"
+        self.fields["queue_order"].required = False
+        self.fields["queue_order"].label = "Queue order"
+        self.fields["suggestions_enabled"].label = "Show the reward model's pick after each submit"
         self.fields["retrain_paused"].label = "Pause scheduled training rounds"
         self.fields["retrain_paused"].help_text = (
             "The off switch: while ticked no round starts by itself (the schedule stays; the training tab still "
@@ -59,6 +62,9 @@ class ProjectForm(forms.ModelForm):
 
     def schedule_fields(self) -> list:
         return [self[name] for name in SCHEDULE_FIELDS]
+
+    def clean_queue_order(self):
+        return self.cleaned_data.get("queue_order") or self.instance.queue_order
 
     def clean_reward_promote_min_heldout_groups(self):
         value = self.cleaned_data.get("reward_promote_min_heldout_groups")

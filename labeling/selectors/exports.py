@@ -155,7 +155,7 @@ def _current(judgment_ref: str) -> Q:
     return Q(~Exists(Judgment.objects.filter(supersedes_id=OuterRef(judgment_ref))))
 
 
-def _judgment_q(filters: ExportFilters, prefix: str = "") -> Q:
+def _judgment_q(filters: ExportFilters, prefix: str = "", machine: str = "exclude") -> Q:
     q = _current("judgment_id" if prefix == "judgment__" else "pk")
     if filters.date_from:
         q &= Q(**{f"{prefix}created_at__gte": _day_start(filters.date_from)})
@@ -165,9 +165,12 @@ def _judgment_q(filters: ExportFilters, prefix: str = "") -> Q:
         q &= Q(**{f"{prefix}annotator__username": filters.annotator})
     if filters.judgment_source:
         q &= Q(**{f"{prefix}source": filters.judgment_source})
-    else:
-        # A machine annotator's labels export and train only when asked for by name: unnamed, the data
-        # is the people's (and imported datasets'), as it was before machines judged.
+    elif machine == "only":
+        q &= Q(**{f"{prefix}source__startswith": MACHINE_SOURCE_PREFIX})
+    elif machine == "exclude":
+        # A machine annotator's labels export and train only when asked for by name (or, for a training
+        # snapshot, by its `sources`): unnamed, the data is the people's (and imported datasets'), as it
+        # was before machines judged.
         q &= ~Q(**{f"{prefix}source__startswith": MACHINE_SOURCE_PREFIX})
     if filters.exclude_gold:
         q &= Q(**{f"{prefix}task__is_gold": False})
@@ -234,10 +237,19 @@ def pair_queryset(*, project: Project, filters: ExportFilters) -> QuerySet[Prefe
     return pairs.order_by("id")
 
 
-def judgment_queryset(*, project: Project, filters: ExportFilters, with_excluded: bool = False) -> QuerySet[Judgment]:
+MACHINE_CHOICES = ("exclude", "include", "only")
+
+
+def judgment_queryset(
+    *, project: Project, filters: ExportFilters, with_excluded: bool = False, machine: str = "exclude",
+) -> QuerySet[Judgment]:
     """The judgments the filters keep; those of excluded annotators too with with_excluded (a training
-    snapshot drops and counts them itself)."""
-    judgments = Judgment.objects.filter(_judgment_q(filters), project=project)
+    snapshot drops and counts them itself). machine: whether machine annotators' judgments are left
+    out (the default), kept beside the rest, or the only ones (a training snapshot's `sources`);
+    filters.judgment_source, when set, decides instead."""
+    if machine not in MACHINE_CHOICES:
+        raise ValueError(f"machine: one of {MACHINE_CHOICES}")
+    judgments = Judgment.objects.filter(_judgment_q(filters, machine=machine), project=project)
     if not with_excluded:
         judgments = judgments.exclude(annotator_id__in=_excluded(project))
     outside = TaskResponse.objects.filter(task_id=OuterRef("task_id"))

@@ -15,7 +15,7 @@ EDITABLE_FIELDS = {
     "name", "instructions", "mode", "responses_per_task", "overlap", "likert_enabled", "flags_enabled",
     "custom_flags", "lease_seconds", "gold_rate", "system_prompt", "gen_temperature", "gen_top_p",
     "gen_max_new_tokens", "retrain_min_judgments", "training_min_gold_accuracy", "retrain_paused",
-    "reward_promote_min_heldout_groups",
+    "reward_promote_min_heldout_groups", "queue_order", "suggestions_enabled",
 }
 
 

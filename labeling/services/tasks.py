@@ -60,3 +60,22 @@ def tasks_create(*, project: Project, tasks: Sequence[NewTask], batch_size: int 
             batch_size=batch_size,
         )
     return created
+
+
+def tasks_acquisition_scores_set(*, project: Project, scores: dict[int, float]) -> int:
+    """Store the queue's acquisition scores ({task id: score}) on the project's open tasks; a task that
+    was completed or archived meanwhile keeps none. One UPDATE per call (the caller batches): each
+    row lock is held only for that statement, and the queue's SKIP LOCKED pick steps around it."""
+    if not scores:
+        return 0
+    rows = list(ComparisonTask.objects.filter(project=project, status=ComparisonTask.Status.OPEN, pk__in=list(scores))
+                .only("pk"))
+    for row in rows:
+        row.acquisition_score = float(scores[row.pk])
+    return ComparisonTask.objects.bulk_update(rows, ["acquisition_score"])
+
+
+def tasks_acquisition_scores_clear(*, project: Project) -> int:
+    """Drop every score of the project (its queue is started-first again): the scored queue index then
+    holds none of its tasks, and a later switch waits for fresh scores rather than using stale ones."""
+    return ComparisonTask.objects.filter(project=project, acquisition_score__isnull=False).update(acquisition_score=None)

@@ -398,7 +398,7 @@
     if (s.revising) { correct(s, body); return; }
     postRetrying(assignmentUrl(cfg.urls.submit, s.payload.assignment), body).then(({ status, data }) => {
       busy = false;
-      if (status === 201 && data.judgment) remember(data.judgment, s.payload, body);
+      if (status === 201 && data.judgment) { remember(data.judgment, s.payload, body); suggest(data.judgment, s.payload, body); }
       if (status === 201) {
         done += 1;
         // With overlap 1 a submit completes its task; with more, others' work decides: the page-load count stays.
@@ -414,6 +414,31 @@
       }
       showProgress();
     }, () => { busy = false; $("submit").disabled = false; setStatus("Network error; press Enter to retry.", "error"); });
+  }
+
+  // --- the reward model's pick, asked for only once the judgment is stored --------------------------
+  // The server answers 404 for a judgment that does not exist yet, so the pick can never be seen
+  // before submitting; the panel shows it for the task just judged, beside the annotator's own choice.
+  function suggest(judgment, payload, body) {
+    const box = $("suggestion");
+    if (!cfg.urls.suggestion || !box) return;
+    const at = cfg.urls.suggestion.lastIndexOf("/0/");
+    const url = cfg.urls.suggestion.slice(0, at) + "/" + judgment + "/" + cfg.urls.suggestion.slice(at + 3);
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((res) => (res.status === 200 ? res.json() : null))
+      .then((data) => {
+        if (!data) { box.hidden = true; return; }
+        const ids = payload.responses.map((r) => r.id);
+        const name = (id) => (ids.indexOf(id) >= 0 ? label(ids.indexOf(id)) : "?");
+        const top = (body.ranking || [])[0] || [];
+        const yours = body.both_bad ? "both bad" : top.length === 1 ? name(top[0]) : "a tie";
+        box.replaceChildren(
+          el("strong", {}, "Reward model's pick for the task you just judged: "),
+          el("span", { class: "suggestion-pick" }, name(data.pick)),
+          el("span", {}, " with probability " + Math.round(100 * data.probability) + "% (you chose " + yours + "; model "
+            + data.version_name + ")."));
+        box.hidden = false;
+      }, () => { box.hidden = true; });
   }
 
   function remember(judgment, payload, body) {

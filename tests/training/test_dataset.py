@@ -37,7 +37,8 @@ def test_the_file_round_trips_and_its_hash_is_the_file_s(tmp_path):
     assert rows == 2 + 2 + 4 and sha == hashlib.sha256((tmp_path / "snap.jsonl").read_bytes()).hexdigest()
     assert ds.dataset_read(tmp_path / "snap.jsonl") == data
     assert not (tmp_path / "snap.jsonl.part").exists()
-    assert data.counts() == {"prompts": 2, "demonstrations": 2, "judgments": 4, "annotators": 3, "held_out_prompts": 1}
+    assert data.counts() == {"prompts": 2, "demonstrations": 2, "judgments": 4, "annotators": 3, "held_out_prompts": 1,
+                             "sources": {"human": 4, "machine": 0}}
 
 
 def test_a_bad_line_is_refused_with_its_number(tmp_path):
@@ -73,3 +74,16 @@ def test_held_out_pairs_are_the_held_out_prompts_judgments_by_the_same_rule():
     data = _dataset()
     assert ds.held_out_pairs(data) == [{"prompt": data.prompt(HELD), "chosen": "y", "rejected": "x"}]
     assert not {p["prompt"][0]["content"] for p in ds.held_out_pairs(data)} & {p["prompt"][0]["content"] for p in ds.dpo_pairs(data)}
+
+
+def test_machine_records_are_told_by_the_product_s_one_prefix_and_carry_their_weight_to_the_reward_groups():
+    from labeling.models import MACHINE_SOURCE_PREFIX
+
+    assert ds.MACHINE_SOURCE_PREFIX == MACHINE_SOURCE_PREFIX
+    data = _dataset()
+    data.judgments.append({"id": 14, "prompt_id": TRAIN, "responses": ["m", "n"], "ranking": [[0], [1]], "annotator": "a_9",
+                           "source": "machine:judge", "gold": False, "both_bad": False, "weight": 0.5})
+    groups = ds.reward_groups(data).train
+    assert [g.get("weight") for g in groups] == [None, 0.5]
+    assert data.counts()["sources"] == {"human": 4, "machine": 1, "machine_weight": 0.5}
+    assert {"prompt": data.prompt(TRAIN), "chosen": "m", "rejected": "n"} in ds.dpo_pairs(data)  # DPO takes it, unweighted

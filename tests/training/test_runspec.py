@@ -48,6 +48,9 @@ def test_a_run_spec_keeps_what_its_kind_uses_normalised():
     assert run_spec("candidates", {"max_prompts": 3}, max_processes=1) == {"max_prompts": 3}
     assert run_spec("reward", {"label_model": "dawid-skene", "label_targets": "hard"}, max_processes=1) == {
         "label_model": "dawid-skene", "label_targets": "hard", "promote": "always"}
+    assert run_spec("reward", {"sources": "both", "machine_weight": 0.5}, max_processes=1) == {
+        "sources": "both", "machine_weight": 0.5, "promote": "always"}
+    assert run_spec("dpo", {"sources": "machine"}, max_processes=1) == {"sources": "machine", "promote": "never"}
 
 
 @pytest.mark.parametrize("kind, data, field, says", [
@@ -78,6 +81,12 @@ def test_a_run_spec_keeps_what_its_kind_uses_normalised():
     ("reward", {"label_model": "glad"}, "label_model", "one of none, majority, dawid-skene, position-em"),
     ("dpo", {"label_targets": "fuzzy"}, "label_targets", "one of soft, hard"),
     ("evaluate", {"label_model": "majority"}, "label_model", "Only reward, sft, dpo, ppo runs take label_model"),
+    ("reward", {"sources": "robots"}, "sources", "one of human, machine, both"),
+    ("reward", {"sources": "both", "machine_weight": 1.5}, "machine_weight", "from 0 to 1"),
+    ("reward", {"machine_weight": 0.5}, "machine_weight", "only with sources 'both'"),
+    ("dpo", {"sources": "machine", "machine_weight": 0.5}, "machine_weight", "only with sources 'both'"),
+    ("reward", {"sources": "machine", "label_model": "majority"}, "label_model", "fits human judgments"),
+    ("evaluate", {"sources": "both"}, "sources", "Only reward, sft, dpo, ppo runs take sources"),
     ("evaluate", {"auto_promote_margin": "big"}, "auto_promote_margin", "a number"),
     ("candidates", {"max_prompts": 0}, "max_prompts", "from 1 to"),
     ("candidates", {"ab": {"versions": [1, 2]}}, "ab", "unknown key"),

@@ -22,6 +22,7 @@ from training.ml.netguard import url_problem
 from training.ml.preference_file import parse_preference_upload
 from training.models import ModelVersion, TrainingRun
 from training.selectors.runs import run_list
+from training.selectors.suggestions import suggestion_accuracy
 from training.selectors.versions import model_card_text, model_version_list
 from training.services.endpoints import endpoint_version_register
 from training.services.reward import SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
@@ -101,14 +102,20 @@ class RunInputSerializer(serializers.Serializer):
 class VersionOutputSerializer(serializers.ModelSerializer):
     project = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     metrics = serializers.SerializerMethodField()
+    online = serializers.SerializerMethodField(help_text=(
+        "A reward version's online accuracy on the judgments made while it was promoted (its suggestions): "
+        "{suggestions, pairs, agreement, ci95, ece, ece_bins}; null without suggestions or outside the list."))
 
     class Meta:
         model = ModelVersion
         fields = ["id", "project", "kind", "name", "base", "parent", "artifact_path", "config", "metrics", "snapshot",
-                  "status", "promoted", "created_at"]
+                  "status", "promoted", "created_at", "online"]
 
     def get_metrics(self, version) -> dict:
         return {k: v for k, v in (version.metrics or {}).items() if k != "history"}
+
+    def get_online(self, version) -> dict | None:
+        return (self.context.get("online") or {}).get(version.pk)
 
 
 EVAL_RESULT = inline_serializer("RewardEvaluation", fields={
@@ -179,6 +186,9 @@ class VersionListApi(ProjectScopedMixin, generics.ListAPIView):
 
     def get_queryset(self):
         return model_version_list(project=self.project, kind=self.request.query_params.get("kind"))
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "online": suggestion_accuracy(project=self.project)}
 
 
 class _VersionActionApi(ProjectScopedMixin, APIView):

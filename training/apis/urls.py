@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training.apis import machine_annotators, policy, runs
+from training.apis import machine_annotators, policy, runs, suggestions
 
 urlpatterns = [
     path("projects/<slug:slug>/runs/", runs.RunListApi.as_view(), name="api-training-runs"),
@@ -27,4 +27,6 @@ urlpatterns = [
          name="api-training-machine-annotator"),
     path("projects/<slug:slug>/machine-annotators/<int:machine_id>/run/", machine_annotators.MachineAnnotatorRunApi.as_view(),
          name="api-training-machine-annotator-run"),
+    path("projects/<slug:slug>/judgments/<int:judgment_id>/suggestion/", suggestions.JudgmentSuggestionApi.as_view(),
+         name="api-training-judgment-suggestion"),
 ]

@@ -37,6 +37,8 @@ class ModelCardFacts:
     agreement: float | None = field(default=None, metadata={"help": "Inter-annotator agreement of that data, 0..1."})
     label_model: Mapping[str, Any] | None = field(default=None, metadata={"help": (
         "The label model whose consensus the data was (training.consensus's summary), None for every judgment as given.")})
+    sources: Mapping[str, Any] | None = field(default=None, metadata={"help": (
+        "Whose judgments trained it: {human: count, machine: count, machine_weight} (training.dataset counts).")})
     training_config: Mapping[str, Any] | None = field(default=None, metadata={"help": "The trainer's config."})
     metrics: Mapping[str, float] | None = field(default=None, metadata={"help": (
         "Evaluation results by name: the model-index's metrics, so no run statistics (seconds, throughput).")})
@@ -149,6 +151,21 @@ def _labels(summary: Mapping[str, Any] | None) -> str:
         f"{summary.get('flips_vs_majority', 0)} response pairs decided against majority vote")
 
 
+def _sources(sources: Mapping[str, Any] | None) -> str:
+    """Whose judgments trained it, on one line: people's, machine annotators', or both and how much
+    a machine label weighed against a person's."""
+    if not sources:
+        return NOT_RECORDED
+    human, machine = int(sources.get("human") or 0), int(sources.get("machine") or 0)
+    if not machine:
+        return _text(f"human ({human} judgments)")
+    if not human:
+        return _text(f"machine ({machine} judgments)")
+    weight = sources.get("machine_weight")
+    return _text(f"human and machine ({human} human, {machine} machine judgments"
+                 + (f"; machine weight {weight:g}" if isinstance(weight, (int, float)) else "") + ")")
+
+
 def model_card(facts: ModelCardFacts | Mapping[str, Any]) -> str:
     """The card's text. Shape: facts -> README.md content (front matter + markdown)."""
     if not isinstance(facts, ModelCardFacts):
@@ -183,6 +200,7 @@ A {_text(facts.kind)} model trained by Pairwise ({_text(facts.method)}).
 - Annotators (pseudonymous): {_text(facts.annotators)}
 - Agreement: {_text(agreement)}
 - Labels: {_labels(facts.label_model)}
+- Sources: {_sources(facts.sources)}
 
 ## Training config
 

@@ -21,7 +21,8 @@ from labeling.selectors.quality import annotators_below_gold_accuracy
 from labeling.splits import prompt_is_held_out, split_items
 from labeling.transcripts import prompt_transcript
 from training.consensus import Labelled, annotator_key, consensus_records
-from training.dataset import FORMAT, TrainingDataset
+from training.dataset import BOTH_SOURCES, FORMAT, HUMAN_SOURCES, MACHINE_SOURCES, TrainingDataset, is_machine
+from training.runspec import data_sources_errors
 from training.models import TrainingRun
 
 
@@ -101,14 +102,17 @@ class TrainingFilters(ExportFilters):
     gold accuracy is under min_gold_accuracy are left out."""
 
     min_gold_accuracy: float | None = None
+    judgment_sources: str = HUMAN_SOURCES  # training.dataset.DATA_SOURCES: the run's `sources`
+    machine_weight: float | None = None  # with "both": each machine record's weight in the reward loss (None: 1)
 
 
 def training_filters(*, params: dict[str, Any], project: Project | None = None) -> TrainingFilters:
     """The run's data filters: the export filters (dates, annotator, judgment source, response
     sources, model versions), gold judgments left out unless params["include_gold"], and
-    params["min_gold_accuracy"] (else the project's training_min_gold_accuracy), and the label model
-    (params["label_model"] and ["label_targets"], or the same filters). Consensus and agreement
-    filters select pairs, not judgments, so a training snapshot refuses them."""
+    params["min_gold_accuracy"] (else the project's training_min_gold_accuracy), the label model
+    (params["label_model"] and ["label_targets"], or the same filters), and whose judgments
+    (params["sources"]: human, machine or both, and "machine_weight" with both; training.dataset).
+    Consensus and agreement filters select pairs, not judgments, so a training snapshot refuses them."""
     given = dict(params.get("filters") or {})
     given.setdefault("exclude_gold", not params.get("include_gold", False))
     for key in ("label_model", "label_targets"):
@@ -121,7 +125,15 @@ def training_filters(*, params: dict[str, Any], project: Project | None = None) 
     threshold = params.get("min_gold_accuracy", project.training_min_gold_accuracy if project else None)
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValidationError({"min_gold_accuracy": "must be between 0 and 1"})
-    return TrainingFilters(**asdict(filters), min_gold_accuracy=None if threshold is None else float(threshold))
+    errors = data_sources_errors({**params, "label_model": filters.label_model})  # a label model named in filters too
+    if errors:
+        raise ValidationError(errors)
+    sources = params.get("sources") or HUMAN_SOURCES
+    weight = params.get("machine_weight")
+    if weight is not None and not 0.0 <= float(weight) <= 1.0:
+        raise ValidationError({"machine_weight": "must be between 0 and 1"})
+    return TrainingFilters(**asdict(filters), min_gold_accuracy=None if threshold is None else float(threshold),
+                           judgment_sources=sources, machine_weight=None if weight is None else float(weight))
 
 
 def _task_slots(task_ids: set[int]) -> dict[int, list[tuple[int, str]]]:
@@ -138,10 +150,12 @@ _JUDGMENT_FIELDS = ("pk", "task_id", "task__prompt__external_id", "ranking", "an
                     "both_bad", "shown_order", "task__gold_ranking")
 
 
-def _labelled(project: Project, filters: ExportFilters, untrusted: set[int]) -> tuple[list[Labelled], int]:
+def _labelled(project: Project, filters: ExportFilters, untrusted: set[int], machine: str = "exclude",
+              ) -> tuple[list[Labelled], int]:
     """The judgments the filters keep, each with its snapshot record, and how many of them were left
-    out for their annotator (untrusted or excluded)."""
-    rows = list(judgment_queryset(project=project, filters=filters, with_excluded=True).values_list(*_JUDGMENT_FIELDS))
+    out for their annotator (untrusted or excluded). machine: labeling.selectors.exports.judgment_queryset's."""
+    rows = list(judgment_queryset(project=project, filters=filters, with_excluded=True, machine=machine)
+                .values_list(*_JUDGMENT_FIELDS))
     slots = _task_slots({row[1] for row in rows})
     out, sources = [], {}
     for pk, task_id, prompt_id, ranking, annotator_id, source, gold, both_bad, shown, gold_ranking in rows:
@@ -177,14 +191,23 @@ def training_dataset_collect(*, project: Project, filters: ExportFilters) -> Tra
         "pk", "prompt__external_id", "text", "author_id")
     dataset.demonstrations = [{"id": pk, "prompt_id": prompt_id, "response": text, "author": annotator_pseudonym(author)}
                               for pk, prompt_id, text, author in demos if author not in untrusted]
+    sources = getattr(filters, "judgment_sources", HUMAN_SOURCES)
+    weight = getattr(filters, "machine_weight", None)
     if filters.label_model == "none":
-        dataset.judgments = [j.record for j in _labelled(project, filters, untrusted)[0]]
-        return dataset
-    # Gold judgments vote even when the snapshot leaves them out: they anchor the fit.
-    labelled, left_out = _labelled(project, replace(filters, exclude_gold=False), untrusted)
-    dataset.judgments, dataset.label_model = consensus_records(
-        labelled, model=filters.label_model, targets=filters.label_targets, keep_gold=not filters.exclude_gold,
-        left_out=left_out)
+        machine = {HUMAN_SOURCES: "exclude", MACHINE_SOURCES: "only", BOTH_SOURCES: "include"}[sources]
+        records = [j.record for j in _labelled(project, filters, untrusted, machine)[0]]
+    else:
+        # Gold judgments vote even when the snapshot leaves them out: they anchor the fit. The crowd is
+        # the people: machine records follow the consensus as they are (training.dataset).
+        labelled, left_out = _labelled(project, replace(filters, exclude_gold=False), untrusted)
+        records, dataset.label_model = consensus_records(
+            labelled, model=filters.label_model, targets=filters.label_targets, keep_gold=not filters.exclude_gold,
+            left_out=left_out)
+        if sources == BOTH_SOURCES:
+            records += [j.record for j in _labelled(project, filters, untrusted, "only")[0]]
+    if sources == BOTH_SOURCES:
+        records = [dict(r, weight=1.0 if weight is None else weight) if is_machine(r) else r for r in records]
+    dataset.judgments = records
     return dataset
 
 

@@ -13,6 +13,7 @@ from labeling.selectors.queue import markdown_render
 from training.models import ModelVersion, TrainingRun
 from training.selectors.ab import ab_evaluation_list, ab_leaderboard
 from training.selectors.runs import pipeline_list, run_as_dict, run_list, run_timing
+from training.selectors.suggestions import suggestion_accuracy
 from training.selectors.versions import (
     model_card_text, model_version_list, policy_win_rate_series, reward_accuracy_series, version_flag_rates,
     version_is_adapter, version_lineage, version_run_get,
@@ -60,6 +61,11 @@ def _version_rows(versions: list[ModelVersion]) -> list[VersionRow]:
             for v in versions]
 
 
+def _online_rows(*, project: Project, rewards: list[ModelVersion]) -> list[dict[str, Any]]:
+    online = suggestion_accuracy(project=project)
+    return [{"version": v, **online[v.pk]} for v in rewards if v.pk in online]
+
+
 def runs_page_get(*, project: Project) -> dict[str, Any]:
     """The runs page: rounds, runs, the newest charted run's curves, the versions table, the reward
     and win-rate series, and the blind A/B evaluations with their leaderboard."""
@@ -83,6 +89,8 @@ def runs_page_get(*, project: Project) -> dict[str, Any]:
         "reward_trained": next(iter(trained_rewards), None),
         "win_rates": win_rates, "win_curve": Curve(win_rates, "win_rate", "win rate against the first policy, by version"),
         "reward_series": rewards,
+        # Each reward version's agreement with people on the judgments made while it was deployed.
+        "online_accuracy": _online_rows(project=project, rewards=trained_rewards),
         "reward_curve": Curve(rewards, "val_accuracy", "reward model held-out accuracy, by version"),
         "pipelines": pipeline_list(project=project, limit=PIPELINES_SHOWN),
         "ab_evaluations": ab_evaluation_list(project=project),

@@ -143,7 +143,7 @@ def model_card_facts(*, version: ModelVersion) -> ModelCardFacts:
         snapshot_sha256=data.get("sha256") or (version.snapshot.sha256 if version.snapshot_id else None),
         datasets=[f"pairwise-snapshot-{i}" for i in [data.get("snapshot")] + [m.get("snapshot") for m in data.get("mixed") or []] if i],
         prompts=data.get("prompts"), judgments=data.get("judgments"), annotators=data.get("annotators"),
-        agreement=data.get("agreement"), label_model=data.get("label_model"), training_config=config or None,
+        agreement=data.get("agreement"), label_model=data.get("label_model"), sources=data.get("sources"), training_config=config or None,
         metrics=_numbers(_pick(results, REWARD_RESULTS if reward else POLICY_RESULTS)) or None,
         evaluation_context=_pick(results, REWARD_CONTEXT if reward else POLICY_CONTEXT) or None,
         training_results=_pick(metrics, TRAINING_RESULTS) or None, flag_rates=flag_rates or None,

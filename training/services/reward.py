@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from typing import Any, Callable, Sequence
 
 from django.core.exceptions import ValidationError
 
 from django.conf import settings
 
+from config.tasks_send import task_send_on_commit
+from labeling.models import Project
 from training import plan
 from training.runspec import trainer_config
 from training.dataset import reward_groups
@@ -101,7 +104,12 @@ def _reward_model_train(run: TrainingRun, echo) -> ModelVersion | None:
         "parent": parent if parent is not None and parent.project_id == run.project_id else base_version,
         "snapshot": snapshot,
     }
-    return run_succeed_with_version(run_id=run.pk, output_dir=output_dir, version_fields=fields, promote=promoted)
+    version = run_succeed_with_version(run_id=run.pk, output_dir=output_dir, version_fields=fields, promote=promoted)
+    if version is not None and run.project.queue_order != Project.QueueOrder.STARTED_FIRST:
+        # A reward round ends: the queue's acquisition scores follow the (maybe new) promoted model and
+        # the labels it saw. Its own task, so the run is done (and the training slot free) meanwhile.
+        task_send_on_commit("training.tasks.acquisition_scores_update", project_id=run.project_id)
+    return version
 
 
 def _promotion(run: TrainingRun, metrics: dict[str, Any], parent: ModelVersion | None) -> tuple[bool, dict[str, Any]]:
@@ -131,6 +139,33 @@ def _mixed_groups(run: TrainingRun, snapshot_ids: Sequence[int]) -> tuple[list[d
         groups += more
         facts.append({"snapshot": snapshot.pk, "project": snapshot.project.slug, "sha256": snapshot.sha256, "groups": len(more)})
     return groups, facts
+
+
+# The reward model a web process scores with (suggestions): loading one costs seconds, a score
+# milliseconds, and a project has one promoted version at a time, so one stays loaded. Keyed by the
+# version and its folder, so a re-registered folder is loaded afresh.
+_LOADED: dict[tuple[int, str], tuple[Any, Any, Any]] = {}
+_LOADED_LOCK = threading.Lock()
+LOADED_MAX = 2
+
+
+def reward_model_loaded(*, version: ModelVersion) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, config) of a reward version, loaded once per process (the LOADED_MAX most
+    recently used stay). ValidationError when its files are gone."""
+    from training.ml.reward.artifact import load_reward_model, reward_config_path
+
+    key = (version.pk, str(version.artifact_path))
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED[key] = _LOADED.pop(key)  # most recently used last
+            return _LOADED[key]
+        if reward_config_path(version.artifact_path) is None:
+            raise ValidationError(f"The files of version {version.pk} are gone from {version.artifact_path}.")
+        loaded = load_reward_model(version.artifact_path)
+        _LOADED[key] = loaded
+        while len(_LOADED) > LOADED_MAX:
+            _LOADED.pop(next(iter(_LOADED)))
+        return loaded
 
 
 EVALUATION_NAME_MAX = 64

@@ -79,11 +79,14 @@ def snapshot_mix_check(*, project: Project, snapshot_id: int, user: AbstractUser
 
 
 def snapshot_facts(*, snapshot: DatasetSnapshot, dataset: TrainingDataset) -> dict[str, Any]:
-    """What a version's metrics say about its data: which snapshot, its hash, rows, counts and filters."""
+    """What a version's metrics say about its data: which snapshot, its hash, rows, counts (with
+    "sources": how many human and machine judgments, the card's Sources line) and filters."""
     filters = {k: v for k, v in (snapshot.filters or {}).items() if v not in (None, "", [], ())}
     if filters.get("label_model", "none") == "none":  # the default says nothing: older snapshots lack both keys
         filters.pop("label_model", None)
         filters.pop("label_targets", None)
+    if filters.get("judgment_sources", "human") == "human":  # the default, as label_model's
+        filters.pop("judgment_sources", None)
     return {"snapshot": snapshot.pk, "sha256": snapshot.sha256, "rows": snapshot.rows, **dataset.counts(),
             "agreement": agreement(dataset), "filters": filters,
             **({"label_model": dataset.label_model} if dataset.label_model else {})}

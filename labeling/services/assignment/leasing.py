@@ -34,8 +34,9 @@ def task_assign_next(*, annotator: AbstractUser, project: Project, takes_seat: b
     """The annotator's current assignment and the one after it, leasing new tasks as needed.
 
     reason says where the current one came from: "active" (already leased, e.g. after a
-    reload or a prefetch), "gold", "started", "oldest", or "empty" when nothing is left; with no
-    assignment, "excluded" when an admin excluded the annotator from the project.
+    reload or a prefetch), "gold", "started", "oldest", "scored" (by acquisition score, for a project
+    whose queue_order is not started-first), or "empty" when nothing is left; with no assignment,
+    "excluded" when an admin excluded the annotator from the project.
 
     takes_seat=False (a machine annotator judging beside the people): the lease holds no overlap seat
     (Assignment.holds_seat), so it never keeps a task from a person, and it may take any open or
@@ -57,6 +58,8 @@ def task_assign_next(*, annotator: AbstractUser, project: Project, takes_seat: b
             reasons.append("beside")
             continue
         picked = _try_gold(annotator=annotator, project=project, lease_factor=lease_factor)
+        if picked is None:
+            picked = _try_scored(annotator=annotator, project=project, lease_factor=lease_factor)
         if picked is None:
             picked = _try_queue(annotator=annotator, project=project, lease_factor=lease_factor)
         if picked is None:
@@ -97,6 +100,20 @@ def _try_gold(*, annotator, project: Project, lease_factor: int) -> tuple[Assign
     return (assignment, "gold") if assignment else None
 
 
+def _try_scored(*, annotator, project: Project, lease_factor: int) -> tuple[Assignment, str] | None:
+    """An acquisition order (uncertainty, disagreement): started tasks still come first, so overlap
+    fills as fast as in started-first (an InstructGPT-style queue finishes what it began), and among
+    equally started ones the highest acquisition_score wins. Only scored tasks are candidates; tasks
+    no reward round has scored yet (a project just switched, a fresh import) are left to _try_queue,
+    which is acquisition_score NULLS LAST with today's order among the nulls."""
+    if project.queue_order == Project.QueueOrder.STARTED_FIRST:
+        return None
+    assignment = _lease(annotator=annotator, project=project, gold=False, lease_factor=lease_factor, scored=True)
+    if assignment is None:
+        return None
+    return assignment, "started" if assignment.started else "scored"
+
+
 def _try_queue(*, annotator, project: Project, lease_factor: int) -> tuple[Assignment, str] | None:
     assignment = _lease(annotator=annotator, project=project, gold=False, lease_factor=lease_factor)
     if assignment is None:
@@ -119,10 +136,25 @@ LIMIT 1
 FOR UPDATE OF t SKIP LOCKED
 """
 
+# The acquisition orders' pick: the same seat rules, among scored tasks only, by the partial
+# task_queue_scored_idx (empty for started-first projects, whose scores acquisition_scores_update
+# clears, so today's queue pays nothing for it).
+_PICK_SCORED_SQL = """
+SELECT t.id, t.judgments_count FROM labeling_comparisontask t
+WHERE t.project_id = %(project)s AND t.status = 'open' AND t.is_gold = %(gold)s AND t.acquisition_score IS NOT NULL
+  AND (%(gold)s OR t.judgments_count + t.active_assignments < %(overlap)s)
+  AND NOT EXISTS (
+    SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.annotator_id = %(annotator)s OFFSET 0
+  )
+ORDER BY t.judgments_count DESC, t.active_assignments, t.acquisition_score DESC, t.id
+LIMIT 1
+FOR UPDATE OF t SKIP LOCKED
+"""
+
 # Pick, take the seat and create the assignment in one statement: one round trip and no
 # explicit transaction on the hottest path. The shown order is computed in SQL with the same
 # seeded hash as shown_order_for().
-_LEASE_SQL = """
+_LEASE_TEMPLATE = """
 WITH picked AS ({pick}),
 seat AS (
   UPDATE labeling_comparisontask t SET active_assignments = t.active_assignments + 1
@@ -135,7 +167,9 @@ SELECT %(project)s, seat.id, %(annotator)s, 'active',
   %(now)s, %(expires)s
 FROM seat
 RETURNING id, task_id, shown_order, (SELECT judgments_count FROM seat)
-""".format(pick=_PICK_SQL.strip())
+"""
+_LEASE_SQL = _LEASE_TEMPLATE.format(pick=_PICK_SQL.strip())
+_LEASE_SCORED_SQL = _LEASE_TEMPLATE.format(pick=_PICK_SCORED_SQL.strip())
 
 
 # A seatless lease: any open or complete non-gold task the annotator has not had, by the project's
@@ -206,24 +240,25 @@ def _lease_beside_portable(*, annotator, project: Project, now, expires) -> Assi
     return assignment
 
 
-def _lease(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:
+def _lease(*, annotator, project: Project, gold: bool, lease_factor: int, scored: bool = False) -> Assignment | None:
     try:
-        return _lease_once(annotator=annotator, project=project, gold=gold, lease_factor=lease_factor)
+        return _lease_once(annotator=annotator, project=project, gold=gold, lease_factor=lease_factor, scored=scored)
     except IntegrityError:
         # Two concurrent calls by the same annotator picked the same task; the other one has it.
-        return _lease_once(annotator=annotator, project=project, gold=gold, lease_factor=lease_factor)
+        return _lease_once(annotator=annotator, project=project, gold=gold, lease_factor=lease_factor, scored=scored)
 
 
-def _lease_once(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:
+def _lease_once(*, annotator, project: Project, gold: bool, lease_factor: int, scored: bool = False) -> Assignment | None:
     if connection.vendor != "postgresql":
-        return _lease_once_portable(annotator=annotator, project=project, gold=gold, lease_factor=lease_factor)
+        return _lease_once_portable(annotator=annotator, project=project, gold=gold, lease_factor=lease_factor,
+                                    scored=scored)
     now = timezone.now()
     expires = now + timedelta(seconds=project.lease_seconds * lease_factor)
     # One statement commits atomically on its own; a savepoint is only needed inside an outer
     # transaction, so that the IntegrityError retry can continue.
     guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
     with guard, connection.cursor() as cursor:
-        cursor.execute(_LEASE_SQL, {
+        cursor.execute(_LEASE_SCORED_SQL if scored else _LEASE_SQL, {
             "project": project.pk, "gold": gold, "overlap": project.overlap, "annotator": annotator.pk,
             "now": now, "expires": expires,
         })
@@ -242,7 +277,8 @@ def _lease_once(*, annotator, project: Project, gold: bool, lease_factor: int) -
     return assignment
 
 
-def _lease_once_portable(*, annotator, project: Project, gold: bool, lease_factor: int) -> Assignment | None:
+def _lease_once_portable(*, annotator, project: Project, gold: bool, lease_factor: int,
+                         scored: bool = False) -> Assignment | None:
     """The same pick with the ORM, for the embedded SQLite deployment. SQLite's IMMEDIATE
     transactions serialise writers, which stands in for SKIP LOCKED."""
     now = timezone.now()
@@ -251,8 +287,11 @@ def _lease_once_portable(*, annotator, project: Project, gold: bool, lease_facto
         if not gold:
             candidates = candidates.alias(
                 seats=F("judgments_count") + F("active_assignments")).filter(seats__lt=project.overlap)
-        task = (candidates.exclude(assignments__annotator=annotator)
-                .order_by("-judgments_count", "active_assignments", "id").first())
+        order = ["-judgments_count", "active_assignments", "id"]
+        if scored:
+            candidates = candidates.filter(acquisition_score__isnull=False)
+            order.insert(2, "-acquisition_score")
+        task = candidates.exclude(assignments__annotator=annotator).order_by(*order).first()
         if task is None:
             return None
         ComparisonTask.objects.filter(pk=task.pk).update(active_assignments=F("active_assignments") + 1)

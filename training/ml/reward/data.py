@@ -142,6 +142,7 @@ class TokenizedGroup:
     responses: list[Encoded]
     comparisons: list[tuple[int, int]]
     targets: list[float]  # P(winner beats loser) per comparison: 1.0 from a ranking
+    weight: float = 1.0  # the group's weight in the loss: a machine record's machine_weight (training.dataset)
 
     @property
     def length(self) -> int:
@@ -156,12 +157,13 @@ def tokenize_groups(groups: Sequence[dict], encoder: PairEncoder) -> list[Tokeni
     for g in groups:
         comparisons = group_comparisons(g)
         out.append(TokenizedGroup([next(encoded) for _ in g["responses"]], [(w, lo) for w, lo, _ in comparisons],
-                                  [p for _, _, p in comparisons]))
+                                  [p for _, _, p in comparisons], float(g.get("weight", 1.0))))
     return out
 
 
 def make_batch(groups: Sequence[TokenizedGroup], pad_id: int, device: torch.device) -> dict[str, Any]:
-    """Flatten K responses per judgment; comparisons index into the flat list, each with its target."""
+    """Flatten K responses per judgment; comparisons index into the flat list, each with its target,
+    and each group with its weight."""
     seqs, winners, losers, group_index, targets = [], [], [], [], []
     for gi, g in enumerate(groups):
         offset = len(seqs)
@@ -177,6 +179,9 @@ def make_batch(groups: Sequence[TokenizedGroup], pad_id: int, device: torch.devi
     batch["group_index"] = torch.tensor(group_index, dtype=torch.long, device=device)
     # None when every target is 1 (rankings only): the loss is then the hard one, bit for bit.
     batch["targets"] = None if all(p == 1.0 for p in targets) else torch.tensor(targets, device=device)
+    # None when every weight is 1 (no machine records weighed down): the plain mean of groups, bit for bit.
+    batch["weights"] = None if all(g.weight == 1.0 for g in groups) else torch.tensor(
+        [g.weight for g in groups], dtype=torch.float32, device=device)
     batch["num_groups"] = len(groups)
     return batch
 

@@ -161,7 +161,7 @@ def _train_loop(
                 with autocast(device, precision):
                     rewards, regulariser, terms = _training_rewards(wrapped, model, batch)
                 loss = grouped_ranking_loss(rewards, batch["winners"], batch["losers"], batch["group_index"], batch["num_groups"],
-                                            batch["targets"])
+                                            batch["targets"], batch["weights"])
                 ((loss + regulariser) * share * weight / len(chunk)).backward()
             counted = weight > 0
             stats["loss"] += loss.item() * share * counted

@@ -13,6 +13,7 @@ def grouped_ranking_loss(
     group_index: torch.Tensor,
     num_groups: int,
     targets: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InstructGPT's RM loss (section 3.5), one judgment = one batch element:
 
@@ -27,7 +28,15 @@ def grouped_ranking_loss(
     infinity, when the crowd was unsure.
 
     Each group's comparisons are averaged (normaliser = its number of non-tied comparisons,
-    C(K,2) when nothing is tied), then groups are averaged.
+    C(K,2) when nothing is tied), then groups are averaged. With per-group weights w_g (a machine
+    annotator's judgments at the run's machine_weight, training.dataset) the mean is weighted:
+
+        loss = sum_g w_g * L_g / sum_g w_g
+
+    over the groups that have comparisons; all w_g = 1 is the plain mean, bit for bit (the weights
+    are not applied at all then), and a batch whose weights are all 0 has loss 0 (no gradient).
+    Under several processes each one's batch is weighted by its share of groups, not of weight: a
+    weight moves a group against the others of its micro-batch, which is where the mix happens.
 
     Why it is cheap: every response was scored ONCE (K forward passes per judgment), and all
     C(K,2) comparisons are differences of those K rewards, so K=4 costs 4 passes for 6
@@ -41,6 +50,7 @@ def grouped_ranking_loss(
         winners, losers: [C] indices into rewards (long)
         group_index: [C] which judgment each comparison comes from, in [0, num_groups)
         targets: [C] P(winner beats loser) in [0.5, 1] (float), or None for 1 everywhere
+        weights: [num_groups] w_g >= 0 (float), or None for 1 everywhere
         returns: [] scalar; groups without comparisons (all tied) are left out of the mean
     """
     margins = rewards[winners] - rewards[losers]
@@ -53,7 +63,11 @@ def grouped_ranking_loss(
     counts = torch.zeros(num_groups, dtype=per_pair.dtype, device=per_pair.device)
     counts = counts.index_add(0, group_index, torch.ones_like(per_pair))
     has = counts > 0
-    return (totals[has] / counts[has]).mean()
+    per_group = totals[has] / counts[has]
+    if weights is None:
+        return per_group.mean()
+    w = weights.to(per_group.dtype)[has]
+    return (w * per_group).sum() / w.sum().clamp_min(torch.finfo(per_group.dtype).tiny)
 
 
 # ODIN (Chen et al. 2024, "ODIN: Disentangled Reward Mitigates Hacking in RLHF"): the ranking loss

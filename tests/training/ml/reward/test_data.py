@@ -92,3 +92,14 @@ def test_a_batch_carries_the_targets_and_none_for_rankings_alone(bert_dir):
     batch = make_batch(tokenize_groups([ranked, soft], encoder), 0, torch.device("cpu"))
     assert batch["winners"].tolist() == [0, 3] and batch["losers"].tolist() == [1, 2]
     assert batch["targets"].tolist() == [1.0, 0.699999988079071]
+
+
+def test_a_batch_carries_group_weights_and_none_when_all_are_one(bert_dir):
+    from training.ml.reward.data import make_batch, tokenize_groups
+
+    encoder = PairEncoder(AutoTokenizer.from_pretrained(bert_dir), 32, add_eos=False)
+    human = {"prompt": "p", "responses": ["a", "b"], "ranking": [[0], [1]]}
+    machine = {"prompt": "q", "responses": ["c", "d"], "ranking": [[1], [0]], "weight": 0.5}
+    assert make_batch(tokenize_groups([human, dict(machine, weight=1.0)], encoder), 0, torch.device("cpu"))["weights"] is None
+    batch = make_batch(tokenize_groups([human, machine], encoder), 0, torch.device("cpu"))
+    assert batch["weights"].tolist() == [1.0, 0.5] and batch["num_groups"] == 2

@@ -131,3 +131,29 @@ def test_a_soft_target_is_minimised_at_its_logit_not_at_infinity():
                              targets=torch.tensor([0.75])).backward()
         optimiser.step()
     assert margin.item() == pytest.approx(math.log(3), abs=1e-3)
+
+
+def test_weights_of_one_are_the_unweighted_loss_exactly():
+    rewards = torch.tensor([0.3, -0.2, 1.1, 0.4, 0.0, 0.9])
+    args = (torch.tensor([0, 2, 5]), torch.tensor([1, 3, 4]), torch.tensor([0, 1, 2]), 3)
+    plain = grouped_ranking_loss(rewards, *args)
+    assert torch.equal(grouped_ranking_loss(rewards, *args, weights=torch.ones(3)), plain)
+
+
+def test_group_weights_give_the_weighted_mean_of_groups_by_hand():
+    # Group 0 (weight 1): one comparison, margin 0.8. Group 1 (weight 0.5, a machine record): two
+    # comparisons, margins 0.3 and -0.4, averaged. Group 2 (weight 0.25): all tied, no comparisons:
+    # it is left out of the normaliser as well.
+    rewards = torch.tensor([1.0, 0.2, 0.5, 0.2, 0.9, 7.0])
+    loss = grouped_ranking_loss(rewards, torch.tensor([0, 2, 2]), torch.tensor([1, 3, 4]), torch.tensor([0, 1, 1]), 3,
+                                weights=torch.tensor([1.0, 0.5, 0.25]))
+    group0 = neg_log_sigmoid(0.8)
+    group1 = (neg_log_sigmoid(0.3) + neg_log_sigmoid(-0.4)) / 2
+    assert loss.item() == pytest.approx((1.0 * group0 + 0.5 * group1) / 1.5, rel=1e-6)
+
+
+def test_a_batch_weighted_to_zero_has_no_loss_and_no_gradient():
+    rewards = torch.tensor([0.1, 0.4], requires_grad=True)
+    loss = grouped_ranking_loss(rewards, torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), 1, weights=torch.zeros(1))
+    loss.backward()
+    assert loss.item() == 0.0 and rewards.grad.abs().sum().item() == 0.0

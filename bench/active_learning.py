@@ -1,0 +1,287 @@
+"""Label where it matters? Held-out reward accuracy against labels when the queue is ordered at random,
+by the reward model's uncertainty, or by an ensemble's disagreement (Project.queue_order), through
+the product's queue, on the configured database (Postgres: set DATABASE_URL).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/pw_bench_al .venv/bin/python bench/active_learning.py \
+        --data ../shared/datasets/hh-rlhf/helpful-base-test.jsonl.gz --pool 600 --rounds 5 --per-round 60 \
+        --eval-pairs 300 --seeds 3 --threads 1
+
+1. Records of --data ({id, prompt, chosen, rejected}; the recorded choice is the truth) are shuffled
+   (seed 0); --pool of them become the labeling pool, --eval-pairs others whose prompts the pool does
+   not hold are the held-out pairs, never labeled.
+2. Per seed and strategy, the pool is imported into a new pairwise project (overlap 1, the two answers
+   in a random order) whose queue_order is the strategy's (random: "uncertainty" with random scores).
+   Before the first round every task gets the same seeded random score in every strategy, so round 1
+   labels the same tasks everywhere (there is no model yet to ask).
+3. A round: a simulated annotator who always gives the recorded choice takes --per-round tasks through
+   task_assign_next and answers through judgment_submit (then its prefetched lease is released, and the
+   next round's annotator is a new one, so every round starts from the fresh scores). Then the round's
+   reward model is fitted on every label so far, scored on the held-out pairs, and the open tasks are
+   rescored with the product's math (training.ml.acquisition) and stored through the product's write
+   (labeling.services.tasks.tasks_acquisition_scores_set), as acquisition_scores_update does after a
+   reward run.
+4. The reward model per round is NOT the product's fine-tuned one, to keep this cheap on a CPU: it is a
+   logistic head on frozen embeddings (the --base backbone's pooled states, MiniLM by default, computed
+   once per text), training.ml.acquisition.head_fit on winner-minus-loser differences. uncertainty is its
+   1 - |2p - 1|; disagreement the variance of p over --heads heads fitted on bootstrap resamples
+   (training.ml.acquisition.ensemble_fit), as the product scores the "disagreement" order.
+
+Prints JSON: "strategies" {name: {"labels": [labels after each round], "accuracy_mean": [held-out
+accuracy, mean over seeds], "accuracy_ci95": [[low, high] per point: Student t over the seeds],
+"accuracy_by_seed", "labels_saved_fraction": the share of random's final label count this strategy
+did without to reach random's final mean accuracy (linear between rounds; null if it never reached it;
+0 when it needed as many; random's own is above 0 when its curve reached that level before its last round,
+the plateau to read the others against)}}, the settings, and seconds. The scores it stores are symmetric in
+the two answers, so knowing which one was chosen (the bench keeps it to simulate the annotator) leaks nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from bench.loop_common import read_records  # noqa: E402
+from bench.report import emit, progress  # noqa: E402
+
+STRATEGIES = ("random", "uncertainty", "disagreement")
+
+
+class ActiveLearningError(SystemExit):
+    def __init__(self, message: str):
+        super().__init__(f"active_learning: {message}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", action="append", required=True, help="{id, prompt, chosen, rejected} JSONL(.gz); repeatable")
+    parser.add_argument("--pool", type=int, default=600, help="pairs annotators may label")
+    parser.add_argument("--eval-pairs", type=int, default=300, help="held-out pairs (prompts never labeled)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-round", type=int, default=60, help="labels added per round")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated, of {', '.join(STRATEGIES)}")
+    parser.add_argument("--heads", type=int, default=5, help="the disagreement ensemble's heads")
+    parser.add_argument("--l2", type=float, default=None, help="the heads' L2 penalty (default: training.ml.acquisition.L2)")
+    parser.add_argument("--base", default="", help="backbone folder for the frozen embeddings (default: MiniLM)")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--json", default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if not set(args.strategies) <= set(STRATEGIES) or "random" not in args.strategies:
+        raise ActiveLearningError(f"--strategies must name random and any of {', '.join(STRATEGIES[1:])}")
+    if min(args.pool, args.eval_pairs, args.rounds, args.per_round, args.seeds, args.heads) < 1:
+        raise ActiveLearningError("--pool, --eval-pairs, --rounds, --per-round, --seeds and --heads must be positive")
+    if args.rounds * args.per_round > args.pool:
+        raise ActiveLearningError("--rounds x --per-round labels more pairs than --pool holds")
+    return args
+
+
+def split_records(paths: list[str], pool: int, eval_pairs: int) -> tuple[list[dict], list[dict]]:
+    """(pool, held-out): shuffled once (seed 0); held-out pairs never share a prompt with the pool."""
+    records = [r for path in paths for r in read_records(path, ("prompt", "chosen", "rejected"))
+               if r["chosen"].strip() != r["rejected"].strip() and r["chosen"].strip() and r["rejected"].strip()]
+    random.Random(0).shuffle(records)
+    chosen = records[:pool]
+    seen = {r["prompt"] for r in chosen}
+    held = [r for r in records[pool:] if r["prompt"] not in seen][:eval_pairs]
+    if len(chosen) < pool or not held:
+        raise ActiveLearningError(f"--data has {len(records)} usable pairs: too few for --pool {pool} and held-out pairs")
+    return chosen, held
+
+
+def embed_texts(records: list[dict], args: argparse.Namespace):
+    """{(prompt, response): pooled embedding} for every answer, one forward pass each."""
+    import torch
+
+    from training.ml.acquisition import embed_and_score
+    from training.ml.reward.config import default_reward_base
+    from training.ml.reward.model import RewardModel
+    from transformers import AutoTokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = args.base or str(default_reward_base())
+    model, tokenizer = RewardModel.from_backbone_path(base), AutoTokenizer.from_pretrained(base)
+    keys = sorted({(r["prompt"], r[side]) for r in records for side in ("chosen", "rejected")})
+    _, pooled = embed_and_score(model, tokenizer, [p for p, _ in keys], [t for _, t in keys], max_length=args.max_length)
+    return dict(zip(keys, pooled))
+
+
+def project_with_pool(records: list[dict], tag: str, rng: random.Random):
+    """A pairwise project (overlap 1) whose tasks are the records; {task id: (chosen, rejected) texts}
+    with the prompt. The answers go in random order (imported first = lower id = first slot)."""
+    from labeling.models import ComparisonTask, Project
+    from labeling.services.imports import project_data_import
+    from labeling.services.projects import project_create
+
+    project = project_create(name=f"active learning {tag}", slug=f"al-{tag}", mode="pairwise", responses_per_task=2,
+                             overlap=1, likert_enabled=False, flags_enabled=False, gold_rate=0,
+                             queue_order=Project.QueueOrder.UNCERTAINTY)
+    pairs = [[r["chosen"], r["rejected"]] for r in records]
+    for pair in pairs:
+        rng.shuffle(pair)
+    lines = "\n".join(json.dumps({"id": f"{i}", "prompt": r["prompt"], "responses": pair})
+                      for i, (r, pair) in enumerate(zip(records, pairs)))
+    project_data_import(project=project, stream=io.BytesIO(lines.encode()), filename="pool.jsonl")
+    truth = {}
+    for task in ComparisonTask.objects.filter(project=project).select_related("prompt").prefetch_related("slots__response"):
+        record = records[int(task.prompt.external_id)]
+        ids = {slot.response.text: slot.response_id for slot in task.slots.all()}
+        truth[task.pk] = (record["prompt"], record["chosen"], record["rejected"], ids[record["chosen"]])
+    return project, truth
+
+
+def label_round(project, truth: dict, n: int, tag: str) -> list[int]:
+    """A new annotator who always gives the recorded choice labels n tasks off the queue; the task ids."""
+    from django.contrib.auth import get_user_model
+
+    from labeling.services.assignment import Verdict, assignments_release, judgment_submit, task_assign_next
+    from labeling.services.projects import membership_set
+
+    user = get_user_model().objects.create_user(username=f"al-{tag}")
+    membership_set(project=project, user=user, role="annotator")
+    done = []
+    while len(done) < n:
+        assignment = task_assign_next(annotator=user, project=project).assignment
+        if assignment is None:
+            break
+        winner = truth[assignment.task_id][3]
+        loser = next(r for r in assignment.shown_order if r != winner)
+        judgment_submit(assignment=assignment, annotator=user, verdict=Verdict(ranking=[[winner], [loser]]),
+                        idempotency_key=f"al-{tag}-{assignment.pk}")
+        done.append(assignment.task_id)
+    assignments_release(project=project, annotator=user)  # its prefetched lease: the next round rescored it
+    return done
+
+
+def _diffs(emb: dict, rows: list[tuple[str, str, str]]):
+    import numpy as np
+
+    return np.stack([emb[(p, c)] - emb[(p, r)] for p, c, r in rows])
+
+
+def run_strategy(strategy: str, seed: int, pool: list[dict], held: list[dict], emb: dict, args: argparse.Namespace,
+                 tag: str) -> list[tuple[int, float]]:
+    """[(labels, held-out accuracy)] after each round."""
+    import numpy as np
+
+    from labeling.models import ComparisonTask
+    from labeling.services.tasks import tasks_acquisition_scores_set
+    from training.ml import acquisition
+
+    l2 = acquisition.L2 if args.l2 is None else args.l2
+    project, truth = project_with_pool(pool, f"{tag}-{strategy}-{seed}", random.Random(seed))
+    # Round 1 is the same random sample in every strategy: the same seeded score per record.
+    first = random.Random(1000 + seed)
+    by_record = {i: first.random() for i in range(len(pool))}
+    record_of = {t.pk: int(t.prompt.external_id) for t in ComparisonTask.objects.filter(project=project).select_related("prompt")}
+    tasks_acquisition_scores_set(project=project, scores={t: by_record[record_of[t]] for t in truth})
+    later = np.random.default_rng(2000 + seed)  # random's later rounds: fresh random scores
+    held_diffs = _diffs(emb, [(r["prompt"], r["chosen"], r["rejected"]) for r in held])
+    labeled: list[tuple[str, str, str]] = []
+    curve = []
+    for round_no in range(1, args.rounds + 1):
+        for task_id in label_round(project, truth, args.per_round, f"{tag}-{strategy}-{seed}-{round_no}"):
+            labeled.append(truth[task_id][:3])
+        diffs = _diffs(emb, labeled)
+        head = acquisition.head_fit(diffs, l2=l2)
+        p = acquisition.pair_probabilities(head, held_diffs, np.zeros_like(held_diffs))
+        accuracy = float(np.mean(np.where(p == 0.5, 0.5, p > 0.5)))
+        curve.append((len(labeled), accuracy))
+        progress({"strategy": strategy, "seed": seed, "round": round_no, "labels": len(labeled), "accuracy": accuracy})
+        open_ids = list(ComparisonTask.objects.filter(project=project, status="open").values_list("pk", flat=True))
+        if round_no == args.rounds or not open_ids:
+            break
+        pairs = [(emb[(truth[t][0], truth[t][1])], emb[(truth[t][0], truth[t][2])]) for t in open_ids]
+        if strategy == "random":
+            scores = later.random(len(open_ids))
+        elif strategy == "uncertainty":
+            q = acquisition.pair_probabilities(head, np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]))
+            scores = 1.0 - np.abs(2.0 * q - 1.0)
+        else:
+            heads = acquisition.ensemble_fit(diffs, heads=args.heads, seed=seed * 100 + round_no, l2=l2)
+            scores = acquisition.disagreement_scores(heads, [np.stack(pair) for pair in pairs])
+        tasks_acquisition_scores_set(project=project, scores=dict(zip(open_ids, map(float, scores))))
+    return curve
+
+
+def ci95(values: list[float]) -> list[float]:
+    """Student t interval of the mean over seeds (one seed: the point itself)."""
+    import numpy as np
+    from scipy import stats
+
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return [mean, mean]
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+    return [mean - half, mean + half]
+
+
+def labels_saved(labels: list[int], accuracy: list[float], target: float, random_final_labels: int) -> float | None:
+    """1 - (labels this curve needed to reach target) / random's final label count; linear between
+    rounds; None if it never reaches the target."""
+    for i, acc in enumerate(accuracy):
+        if acc >= target:
+            if i == 0 or accuracy[i] == accuracy[i - 1]:
+                needed = labels[i]
+            else:
+                needed = labels[i - 1] + (target - accuracy[i - 1]) / (accuracy[i] - accuracy[i - 1]) * (labels[i] - labels[i - 1])
+            return max(0.0, min(1.0, 1.0 - needed / random_final_labels))
+    return None
+
+
+def summarise(curves: dict[str, list[list[tuple[int, float]]]]) -> dict[str, Any]:
+    import numpy as np
+
+    out = {}
+    for name, runs in curves.items():
+        rounds = min(len(c) for c in runs)
+        labels = [runs[0][i][0] for i in range(rounds)]
+        by_seed = [[c[i][1] for i in range(rounds)] for c in runs]
+        out[name] = {"labels": labels, "accuracy_mean": [float(np.mean([s[i] for s in by_seed])) for i in range(rounds)],
+                     "accuracy_ci95": [ci95([s[i] for s in by_seed]) for i in range(rounds)],
+                     "accuracy_by_seed": by_seed}
+    base = out["random"]
+    target, final_labels = base["accuracy_mean"][-1], base["labels"][-1]
+    for stats in out.values():
+        stats["labels_saved_fraction"] = labels_saved(stats["labels"], stats["accuracy_mean"], target, final_labels)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    import django
+
+    django.setup()
+    started, tag = time.perf_counter(), uuid.uuid4().hex[:8]
+    pool, held = split_records(args.data, args.pool, args.eval_pairs)
+    emb = embed_texts(pool + held, args)
+    embed_seconds = round(time.perf_counter() - started, 1)
+    progress({"step": "embedded", "texts": len(emb), "seconds": embed_seconds})
+    curves = {name: [run_strategy(name, seed, pool, held, emb, args, tag) for seed in range(args.seeds)]
+              for name in args.strategies}
+    strategies = summarise(curves)
+    result = {
+        "data": args.data, "pool": len(pool), "eval_pairs": len(held), "rounds": args.rounds, "per_round": args.per_round,
+        "seeds": args.seeds, "heads": args.heads, "base": args.base or "MiniLM (default_reward_base)",
+        "model": "logistic head on frozen pooled embeddings", "strategies": strategies,
+        "seconds": {"embed": embed_seconds, "total": round(time.perf_counter() - started, 1)},
+    }
+    emit(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
