@@ -21,7 +21,8 @@ from rest_framework.authtoken.models import Token
 from labeling.models import Judgment, Membership, Project, Prompt
 from labeling.services.assignment import task_assign_next
 from tests.labeling.judging import make_tasks, submit
-from training.models import ModelVersion, TrainingRun
+from training.models import MachineAnnotator, ModelVersion, TrainingRun
+from training.services.machine_annotators import machine_annotator_create
 
 pytestmark = pytest.mark.django_db
 
@@ -49,6 +50,8 @@ def _tasks_recorded(monkeypatch):
     SENT.clear()
     monkeypatch.setattr("labeling.services.label_models.task_send_on_commit",
                         lambda name, *args, **kwargs: SENT.append((name, *args)))
+    monkeypatch.setattr("training.services.machine_annotators.task_send_on_commit",
+                        lambda name, *args, **kwargs: SENT.append((name, kwargs.get("machine_id"))))
 
 
 @pytest.fixture
@@ -147,6 +150,22 @@ def member_id(w: World, username: str, *, excluded: bool = False, judged: bool =
     return {"user_id": user.pk}
 
 
+def endpoint_version(w: World) -> ModelVersion:
+    """An endpoint version of the project, for the machine annotators' forms (no server behind it: none is asked)."""
+    if getattr(w, "endpoint", None) is None:
+        w.endpoint = ModelVersion.objects.create(
+            project=w.project, kind="policy", name="csrf-judge-endpoint", base="b", artifact_path="/x",
+            config={"endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}})
+    return w.endpoint
+
+
+def machine(w: World) -> MachineAnnotator:
+    """A machine annotator, made once per test, for its edit, run and delete forms."""
+    if getattr(w, "machine", None) is None:
+        w.machine = machine_annotator_create(project=w.project, name="csrf-judge", version_id=endpoint_version(w).pk)
+    return w.machine
+
+
 def excluded(w: World, username: str) -> bool:
     return Membership.objects.get(project=w.project, user__username=username).excluded_at is not None
 
@@ -176,6 +195,19 @@ CASES: dict[str, Case] = {
     "training-endpoint-create": Case(scoped("training-endpoint-create"),
                                      lambda w: {"name": "csrf-endpoint", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
                                      lambda w: ModelVersion.objects.filter(name="csrf-endpoint").exists()),
+    "training-machine-annotators": Case(scoped("training-machine-annotators"),
+                                        lambda w: {"name": "csrf-made", "version": endpoint_version(w).pk,
+                                                   "judge_prompt": "{prompt} {response_a} {response_b}"},
+                                        lambda w: MachineAnnotator.objects.filter(name="csrf-made").exists()),
+    "training-machine-annotator-edit": Case(
+        scoped("training-machine-annotator-edit", machine_id=lambda w: machine(w).pk),
+        lambda w: {"enabled": "on", "judge_prompt": "Edited {prompt} {response_a} {response_b}"},
+        lambda w: MachineAnnotator.objects.get(pk=w.machine.pk).judge_prompt.startswith("Edited")),
+    "training-machine-annotator-run": Case(scoped("training-machine-annotator-run", machine_id=lambda w: machine(w).pk),
+                                           no_data, lambda w: ("training.tasks.machine_annotator_work", w.machine.pk) in SENT),
+    "training-machine-annotator-delete": Case(
+        scoped("training-machine-annotator-delete", machine_id=lambda w: machine(w).pk), lambda w: {"confirm": "csrf-judge"},
+        lambda w: not MachineAnnotator.objects.filter(pk=w.machine.pk).exists()),
     "training-version-merge": Case(scoped("training-version-merge", version_id=lambda w: lora_version(w).pk), no_data,
                                    lambda w: ModelVersion.objects.filter(name="lora-merged").exists()),
     "console-project-create": Case(lambda w: reverse("console-project-create"),

@@ -367,6 +367,16 @@ TABLE: dict[tuple[str, str], Call] = {
         "name": "perm-endpoint-page", "base_url": "http://127.0.0.1:9/v1", "model": "m"}),
     ("training-ab-create", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {
         "version_a": side.ids["version_id"], "version_b": side.ids["version_b_id"], "prompts": 2}),
+    # Machine annotators' pages: admins only, reads included, as their API.
+    ("training-machine-annotators", "GET"): Call(page(200, ADMINS)),
+    ("training-machine-annotators", "POST"): Call(page(BACK, ADMINS), fmt=None, data=lambda side: {
+        "name": "perm-machine-page", "version": side.ids["endpoint_id"], "judge_prompt": "{prompt} {response_a} {response_b}"}),
+    ("training-machine-annotator-edit", "GET"): Call(page(200, ADMINS), kwargs=_ids("machine_id")),
+    ("training-machine-annotator-edit", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("machine_id"), fmt=None,
+                                                      data=lambda side: {"judge_prompt": "{prompt} {response_a} {response_b}"}),
+    ("training-machine-annotator-run", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("machine_id"), fmt=None),
+    ("training-machine-annotator-delete", "POST"): Call(page(BACK, ADMINS), kwargs=_ids("machine_id"), fmt=None,
+                                                        data=lambda side: {"confirm": "seeded"}),
 }
 
 # Named admin URLs beyond the ones every ModelAdmin has: each needs a row here (see ADMIN_PAGES).

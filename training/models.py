@@ -111,14 +111,16 @@ class TrainingRun(models.Model):
 
 
 class MachineAnnotator(models.Model):
-    """A chat model (a registered endpoint version the project may use) that judges the project's tasks
-    through the same queue as people, as its own bot user (training.services.machine_annotators). Its
-    judgments carry source "machine:<name>" and count in no human measure."""
+    """A chat model (a registered endpoint version the project may use), or a reward model of the
+    project, that judges the project's tasks through the same queue as people, as its own bot user
+    (training.services.machine_annotators). Its judgments carry source "machine:<name>" and count in no
+    human measure."""
 
     project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="machine_annotators")
     name = models.CharField(max_length=100)
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="machine_annotators",
-                                help_text="The endpoint version that judges.")
+                                help_text="The version that judges: an endpoint version the project may use, or a "
+                                          "ready reward version of the project's own.")
     judge_prompt = models.TextField(help_text="The judge template (training.ml.judge): {instructions}, {prompt}, "
                                               "{response_a}, {response_b}.")
     takes_overlap_seats = models.BooleanField(
@@ -128,6 +130,9 @@ class MachineAnnotator(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="machine_annotator",
                                 help_text="Its bot account: a project annotator that cannot log in.")
     last_error = models.TextField(blank=True)
+    working_until = models.DateTimeField(
+        null=True, blank=True, help_text="A batch of its work holds this claim until then (or until it ends), so two "
+                                         "task messages never judge for it at once.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -72,7 +72,7 @@ def reward_retrain_check(*, project_id: int, **pipeline_options) -> int | None:
 # A batch of machine judgments is a few endpoint calls per task, bounded by the client's timeouts and
 # retries; the service re-sends the task for the next batch, so one message never runs for long.
 @shared_task(name="training.tasks.machine_annotator_work", queue="celery", acks_late=True, ignore_result=True,
-             soft_time_limit=1800, time_limit=1860)
+             soft_time_limit=machine_annotators.WORK_SOFT_TIME_LIMIT_S, time_limit=machine_annotators.WORK_TIME_LIMIT_S)
 def machine_annotator_work(*, machine_id: int, max_tasks: int = machine_annotators.WORK_BATCH) -> dict:
     return machine_annotators.machine_annotator_work(machine_id=machine_id, max_tasks=max_tasks)
 

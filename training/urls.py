@@ -17,6 +17,13 @@ urlpatterns = [
     path("<slug:slug>/versions/<int:version_id>/score-file/", views.version_score_file, name="training-version-score-file"),
     path("<slug:slug>/ab/", views.ab_create, name="training-ab-create"),
     path("<slug:slug>/endpoints/", views.endpoint_create, name="training-endpoint-create"),
+    path("<slug:slug>/machine-annotators/", views.machine_annotators_page, name="training-machine-annotators"),
+    path("<slug:slug>/machine-annotators/<int:machine_id>/", views.machine_annotator_edit,
+         name="training-machine-annotator-edit"),
+    path("<slug:slug>/machine-annotators/<int:machine_id>/delete/", views.machine_annotator_delete,
+         name="training-machine-annotator-delete"),
+    path("<slug:slug>/machine-annotators/<int:machine_id>/run/", views.machine_annotator_run,
+         name="training-machine-annotator-run"),
     path("<slug:slug>/versions/<int:version_id>/", views.version_detail, name="training-version-detail"),
     path("<slug:slug>/runs/<int:run_id>/", views.run_detail, name="training-run-detail"),
 ]

@@ -2,7 +2,9 @@
 static/training/runs.js, loss and accuracy curves drawn as SVG on the server, the versions table with
 evaluation metrics and human flag rates, the blind A/B leaderboard), a version's page and model card,
 a run's page, and the promote / demote / train-now / train-policy / evaluate / run-round / A/B / cancel
-buttons (POST forms with CSRF, admin role only). What the pages show is read by training.selectors.pages."""
+buttons (POST forms with CSRF, admin role only); the machine annotators' pages (admins only, as their
+API: their endpoint, prompt and errors are the admins' business). What the pages show is read by
+training.selectors.pages."""
 from __future__ import annotations
 
 import functools
@@ -12,24 +14,26 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import SafeString
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labeling.models import Membership, Project
-from labeling.console.common import tabs_context
+from labeling.console.common import form_status, tabs_context
 from labeling.selectors.projects import OVERSIGHT_ROLES, project_access_get
 from training import plan
 from training.models import ModelVersion, TrainingRun
 from training.selectors.pages import (
     Curve, run_page_get, runs_live_get, runs_page_get, version_card_get, version_page_get,
 )
+from training.selectors.machine_annotators import machine_annotator_get, machine_annotator_rows, machine_annotator_versions
 from training.selectors.runs import pipeline_spec, run_list
 from training.selectors.versions import model_version_list
 from training.charts import curve_svg
+from training.forms import MachineAnnotatorCreateForm, MachineAnnotatorUpdateForm
 from training.ml.preference_file import parse_preference_upload
-from training.services import ab, endpoints, rounds, runs, versions
+from training.services import ab, endpoints, machine_annotators, rounds, runs, versions
 from training.services.runspec import ab_spec_check, spec_error_text
 from training.services.reward import EVALUATION_NAME_MAX, SYNC_EVALUATION_MAX_RECORDS, reward_model_evaluate
 
@@ -271,3 +275,100 @@ def ab_create(request: HttpRequest, project: Project) -> str:
     a, b, prompts = ab_spec_check(project=project, spec={k: _number(v) for k, v in form.items()})
     run = ab.ab_evaluation_create(project=project, version_a=a, version_b=b, prompts=prompts, created_by=request.user)
     return f"Created the blind A/B project {run.project.slug}; generating its tasks (run {run.pk})."
+
+
+# ----------------------------------------------------------------------------- machine annotators
+
+def _version_choices(project: Project) -> list[tuple[str, list[ModelVersion]]]:
+    """The versions the add form offers, grouped: exactly those the service accepts (one selector). The
+    service still decides: a hand-posted id is its to refuse."""
+    allowed = machine_annotator_versions(project=project)
+    groups = [("Chat model endpoints (judge with the prompt)", allowed["endpoint"]),
+              ("Reward models (rank by reward)", allowed["reward"])]
+    return [(label, versions) for label, versions in groups if versions]
+
+
+def _service_errors(form, call: Callable[[], Any]) -> bool:
+    """Run the service; its ValidationError becomes the form's field errors (nothing was written)."""
+    try:
+        call()
+        return True
+    except ValidationError as exc:
+        for field, errors in (exc.message_dict.items() if hasattr(exc, "error_dict") else [(None, exc.messages)]):
+            form.add_error(field if field in form.fields else None, errors)
+        return False
+
+
+def _machine(project: Project, machine_id: int):
+    machine = machine_annotator_get(project=project, machine_id=machine_id)
+    if machine is None:  # another project's is the same as none
+        raise Http404
+    return machine
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def machine_annotators_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET: the project's machine annotators and the add form. POST: add one."""
+    from training.ml.judge import DEFAULT_TEMPLATES
+
+    project, role = _project(request, slug, admin=True)
+    versions = _version_choices(project)
+    default = DEFAULT_TEMPLATES.get(project.mode)  # None: the mode collects no rankings, so nothing to judge
+    form = MachineAnnotatorCreateForm(request.POST or None, versions=versions, initial={"judge_prompt": default})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        if _service_errors(form, lambda: machine_annotators.machine_annotator_create(
+                project=project, name=data["name"], version_id=data["version"], judge_prompt=data["judge_prompt"],
+                takes_overlap_seats=data["takes_overlap_seats"], by=request.user)):
+            messages.success(request, f"Added the machine annotator {data['name'].strip()}; Run now to start its work.")
+            return redirect("training-machine-annotators", slug=project.slug)
+    return render(request, "training/machine_annotators.html", {
+        **tabs_context(project=project, role=role, tab="training"), "form": form, "versions": versions,
+        "judges": default is not None, "machines": machine_annotator_rows(project=project),
+    }, status=form_status(form))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def machine_annotator_edit(request: HttpRequest, slug: str, machine_id: int) -> HttpResponse:
+    project, role = _project(request, slug, admin=True)
+    machine = _machine(project, machine_id)
+    stored = {"enabled": machine.enabled, "judge_prompt": machine.judge_prompt, "takes_overlap_seats": machine.takes_overlap_seats}
+    form = MachineAnnotatorUpdateForm(request.POST or None, initial=stored)
+    if request.method == "POST" and form.is_valid():
+        # Only what changed: the service releases its leases when enabled or takes_overlap_seats changes,
+        # and clears last_error when enabled is set, so an unchanged box must not be sent.
+        changed = {name: value for name, value in form.cleaned_data.items() if value != stored[name]}
+        if _service_errors(form, lambda: machine_annotators.machine_annotator_update(machine=machine, **changed)):
+            messages.success(request, f"Saved {machine.name}." if changed else "Nothing changed.")
+            return redirect("training-machine-annotators", slug=project.slug)
+    return render(request, "training/machine_annotator.html", {
+        **tabs_context(project=project, role=role, tab="training"), "form": form, "machine": machine,
+    }, status=form_status(form))
+
+
+@login_required
+@require_POST
+def machine_annotator_delete(request: HttpRequest, slug: str, machine_id: int) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    machine = _machine(project, machine_id)
+    if request.POST.get("confirm", "").strip() != machine.name:
+        messages.error(request, f"Type {machine.name} to remove it.")
+        return redirect("training-machine-annotator-edit", slug=project.slug, machine_id=machine.pk)
+    machine_annotators.machine_annotator_delete(machine=machine)
+    messages.success(request, f"Removed the machine annotator {machine.name}; its judgments stay.")
+    return redirect("training-machine-annotators", slug=project.slug)
+
+
+@login_required
+@require_POST
+def machine_annotator_run(request: HttpRequest, slug: str, machine_id: int) -> HttpResponse:
+    project, _ = _project(request, slug, admin=True)
+    machine = _machine(project, machine_id)
+    try:
+        machine_annotators.machine_annotator_run(machine=machine)
+        messages.success(request, f"Queued {machine.name}'s work: it judges tasks in batches until none is left.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("training-machine-annotators", slug=project.slug)

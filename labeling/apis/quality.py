@@ -61,7 +61,8 @@ def _params(serializer_class, request) -> dict:
 class QualityReportApi(ProjectScopedMixin, APIView):
     """Agreement (project, per annotator, over time), alpha, kappa, gold and time per annotator,
     position bias, flag rates per source and the source leaderboard, in one report; `machines`: each
-    machine annotator measured against the people (labeling.selectors.machine_quality)."""
+    machine annotator measured against the people, and per model version under `versions`
+    (labeling.selectors.machine_quality)."""
 
     read_roles = OVERSIGHT_ROLES
 

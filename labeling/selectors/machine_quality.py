@@ -14,6 +14,10 @@ id won, -1 it lost, 0 a tie). Per machine source ("machine:<name>"):
   (Judgment.machine["consistent"]);
 - length bias: of the decided shared items whose responses differ in length, the share where the longer
   response won, for the machine and for the people's votes on the same items.
+
+Each row also has `versions`: the same figures per model version that judged for that machine
+(Judgment.machine["version"], the version id; None, last, for a judgment that names none), by id,
+so a machine whose version was changed is measured before and after.
 """
 from __future__ import annotations
 
@@ -30,26 +34,37 @@ Pair = tuple[int, int]
 
 
 def machine_quality_report(*, project: Project) -> list[dict[str, Any]]:
-    """One row per machine source that judged in the project, by source name."""
-    machine: dict[str, dict[Pair, int]] = defaultdict(dict)
-    consistency: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    """One row per machine source that judged in the project, by source name, each with its `versions`."""
+    # Per source, and per (source, version): the outcome per pair (a later judgment's stands) and
+    # [consistent judgments, judgments].
+    machine: dict[Any, dict[Pair, int]] = defaultdict(dict)
+    consistency: dict[Any, list[int]] = defaultdict(lambda: [0, 0])
+    versions: dict[str, set] = defaultdict(set)
     rows = (current_judgments(project=project, human_only=False, machines=True)
             .filter(source__startswith=MACHINE_SOURCE_PREFIX).order_by("id")
             .values_list("source", "ranking", "machine"))
     for source, ranking, meta in rows.iterator(CHUNK):
-        machine[source].update(stats.ranking_outcomes(ranking or []))
-        consistency[source][0] += int(bool((meta or {}).get("consistent")))
-        consistency[source][1] += 1
+        version = (meta or {}).get("version")
+        version = version if isinstance(version, int) and not isinstance(version, bool) else None
+        versions[source].add(version)
+        for key in (source, (source, version)):
+            machine[key].update(stats.ranking_outcomes(ranking or []))
+            consistency[key][0] += int(bool((meta or {}).get("consistent")))
+            consistency[key][1] += 1
     if not machine:
         return []
     humans = {pair: {who: row.outcomes[pair] for who, row in by.items()}
               for pair, by in _votes(judgment_rows(project=project, human_only=True)).items()}
     shared_ids = {rid for votes in machine.values() for pair in votes if pair in humans for rid in pair}
     lengths = _lengths(shared_ids)
-    return [{"source": source, "judgments": consistency[source][1],
-             "order_consistency": stats.Share(*consistency[source]).rate,
-             **machine_versus_humans(machine=machine[source], humans=humans, lengths=lengths)}
-            for source in sorted(machine)]
+
+    def figures(key) -> dict[str, Any]:
+        return {"judgments": consistency[key][1], "order_consistency": stats.Share(*consistency[key]).rate,
+                **machine_versus_humans(machine=machine[key], humans=humans, lengths=lengths)}
+
+    return [{"source": source, **figures(source),
+             "versions": [{"version": v, **figures((source, v))} for v in sorted(versions[source], key=lambda v: (v is None, v or 0))]}
+            for source in sorted(versions)]
 
 
 def machine_versus_humans(*, machine: dict[Pair, int], humans: dict[Pair, dict[Any, int]],

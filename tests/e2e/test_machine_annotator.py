@@ -1,16 +1,19 @@
 """A machine annotator end to end against a REAL loopback judge (tests/endpoint_server.py's scripted
 verdicts, its 429s and slow answers), through the real queue; the first test through the API and a
-real Celery worker."""
+real Celery worker; two messages for one machine at once in real threads."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from labeling.models import Assignment, Judgment
 from labeling.selectors.integrity import integrity_problems
 from labeling.selectors.machine_quality import machine_quality_report
 from labeling.services.assignment import task_assign_next
+from tests.concurrency import run_threads
 from tests.endpoint_server import start_server
 from tests.labeling.judging import submit, tasks_with_responses
 from tests.training.conftest import wait_for
@@ -126,3 +129,24 @@ def test_a_slow_judge_past_the_timeout_releases_the_lease_and_says_why(project_f
     assert not Assignment.objects.filter(annotator=machine.user, state="active").exists()
     assert not Judgment.objects.filter(project=project).exists()
     assert integrity_problems(project=project) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_messages_at_once_run_one_batch_and_the_other_returns_at_once(project_factory, judge_server):
+    project, tasks = _project(project_factory)
+    prefix = f"/slow/0.5/{uuid.uuid4().hex[:8]}/script/longer"  # a batch of seconds: the two surely overlap
+    machine = _machine(project, judge_server, prefix)
+    # More than the tasks: the batch ends with the queue empty and sends no next message.
+    results = run_threads(2, lambda _: machine_annotator_work(machine_id=machine.pk, max_tasks=len(tasks) + 5))
+    assert sorted(r["judged"] for r in results) == [0, len(tasks)]
+    assert {"judged": 0, "reason": "busy"} in results
+    assert len(judge_server.requests(prefix)) == 2 * len(tasks)  # the endpoint was asked by one batch only
+    assert Judgment.objects.filter(source="machine:judge").count() == len(tasks)
+    machine.refresh_from_db()
+    assert machine.working_until is None  # the batch let its claim go
+    # A live claim turns a message away; a lapsed one (its batch was killed) does not.
+    MachineAnnotator.objects.filter(pk=machine.pk).update(working_until=timezone.now() + timedelta(minutes=5))
+    assert machine_annotator_work(machine_id=machine.pk, max_tasks=1) == {"judged": 0, "reason": "busy"}
+    MachineAnnotator.objects.filter(pk=machine.pk).update(working_until=timezone.now() - timedelta(seconds=1))
+    assert machine_annotator_work(machine_id=machine.pk, max_tasks=1)["reason"] not in ("busy", "error")
+    assert MachineAnnotator.objects.get(pk=machine.pk).working_until is None

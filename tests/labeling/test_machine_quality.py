@@ -16,9 +16,9 @@ pytestmark = pytest.mark.django_db
 LONG, SHORT = "a long and careful answer", "short"
 
 
-def _machine(task, bot, ranking, consistent=True):
-    return judge(task, bot, ranking, source="machine:m", counts_for_overlap=False, counts_for_retrain=False,
-                 machine={"consistent": consistent, "pairs": []})
+def _machine(task, bot, ranking, consistent=True, version=None):
+    meta = {"consistent": consistent, "pairs": []} | ({"version": version} if version is not None else {})
+    return judge(task, bot, ranking, source="machine:m", counts_for_overlap=False, counts_for_retrain=False, machine=meta)
 
 
 @pytest.fixture
@@ -33,9 +33,10 @@ def judged(project_factory, member):
     judge(t2, h1, second), judge(t2, h2, second)  # majority -1; 1 of 1
     judge(t3, h1, first), judge(t3, h2, second)  # no majority: a tie; 0 of 1
     judge(t4, h1, first)  # one person: a majority, no human pair
-    _machine(t1, bot, first), _machine(t2, bot, first)
-    _machine(t3, bot, [[0, 1]], consistent=False)  # its two orders disagreed: a tie
-    _machine(t4, bot, first), _machine(t5, bot, second)  # t5: no person judged it, not shared
+    # Version 12 judged t1 and t2, then version 11 (an admin switched back) t3 and t4; t5 names no version.
+    _machine(t1, bot, first, version=12), _machine(t2, bot, first, version=12)
+    _machine(t3, bot, [[0, 1]], consistent=False, version=11)  # its two orders disagreed: a tie
+    _machine(t4, bot, first, version=11), _machine(t5, bot, second)  # t5: no person judged it, not shared
     return project
 
 
@@ -52,6 +53,23 @@ def test_a_machine_against_the_human_majority_by_hand(judged):
     # The longer answer: the machine picked it on t1, t2, t4 (t3 a tie); people on 4 of their 8 decided votes.
     assert (row["longer_wins"], row["longer_decided"]) == (1.0, 3)
     assert (row["human_longer_wins"], row["human_longer_decided"]) == (0.5, 8)
+
+
+def test_each_version_of_a_machine_by_hand(judged):
+    [row] = machine_quality_report(project=judged)
+    v11, v12, none = row["versions"]
+    assert (v11["version"], v12["version"], none["version"]) == (11, 12, None)  # by id, none last
+    assert [v["judgments"] for v in row["versions"]] == [2, 2, 1]
+    # Version 12 on t1 (majority +1, it +1) and t2 (majority -1, it +1); the people agree on 2 of 4 pairs there.
+    assert (v12["items"], v12["agreement_with_ties"], v12["agreement_without_ties"], v12["order_consistency"]) == (
+        2, 0.5, 0.5, 1.0)
+    assert (v12["human_agreement"], v12["human_pairs_compared"]) == (0.5, 4)
+    # machine [1, 1] against majority [1, -1]: p_o = 1/2, p_e = (2*1 + 0*1)/4 = 1/2: no agreement beyond chance.
+    assert v12["kappa"] == pytest.approx(0.0)
+    # Version 11 on t3 (a tie against no majority: they match) and t4 (both +1); only t4 is decided.
+    assert (v11["items"], v11["agreement_with_ties"], v11["decided_items"], v11["agreement_without_ties"]) == (2, 1.0, 1, 1.0)
+    assert (v11["order_consistency"], v11["human_agreement"], v11["human_pairs_compared"]) == (0.5, 0.0, 1)
+    assert (none["items"], none["agreement_with_ties"], none["order_consistency"]) == (0, None, 1.0)
 
 
 def test_machine_judgments_count_in_no_human_measure(judged):

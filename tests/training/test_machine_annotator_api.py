@@ -1,5 +1,6 @@
 """The machine annotators' API: field errors, versions scoped to the project (another project's version
-gets the same 400 as a missing one), another project's admin gets 404; the quality tab shows a machine."""
+gets the same 400 as a missing one), another project's admin gets 404; the quality tab and API show a
+machine, and each version it judged with."""
 from __future__ import annotations
 
 import pytest
@@ -54,12 +55,19 @@ def test_versions_names_and_templates_are_checked(project_factory, member, api_c
 
 def test_the_quality_tab_and_api_show_a_machine_against_people(project_factory, member, api_client, client):
     project = project_factory(mode="pairwise", responses_per_task=2, overlap=2)
-    [task] = tasks_with_responses(project, {"q": ["long answer", "short"]})
+    first, second = tasks_with_responses(project, {"q": ["long answer", "short"], "r": ["long answer", "short"]})
     admin, person, bot = member(project, "admin"), member(project, "annotator"), member(project, "annotator")
-    judge(task, person, [[0], [1]])
-    judge(task, bot, [[0], [1]], source="machine:judge", counts_for_overlap=False, machine={"consistent": True})
+    old, new = _endpoint(project, "old-judge"), _endpoint(project, "new-judge")
+    judge(first, person, [[0], [1]]), judge(second, person, [[0], [1]])
+    # The old version agreed with the person, the new one (after the admin switched) did not.
+    judge(first, bot, [[0], [1]], source="machine:judge", counts_for_overlap=False,
+          machine={"consistent": True, "version": old.pk})
+    judge(second, bot, [[1], [0]], source="machine:judge", counts_for_overlap=False,
+          machine={"consistent": True, "version": new.pk})
     [row] = api_client(admin).get(f"/api/projects/{project.slug}/quality/", {"rounds": 0}).json()["machines"]
-    assert (row["source"], row["items"], row["agreement_with_ties"], row["order_consistency"]) == ("machine:judge", 1, 1.0, 1.0)
+    assert (row["source"], row["items"], row["agreement_with_ties"], row["order_consistency"]) == ("machine:judge", 2, 0.5, 1.0)
+    assert [(v["version"], v["items"], v["agreement_with_ties"]) for v in row["versions"]] == [(old.pk, 1, 1.0), (new.pk, 1, 0.0)]
     client.force_login(admin)
     page = client.get(f"/dashboard/{project.slug}/").content.decode()
     assert 'id="machine-annotators"' in page and "machine:judge" in page
+    assert f"version {old.pk}" in page and f"version {new.pk}" in page

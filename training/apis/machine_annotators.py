@@ -31,7 +31,8 @@ class MachineAnnotatorOutputSerializer(serializers.ModelSerializer):
 
 class MachineAnnotatorInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64, help_text="Lower-case letters, digits, '.', '_' or '-'.")
-    version = serializers.IntegerField(help_text="A registered endpoint version the project may use.")
+    version = serializers.IntegerField(help_text="A registered endpoint version the project may use, or a ready "
+                                                 "reward version of the project's own (it ranks by reward).")
     judge_prompt = serializers.CharField(required=False, max_length=20000, trim_whitespace=False, help_text=(
         "The judge template with {prompt}, {response_a}, {response_b} and optionally {instructions}; "
         "default: the project mode's."))

@@ -33,6 +33,18 @@ def best_of(rewards: Sequence[float]) -> tuple[int, float]:
     return top, 1.0 / norm
 
 
+def reward_ranking(ids: Sequence[Hashable], rewards: Sequence[float]) -> list[list[Hashable]]:
+    """Tie groups of ids, highest reward first; only exactly equal rewards tie (a reward model has no
+    "unsure" band of its own: how sure it is lies in best_of's probability). Shape: ids [K], rewards [K]
+    -> [[id, ...], ...]."""
+    if len(ids) != len(rewards):
+        raise ValueError("ids and rewards differ in length")
+    groups: dict[float, list[Hashable]] = {}
+    for i in sorted(range(len(ids)), key=lambda i: -rewards[i]):
+        groups.setdefault(rewards[i], []).append(ids[i])
+    return list(groups.values())
+
+
 def pair_predictions(scores: dict[Hashable, float], ranking: Sequence[Sequence[Hashable]]) -> list[tuple[float, bool]]:
     """For every pair the person decided (labeling.ranking.ranking_pairs: ties decide none), the
     model's confidence in the side it prefers and whether the person chose that side:

@@ -1,5 +1,5 @@
-"""Machine annotators: a chat model (a registered endpoint version the project may use) that judges the
-project's tasks through the same queue as people, as its own bot user.
+"""Machine annotators: a chat model (a registered endpoint version the project may use), or a reward model
+of the project's own, that judges the project's tasks through the same queue as people, as its own bot user.
 
 It asks the judge about every response pair in both orders (training.ml.judge): an inconsistent pair is a
 tie, and both replies stay with the judgment (Judgment.rationale and Judgment.machine). Its judgments carry
@@ -7,19 +7,26 @@ source "machine:<name>", so no human measure, label model, export or training sn
 asked for by that name; labeling.selectors.machine_quality measures them against the people. By default it
 takes no overlap seat (Assignment.holds_seat): it judges beside the people, tasks they completed included,
 and never keeps a task from one. A request that fails for good (after the endpoint client's retries of
-429s, 5xx and timeouts) releases its leases, is kept as last_error, and stops the work.
+429s, 5xx and timeouts) releases its leases, is kept as last_error, and stops the work. A reward model
+instead scores the task's responses (training.services.reward.reward_task_scores) and ranks them by reward;
+its judge_prompt is kept but unused.
+
+One batch at a time per machine: a batch claims MachineAnnotator.working_until, so a redelivered message
+and a re-sent one never both call the endpoint (and never both lease tasks for its one bot user).
 """
 from __future__ import annotations
 
 import logging
 import re
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from config.tasks_send import task_send_on_commit
 from labeling.models import MACHINE_SOURCE_PREFIX, Membership, Project, Response
@@ -27,13 +34,18 @@ from labeling.services.assignment import Verdict, assignments_release, judgment_
 from labeling.services.projects import membership_set
 from training.models import MachineAnnotator, ModelVersion
 from training.selectors.data import prompt_rm_text
-from training.selectors.versions import model_version_list
+from training.selectors.machine_annotators import machine_annotator_versions
 from training.services.endpoints import endpoint_judge_replies, is_endpoint_version
+from training.services.reward import reward_task_scores
 
 logger = logging.getLogger(__name__)
 
 WORK_TASK = "training.tasks.machine_annotator_work"
 WORK_BATCH = 20  # tasks per task message: a batch ends well inside the task's time limit, then re-sends itself
+WORK_SOFT_TIME_LIMIT_S = 1800
+# The task's hard limit, and so how long a batch's claim can stand: the worker kills a batch by then, and
+# a claim left by a killed (or lost) one lapses with it, so the next message works again.
+WORK_TIME_LIMIT_S = WORK_SOFT_TIME_LIMIT_S + 60
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")  # it becomes the judgments' source: "machine:<name>"
 LAST_ERROR_MAX_CHARS = 2000
 UPDATABLE = ("version_id", "judge_prompt", "takes_overlap_seats", "enabled")
@@ -51,14 +63,15 @@ def _judge_mode_check(project: Project) -> None:
 
 
 def _version_clean(*, project: Project, version_id: object) -> ModelVersion:
-    """The endpoint version the project may use (its own or a shared one). A missing id, another
-    project's version and a version that is no endpoint get the same answer: nothing tells them apart."""
-    version = None
+    """One of machine_annotator_versions (the rule the console offers too). A missing id, another
+    project's version and a version that is neither get the same answer: nothing tells them apart."""
     if isinstance(version_id, int) and not isinstance(version_id, bool):
-        version = model_version_list(project=project).filter(pk=version_id, status=ModelVersion.Status.READY).first()
-    if not is_endpoint_version(version):
-        raise ValidationError({"version": "no endpoint version with this id in the project (register one under endpoints/)"})
-    return version
+        for versions in machine_annotator_versions(project=project).values():
+            found = next((v for v in versions if v.pk == version_id), None)
+            if found is not None:
+                return found
+    raise ValidationError({"version": "no endpoint or reward version with this id in the project "
+                                      "(register an endpoint under endpoints/, or train a reward model)"})
 
 
 def _prompt_clean(judge_prompt: object) -> str:
@@ -164,7 +177,40 @@ def machine_annotator_run(*, machine: MachineAnnotator) -> None:
 def machine_annotator_work(*, machine_id: int, max_tasks: int) -> dict[str, Any]:
     """Judge up to max_tasks tasks as the machine's bot user, then queue the next batch while tasks
     remain. Idempotent: a redelivered message finds the same held leases, and a judgment's key is its
-    assignment's, so a task is never judged twice. {"judged": n, "reason": why it stopped}."""
+    assignment's, so a task is never judged twice. While another message's batch holds the machine's
+    claim it returns at once ("busy"): that batch goes on, and re-sends itself. {"judged": n, "reason":
+    why it stopped}."""
+    claim = _work_claim(machine_id=machine_id)
+    if claim is None:
+        exists = MachineAnnotator.objects.filter(pk=machine_id).exists()
+        return {"judged": 0, "reason": "busy" if exists else "disabled"}
+    try:
+        result = _work_batch(machine_id=machine_id, max_tasks=max_tasks)
+    finally:
+        # Only its own claim: one that lapsed meanwhile may be another batch's now.
+        MachineAnnotator.objects.filter(pk=machine_id, working_until=claim).update(working_until=None)
+    if result["reason"] == "batch" and MachineAnnotator.objects.filter(pk=machine_id, enabled=True).exists():
+        # Sent after the claim is let go, so the next batch finds it free.
+        task_send_on_commit(WORK_TASK, machine_id=machine_id, max_tasks=max_tasks)
+    return result
+
+
+def _work_claim(*, machine_id: int) -> datetime | None:
+    """Claim the machine for one batch: its working_until, set in a short transaction under the row's
+    lock (a row another message is claiming is skipped, not waited for). The claim's time, or None when
+    the machine is gone or another batch holds an unexpired claim."""
+    now = timezone.now()
+    with transaction.atomic():
+        machine = (MachineAnnotator.objects.select_for_update(skip_locked=True).filter(pk=machine_id)
+                   .only("pk", "working_until").first())
+        if machine is None or (machine.working_until is not None and machine.working_until > now):
+            return None
+        machine.working_until = now + timedelta(seconds=WORK_TIME_LIMIT_S)
+        machine.save(update_fields=["working_until"])
+        return machine.working_until
+
+
+def _work_batch(*, machine_id: int, max_tasks: int) -> dict[str, Any]:
     machine = (MachineAnnotator.objects.select_related("project", "version", "user")
                .filter(pk=machine_id).first())
     if machine is None or not machine.enabled or machine.project.deleted_at is not None:
@@ -178,20 +224,23 @@ def machine_annotator_work(*, machine_id: int, max_tasks: int) -> dict[str, Any]
             return {"judged": judged, "reason": nxt.reason}
         try:
             _assignment_judge(machine=machine, assignment=nxt.assignment)
-        except EndpointError as exc:
+        except (EndpointError, ValidationError) as exc:  # ValidationError: a reward version's files gone, say
             # The tasks go back to the pool (a seat-holder's seats with them); the admin reads why and runs it again.
             assignments_release(project=machine.project, annotator=machine.user)
-            MachineAnnotator.objects.filter(pk=machine.pk).update(last_error=str(exc)[:LAST_ERROR_MAX_CHARS])
-            logger.warning("machine annotator %s stopped: %s", machine.pk, exc)
+            why = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            MachineAnnotator.objects.filter(pk=machine.pk).update(last_error=why[:LAST_ERROR_MAX_CHARS])
+            logger.warning("machine annotator %s stopped: %s", machine.pk, why)
             return {"judged": judged, "reason": "error"}
         judged += 1
-    if MachineAnnotator.objects.filter(pk=machine.pk, enabled=True).exists():
-        task_send_on_commit(WORK_TASK, machine_id=machine.pk, max_tasks=max_tasks)
     return {"judged": judged, "reason": "batch"}
 
 
 def _assignment_judge(*, machine: MachineAnnotator, assignment) -> None:
-    """Ask the judge about every pair of the task in both orders, and submit the ranking they give."""
+    """Ask the judge about every pair of the task in both orders, and submit the ranking they give (a
+    reward version: _assignment_score)."""
+    if not is_endpoint_version(machine.version):
+        _assignment_score(machine=machine, assignment=assignment)
+        return
     from training.ml.judge import judge_pairs, judge_text, pair_judgment, pairs_ranking, pairs_rationale
 
     shown = list(assignment.shown_order)
@@ -208,4 +257,24 @@ def _assignment_judge(*, machine: MachineAnnotator, assignment) -> None:
         source=machine_source(machine=machine),
         machine={"consistent": all(p.status == "consistent" for p in judged), "version": machine.version_id,
                  "pairs": [p.as_dict() for p in judged]},
+    )
+
+
+def _assignment_score(*, machine: MachineAnnotator, assignment) -> None:
+    """Score the task's responses with the reward version and submit them ranked by reward, with the
+    scores and P(its pick is best) (softmax of the rewards: sigmoid of the margin for two responses)."""
+    from training.ml.calibration import best_of, reward_ranking
+
+    scores = reward_task_scores(version=machine.version, task=assignment.task)
+    ids, rewards = [rid for rid, _ in scores], [r for _, r in scores]
+    top, probability = best_of(rewards)
+    judgment_submit(
+        assignment=assignment, annotator=machine.user, idempotency_key=f"machine-{machine.pk}-{assignment.pk}",
+        verdict=Verdict(ranking=reward_ranking(ids, rewards),
+                        rationale=f"reward model {machine.version.name}: " + ", ".join(f"{rid}: {r:.4f}" for rid, r in scores)),
+        source=machine_source(machine=machine),
+        # A reward model scores each response alone, so the order it is shown in cannot sway it: there is
+        # no order swap to ask, and its verdict is consistent by construction.
+        machine={"consistent": True, "version": machine.version_id, "kind": "reward",
+                 "scores": [[rid, r] for rid, r in scores], "pick": ids[top], "probability": probability},
     )

@@ -14,12 +14,13 @@ from django.core.exceptions import ValidationError
 from django.conf import settings
 
 from config.tasks_send import task_send_on_commit
-from labeling.models import Project
+from labeling.models import Project, TaskResponse
 from training import plan
 from training.runspec import trainer_config
 from training.dataset import reward_groups
 from training.ml.preference_file import PAIR_FIELDS
 from training.models import ModelVersion, TrainingRun
+from training.selectors.data import prompt_rm_text
 from training.selectors.versions import model_version_promoted_get, prompt_key, reward_base_get, version_trained_prompts
 from training.services.execution import RunReporter, run_execute, threads_set
 from training.services.groups import group_size, group_train
@@ -141,9 +142,10 @@ def _mixed_groups(run: TrainingRun, snapshot_ids: Sequence[int]) -> tuple[list[d
     return groups, facts
 
 
-# The reward model a web process scores with (suggestions): loading one costs seconds, a score
-# milliseconds, and a project has one promoted version at a time, so one stays loaded. Keyed by the
-# version and its folder, so a re-registered folder is loaded afresh.
+# The reward models a process scores with (a web process's suggestions, a worker's reward-model machine
+# annotators): loading one costs seconds, a score milliseconds, and a project has one promoted version at
+# a time, so the few in use stay loaded. Keyed by the version and its folder, so a re-registered folder is
+# loaded afresh.
 _LOADED: dict[tuple[int, str], tuple[Any, Any, Any]] = {}
 _LOADED_LOCK = threading.Lock()
 LOADED_MAX = 2
@@ -166,6 +168,19 @@ def reward_model_loaded(*, version: ModelVersion) -> tuple[Any, Any, Any]:
         while len(_LOADED) > LOADED_MAX:
             _LOADED.pop(next(iter(_LOADED)))
         return loaded
+
+
+def reward_task_scores(*, version: ModelVersion, task) -> list[tuple[int, float]]:
+    """(response id, reward) of a task's responses in its slot order, on the reward model's own view of
+    the prompt: what a suggestion and a reward-model machine annotator both judge by."""
+    from training.ml.reward.artifact import score
+
+    slots = list(TaskResponse.objects.filter(task_id=task.pk).order_by("position")
+                 .values_list("response_id", "response__text"))
+    model, tokenizer, config = reward_model_loaded(version=version)
+    rewards = score(model, tokenizer, [prompt_rm_text(task.prompt)] * len(slots), [text for _, text in slots],
+                    max_length=config.max_length)
+    return [(rid, float(r)) for (rid, _), r in zip(slots, rewards)]
 
 
 EVALUATION_NAME_MAX = 64

@@ -8,12 +8,11 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractUser
 from django.db import IntegrityError, transaction
 
-from labeling.models import MACHINE_SOURCE_PREFIX, Judgment, TaskResponse
+from labeling.models import MACHINE_SOURCE_PREFIX, Judgment
 from training.models import ModelVersion, Suggestion
-from training.selectors.data import prompt_rm_text
 from training.selectors.suggestions import suggestion_judgment_check
 from training.selectors.versions import model_version_promoted_get
-from training.services.reward import reward_model_loaded
+from training.services.reward import reward_task_scores
 
 
 class SuggestionUnavailable(Exception):
@@ -39,7 +38,7 @@ def suggestion_for_judgment(*, judgment: Judgment, user: AbstractUser) -> Sugges
     if not judgment.ranking or judgment.annotator_id is None or judgment.source.startswith(MACHINE_SOURCE_PREFIX):
         # Only a person's judgment from the labeling page measures the deployed model online.
         raise SuggestionUnavailable("Suggestions are for people's judgments with a ranking.")
-    scores = _task_scores(judgment=judgment, version=version)
+    scores = reward_task_scores(version=version, task=judgment.task)
     from training.ml.calibration import best_of
 
     top, probability = best_of([r for _, r in scores])
@@ -50,15 +49,3 @@ def suggestion_for_judgment(*, judgment: Judgment, user: AbstractUser) -> Sugges
                 probability=probability, human_ranking=judgment.ranking)
     except IntegrityError:  # two requests at once: the first one's stands
         return Suggestion.objects.select_related("version").get(judgment=judgment)
-
-
-def _task_scores(*, judgment: Judgment, version: ModelVersion) -> list[tuple[int, float]]:
-    """(response id, reward) in the task's slot order, on the reward model's own view of the prompt."""
-    from training.ml.reward.artifact import score
-
-    slots = list(TaskResponse.objects.filter(task_id=judgment.task_id).order_by("position")
-                 .values_list("response_id", "response__text"))
-    model, tokenizer, config = reward_model_loaded(version=version)
-    prompt = prompt_rm_text(judgment.task.prompt)
-    rewards = score(model, tokenizer, [prompt] * len(slots), [text for _, text in slots], max_length=config.max_length)
-    return [(rid, float(r)) for (rid, _), r in zip(slots, rewards)]

@@ -1,12 +1,12 @@
-"""training.ml.calibration by hand: the pick's probability, the pair predictions against a person's
-ranking, and the expected calibration error."""
+"""training.ml.calibration by hand: the pick's probability, a ranking by reward, the pair predictions
+against a person's ranking, and the expected calibration error."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from training.ml.calibration import best_of, expected_calibration_error, pair_predictions, sigmoid
+from training.ml.calibration import best_of, expected_calibration_error, pair_predictions, reward_ranking, sigmoid
 
 
 def test_the_pick_of_two_is_the_bradley_terry_probability_and_of_k_the_softmax():
@@ -14,6 +14,13 @@ def test_the_pick_of_two_is_the_bradley_terry_probability_and_of_k_the_softmax()
     assert top == 1 and p == pytest.approx(sigmoid(0.8)) and p == pytest.approx(1 / (1 + math.exp(-0.8)))
     top, p = best_of([0.0, math.log(2), math.log(5)])  # exp: 1, 2, 5
     assert top == 2 and p == pytest.approx(5 / 8)
+
+
+def test_a_ranking_by_reward_ties_only_exactly_equal_rewards():
+    assert reward_ranking([10, 11, 12, 13], [0.5, 2.0, 0.5, 0.5000001]) == [[11], [13], [10, 12]]
+    assert reward_ranking(["a", "b"], [-1.0, -1.0]) == [["a", "b"]]
+    with pytest.raises(ValueError):
+        reward_ranking([1, 2], [0.0])
 
 
 def test_pair_predictions_are_the_model_s_confidence_in_its_side_and_whether_the_person_took_it():
