@@ -33,12 +33,19 @@ did without to reach random's final mean accuracy (linear between rounds; null i
 0 when it needed as many; random's own is above 0 when its curve reached that level before its last round,
 the plateau to read the others against)}}, the settings, and seconds. The scores it stores are symmetric in
 the two answers, so knowing which one was chosen (the bench keeps it to simulate the annotator) leaks nothing.
+
+--svg PATH also draws the curve (mean accuracy against labels, one line per strategy, the seeds' 95% band
+when the JSON has it) as a self-contained SVG; --from-json PATH --svg PATH re-plots a saved result
+without running anything (no database, no model):
+
+    .venv/bin/python bench/active_learning.py --from-json var/bench/al_bench2.json --svg docs/active_learning.svg
 """
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import math
 import os
 import random
 import sys
@@ -46,6 +53,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
+from xml.sax.saxutils import escape, quoteattr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,7 +72,7 @@ class ActiveLearningError(SystemExit):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", action="append", required=True, help="{id, prompt, chosen, rejected} JSONL(.gz); repeatable")
+    parser.add_argument("--data", action="append", help="{id, prompt, chosen, rejected} JSONL(.gz); repeatable (required unless --from-json)")
     parser.add_argument("--pool", type=int, default=600, help="pairs annotators may label")
     parser.add_argument("--eval-pairs", type=int, default=300, help="held-out pairs (prompts never labeled)")
     parser.add_argument("--rounds", type=int, default=5)
@@ -77,7 +85,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument("--svg", default=None, help="also draw the accuracy-against-labels curve here (SVG)")
+    parser.add_argument("--from-json", default=None, help="re-plot a saved result (needs --svg); runs nothing")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        if not args.svg:
+            raise ActiveLearningError("--from-json only re-plots: give --svg PATH")
+        return args
+    if not args.data:
+        raise ActiveLearningError("--data is required (unless --from-json)")
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not set(args.strategies) <= set(STRATEGIES) or "random" not in args.strategies:
         raise ActiveLearningError(f"--strategies must name random and any of {', '.join(STRATEGIES[1:])}")
@@ -260,8 +276,120 @@ def summarise(curves: dict[str, list[list[tuple[int, float]]]]) -> dict[str, Any
     return out
 
 
+SERIES_COLORS = ("#555555", "#d95f02", "#1b9e77", "#7570b3", "#e7298a")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def curves_from_result(result: Any, source: str = "the result") -> dict[str, dict[str, list]]:
+    """{strategy: {"labels", "accuracy_mean", "accuracy_ci95" (or None)}} from a result's "strategies",
+    checked; a clear ActiveLearningError when it is not a result of this bench."""
+    strategies = result.get("strategies") if isinstance(result, dict) else None
+    if not isinstance(strategies, dict) or not strategies:
+        raise ActiveLearningError(f"{source} has no \"strategies\" object: not a result of this bench")
+    out = {}
+    for name, stats in strategies.items():
+        if not isinstance(stats, dict):
+            raise ActiveLearningError(f"{source}: strategy {name!r} is not an object")
+        labels, mean, ci = stats.get("labels"), stats.get("accuracy_mean"), stats.get("accuracy_ci95")
+        if not (isinstance(labels, list) and isinstance(mean, list) and labels and len(labels) == len(mean)
+                and all(map(_number, labels + mean))):
+            raise ActiveLearningError(f"{source}: strategy {name!r} needs \"labels\" and \"accuracy_mean\", "
+                                      "equally long lists of numbers")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == len(mean) and all(
+                isinstance(pair, list) and len(pair) == 2 and all(map(_number, pair)) for pair in ci)):
+            raise ActiveLearningError(f"{source}: strategy {name!r} has an \"accuracy_ci95\" that is not "
+                                      "one [low, high] per point")
+        out[str(name)] = {"labels": labels, "accuracy_mean": mean, "accuracy_ci95": ci}
+    return out
+
+
+def curve_svg(curves: dict[str, dict[str, list]], title: str, width: int = 640, height: int = 380) -> str:
+    """Mean accuracy against labels, one <path> per strategy, its 95% band (when given) a <polygon>
+    behind it; axes with ticks and labels, a legend. Standalone: styles inline, text escaped.
+    (training.charts.curve_svg draws one unbanded series styled by the page's CSS, hence this one.)"""
+    left, right, top, bottom = 58, 150, 34, 48
+    xs = [x for c in curves.values() for x in c["labels"]]
+    ys = [y for c in curves.values() for y in c["accuracy_mean"] + [v for pair in c["accuracy_ci95"] or [] for v in pair]]
+    x0, x1 = min(0, min(xs)), max(xs)
+    y0, y1 = min(ys), max(ys)
+    step = 0.01 if y1 - y0 <= 0.15 else 0.05 if y1 - y0 <= 0.5 else 0.1
+    y0, y1 = math.floor(y0 / step) * step, math.ceil(y1 / step) * step
+    if y1 - y0 < step:
+        y1 = y0 + step
+    y0, y1 = max(y0, 0.0) if y0 >= -1e-9 else y0, min(y1, 1.0) if y1 <= 1 + 1e-9 else y1
+    pw, ph = width - left - right, height - top - bottom
+    sx = lambda x: left + (x - x0) / max(x1 - x0, 1e-12) * pw  # noqa: E731
+    sy = lambda y: top + ph - (y - y0) / max(y1 - y0, 1e-12) * ph  # noqa: E731
+    font = 'font-family="sans-serif" font-size="12"'
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" role="img" aria-label={quoteattr(title)}><title>{escape(title)}</title>',
+             f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+             f'<text x="{left}" y="{top - 12}" font-family="sans-serif" font-size="14">{escape(title)}</text>']
+    ticks = round((y1 - y0) / step)
+    stride = max(1, math.ceil(ticks / 8))
+    for i in range(0, ticks + 1, stride):
+        y = y0 + i * step
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#e5e5e5"/>'
+                     f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" {font} text-anchor="end">{100 * y:.0f}%</text>')
+    for x in sorted(set(xs) | {x0}):
+        parts.append(f'<text x="{sx(x):.1f}" y="{top + ph + 16}" {font} text-anchor="middle">{x:g}</text>')
+    parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999999"/>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 10}" {font} text-anchor="middle">labels</text>')
+    parts.append(f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" {font} text-anchor="middle">'
+                 'held-out accuracy (mean over seeds)</text>')
+    for i, (name, c) in enumerate(curves.items()):
+        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+        points = list(zip(c["labels"], c["accuracy_mean"]))
+        if c["accuracy_ci95"]:
+            ring = [(x, hi) for x, (_, hi) in zip(c["labels"], c["accuracy_ci95"])]
+            ring += [(x, lo) for x, (lo, _) in reversed(list(zip(c["labels"], c["accuracy_ci95"])))]
+            parts.append(f'<polygon class="band" data-strategy={quoteattr(name)} fill="{color}" fill-opacity="0.12" '
+                         f'stroke="none" points="{" ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in ring)}"/>')
+        d = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y) in enumerate(points))
+        parts.append(f'<path class="line" data-strategy={quoteattr(name)} d="{d}" fill="none" stroke="{color}" '
+                     f'stroke-width="2"/>')
+        parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>' for x, y in points)
+        ly = top + 10 + 20 * i
+        parts.append(f'<line x1="{left + pw + 14}" x2="{left + pw + 36}" y1="{ly}" y2="{ly}" stroke="{color}" '
+                     f'stroke-width="2"/><text x="{left + pw + 42}" y="{ly + 4}" {font}>{escape(name)}</text>')
+    if any(c["accuracy_ci95"] for c in curves.values()):
+        ly = top + 10 + 20 * len(curves)
+        parts.append(f'<rect x="{left + pw + 14}" y="{ly - 6}" width="22" height="12" fill="#555555" '
+                     f'fill-opacity="0.12"/><text x="{left + pw + 42}" y="{ly + 4}" {font}>95% interval</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def svg_write(result: dict[str, Any], path: str, source: str = "the result") -> None:
+    curves = curves_from_result(result, source)
+    seeds = result.get("seeds")
+    title = "Held-out reward accuracy against labels" + (f" ({seeds} seeds)" if _number(seeds) else "")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(curve_svg(curves, title), encoding="utf-8")
+
+
+def replot(args: argparse.Namespace) -> dict[str, Any]:
+    """--from-json: read a saved result, draw it; nothing runs, the database is not opened."""
+    try:
+        result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ActiveLearningError(f"--from-json {args.from_json}: cannot read it ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ActiveLearningError(f"--from-json {args.from_json}: not JSON ({exc})") from None
+    svg_write(result, args.svg, f"--from-json {args.from_json}")
+    progress({"step": "plotted", "from": args.from_json, "svg": args.svg})
+    emit(result, args.json)
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.from_json is not None:
+        return replot(args)
     import django
 
     django.setup()
@@ -280,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seconds": {"embed": embed_seconds, "total": round(time.perf_counter() - started, 1)},
     }
     emit(result, args.json)
+    if args.svg:
+        svg_write(result, args.svg)
     return result
 
 

@@ -20,6 +20,12 @@ from the last user turn in MT-Bench's pairwise layout (training.ml.judge.PAIR_LA
     first      always "A", the answer shown first: every order swap disagrees
     unsure     "Both are fine." (names neither answer)
 
+A rating question (one answer in training.ml.judge.RATING_LAYOUT, asked where the project enables Likert
+ratings or flags) gets "No rating." unless the name ends in "+rate" (/script/longer+rate/): then the
+verdict script answers the pair questions as before and every rating question gets one line of JSON,
+{"likert": L, "flags": ["hallucination", "not_a_flag"]}, L = min(7, 1 + len(answer) // 10) (longer
+answers rate higher; "not_a_flag" is no project's flag, for the parser to drop).
+
 GET /_requests lists every chat request seen (path, the Authorization header, the body). With
 --key, a request without `Authorization: Bearer <key>` gets 401, as OpenAI answers.
 """
@@ -79,9 +85,20 @@ _ANSWER = {label: re.compile(rf"\[The Start of Assistant {label}'s Answer\]\n(.*
                              re.S) for label in "AB"}
 
 
+_RATED = re.compile(r"\[The Start of the Assistant's Answer\]\n(.*?)\n\[The End of the Assistant's Answer\]", re.S)
+RATE_OPTION = "+rate"
+RATE_FLAGS = ["hallucination", "not_a_flag"]
+
+
 def scripted_verdict(script: str, messages: list[dict]) -> str:
-    """The scripted judge's reply to a judge prompt (see the module docstring)."""
+    """The scripted judge's reply to a judge prompt or a rating question (see the module docstring)."""
     text = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+    script, rates = script.removesuffix(RATE_OPTION), script.endswith(RATE_OPTION)
+    rated = _RATED.search(text)
+    if rated:
+        if not rates:
+            return "No rating."
+        return json.dumps({"likert": min(7, 1 + len(rated.group(1)) // 10), "flags": RATE_FLAGS})
     found = {label: pattern.search(text) for label, pattern in _ANSWER.items()}
     a, b = (found[label].group(1) if found[label] else "" for label in "AB")
     if script == "longer":

@@ -26,8 +26,11 @@ def test_tiny_run_end_to_end(tmp_path, bert_dir):
     out = tmp_path / "result.json"
     result = active_learning.main(["--data", _write(tmp_path / "pairs.jsonl.gz", 40), "--pool", "24", "--rounds", "3",
                                    "--per-round", "5", "--eval-pairs", "10", "--seeds", "2", "--heads", "3",
-                                   "--base", str(bert_dir), "--max-length", "32", "--threads", "1", "--json", str(out)])
+                                   "--base", str(bert_dir), "--max-length", "32", "--threads", "1", "--json", str(out), "--svg", str(tmp_path / "curve.svg")])
     assert json.loads(out.read_text()) == result
+    import xml.etree.ElementTree as ET
+    lines = ET.parse(tmp_path / "curve.svg").getroot().findall("{http://www.w3.org/2000/svg}path")
+    assert [p.get("data-strategy") for p in lines] == ["random", "uncertainty", "disagreement"]
     assert (result["pool"], result["eval_pairs"], result["seeds"]) == (24, 10, 2)
     assert set(result["strategies"]) == {"random", "uncertainty", "disagreement"}
     for name, s in result["strategies"].items():
@@ -64,3 +67,66 @@ def test_labels_saved_interpolates_and_is_null_when_never_reached():
 def test_refusals(tmp_path, argv, message):
     with pytest.raises(SystemExit, match=message):
         active_learning.main(["--data", _write(tmp_path / "p.jsonl.gz", 4), *argv])
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _saved(path, strategies: dict) -> str:
+    path.write_text(json.dumps({"seeds": 3, "strategies": strategies}))
+    return str(path)
+
+
+def _curve(labels, means, ci=True) -> dict:
+    out = {"labels": labels, "accuracy_mean": means}
+    if ci:
+        out["accuracy_ci95"] = [[m - 0.02, m + 0.03] for m in means]
+    return out
+
+
+def test_from_json_replots_without_the_database(tmp_path):
+    """No django_db mark: pytest-django refuses any query, so a re-plot that touched the database fails."""
+    import xml.etree.ElementTree as ET
+
+    saved = _saved(tmp_path / "r.json", {
+        "random": _curve([10, 20, 30], [0.55, 0.57, 0.58]),
+        "uncertainty": _curve([10, 20, 30], [0.55, 0.56, 0.6]),
+        "dis<agree>&ment": _curve([10, 20, 30], [0.55, 0.58, 0.61], ci=False),  # escaped; no band
+    })
+    out = tmp_path / "plots" / "curve.svg"
+    result = active_learning.main(["--from-json", saved, "--svg", str(out)])
+    assert set(result["strategies"]) == {"random", "uncertainty", "dis<agree>&ment"}
+    root = ET.parse(out).getroot()  # well-formed
+    assert root.tag == SVG + "svg"
+    lines = root.findall(f"{SVG}path")
+    assert [p.get("data-strategy") for p in lines] == ["random", "uncertainty", "dis<agree>&ment"]
+    assert all(p.get("d").count("L") == 2 for p in lines)  # one vertex per round
+    assert [b.get("data-strategy") for b in root.findall(f"{SVG}polygon")] == ["random", "uncertainty"]
+    texts = {t.text for t in root.iter(SVG + "text")}
+    assert {"labels", "random", "uncertainty", "dis<agree>&ment", "95% interval"} <= texts
+    assert "dis<agree>" not in out.read_text()  # escaped in the markup
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read it"),
+    ("{not json", "not JSON"),
+    (json.dumps([1, 2]), "no \"strategies\" object"),
+    (json.dumps({"strategies": {"random": {"labels": [1, 2], "accuracy_mean": [0.5]}}}), "equally long lists"),
+    (json.dumps({"strategies": {"random": {"labels": [1], "accuracy_mean": ["x"]}}}), "equally long lists"),
+    (json.dumps({"strategies": {"random": {"labels": [1], "accuracy_mean": [0.5], "accuracy_ci95": [0.4]}}}),
+     "one \\[low, high\\] per point"),
+])
+def test_a_bad_saved_result_is_refused_clearly(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit, match=message):
+        active_learning.main(["--from-json", str(path), "--svg", str(tmp_path / "c.svg")])
+    assert not (tmp_path / "c.svg").exists()
+
+
+def test_from_json_needs_svg_and_a_run_needs_data(tmp_path):
+    with pytest.raises(SystemExit, match="give --svg"):
+        active_learning.main(["--from-json", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit, match="--data is required"):
+        active_learning.main(["--pool", "4"])

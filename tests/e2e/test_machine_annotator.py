@@ -12,6 +12,7 @@ from django.utils import timezone
 from labeling.models import Assignment, Judgment
 from labeling.selectors.integrity import integrity_problems
 from labeling.selectors.machine_quality import machine_quality_report
+from labeling.selectors.quality import judgment_rows, safety_report
 from labeling.services.assignment import task_assign_next
 from tests.concurrency import run_threads
 from tests.endpoint_server import start_server
@@ -19,7 +20,7 @@ from tests.labeling.judging import submit, tasks_with_responses
 from tests.training.conftest import wait_for
 from training.models import MachineAnnotator
 from training.services.endpoints import endpoint_version_register
-from training.services.machine_annotators import machine_annotator_create, machine_annotator_work
+from training.services.machine_annotators import machine_annotator_create, machine_annotator_run, machine_annotator_work
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only]
 
@@ -39,8 +40,11 @@ def _loopback_allowed(settings):
     settings.PAIRWISE_ENDPOINT_ALLOWED_NETWORKS = LOOPBACK
 
 
-def _project(project_factory, mode="pairwise", k=2, overlap=1):
-    project = project_factory(mode=mode, responses_per_task=k, overlap=overlap)
+def _project(project_factory, mode="pairwise", k=2, overlap=1, rate=False, **fields):
+    """rate: the project asks for Likert ratings and flags, so the machine also asks one rating question
+    per response; off, the judge is asked the pair questions only (and the request counts say so)."""
+    project = project_factory(mode=mode, responses_per_task=k, overlap=overlap, likert_enabled=rate,
+                              flags_enabled=rate, **fields)
     answers = ["ok", "a fuller answer", "the fullest answer of them all"][:k]
     tasks = tasks_with_responses(project, {f"question {i}?": [answers[(i + j) % k] for j in range(k)] for i in range(4)})
     return project, tasks
@@ -93,6 +97,59 @@ def test_a_machine_judges_through_the_api_and_a_worker_past_429s_beside_people(
     assert integrity_problems(project=project) == []
     [row] = machine_quality_report(project=project)
     assert row["items"] == len(tasks) and row["order_consistency"] == 1.0 and row["longer_wins"] == 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_where_the_project_asks_a_machine_rates_and_flags_each_response_apart_from_the_human_flag_rates(
+        project_factory, member, judge_server, celery_worker_factory):
+    worker = celery_worker_factory(PAIRWISE_ENDPOINT_ALLOWED_NETWORKS=LOOPBACK)
+    project, tasks = _project(project_factory, rate=True, custom_flags=[["too_long", "Longer than it needs to be"]])
+    person = member(project, "annotator")
+    prefix = f"/{uuid.uuid4().hex[:8]}/script/longer+rate"
+    machine = _machine(project, judge_server, prefix)
+    machine_annotator_run(machine=machine)
+
+    judged = lambda: Judgment.objects.filter(project=project, source="machine:judge").count() == len(tasks)  # noqa: E731
+    wait_for(judged, timeout=120, worker=worker, what="the machine judging and rating every task")
+    assert MachineAnnotator.objects.get(pk=machine.pk).last_error == ""
+    for judgment in Judgment.objects.filter(source="machine:judge"):
+        texts = dict(judgment.task.responses.values_list("pk", "text"))
+        assert _longest_first(judgment) and judgment.machine["consistent"]  # the ranking as without ratings
+        # The scripted rating: 1 + len // 10, and of its two flags only the project's own.
+        assert judgment.likert == {str(rid): min(7, 1 + len(t) // 10) for rid, t in texts.items()}
+        assert judgment.flags == {str(rid): ["hallucination"] for rid in texts}
+        rating = judgment.machine["rating"]
+        assert (rating["unparsed"], rating["likert_dropped"], rating["flags_dropped"]) == (0, 0, len(texts))
+        assert set(rating["replies"]) == {str(rid) for rid in texts}
+    # Per task: its pair in both orders, then each of its two responses alone, the project's flags listed.
+    seen = judge_server.requests(prefix)
+    assert len(seen) == 4 * len(tasks)
+    asks = [r["body"]["messages"][-1]["content"] for r in seen]
+    rating_asks = [text for text in asks if "[The Start of the Assistant's Answer]" in text]
+    assert len(rating_asks) == 2 * len(tasks)
+    assert all("- too_long: Longer than it needs to be" in text and "- hallucination: Hallucination" in text
+               for text in rating_asks)
+    # A person judges every task without flags: the flag rates per response source are the person's alone.
+    for _ in tasks:
+        assignment = task_assign_next(annotator=person, project=project).assignment
+        submit(assignment, person)
+    [row] = safety_report(project=project, rows=judgment_rows(project=project))
+    assert row["responses"] == 2 * len(tasks) and row["any_flag_rate"] == 0.0 and row["flags"] == []
+    assert integrity_problems(project=project) == []
+
+
+@pytest.mark.django_db
+def test_k_way_ratings_that_contradict_the_ranking_are_dropped_and_the_ranking_kept(project_factory, judge_server):
+    # shorter+rate ranks the shortest first but rates the longest highest: a person could not submit that.
+    project, _ = _project(project_factory, mode="rank", k=3, rate=True)
+    machine = _machine(project, judge_server, "/script/shorter+rate")
+    assert machine_annotator_work(machine_id=machine.pk, max_tasks=1)["judged"] == 1
+    [judgment] = Judgment.objects.filter(source="machine:judge")
+    lengths = dict(judgment.task.responses.values_list("pk", "text"))
+    assert [len(lengths[g[0]]) for g in judgment.ranking] == sorted(len(t) for t in lengths.values())
+    assert judgment.likert == {} and judgment.flags == {str(rid): ["hallucination"] for rid in lengths}
+    rating = judgment.machine["rating"]
+    assert rating["likert_contradicts_ranking"] and rating["likert_dropped"] == 3 and rating["flags_dropped"] == 3
 
 
 @pytest.mark.django_db

@@ -8,11 +8,16 @@ pair outcomes ranked by Copeland's rule (labeling.label_models.targets_ranking, 
 consensus uses). Used by the product's machine annotators (training.services.machine_annotators) and by
 bench/loop_judge.py.
 
+Where the project asks for Likert ratings and flags, each response is also asked about alone, once (a
+rating is pointwise: no order to swap): rating_text builds the question, parse_rating reads the one-line
+JSON reply, keeping only a Likert from 1 to 7 and the project's own flag keys and counting what it drops.
+
 A judge template is text with the placeholders {instructions} (the project's annotator instructions),
 {prompt}, {response_a} and {response_b}; a literal brace is written twice ({{ or }}).
 """
 from __future__ import annotations
 
+import json
 import re
 import string
 from dataclasses import dataclass
@@ -176,3 +181,70 @@ def pairs_rationale(pairs: Sequence[PairJudgment]) -> str:
                          for shown, reply in ((p.first, p.replies[0]), (p.second, p.replies[1])))
         lines.append(f"{p.first} vs {p.second} ({p.status}): {said}")
     return "\n".join(lines)
+
+
+RATING_MAX_TOKENS = 64  # {"likert": 5, "flags": [...]} with a few flag keys; a reply cut short is unparsable, not wrong
+LIKERT_MIN, LIKERT_MAX = 1, 7  # the range labeling's verdict_validate accepts from people
+# The rating question's layout: one answer, so the pairwise letter parser never reads it as a verdict.
+RATING_LAYOUT = (
+    "[User Question]\n{prompt}\n\n"
+    "[The Start of the Assistant's Answer]\n{response}\n[The End of the Assistant's Answer]"
+)
+
+
+def rating_text(*, prompt: str, response: str, instructions: str = "", likert: bool,
+                flags: Sequence[tuple[str, str]] = ()) -> str:
+    """The pointwise question about one response: its Likert rating (when likert) and which of `flags`
+    ((key, label) pairs: the project's flag_choices; empty when the project has flags off) apply, answered
+    as one line of JSON. Values are inserted as they are (no template is filled)."""
+    asks, shape = [], {}
+    if likert:
+        asks.append(f'"likert": the overall quality of the answer, an integer from {LIKERT_MIN} (very bad) to '
+                    f"{LIKERT_MAX} (excellent)")
+        shape["likert"] = 5
+    if flags:
+        asks.append('"flags": the keys of the statements below that are true of the answer (an empty list if '
+                    "none is)\n" + "\n".join(f"- {key}: {label}" for key, label in flags))
+        shape["flags"] = [flags[0][0]]
+    return (
+        "Please act as an impartial judge and evaluate the response of an AI assistant to the user question "
+        "displayed below.\n\n" + _INSTRUCTIONS_BLOCK.format(instructions=instructions.strip() or NO_INSTRUCTIONS)
+        + RATING_LAYOUT.replace("{prompt}", prompt.strip()).replace("{response}", response) + "\n\n"
+        + "Give:\n" + "\n".join(asks) + "\n\nReply with one line of JSON and nothing else, for example: "
+        + json.dumps(shape)
+    )
+
+
+@dataclass(frozen=True)
+class Rating:
+    """What one rating reply gave: likert None when it gave no usable one (or none was asked)."""
+
+    likert: int | None
+    flags: tuple[str, ...]
+    parsed: bool  # the reply held a JSON object
+    likert_dropped: bool  # a Likert was asked and the reply gave none in range
+    flags_dropped: int  # entries of its flag list that are not one of the project's flag keys
+
+
+_OBJECT = re.compile(r"\{.*\}", re.S)  # the outermost braces: a reply may wrap its JSON in prose or a code fence
+
+
+def parse_rating(reply: str, *, likert: bool, flag_keys: Sequence[str]) -> Rating:
+    """The Likert (an int from 1 to 7, only when asked) and the known flag keys (only when flag_keys)
+    of a rating reply. What the reply gets wrong is left out and counted, never guessed: a Likert out of
+    range, fractional or not a number; an unknown flag; a reply with no JSON object (nothing kept)."""
+    found = _OBJECT.search(reply or "")
+    try:
+        data = json.loads(found.group(0)) if found else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return Rating(None, (), parsed=False, likert_dropped=likert, flags_dropped=0)
+    value = data.get("likert")
+    ok = isinstance(value, int) and not isinstance(value, bool) and LIKERT_MIN <= value <= LIKERT_MAX
+    raw = data.get("flags") if flag_keys else None
+    named = [] if raw is None else raw if isinstance(raw, list) else [raw]  # a lone key, or junk: entry by entry
+    known = set(flag_keys)
+    kept = tuple(sorted({f for f in named if isinstance(f, str) and f in known}))
+    return Rating(value if likert and ok else None, kept, parsed=True, likert_dropped=likert and not ok,
+                  flags_dropped=sum(1 for f in named if not (isinstance(f, str) and f in known)))

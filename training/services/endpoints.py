@@ -117,10 +117,25 @@ def endpoint_judge_replies(*, version: ModelVersion, prompts: list, system_promp
     whatever sampling the version was registered with (a verdict, not a sample), at most
     training.ml.judge.JUDGE_MAX_TOKENS. Raises training.ml.endpoint.EndpointError when a request fails
     for good (after the client's retries of 429s, 5xx and timeouts)."""
-    from training.ml.endpoint import endpoint_generate
     from training.ml.judge import JUDGE_MAX_TOKENS
 
-    config = replace(endpoint_config_of(version=version, temperature=0.0, top_p=1.0, max_tokens=JUDGE_MAX_TOKENS),
+    return _greedy_replies(version=version, prompts=prompts, system_prompt=system_prompt, seed=seed,
+                           max_tokens=JUDGE_MAX_TOKENS)
+
+
+def endpoint_rating_replies(*, version: ModelVersion, prompts: list, seed: int | None = 0) -> list[str]:
+    """endpoint_judge_replies for rating questions (training.ml.judge.rating_text): a one-line JSON
+    reply needs more than a letter's tokens, up to training.ml.judge.RATING_MAX_TOKENS."""
+    from training.ml.judge import RATING_MAX_TOKENS
+
+    return _greedy_replies(version=version, prompts=prompts, system_prompt="", seed=seed, max_tokens=RATING_MAX_TOKENS)
+
+
+def _greedy_replies(*, version: ModelVersion, prompts: list, system_prompt: str, seed: int | None,
+                    max_tokens: int) -> list[str]:
+    from training.ml.endpoint import endpoint_generate
+
+    config = replace(endpoint_config_of(version=version, temperature=0.0, top_p=1.0, max_tokens=max_tokens),
                      temperature=0.0)
     replies = endpoint_generate(config, prompts, k=1, system_prompt=system_prompt, progress=None, seed=seed,
                                 policy=_policy())

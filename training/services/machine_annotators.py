@@ -11,6 +11,12 @@ and never keeps a task from one. A request that fails for good (after the endpoi
 instead scores the task's responses (training.services.reward.reward_task_scores) and ranks them by reward;
 its judge_prompt is kept but unused.
 
+Where the project enables Likert ratings or flags, a chat judge is also asked about each response alone
+(training.ml.judge.rating_text: the project's flags with their labels), and its ratings and flags go into the
+verdict, validated as a person's are; what a reply got wrong is left out and counted in Judgment.machine's
+"rating", and the judgment keeps its ranking. A reward version gives neither: a scalar reward is no Likert
+rating and names no flag.
+
 One batch at a time per machine: a batch claims MachineAnnotator.working_until, so a redelivered message
 and a re-sent one never both call the endpoint (and never both lease tasks for its one bot user).
 """
@@ -30,12 +36,14 @@ from django.utils import timezone
 
 from config.tasks_send import task_send_on_commit
 from labeling.models import MACHINE_SOURCE_PREFIX, Membership, Project, Response
-from labeling.services.assignment import Verdict, assignments_release, judgment_submit, task_assign_next
+from labeling.services.assignment import (
+    Verdict, assignments_release, judgment_submit, ranking_likert_contradiction, task_assign_next,
+)
 from labeling.services.projects import membership_set
 from training.models import MachineAnnotator, ModelVersion
 from training.selectors.data import prompt_rm_text
 from training.selectors.machine_annotators import machine_annotator_versions
-from training.services.endpoints import endpoint_judge_replies, is_endpoint_version
+from training.services.endpoints import endpoint_judge_replies, endpoint_rating_replies, is_endpoint_version
 from training.services.reward import reward_task_scores
 
 logger = logging.getLogger(__name__)
@@ -251,13 +259,46 @@ def _assignment_judge(*, machine: MachineAnnotator, assignment) -> None:
              for first, second in pairs for a, b in ((first, second), (second, first))]
     replies = endpoint_judge_replies(version=machine.version, prompts=asked)
     judged = [pair_judgment(first, second, replies[2 * i], replies[2 * i + 1]) for i, (first, second) in enumerate(pairs)]
+    ranking = pairs_ranking(shown, judged)
+    likert, flags, rating = _responses_rate(machine=machine, shown=shown, texts=texts, prompt=prompt, ranking=ranking)
     judgment_submit(
         assignment=assignment, annotator=machine.user, idempotency_key=f"machine-{machine.pk}-{assignment.pk}",
-        verdict=Verdict(ranking=pairs_ranking(shown, judged), rationale=pairs_rationale(judged)),
+        verdict=Verdict(ranking=ranking, likert=likert, flags=flags, rationale=pairs_rationale(judged)),
         source=machine_source(machine=machine),
         machine={"consistent": all(p.status == "consistent" for p in judged), "version": machine.version_id,
-                 "pairs": [p.as_dict() for p in judged]},
+                 "pairs": [p.as_dict() for p in judged], **({"rating": rating} if rating else {})},
     )
+
+
+def _responses_rate(*, machine: MachineAnnotator, shown: list[int], texts: dict[int, str], prompt: str,
+                    ranking: list[list[int]]) -> tuple[dict, dict, dict | None]:
+    """(likert, flags, what the judge said and what was dropped) from one rating question per response,
+    asked only for what the project enables ({}, {}, None when it enables neither)."""
+    from training.ml.judge import parse_rating, rating_text
+
+    project = machine.project
+    flag_choices = project.flag_choices if project.flags_enabled else []
+    if not project.likert_enabled and not flag_choices:
+        return {}, {}, None
+    asked = [rating_text(prompt=prompt, response=texts[rid], instructions=project.instructions,
+                         likert=project.likert_enabled, flags=flag_choices) for rid in shown]
+    replies = endpoint_rating_replies(version=machine.version, prompts=asked)
+    rated = [parse_rating(reply, likert=project.likert_enabled, flag_keys=[key for key, _ in flag_choices])
+             for reply in replies]
+    likert = {str(rid): r.likert for rid, r in zip(shown, rated) if r.likert is not None}
+    flags = {str(rid): list(r.flags) for rid, r in zip(shown, rated) if r.flags}
+    contradicted = (project.mode == Project.Mode.RANK and bool(likert)
+                    and ranking_likert_contradiction(ranking, likert) is not None)
+    summary = {
+        "replies": {str(rid): reply for rid, reply in zip(shown, replies)},
+        "unparsed": sum(not r.parsed for r in rated),
+        "likert_dropped": sum(r.likert_dropped for r in rated) + (len(likert) if contradicted else 0),
+        "flags_dropped": sum(r.flags_dropped for r in rated),
+        # A K-way verdict whose ratings contradict its ranking is refused from a person; the machine's
+        # ranking (from both orders of every pair) is the stronger answer, so its ratings go instead.
+        "likert_contradicts_ranking": contradicted,
+    }
+    return ({} if contradicted else likert), flags, summary
 
 
 def _assignment_score(*, machine: MachineAnnotator, assignment) -> None:

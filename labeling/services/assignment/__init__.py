@@ -19,9 +19,10 @@ from labeling.services.assignment.leasing import NextResult, shown_order_for, ta
 from labeling.services.assignment.locking import AssignmentConflict
 from labeling.services.assignment.release import assignment_skip, assignments_expire_sweep, assignments_release
 from labeling.services.assignment.submission import demonstration_submit, judgment_correct, judgment_submit
-from labeling.services.assignment.verdict import Verdict
+from labeling.services.assignment.verdict import Verdict, ranking_likert_contradiction
 
 __all__ = [
     "AssignmentConflict", "NextResult", "Verdict", "assignment_skip", "assignments_expire_sweep", "assignments_release",
-    "demonstration_submit", "judgment_correct", "judgment_submit", "shown_order_for", "task_assign_next",
+    "demonstration_submit", "judgment_correct", "judgment_submit", "ranking_likert_contradiction", "shown_order_for",
+    "task_assign_next",
 ]

@@ -40,7 +40,9 @@ def verdict_validate(*, verdict: Verdict, idempotency_key: object, project: Proj
         errors["both_bad"] = "a both-bad verdict ranks every response as tied"
     likert = _likert_clean(verdict.likert, response_ids, project, errors)
     if project.mode == Project.Mode.RANK and not errors:
-        _ranking_against_likert(ranking, likert, errors)
+        contradiction = ranking_likert_contradiction(ranking, likert)
+        if contradiction:
+            errors["ranking"] = contradiction
     flags = _flags_clean(verdict.flags, response_ids, project, errors)
     rationale, time_spent_ms = verdict.rationale, verdict.time_spent_ms
     if not isinstance(rationale, str) or len(rationale) > MAX_RATIONALE_CHARS or "\x00" in rationale:
@@ -97,19 +99,21 @@ def _likert_clean(likert, response_ids, project: Project, errors: dict) -> dict:
                          disabled="Likert ratings are disabled in this project", shape="ratings 1..7", clean_one=rating)
 
 
-def _ranking_against_likert(ranking: list[list[int]], likert: dict, errors: dict) -> None:
-    """K-way: a ranking that puts a response below one rated strictly lower contradicts the ratings
-    the annotator gave in the same judgment (ties are no contradiction)."""
+def ranking_likert_contradiction(ranking: list[list[int]], likert: dict) -> str | None:
+    """K-way: why a ranking contradicts the ratings given in the same judgment (a response put below one
+    rated strictly lower; ties are no contradiction), or None. likert is keyed by str(response id).
+    verdict_validate refuses such a verdict; a machine annotator, whose ratings are asked apart from its
+    ranking, drops its ratings instead."""
     placed: list[tuple[int, int]] = []  # (response, rating) of the groups above
     for group in ranking:
         for below in group:
             rating = likert.get(str(below))
             worse = next(((rid, r) for rid, r in placed if rating is not None and r < rating), None)
             if worse is not None:
-                errors["ranking"] = (f"response {worse[0]} (rated {worse[1]}) is ranked above response {below} "
-                                     f"(rated {rating}): the ranking contradicts the ratings")
-                return
+                return (f"response {worse[0]} (rated {worse[1]}) is ranked above response {below} "
+                        f"(rated {rating}): the ranking contradicts the ratings")
         placed.extend((rid, likert[str(rid)]) for rid in group if str(rid) in likert)
+    return None
 
 
 def _flags_clean(flags, response_ids, project: Project, errors: dict) -> dict:

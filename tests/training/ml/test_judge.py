@@ -1,12 +1,13 @@
 """training/ml/judge.py by hand: the template's placeholders, what the judge is sent, two orders combined
-into an outcome, and K-way pair verdicts into a ranking by Copeland's rule."""
+into an outcome, K-way pair verdicts into a ranking by Copeland's rule, and the pointwise rating question
+(Likert and flags) with hand-made replies."""
 from __future__ import annotations
 
 import pytest
 
 from training.ml.judge import (
-    DEFAULT_TEMPLATES, PAIR_LAYOUT, default_template, judge_messages, judge_pairs, judge_text, pair_judgment,
-    pairs_ranking, pairs_rationale, template_problems,
+    DEFAULT_TEMPLATES, PAIR_LAYOUT, Rating, default_template, judge_messages, judge_pairs, judge_text, pair_judgment,
+    pairs_ranking, pairs_rationale, parse_rating, parse_verdict, rating_text, template_problems,
 )
 
 
@@ -72,3 +73,45 @@ def test_k_way_verdicts_are_ranked_by_copeland():
     judged = [pair_judgment(a, b, *replies[(a, b)]) for a, b in judge_pairs(shown)]
     assert [p.status for p in judged].count("inconsistent") == 1
     assert pairs_ranking(shown, judged) == [[8], [5, 9], [6]]
+
+
+FLAGS = [("hallucination", "Hallucination"), ("too_long", "Longer than it needs to be")]
+KEYS = [key for key, _ in FLAGS]
+
+
+def test_the_rating_question_asks_only_for_what_the_project_enables_and_lists_its_flags():
+    both = rating_text(prompt=" q? ", response="an {answer}", instructions="Be kind.", likert=True, flags=FLAGS)
+    assert "[User Question]\nq?\n" in both and "an {answer}" in both and "Be kind." in both
+    assert "- hallucination: Hallucination\n- too_long: Longer than it needs to be" in both
+    assert both.endswith('{"likert": 5, "flags": ["hallucination"]}') and "from 1 (very bad) to 7" in both
+    likert_only = rating_text(prompt="q", response="r", likert=True)
+    assert '"flags"' not in likert_only and likert_only.endswith('{"likert": 5}') and "(none)" in likert_only
+    flags_only = rating_text(prompt="q", response="r", likert=False, flags=FLAGS)
+    assert '"likert"' not in flags_only and flags_only.endswith('{"flags": ["hallucination"]}')
+    # One answer, never two: the pairwise parser finds no verdict in the question itself.
+    assert parse_verdict(both) is None
+
+
+@pytest.mark.parametrize("reply, rating", [
+    ('{"likert": 5, "flags": ["hallucination"]}', Rating(5, ("hallucination",), True, False, 0)),
+    ('Sure! ```json\n{"likert": 7, "flags": []}\n```', Rating(7, (), True, False, 0)),
+    ('{"likert": 2, "flags": ["too_long", "made_up", "hallucination", 3]}',
+     Rating(2, ("hallucination", "too_long"), True, False, 2)),
+    ('{"likert": 0, "flags": ["too_long"]}', Rating(None, ("too_long",), True, True, 0)),
+    ('{"likert": 9}', Rating(None, (), True, True, 0)),
+    ('{"likert": 4.5, "flags": "hallucination"}', Rating(None, ("hallucination",), True, True, 0)),
+    ('{"likert": true}', Rating(None, (), True, True, 0)),
+    ('{"likert": "5"}', Rating(None, (), True, True, 0)),
+    ("I would rate it a 5.", Rating(None, (), False, True, 0)),
+    ('{"likert": 5, "flags": [', Rating(None, (), False, True, 0)),
+    ("", Rating(None, (), False, True, 0)),
+])
+def test_a_rating_reply_keeps_what_is_valid_and_counts_what_it_drops(reply, rating):
+    assert parse_rating(reply, likert=True, flag_keys=KEYS) == rating
+
+
+def test_what_was_not_asked_is_ignored_not_dropped():
+    reply = '{"likert": 9, "flags": ["hallucination", "made_up"]}'
+    assert parse_rating(reply, likert=False, flag_keys=KEYS) == Rating(None, ("hallucination",), True, False, 1)
+    assert parse_rating(reply, likert=False, flag_keys=[]) == Rating(None, (), True, False, 0)
+    assert parse_rating('{"likert": 3}', likert=True, flag_keys=[]) == Rating(3, (), True, False, 0)
