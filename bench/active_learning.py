@@ -43,7 +43,6 @@ without running anything (no database, no model):
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -60,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from bench.loop_common import read_records  # noqa: E402
+from bench.pair_project import pair_project_create  # noqa: E402
 from bench.report import emit, progress  # noqa: E402
 
 STRATEGIES = ("random", "uncertainty", "disagreement")
@@ -136,27 +136,14 @@ def embed_texts(records: list[dict], args: argparse.Namespace):
 
 
 def project_with_pool(records: list[dict], tag: str, rng: random.Random):
-    """A pairwise project (overlap 1) whose tasks are the records; {task id: (chosen, rejected) texts}
-    with the prompt. The answers go in random order (imported first = lower id = first slot)."""
-    from labeling.models import ComparisonTask, Project
-    from labeling.services.imports import project_data_import
-    from labeling.services.projects import project_create
+    """A pairwise project (overlap 1, bench.pair_project) whose tasks are the records; {task id: (prompt,
+    chosen, rejected, chosen response id)}."""
+    from labeling.models import Project
 
-    project = project_create(name=f"active learning {tag}", slug=f"al-{tag}", mode="pairwise", responses_per_task=2,
-                             overlap=1, likert_enabled=False, flags_enabled=False, gold_rate=0,
-                             queue_order=Project.QueueOrder.UNCERTAINTY)
-    pairs = [[r["chosen"], r["rejected"]] for r in records]
-    for pair in pairs:
-        rng.shuffle(pair)
-    lines = "\n".join(json.dumps({"id": f"{i}", "prompt": r["prompt"], "responses": pair})
-                      for i, (r, pair) in enumerate(zip(records, pairs)))
-    project_data_import(project=project, stream=io.BytesIO(lines.encode()), filename="pool.jsonl")
-    truth = {}
-    for task in ComparisonTask.objects.filter(project=project).select_related("prompt").prefetch_related("slots__response"):
-        record = records[int(task.prompt.external_id)]
-        ids = {slot.response.text: slot.response_id for slot in task.slots.all()}
-        truth[task.pk] = (record["prompt"], record["chosen"], record["rejected"], ids[record["chosen"]])
-    return project, truth
+    project, tasks = pair_project_create(records, name=f"active learning {tag}", slug=f"al-{tag}", rng=rng,
+                                         filename="pool.jsonl", overlap=1, gold_rate=0,
+                                         queue_order=Project.QueueOrder.UNCERTAINTY)
+    return project, {task_id: (r["prompt"], r["chosen"], r["rejected"], ids[r["chosen"]]) for task_id, (r, ids) in tasks.items()}
 
 
 def label_round(project, truth: dict, n: int, tag: str) -> list[int]:

@@ -26,8 +26,6 @@ database (Postgres: set DATABASE_URL).
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import random
 import sys
@@ -41,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 from bench.loop_common import read_records  # noqa: E402
+from bench.pair_project import pair_project_create  # noqa: E402
 from bench.report import emit, progress  # noqa: E402
 
 
@@ -104,27 +103,13 @@ def answer(who: dict[str, Any], shown: list[int], truth: int, bias: float, rng: 
 
 
 def project_with_tasks(records: list[dict[str, Any]], overlap: int, tag: str, rng: random.Random):
-    """A pairwise project whose tasks are the records; {task id: (a, b, chosen response id)}. The two
-    answers are imported in random order: imported first means the lower id, and a truth that sat
-    always on one side would hand every model's class prior the answer."""
-    from labeling.models import ComparisonTask
-    from labeling.services.imports import project_data_import
-    from labeling.services.projects import project_create
-
-    project = project_create(name=f"crowd quality {tag}", slug=f"crowd-{tag}", mode="pairwise",
-                             responses_per_task=2, overlap=overlap, likert_enabled=False, flags_enabled=False)
-    pairs = [[r["chosen"], r["rejected"]] for r in records]
-    for pair in pairs:
-        rng.shuffle(pair)
-    lines = "\n".join(json.dumps({"id": f"{i}", "prompt": r["prompt"], "responses": pair})
-                      for i, (r, pair) in enumerate(zip(records, pairs)))
-    project_data_import(project=project, stream=io.BytesIO(lines.encode()), filename="crowd.jsonl")
+    """A pairwise project whose tasks are the records (bench.pair_project); {task id: (a, b, chosen response id)}."""
+    project, tasks = pair_project_create(records, name=f"crowd quality {tag}", slug=f"crowd-{tag}", rng=rng,
+                                         filename="crowd.jsonl", overlap=overlap)
     truth = {}
-    for task in ComparisonTask.objects.filter(project=project).select_related("prompt").prefetch_related("slots__response"):
-        chosen_text = records[int(task.prompt.external_id)]["chosen"]
-        ids = {slot.response.text: slot.response_id for slot in task.slots.all()}
+    for task_id, (record, ids) in tasks.items():
         a, b = sorted(ids.values())
-        truth[task.pk] = (a, b, ids[chosen_text])
+        truth[task_id] = (a, b, ids[record["chosen"]])
     return project, truth
 
 
