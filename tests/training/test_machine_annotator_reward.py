@@ -1,6 +1,6 @@
 """A reward version as a machine annotator: only a ready reward version of the project's own is taken
 (anything else gets the one 400 a missing id gets), it ranks a task's responses by the tiny reward
-model's scores through the real queue (a tie only on exactly equal scores), keeps the scores and
+model's scores through the real queue (a tie only where float32 cannot tell the scores apart), keeps the scores and
 P(pick is best), and a version whose files are gone stops it with last_error."""
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_a_reward_version_ranks_by_reward_through_the_queue(trained, member, api
     project.refresh_from_db()
     made = api_client(member(project, "admin")).post(_url(project), {"name": "rm", "version": version.pk}, format="json")
     machine_id = made.json()["id"]
-    # The model learned that the polite answer wins; the same text twice scores exactly the same.
+    # The model learned that the polite answer wins; the same text twice scores the same, up to float32 noise.
     rude_first, polite_first, same = tasks_with_responses(project, {
         "question number 97?": [RUDE, POLITE], "question number 98?": [POLITE, RUDE],
         "question number 99?": [{"text": POLITE, "source": "a"}, {"text": POLITE, "source": "b"}]})[-3:]

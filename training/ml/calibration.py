@@ -33,16 +33,24 @@ def best_of(rewards: Sequence[float]) -> tuple[int, float]:
     return top, 1.0 / norm
 
 
+# Two rewards closer than this tie: the same text scored twice in one batch can differ in the last
+# float32 bits (kernels reduce in a batch-position-dependent order), and that is no preference.
+REWARD_TIE_TOLERANCE = 1e-5
+
+
 def reward_ranking(ids: Sequence[Hashable], rewards: Sequence[float]) -> list[list[Hashable]]:
-    """Tie groups of ids, highest reward first; only exactly equal rewards tie (a reward model has no
-    "unsure" band of its own: how sure it is lies in best_of's probability). Shape: ids [K], rewards [K]
-    -> [[id, ...], ...]."""
+    """Tie groups of ids, highest reward first; rewards within REWARD_TIE_TOLERANCE of their group's
+    highest tie (a reward model has no "unsure" band of its own: how sure it is lies in best_of's
+    probability). Shape: ids [K], rewards [K] -> [[id, ...], ...]."""
     if len(ids) != len(rewards):
         raise ValueError("ids and rewards differ in length")
-    groups: dict[float, list[Hashable]] = {}
+    groups: list[tuple[float, list[Hashable]]] = []
     for i in sorted(range(len(ids)), key=lambda i: -rewards[i]):
-        groups.setdefault(rewards[i], []).append(ids[i])
-    return list(groups.values())
+        if groups and groups[-1][0] - rewards[i] <= REWARD_TIE_TOLERANCE:
+            groups[-1][1].append(ids[i])
+        else:
+            groups.append((rewards[i], [ids[i]]))
+    return [members for _, members in groups]
 
 
 def pair_predictions(scores: dict[Hashable, float], ranking: Sequence[Sequence[Hashable]]) -> list[tuple[float, bool]]:
