@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.db import connection
+from django.db.models import QuerySet
 
 from labeling.models import Membership, Project
 
@@ -14,9 +15,14 @@ _EXCLUDED_SQL = ("SELECT 1 FROM labeling_membership WHERE project_id = %s AND us
                  " AND excluded_at IS NOT NULL LIMIT 1")
 
 
+def excluded_annotators(*, project: Project) -> QuerySet:
+    """The user ids of the project's members that an admin excluded (and has not re-included), as a
+    query: a subquery in the exports' filters, or read as a set (excluded_annotator_ids)."""
+    return Membership.objects.filter(project=project, excluded_at__isnull=False).values_list("user_id", flat=True)
+
+
 def excluded_annotator_ids(*, project: Project) -> set[int]:
-    """The user ids of the project's members that an admin excluded (and has not re-included)."""
-    return set(Membership.objects.filter(project=project, excluded_at__isnull=False).values_list("user_id", flat=True))
+    return set(excluded_annotators(project=project))
 
 
 def member_user_get(*, project: Project, user_id: int) -> AbstractUser | None:

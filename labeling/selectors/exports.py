@@ -27,8 +27,9 @@ from django.utils.dateparse import parse_date
 from labeling import splits
 from labeling.export_records import FORMATS, JUDGMENT_FORMATS, PAIR_FORMATS, POSTERIOR_FORMATS, PG_PROMPT, PG_RECORDS
 from labeling.label_models import LABEL_MODEL_CHOICES, LABEL_TARGETS
+from labeling.selectors.annotators import excluded_annotators
 from labeling.models import (
-    MACHINE_SOURCE_PREFIX, ExportJob, Judgment, LabelModelFit, Membership, PreferencePair, Project, Response, TaskResponse,
+    MACHINE_SOURCE_PREFIX, ExportJob, Judgment, LabelModelFit, PreferencePair, Project, Response, TaskResponse,
 )
 
 CHUNK = 2000
@@ -217,15 +218,9 @@ def _with_consensus(pairs: QuerySet, filters: ExportFilters) -> QuerySet:
     return pairs.filter(id=Subquery(first))
 
 
-def _excluded(project: Project) -> QuerySet:
-    """Users an admin excluded from the project (labeling.services.annotators): their judgments stay
-    stored and export nothing, as they train nothing (training.selectors.data)."""
-    return Membership.objects.filter(project=project, excluded_at__isnull=False).values("user_id")
-
-
 def pair_queryset(*, project: Project, filters: ExportFilters) -> QuerySet[PreferencePair]:
     pairs = PreferencePair.objects.filter(_judgment_q(filters, "judgment__"), project=project).exclude(
-        judgment__annotator_id__in=_excluded(project))
+        judgment__annotator_id__in=excluded_annotators(project=project))
     if filters.sources:
         pairs = pairs.filter(chosen__source__in=filters.sources, rejected__source__in=filters.sources)
     if filters.model_versions:
@@ -251,7 +246,7 @@ def judgment_queryset(
         raise ValueError(f"machine: one of {MACHINE_CHOICES}")
     judgments = Judgment.objects.filter(_judgment_q(filters, machine=machine), project=project)
     if not with_excluded:
-        judgments = judgments.exclude(annotator_id__in=_excluded(project))
+        judgments = judgments.exclude(annotator_id__in=excluded_annotators(project=project))
     outside = TaskResponse.objects.filter(task_id=OuterRef("task_id"))
     if filters.sources:
         judgments = judgments.filter(~Exists(outside.exclude(response__source__in=filters.sources)))

@@ -5,7 +5,7 @@ from typing import Any
 
 from labeling.label_models import MODELS, Vote, gold_outcomes, judgment_votes
 from labeling.models import LabelModelFit, Project
-from labeling.selectors.annotators import excluded_annotator_ids
+from labeling.selectors.annotators import excluded_annotators
 from labeling.selectors.console import member_rows
 from labeling.selectors.quality import CHUNK, current_judgments
 
@@ -19,7 +19,7 @@ def label_model_votes(*, project: Project) -> tuple[list[Vote], dict[tuple[int, 
     Judgments of deleted users (annotator null) have no one to weigh, so they are left out, and so are
     those of annotators an admin excluded (labeling.services.annotators): the fit is the crowd without them."""
     rows = (current_judgments(project=project, human_only=True).filter(annotator__isnull=False)
-            .exclude(annotator_id__in=excluded_annotator_ids(project=project)).order_by("id").values_list(
+            .exclude(annotator_id__in=excluded_annotators(project=project)).order_by("id").values_list(
                 "annotator_id", "ranking", "shown_order", "task__is_gold", "task__gold_ranking"))
     votes: list[Vote] = []
     gold: dict[tuple[int, int], int] = {}
